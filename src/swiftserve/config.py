@@ -1,0 +1,43 @@
+"""Frozen, validated configuration of one model's engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from swiftserve.scheduler.config import SchedulerConfig
+
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
+_LOAD_FORMATS = ("auto", "dummy")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything one engine needs; several engines with different configs share a process.
+
+    kv_cache_memory is the byte budget for this model's KV cache (a multi-model scheduler hands
+    these out); None takes a default of 512 MiB. max_model_len None takes the model's own limit.
+    dtype "auto" is bfloat16 everywhere. device "auto" is cuda when available, else cpu.
+    """
+
+    model: str
+    dtype: str = "auto"
+    device: str = "auto"
+    kv_cache_memory: int | None = None
+    max_model_len: int | None = None
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    seed: int = 0
+    load_format: str = "auto"
+    kernel_backend: str | None = None
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("model must be a non-empty alias, folder or .gguf path")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {_DTYPES}, got {self.dtype!r}")
+        if self.load_format not in _LOAD_FORMATS:
+            raise ValueError(f"load_format must be one of {_LOAD_FORMATS}, got {self.load_format!r}")
+        if self.kv_cache_memory is not None and self.kv_cache_memory <= 0:
+            raise ValueError(f"kv_cache_memory must be positive bytes, got {self.kv_cache_memory}")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ValueError(f"max_model_len must be >= 1, got {self.max_model_len}")
