@@ -1,0 +1,157 @@
+"""Continuous batching: which sequences run in the next step, and how many tokens each. No torch.
+
+There are no prefill and decode phases, only token counts: each step spends a token budget.
+  1. Running sequences that decode (one token each) come first, so a long prompt never stalls them.
+  2. Running sequences still in a chunked prefill take what budget is left.
+  3. Waiting sequences are admitted first come, first served, after a prefix-cache lookup, their
+     prompts chunked to the budget that remains.
+When blocks run out, the newest running sequence is preempted: its blocks are freed and it goes
+back to the front of the queue, to be recomputed later (its cached prefix blocks often survive).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from swiftserve.scheduler.block_manager import BlockManager
+from swiftserve.scheduler.config import SchedulerConfig
+from swiftserve.scheduler.sequence import Sequence, SequenceStatus
+
+
+@dataclass
+class ScheduledSeq:
+    """num_new_tokens tokens of seq, starting at seq.num_computed_tokens, run in this step."""
+
+    seq: Sequence
+    num_new_tokens: int
+
+    @property
+    def start(self) -> int:
+        return self.seq.num_computed_tokens
+
+    @property
+    def is_sampling(self) -> bool:
+        """Whether this chunk reaches the sequence's end, so its last position yields a token."""
+        return self.seq.num_computed_tokens + self.num_new_tokens == self.seq.num_tokens
+
+
+@dataclass
+class SchedulerOutput:
+    scheduled: list[ScheduledSeq] = field(default_factory=list)
+    preempted: list[Sequence] = field(default_factory=list)
+
+    @property
+    def num_batched_tokens(self) -> int:
+        return sum(item.num_new_tokens for item in self.scheduled)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.scheduled
+
+
+class Scheduler:
+    def __init__(self, config: SchedulerConfig, num_blocks: int) -> None:
+        self.config = config
+        self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.num_preemptions = 0
+
+    # -- queue ---------------------------------------------------------------------------------
+    def can_accept(self, num_seqs: int = 1) -> bool:
+        bound = self.config.max_num_waiting
+        return bound is None or len(self.waiting) + num_seqs <= bound
+
+    def add(self, seq: Sequence) -> None:
+        seq.status = SequenceStatus.WAITING
+        self.waiting.append(seq)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    # -- one step ------------------------------------------------------------------------------
+    def schedule(self) -> SchedulerOutput:
+        out = SchedulerOutput()
+        budget = self.config.max_num_batched_tokens
+        decoding = [s for s in self.running if s.num_uncomputed_tokens == 1]
+        prefilling = [s for s in self.running if s.num_uncomputed_tokens > 1]
+        for seq in decoding + prefilling:
+            if budget == 0:
+                break
+            if seq.status is SequenceStatus.RUNNING:  # not preempted earlier in this step
+                budget -= self._schedule_running(seq, min(seq.num_uncomputed_tokens, budget), out)
+        if not out.preempted:
+            self._admit_waiting(budget, out)
+        return out
+
+    def _schedule_running(self, seq: Sequence, num_tokens: int, out: SchedulerOutput) -> int:
+        """Schedule num_tokens of a running seq, preempting newer ones for blocks. Returns the
+        budget used, net of what preempted sequences gave back."""
+        refund = 0
+        while not self.block_manager.allocate(seq, num_tokens):
+            victim = self.running[-1]
+            refund += self._unschedule(victim, out)
+            self._preempt(victim, out)
+            if victim is seq:
+                return -refund
+        out.scheduled.append(ScheduledSeq(seq, num_tokens))
+        return num_tokens - refund
+
+    def _unschedule(self, seq: Sequence, out: SchedulerOutput) -> int:
+        for i, item in enumerate(out.scheduled):
+            if item.seq is seq:
+                del out.scheduled[i]
+                return item.num_new_tokens
+        return 0
+
+    def _preempt(self, seq: Sequence, out: SchedulerOutput) -> None:
+        self.running.remove(seq)
+        self.block_manager.free(seq)
+        seq.status = SequenceStatus.WAITING
+        seq.num_preemptions += 1
+        self.num_preemptions += 1
+        self.waiting.appendleft(seq)
+        out.preempted.append(seq)
+
+    def _admit_waiting(self, budget: int, out: SchedulerOutput) -> None:
+        block_size = self.block_manager.block_size
+        while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
+            seq = self.waiting[0]
+            cached = self.block_manager.find_cached_prefix(seq)
+            num_tokens = min(seq.num_tokens - len(cached) * block_size, budget)
+            if not self.block_manager.allocate(seq, num_tokens, cached):
+                break
+            self.waiting.popleft()
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+            out.scheduled.append(ScheduledSeq(seq, num_tokens))
+            budget -= num_tokens
+
+    def update(self, out: SchedulerOutput) -> None:
+        """Record that the step ran: advance progress and index newly full blocks for reuse."""
+        for item in out.scheduled:
+            before = item.seq.num_computed_tokens
+            item.seq.num_computed_tokens += item.num_new_tokens
+            self.block_manager.cache_computed_blocks(item.seq, before)
+
+    # -- leaving -------------------------------------------------------------------------------
+    def finish(self, seq: Sequence) -> None:
+        self.running.remove(seq)
+        self._release(seq)
+
+    def abort(self, seq: Sequence) -> None:
+        """Drop seq wherever it is; its blocks go back to the pool."""
+        if seq in self.running:
+            self.running.remove(seq)
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
+        self._release(seq)
+
+    def _release(self, seq: Sequence) -> None:
+        self.block_manager.free(seq)
+        seq.status = SequenceStatus.FINISHED
+
+    def check_integrity(self) -> None:
+        self.block_manager.check_integrity(self.running)
+        assert all(not s.block_ids for s in self.waiting), "a waiting sequence holds blocks"

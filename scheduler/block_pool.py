@@ -1,0 +1,87 @@
+"""The pool of KV blocks: reference counts, the free queue and the prefix-cache index. No torch.
+
+Free blocks wait in one queue, least recently freed first. A freed block that holds a full,
+hashed block of tokens keeps its hash, so a later request with the same prefix can take it back
+out of the queue (a prefix-cache hit); allocation pops from the front, so cached blocks are
+reused in LRU order and their hash is dropped only then.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+
+@dataclass(eq=False)
+class Block:
+    block_id: int
+    ref_count: int = 0
+    block_hash: int | None = None
+    token_ids: tuple[int, ...] = ()  # kept to verify hits exactly: a hash collision is never a hit
+
+
+class BlockPool:
+    def __init__(self, num_blocks: int) -> None:
+        if num_blocks < 1:
+            raise ValueError(f"the KV cache needs at least one block, got {num_blocks}")
+        self.blocks = [Block(i) for i in range(num_blocks)]
+        self._free: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
+        self._cached: dict[int, int] = {}  # block hash -> block id
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def num_free_blocks(self) -> int:
+        return len(self._free)
+
+    def allocate(self) -> int:
+        """Take the least recently freed block, dropping whatever prefix it cached."""
+        block_id, _ = self._free.popitem(last=False)
+        block = self.blocks[block_id]
+        if block.block_hash is not None:
+            del self._cached[block.block_hash]
+            block.block_hash, block.token_ids = None, ()
+        block.ref_count = 1
+        return block_id
+
+    def lookup(self, block_hash: int, token_ids: tuple[int, ...]) -> int | None:
+        """The block caching exactly these tokens after this prefix, if any."""
+        block_id = self._cached.get(block_hash)
+        if block_id is None or self.blocks[block_id].token_ids != token_ids:
+            return None
+        return block_id
+
+    def touch(self, block_id: int) -> None:
+        """Share a cached block with one more sequence (taking it off the free queue if idle)."""
+        block = self.blocks[block_id]
+        if block.ref_count == 0:
+            del self._free[block_id]
+        block.ref_count += 1
+
+    def release(self, block_id: int) -> None:
+        block = self.blocks[block_id]
+        if block.ref_count <= 0:
+            raise RuntimeError(f"block {block_id} released more often than taken")
+        block.ref_count -= 1
+        if block.ref_count == 0:
+            self._free[block_id] = None
+
+    def cache(self, block_id: int, block_hash: int, token_ids: tuple[int, ...]) -> None:
+        """Index a full, computed block; the first block with a given prefix wins."""
+        block = self.blocks[block_id]
+        if block.block_hash is not None or block_hash in self._cached:
+            return
+        block.block_hash, block.token_ids = block_hash, token_ids
+        self._cached[block_hash] = block_id
+
+    def check_integrity(self, expected_refs: dict[int, int]) -> None:
+        """Raise AssertionError unless refs, the free queue and the cache index agree."""
+        for block in self.blocks:
+            refs = expected_refs.get(block.block_id, 0)
+            assert block.ref_count == refs, f"block {block.block_id}: ref_count {block.ref_count} != {refs} users"
+            assert (block.block_id in self._free) == (refs == 0), f"block {block.block_id}: free-queue mismatch"
+            if block.block_hash is not None:
+                assert self._cached.get(block.block_hash) == block.block_id, f"block {block.block_id}: stale hash"
+        assert len(self._cached) == sum(b.block_hash is not None for b in self.blocks), "cache index leak"
