@@ -1,0 +1,93 @@
+"""Helpers shared by the Triton kernels: dot products, the paged KV tile, the online softmax step.
+
+The interpreter stores bfloat16 as raw uint16 and computes garbage for bf16 arithmetic and
+tl.dot, so under the interpreter launchers pass UPCAST=True and tiles are widened to fp32 before
+any math. On a GPU bf16 tiles go straight to the tensor cores; fp32 tiles use IEEE dots (not
+TF32) so fp32 models keep fp32 accuracy.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from swiftserve.kernels.triton import INTERPRET
+
+LOG2E = 1.4426950408889634
+
+
+def next_pow2(n: int) -> int:
+    return triton.next_power_of_2(max(int(n), 1))
+
+
+def dot_flags(dtype) -> dict:
+    """UPCAST (widen tiles to fp32, interpreter only) and IEEE (fp32 tiles: no TF32)."""
+    import torch
+
+    return {"UPCAST": INTERPRET, "IEEE": INTERPRET or dtype == torch.float32}
+
+
+@triton.jit
+def mma(a, b, IEEE: tl.constexpr):
+    """a @ b with fp32 accumulation."""
+    if IEEE:
+        return tl.dot(a, b, input_precision="ieee")
+    else:
+        return tl.dot(a, b)
+
+
+@triton.jit
+def paged_token_offsets(block_table_row_ptr, k_pos, kv_mask, stride_block, stride_token, BLOCK_SIZE: tl.constexpr):
+    """Element offsets of tokens k_pos of one sequence in a paged cache (int64: caches exceed 2^31).
+
+    token position p ──► block_table[p // BLOCK_SIZE] = physical block b ──► b * stride_block
+                                                                           + (p % BLOCK_SIZE) * stride_token
+    """
+    block_ids = tl.load(block_table_row_ptr + k_pos // BLOCK_SIZE, mask=kv_mask, other=0).to(tl.int64)
+    return block_ids * stride_block + (k_pos % BLOCK_SIZE).to(tl.int64) * stride_token
+
+
+@triton.jit
+def attend_kv_tile(
+    acc, m_i, l_i, q, q_pos,
+    k_cache_ptr, v_cache_ptr, block_table_row_ptr,
+    kv_start, kv_end, head_offset, window, qk_scale,
+    stride_block, stride_token, offs_d, d_mask,
+    BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+    BOUNDS: tl.constexpr, CAUSAL: tl.constexpr, USE_WINDOW: tl.constexpr,
+    UPCAST: tl.constexpr, IEEE: tl.constexpr,
+):
+    """One flash-attention step: rows q [M, D] attend to cached tokens kv_start..kv_start+BLOCK_N-1.
+
+    Scores live in the log2 domain (qk_scale includes log2 e). m_i is the running row max, l_i the
+    running row sum, acc the unnormalised output [M, D]. BOUNDS masks tokens >= kv_end, CAUSAL
+    tokens after each row's position q_pos, USE_WINDOW tokens at or before q_pos - window.
+    """
+    k_pos = kv_start + tl.arange(0, BLOCK_N)
+    kv_mask = k_pos < kv_end
+    offs = paged_token_offsets(block_table_row_ptr, k_pos, kv_mask, stride_block, stride_token, BLOCK_SIZE)
+    offs += head_offset
+    if BOUNDS:
+        k = tl.load(k_cache_ptr + offs[None, :] + offs_d[:, None], mask=kv_mask[None, :] & d_mask[:, None], other=0.0)
+        v = tl.load(v_cache_ptr + offs[:, None] + offs_d[None, :], mask=kv_mask[:, None] & d_mask[None, :], other=0.0)
+    else:
+        k = tl.load(k_cache_ptr + offs[None, :] + offs_d[:, None], mask=d_mask[:, None], other=0.0)  # [D, N]
+        v = tl.load(v_cache_ptr + offs[:, None] + offs_d[None, :], mask=d_mask[None, :], other=0.0)  # [N, D]
+    if UPCAST:
+        k = k.to(tl.float32)
+        v = v.to(tl.float32)
+    s = mma(q, k, IEEE) * qk_scale  # [M, N]
+    if BOUNDS:
+        s = tl.where(kv_mask[None, :], s, float("-inf"))
+    if CAUSAL:
+        s = tl.where(k_pos[None, :] <= q_pos[:, None], s, float("-inf"))
+    if USE_WINDOW:
+        s = tl.where(k_pos[None, :] > q_pos[:, None] - window, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    # A row that has seen only masked tokens keeps max -inf; subtracting 0 keeps exp2 at 0, not NaN.
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m_i - m_safe)
+    p = tl.exp2(s - m_safe[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + mma(p.to(v.dtype), v, IEEE)
+    return acc, m_new, l_i
