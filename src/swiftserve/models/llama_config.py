@@ -36,6 +36,10 @@ class LlamaConfig:
             raise ValueError(f"unsupported architecture {arch!r}; supported: {', '.join(LLAMA_ARCHITECTURES)}")
         heads = cfg["num_attention_heads"]
         is_qwen2 = arch == "Qwen2ForCausalLM"
+        # transformers >= 5 writes rope_parameters; older configs rope_theta and rope_scaling.
+        rope = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
+        if "type" in rope:
+            rope.setdefault("rope_type", rope["type"])
         window = cfg.get("sliding_window") if cfg.get("use_sliding_window", not is_qwen2) else None
         return cls(
             vocab_size=cfg["vocab_size"],
@@ -46,8 +50,8 @@ class LlamaConfig:
             num_kv_heads=cfg.get("num_key_value_heads") or heads,
             head_dim=cfg.get("head_dim") or cfg["hidden_size"] // heads,
             rms_norm_eps=cfg.get("rms_norm_eps", 1e-6),
-            rope_theta=float(cfg.get("rope_theta", 10000.0)),
-            rope_scaling=cfg.get("rope_scaling"),
+            rope_theta=float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0))),
+            rope_scaling=rope if rope.get("rope_type", "default") != "default" else None,
             max_position_embeddings=cfg.get("max_position_embeddings", 2048),
             tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
             attention_bias=bool(cfg.get("attention_bias", is_qwen2)),

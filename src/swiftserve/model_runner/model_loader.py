@@ -1,0 +1,57 @@
+"""Builds a model on its device and dtype and fills its weights (from a checkpoint, or random)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from swiftserve.models.llama import LlamaForCausalLM
+from swiftserve.models.llama_config import LlamaConfig
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA device is available")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16
+    dtype = _DTYPES[name]
+    if device.type == "cpu" and dtype is torch.float16:
+        raise ValueError("float16 is not supported on CPU; use bfloat16 or float32")
+    return dtype
+
+
+def load_model(
+    folder: Path, hf_config: dict, dtype: torch.dtype, device: torch.device,
+    load_format: str = "auto", backend: str | None = None, seed: int = 0,
+) -> LlamaForCausalLM:
+    cfg = LlamaConfig.from_hf(hf_config)
+    with torch.device(device):
+        model = LlamaForCausalLM(cfg, backend=backend).to(dtype)
+    if load_format == "dummy":
+        _init_random(model, seed)
+    else:
+        from swiftserve.loader import iter_weights
+
+        model.load_weights(iter_weights(folder))
+    return model.eval()
+
+
+def _init_random(model: torch.nn.Module, seed: int) -> None:
+    """Small random weights: the shapes and speed of the real model without its checkpoint."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    for name, param in model.named_parameters():
+        if name.endswith("layernorm.weight") or name == "norm.weight":
+            param.data.fill_(1.0)
+            continue
+        values = torch.randn(param.shape, generator=generator) * 0.02
+        param.data.copy_(values.to(param.dtype))
