@@ -1,0 +1,133 @@
+"""Batched sampling: logits of every scheduled sequence in, one token id (and logprobs) per row out.
+
+Per step, in vLLM / OpenAI order:
+  1. logit_bias, min_tokens masking of stop tokens, repetition penalty, presence/frequency (penalties.py)
+  2. greedy rows (temperature 0): argmax of the processed logits
+  3. random rows: temperature, top-k, top-p, min-p, one draw (random_sampling.py)
+  4. logprobs, from the raw logits (before any processing), for rows that asked for them
+
+Fast path: a row that is greedy and needs no processing takes argmax of the raw logits without a
+float32 copy. Unseeded random rows share one batched draw; each seeded row is sampled on its own
+with its own generator, so its token never depends on what else is in the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from swiftserve.model_runner import penalties
+from swiftserve.model_runner.random_sampling import sample_rows
+from swiftserve.outputs import TokenLogprob
+from swiftserve.sampling_params import SamplingParams
+
+
+@dataclass
+class SamplingState:
+    """What the sampler needs to know about one running sequence; the engine appends outputs."""
+
+    params: SamplingParams
+    prompt_token_ids: list[int]
+    output_token_ids: list[int] = field(default_factory=list)
+    # eos ids (unless ignore_eos) | params.stop_token_ids; masked out until min_tokens outputs exist.
+    stop_token_ids: frozenset[int] = frozenset()
+    # Seeded per sequence when params.seed is set; None draws from the shared default generator.
+    generator: torch.Generator | None = None
+
+
+@dataclass
+class SamplerOutput:
+    token_ids: list[int]  # one per row
+    logprobs: list[TokenLogprob | None]  # per row; None unless params.logprobs is not None
+
+
+class Sampler:
+    """Stateless apart from the vocabulary size; one per model."""
+
+    def __init__(self, vocab_size: int) -> None:
+        if vocab_size < 1:
+            raise ValueError(f"vocab_size must be >= 1, got {vocab_size}")
+        self.vocab_size = vocab_size
+
+    def __call__(self, logits: torch.Tensor, states: list[SamplingState]) -> SamplerOutput:
+        """logits [num_rows, >= vocab_size] of any float dtype; columns past vocab_size are padding."""
+        if logits.dim() != 2 or logits.shape[0] != len(states):
+            raise ValueError(f"logits must be [num_rows={len(states)}, vocab], got {tuple(logits.shape)}")
+        logits = logits[:, : self.vocab_size]
+        token_ids = _pick_tokens(logits, states)
+        token_id_list = token_ids.tolist()
+        return SamplerOutput(token_id_list, _logprobs(logits, states, token_ids, token_id_list))
+
+
+def _pick_tokens(logits: torch.Tensor, states: list[SamplingState]) -> torch.Tensor:
+    is_plain = [s.params.temperature == 0.0 and not penalties.needs_processing(s) for s in states]
+    if all(is_plain):
+        return logits.argmax(dim=-1)
+    device = logits.device
+    token_ids = torch.empty(len(states), dtype=torch.long, device=device)
+    plain = [i for i, p in enumerate(is_plain) if p]
+    if plain:
+        plain_index = _long(plain, device)
+        token_ids[plain_index] = logits[plain_index].argmax(dim=-1)
+    work = [i for i, p in enumerate(is_plain) if not p]
+    work_states = [states[i] for i in work]
+    # A float32 copy of just the rows that need processing or a random draw (never the caller's tensor).
+    work_logits = logits[_long(work, device)].to(torch.float32)
+    penalties.apply_all(work_logits, work_states)
+    token_ids[_long(work, device)] = _pick_processed(work_logits, work_states)
+    return token_ids
+
+
+def _pick_processed(logits: torch.Tensor, states: list[SamplingState]) -> torch.Tensor:
+    device = logits.device
+    token_ids = torch.empty(len(states), dtype=torch.long, device=device)
+    greedy = [i for i, s in enumerate(states) if s.params.temperature == 0.0]
+    if greedy:
+        greedy_index = _long(greedy, device)
+        token_ids[greedy_index] = logits[greedy_index].argmax(dim=-1)
+    unseeded = [i for i, s in enumerate(states) if s.params.temperature != 0.0 and s.generator is None]
+    seeded = [i for i, s in enumerate(states) if s.params.temperature != 0.0 and s.generator is not None]
+    groups = ([unseeded] if unseeded else []) + [[i] for i in seeded]
+    for rows in groups:
+        group_states = [states[i] for i in rows]
+        generator = group_states[0].generator
+        if generator is None:
+            uniform = torch.rand(len(rows), device=device)
+        else:
+            uniform = torch.rand(1, generator=generator, device=generator.device).to(device)
+        index = _long(rows, device)
+        token_ids[index] = sample_rows(
+            logits if len(rows) == len(states) else logits[index],
+            torch.tensor([s.params.temperature for s in group_states], device=device),
+            _long([s.params.top_k for s in group_states], device),
+            torch.tensor([s.params.top_p for s in group_states], device=device),
+            torch.tensor([s.params.min_p for s in group_states], device=device),
+            uniform,
+        )
+    return token_ids
+
+
+def _logprobs(
+    logits: torch.Tensor, states: list[SamplingState], token_ids: torch.Tensor, token_id_list: list[int]
+) -> list[TokenLogprob | None]:
+    """log_softmax of the raw logits: the chosen token's logprob and the top-n alternatives, best first."""
+    result: list[TokenLogprob | None] = [None] * len(states)
+    rows = [i for i, s in enumerate(states) if s.params.logprobs is not None]
+    if not rows:
+        return result
+    index = _long(rows, logits.device)
+    logprobs = torch.log_softmax(logits[index].to(torch.float32), dim=-1)
+    chosen = logprobs.gather(1, token_ids[index][:, None]).squeeze(1).tolist()
+    num_top = max(states[i].params.logprobs for i in rows)
+    top_values, top_ids = logprobs.topk(num_top, dim=-1) if num_top else (logprobs[:, :0], index[:, None][:, :0])
+    top_values, top_ids = top_values.tolist(), top_ids.tolist()
+    for j, row in enumerate(rows):
+        n = states[row].params.logprobs
+        top = list(zip(top_ids[j][:n], top_values[j][:n]))
+        result[row] = TokenLogprob(token_id_list[row], chosen[j], top)
+    return result
+
+
+def _long(values: list[int], device: torch.device) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.long, device=device)
