@@ -100,7 +100,8 @@ class PoolingConfig:
         st_path = folder / "sentence_bert_config.json"
         if st_path.is_file():
             max_seq_length = json.loads(st_path.read_text()).get("max_seq_length") or max_seq_length
-        return cls(mode=mode, normalize=normalize, max_seq_length=min(max_seq_length, max_position_embeddings))
+        max_seq_length = min(max_seq_length, max_position_embeddings)
+        return cls(mode=mode, normalize=normalize, max_seq_length=max_seq_length)
 
 
 def _pooling_mode(path: Path) -> str:
@@ -119,6 +120,16 @@ def _pooling_mode(path: Path) -> str:
     return mode
 
 
+class _Linear(nn.Linear):
+    def reset_parameters(self) -> None:
+        pass  # every weight comes from the checkpoint: skip the random init
+
+
+class _Embedding(nn.Embedding):
+    def reset_parameters(self) -> None:
+        pass
+
+
 class BertLayer(nn.Module):
     """One post-LayerNorm encoder block; q, k and v are fused into one projection."""
 
@@ -127,11 +138,11 @@ class BertLayer(nn.Module):
         hidden = config.hidden_size
         self.num_heads = config.num_attention_heads
         self.head_dim = config.head_dim
-        self.qkv = nn.Linear(hidden, 3 * hidden)
-        self.attn_out = nn.Linear(hidden, hidden)
+        self.qkv = _Linear(hidden, 3 * hidden)
+        self.attn_out = _Linear(hidden, hidden)
         self.attn_norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
-        self.mlp_in = nn.Linear(hidden, config.intermediate_size)
-        self.mlp_out = nn.Linear(config.intermediate_size, hidden)
+        self.mlp_in = _Linear(hidden, config.intermediate_size)
+        self.mlp_out = _Linear(config.intermediate_size, hidden)
         self.mlp_norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
         self.act = _ACTIVATIONS[config.hidden_act]
 
@@ -194,9 +205,9 @@ class BertEncoder(nn.Module):
         self.config = config
         self.pooling = pooling or PoolingConfig(max_seq_length=config.max_position_embeddings)
         hidden = config.hidden_size
-        self.word_embeddings = nn.Embedding(config.vocab_size, hidden)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, hidden)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, hidden)
+        self.word_embeddings = _Embedding(config.vocab_size, hidden)
+        self.position_embeddings = _Embedding(config.max_position_embeddings, hidden)
+        self.token_type_embeddings = _Embedding(config.type_vocab_size, hidden)
         self.embed_norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
         self.layers = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
 
@@ -261,8 +272,9 @@ class BertEncoder(nn.Module):
         if missing:
             raise ValueError(f"checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}")
         for name, tensor in state.items():
-            if tensor.shape != expected[name].shape:
-                raise ValueError(f"{name}: checkpoint shape {tuple(tensor.shape)} != {tuple(expected[name].shape)}")
+            want = tuple(expected[name].shape)
+            if tuple(tensor.shape) != want:
+                raise ValueError(f"{name}: checkpoint shape {tuple(tensor.shape)}, model expects {want}")
             with torch.no_grad():
                 expected[name].copy_(tensor)
 
@@ -314,8 +326,7 @@ def load_bert_encoder(
     """Build a BertEncoder from a folder's config dict and its (name, tensor) stream."""
     bert_config = BertConfig.from_dict(config)
     pooling = PoolingConfig.from_folder(folder, bert_config.max_position_embeddings)
-    with torch.device("meta"):  # no random init: every parameter is overwritten below
-        model = BertEncoder(bert_config, pooling)
-    model = model.to_empty(device=device).to(dtype)
+    with torch.device(device):
+        model = BertEncoder(bert_config, pooling).to(dtype)
     model.load_weights(weights)
     return model.eval()
