@@ -1,4 +1,4 @@
-"""Helpers shared by the Triton kernels: dot products, the paged KV tile, the online softmax step.
+"""Shared by the Triton attention kernels: one paged K/V tile through an online-softmax step.
 
 The interpreter stores bfloat16 as raw uint16 and computes garbage for bf16 arithmetic and
 tl.dot, so under the interpreter launchers pass UPCAST=True and tiles are widened to fp32 before
@@ -8,6 +8,7 @@ TF32) so fp32 models keep fp32 accuracy.
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 
@@ -20,31 +21,9 @@ def next_pow2(n: int) -> int:
     return triton.next_power_of_2(max(int(n), 1))
 
 
-def dot_flags(dtype) -> dict:
+def dot_flags(dtype: torch.dtype) -> dict:
     """UPCAST (widen tiles to fp32, interpreter only) and IEEE (fp32 tiles: no TF32)."""
-    import torch
-
     return {"UPCAST": INTERPRET, "IEEE": INTERPRET or dtype == torch.float32}
-
-
-@triton.jit
-def mma(a, b, IEEE: tl.constexpr):
-    """a @ b with fp32 accumulation."""
-    if IEEE:
-        return tl.dot(a, b, input_precision="ieee")
-    else:
-        return tl.dot(a, b)
-
-
-@triton.jit
-def paged_token_offsets(block_table_row_ptr, k_pos, kv_mask, stride_block, stride_token, BLOCK_SIZE: tl.constexpr):
-    """Element offsets of tokens k_pos of one sequence in a paged cache (int64: caches exceed 2^31).
-
-    token position p ──► block_table[p // BLOCK_SIZE] = physical block b ──► b * stride_block
-                                                                           + (p % BLOCK_SIZE) * stride_token
-    """
-    block_ids = tl.load(block_table_row_ptr + k_pos // BLOCK_SIZE, mask=kv_mask, other=0).to(tl.int64)
-    return block_ids * stride_block + (k_pos % BLOCK_SIZE).to(tl.int64) * stride_token
 
 
 @triton.jit
@@ -62,11 +41,18 @@ def attend_kv_tile(
     Scores live in the log2 domain (qk_scale includes log2 e). m_i is the running row max, l_i the
     running row sum, acc the unnormalised output [M, D]. BOUNDS masks tokens >= kv_end, CAUSAL
     tokens after each row's position q_pos, USE_WINDOW tokens at or before q_pos - window.
+
+    Helpers are inlined by hand: the interpreter re-patches triton.language on every jit call,
+    which would dominate the CPU test time.
+
+    token position p ──► block_table[p // BLOCK_SIZE] = physical block b
+                     ──► element offset b * stride_block + (p % BLOCK_SIZE) * stride_token + head_offset
+    (int64: caches exceed 2^31 elements)
     """
     k_pos = kv_start + tl.arange(0, BLOCK_N)
     kv_mask = k_pos < kv_end
-    offs = paged_token_offsets(block_table_row_ptr, k_pos, kv_mask, stride_block, stride_token, BLOCK_SIZE)
-    offs += head_offset
+    block_ids = tl.load(block_table_row_ptr + k_pos // BLOCK_SIZE, mask=kv_mask, other=0).to(tl.int64)
+    offs = block_ids * stride_block + (k_pos % BLOCK_SIZE).to(tl.int64) * stride_token + head_offset
     if BOUNDS:
         k = tl.load(k_cache_ptr + offs[None, :] + offs_d[:, None], mask=kv_mask[None, :] & d_mask[:, None], other=0.0)
         v = tl.load(v_cache_ptr + offs[:, None] + offs_d[None, :], mask=kv_mask[:, None] & d_mask[None, :], other=0.0)
@@ -76,7 +62,10 @@ def attend_kv_tile(
     if UPCAST:
         k = k.to(tl.float32)
         v = v.to(tl.float32)
-    s = mma(q, k, IEEE) * qk_scale  # [M, N]
+    if IEEE:  # fp32 tiles: no TF32
+        s = tl.dot(q, k, input_precision="ieee") * qk_scale  # [M, N]
+    else:
+        s = tl.dot(q, k) * qk_scale
     if BOUNDS:
         s = tl.where(kv_mask[None, :], s, float("-inf"))
     if CAUSAL:
@@ -89,5 +78,8 @@ def attend_kv_tile(
     alpha = tl.exp2(m_i - m_safe)
     p = tl.exp2(s - m_safe[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None] + mma(p.to(v.dtype), v, IEEE)
+    if IEEE:
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+    else:
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
     return acc, m_new, l_i

@@ -128,7 +128,7 @@ def _tile_config(head_dim_pad: int, dtype: torch.dtype) -> dict:
     [128, d] fp32 accumulator and two K/V tiles in registers and shared memory. The interpreter
     gets small tiles: its cost grows with padded rows, and tests use short sequences."""
     if INTERPRET:
-        return {"BLOCK_M": 16, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1}
+        return {"BLOCK_M": 32, "BLOCK_N": 64, "num_warps": 4, "num_stages": 1}
     if head_dim_pad > 128 or dtype == torch.float32:
         return {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2}
     return {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2}

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
 
 @dataclass
 class PagedCache:

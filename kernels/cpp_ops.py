@@ -1,0 +1,215 @@
+"""The 'cpp' backend: swiftserve._C's CPU kernels behind the signatures of kernels/reference.py.
+
+Each wrapper checks its tensors (CPU, dtypes, shapes, a contiguous last dimension), allocates the
+output and hands data pointers and element strides to _C, which releases the GIL while it runs.
+float32 and bfloat16 run natively; a float16 call or a head_dim _C was not built for runs the
+torch reference instead, so the dispatcher can always pick this backend on CPU. store_kv and
+rotary_embedding are not here: the dispatcher takes the torch ones.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from swiftserve.kernels import reference
+
+try:
+    from swiftserve import _C
+except ImportError:  # the extension was not built: this backend is unavailable
+    _C = None
+
+_NATIVE_DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
+
+
+def is_available() -> bool:
+    return _C is not None
+
+
+def _check_cpu(op: str, **tensors: torch.Tensor) -> None:
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.device.type != "cpu":
+            raise ValueError(f"{op}: {name} is on {t.device}, the cpp backend runs on CPU tensors only")
+
+
+def _check_rows(op: str, name: str, t: torch.Tensor) -> None:
+    """t [..., n] must be addressable as rows of n contiguous elements with one row stride."""
+    if t.stride(-1) != 1 or (t.dim() > 2 and not t.is_contiguous()):
+        raise ValueError(f"{op}: {name} must be contiguous (or a 2-D view with contiguous rows), got strides {t.stride()}")
+
+
+def _int32(t: torch.Tensor) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"index tensors must be torch.Tensor, got {type(t).__name__}")
+    if t.dtype == torch.int32 and t.stride(-1) == 1:
+        return t
+    if t.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"index tensors must be int32 or int64, got {t.dtype}")
+    return t.to(torch.int32).contiguous()
+
+
+def _paged_args(op: str, q, k_cache, v_cache, block_tables, context_lens) -> dict | None:
+    """Checks the paged-attention inputs; returns _C's cache arguments, or None to use the reference.
+
+    block_tables must already be int32 (see _int32) and outlive the call: _C gets its address.
+    """
+    _check_cpu(op, q=q, k_cache=k_cache, v_cache=v_cache, block_tables=block_tables, context_lens=context_lens)
+    if q.dim() != 3 or k_cache.dim() != 4:
+        raise ValueError(
+            f"{op}: q must be [tokens, num_heads, head_dim] and k_cache [num_blocks, block_size, num_kv_heads, "
+            f"head_dim], got {tuple(q.shape)} and {tuple(k_cache.shape)}"
+        )
+    if v_cache.shape != k_cache.shape or v_cache.stride() != k_cache.stride():
+        raise ValueError(f"{op}: v_cache {tuple(v_cache.shape)} must match k_cache {tuple(k_cache.shape)} in shape and strides")
+    if not (q.dtype == k_cache.dtype == v_cache.dtype):
+        raise ValueError(f"{op}: q, k_cache and v_cache must share a dtype, got {q.dtype}, {k_cache.dtype}, {v_cache.dtype}")
+    num_blocks, block_size, num_kv_heads, head_dim = k_cache.shape
+    if q.shape[2] != head_dim or q.shape[1] % num_kv_heads:
+        raise ValueError(f"{op}: q {tuple(q.shape)} does not fit a cache with {num_kv_heads} KV heads of dim {head_dim}")
+    if q.stride(-1) != 1 or k_cache.stride(-1) != 1:
+        raise ValueError(f"{op}: q and the caches need a contiguous last dimension")
+    if block_tables.dim() != 2 or context_lens.dim() != 1 or block_tables.shape[0] < context_lens.shape[0]:
+        raise ValueError(
+            f"{op}: block_tables must be [num_seqs, max_blocks] and context_lens [num_seqs], got "
+            f"{tuple(block_tables.shape)} and {tuple(context_lens.shape)}"
+        )
+    if (
+        q.dtype not in _NATIVE_DTYPES
+        or head_dim not in _C.head_dims
+        or q.shape[1] // num_kv_heads > _C.max_group
+    ):
+        return None
+    return dict(
+        k_cache=k_cache.data_ptr(), v_cache=v_cache.data_ptr(), num_blocks=num_blocks, block_size=block_size,
+        kv_stride_block=k_cache.stride(0), kv_stride_token=k_cache.stride(1), kv_stride_head=k_cache.stride(2),
+        block_tables=block_tables.data_ptr(), max_blocks_per_seq=block_tables.shape[1],
+        block_table_stride=block_tables.stride(0), num_heads=q.shape[1], num_kv_heads=num_kv_heads,
+        head_dim=head_dim, dtype=_NATIVE_DTYPES[q.dtype],
+    )
+
+
+def _window(sliding_window: int | None) -> int:
+    if sliding_window is None:
+        return 0
+    if sliding_window < 1:
+        raise ValueError(f"sliding_window must be a positive number of tokens or None, got {sliding_window}")
+    return int(sliding_window)
+
+
+def paged_decode_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    scale: float,
+    sliding_window: int | None = None,
+) -> torch.Tensor:
+    """One query token per sequence, the last of its context. q [num_seqs, num_heads, head_dim]."""
+    block_tables = _int32(block_tables)
+    args = _paged_args("paged_decode_attention", q, k_cache, v_cache, block_tables, context_lens)
+    if args is None:
+        return reference.paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale, sliding_window)
+    if context_lens.shape[0] != q.shape[0]:
+        raise ValueError(f"paged_decode_attention: {q.shape[0]} queries but {context_lens.shape[0]} context_lens")
+    context_lens = _int32(context_lens)
+    out = torch.empty(q.shape, dtype=q.dtype)
+    _C.paged_decode_attention(
+        out=out.data_ptr(), out_stride_seq=out.stride(0), out_stride_head=out.stride(1),
+        q=q.data_ptr(), q_stride_seq=q.stride(0), q_stride_head=q.stride(1),
+        context_lens=context_lens.data_ptr(), num_seqs=q.shape[0], scale=float(scale),
+        sliding_window=_window(sliding_window), **args,
+    )
+    return out
+
+
+def paged_prefill_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    context_lens: torch.Tensor,
+    scale: float,
+    sliding_window: int | None = None,
+) -> torch.Tensor:
+    """Varlen causal attention over the paged cache (see reference.paged_prefill_attention)."""
+    block_tables = _int32(block_tables)
+    args = _paged_args("paged_prefill_attention", q, k_cache, v_cache, block_tables, context_lens)
+    if args is None:
+        return reference.paged_prefill_attention(
+            q, k_cache, v_cache, block_tables, query_start_loc, context_lens, scale, sliding_window
+        )
+    _check_cpu("paged_prefill_attention", query_start_loc=query_start_loc)
+    num_seqs = context_lens.shape[0]
+    if query_start_loc.shape != (num_seqs + 1,):
+        raise ValueError(f"paged_prefill_attention: query_start_loc must be [num_seqs + 1] = [{num_seqs + 1}], got {tuple(query_start_loc.shape)}")
+    context_lens, query_start_loc = _int32(context_lens), _int32(query_start_loc)
+    out = torch.empty(q.shape, dtype=q.dtype)
+    _C.paged_prefill_attention(
+        out=out.data_ptr(), out_stride_token=out.stride(0), out_stride_head=out.stride(1),
+        q=q.data_ptr(), q_stride_token=q.stride(0), q_stride_head=q.stride(1),
+        query_start_loc=query_start_loc.data_ptr(), context_lens=context_lens.data_ptr(), num_seqs=num_seqs,
+        num_tokens=q.shape[0], scale=float(scale), sliding_window=_window(sliding_window), **args,
+    )
+    return out
+
+
+def _norm_args(op: str, x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Checks x [..., hidden] and weight [hidden]; False means 'use the reference'."""
+    _check_cpu(op, x=x, weight=weight)
+    if x.dim() == 0 or weight.shape != (x.shape[-1],):
+        raise ValueError(f"{op}: weight must be [hidden] = [{x.shape[-1] if x.dim() else '?'}], got {tuple(weight.shape)}")
+    _check_rows(op, "x", x)
+    # A weight of another dtype promotes the reference's result: keep those semantics there.
+    return x.dtype in _NATIVE_DTYPES and weight.dtype == x.dtype and weight.is_contiguous()
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    if not _norm_args("rms_norm", x, weight):
+        return reference.rms_norm(x, weight, eps)
+    out = torch.empty(x.shape, dtype=x.dtype)
+    hidden = x.shape[-1]
+    _C.rms_norm(
+        out=out.data_ptr(), out_stride=hidden, x=x.data_ptr(), x_stride=x.stride(-2) if x.dim() > 1 else hidden,
+        weight=weight.data_ptr(), num_rows=x.numel() // hidden if hidden else 0, hidden=hidden, eps=float(eps),
+        dtype=_NATIVE_DTYPES[x.dtype],
+    )
+    return out
+
+
+def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """residual += x; x = rms_norm(residual). Both in place; returns residual."""
+    native = _norm_args("fused_add_rms_norm", x, weight)
+    _check_cpu("fused_add_rms_norm", residual=residual)
+    if residual.shape != x.shape:
+        raise ValueError(f"fused_add_rms_norm: residual {tuple(residual.shape)} must match x {tuple(x.shape)}")
+    _check_rows("fused_add_rms_norm", "residual", residual)
+    if not native or residual.dtype != x.dtype:
+        return reference.fused_add_rms_norm(x, residual, weight, eps)
+    hidden = x.shape[-1]
+    _C.fused_add_rms_norm(
+        x=x.data_ptr(), x_stride=x.stride(-2) if x.dim() > 1 else hidden, residual=residual.data_ptr(),
+        residual_stride=residual.stride(-2) if residual.dim() > 1 else hidden, weight=weight.data_ptr(),
+        num_rows=x.numel() // hidden if hidden else 0, hidden=hidden, eps=float(eps), dtype=_NATIVE_DTYPES[x.dtype],
+    )
+    return residual
+
+
+def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
+    """x [..., 2d] -> silu(x[..., :d]) * x[..., d:]."""
+    _check_cpu("silu_and_mul", x=x)
+    if x.dim() == 0 or x.shape[-1] % 2:
+        raise ValueError(f"silu_and_mul: the last dimension must be even (gate and up halves), got {tuple(x.shape)}")
+    _check_rows("silu_and_mul", "x", x)
+    if x.dtype not in _NATIVE_DTYPES:
+        return reference.silu_and_mul(x)
+    d = x.shape[-1] // 2
+    out = torch.empty((*x.shape[:-1], d), dtype=x.dtype)
+    if out.numel():
+        _C.silu_and_mul(
+            out=out.data_ptr(), out_stride=d, x=x.data_ptr(), x_stride=x.stride(-2) if x.dim() > 1 else 2 * d,
+            num_rows=out.numel() // d, d=d, dtype=_NATIVE_DTYPES[x.dtype],
+        )
+    return out
