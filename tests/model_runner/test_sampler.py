@@ -164,8 +164,10 @@ def test_penalties_change_the_greedy_choice():
 def test_logit_bias_forces_a_token():
     torch.manual_seed(7)
     logits = torch.randn(8, 300)
-    states = [_state(temperature=t, logit_bias={"123": 100.0} if i % 2 else {123: 100.0}) for i, t in
-              enumerate([0.0, 1.0, 0.5, 2.0] * 2)]
+    states = [
+        _state(temperature=t, logit_bias={"123": 100.0} if i % 2 else {123: 100.0})
+        for i, t in enumerate([0.0, 1.0, 0.5, 2.0] * 2)
+    ]
     assert Sampler(300)(logits, states).token_ids == [123] * 8
     # A very negative bias bans the argmax.
     best = int(logits[0].argmax())
@@ -230,7 +232,7 @@ def test_logprobs_are_raw_log_softmax_with_sorted_top():
     top = out.logprobs[0].top
     assert [t for t, _ in top] == reference[0].topk(5).indices.tolist()
     assert [v for _, v in top] == pytest.approx(reference[0].topk(5).values.tolist(), abs=1e-5)
-    assert all(a[1] >= b[1] for a, b in zip(top, top[1:]))
+    assert all(a[1] >= b[1] for a, b in zip(top, top[1:], strict=False))
     assert out.logprobs[0].logprob == pytest.approx(top[0][1])  # greedy: the chosen token is the best
 
 

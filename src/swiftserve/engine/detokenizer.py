@@ -29,7 +29,10 @@ class IncrementalDetokenizer:
     """Turns a stream of output token ids into text, one piece per token, never half a character."""
 
     def __init__(
-        self, tokenizer: tokenizers.Tokenizer, prompt_token_ids: Sequence[int], skip_special_tokens: bool = True
+        self,
+        tokenizer: tokenizers.Tokenizer,
+        prompt_token_ids: Sequence[int],
+        skip_special_tokens: bool = True,
     ) -> None:
         self._tokenizer = tokenizer
         self._skip_special_tokens = skip_special_tokens

@@ -54,7 +54,9 @@ def apply_logit_bias(logits: torch.Tensor, states: Sequence[SamplingState]) -> N
                 values.append(float(value))
     if rows:
         index = (_long(rows, logits.device), _long(token_ids, logits.device))
-        logits.index_put_(index, torch.tensor(values, dtype=logits.dtype, device=logits.device), accumulate=True)
+        logits.index_put_(
+            index, torch.tensor(values, dtype=logits.dtype, device=logits.device), accumulate=True
+        )
 
 
 def apply_min_tokens(logits: torch.Tensor, states: Sequence[SamplingState]) -> None:
@@ -89,9 +91,10 @@ def apply_repetition_penalty(logits: torch.Tensor, states: Sequence[SamplingStat
 def apply_presence_frequency(logits: torch.Tensor, states: Sequence[SamplingState]) -> None:
     """OpenAI style on output tokens only: logit -= frequency * count + presence * (count > 0)."""
     rows = [
-        i for i, s in enumerate(states) if s.params.presence_penalty != 0.0 or s.params.frequency_penalty != 0.0
+        i
+        for i, s in enumerate(states)
+        if s.output_token_ids and (s.params.presence_penalty != 0.0 or s.params.frequency_penalty != 0.0)
     ]
-    rows = [i for i in rows if states[i].output_token_ids]
     if not rows:
         return
     device = logits.device

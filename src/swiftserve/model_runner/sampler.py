@@ -119,12 +119,11 @@ def _logprobs(
     index = _long(rows, logits.device)
     logprobs = torch.log_softmax(logits[index].to(torch.float32), dim=-1)
     chosen = logprobs.gather(1, token_ids[index][:, None]).squeeze(1).tolist()
-    num_top = max(states[i].params.logprobs for i in rows)
-    top_values, top_ids = logprobs.topk(num_top, dim=-1) if num_top else (logprobs[:, :0], index[:, None][:, :0])
+    top_values, top_ids = logprobs.topk(max(states[i].params.logprobs for i in rows), dim=-1)
     top_values, top_ids = top_values.tolist(), top_ids.tolist()
     for j, row in enumerate(rows):
         n = states[row].params.logprobs
-        top = list(zip(top_ids[j][:n], top_values[j][:n]))
+        top = list(zip(top_ids[j][:n], top_values[j][:n], strict=True))
         result[row] = TokenLogprob(token_id_list[row], chosen[j], top)
     return result
 
