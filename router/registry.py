@@ -1,0 +1,163 @@
+"""Served models: the name a client sends -> the engine that answers it, and its kind.
+
+A model spec on the command line is an alias, a folder or a .gguf file, optionally prefixed with
+the name to serve it under (`served_name=spec`). Its kind decides which endpoints accept it:
+"chat" models answer /v1/chat/completions and /v1/completions, "embedding" models /v1/embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+ModelKind = Literal["chat", "embedding"]
+KINDS: tuple[str, ...] = ("chat", "embedding")
+
+# config.json architectures that are encoders: served as embedding models.
+_EMBEDDING_ARCHITECTURES = (
+    "Bert",
+    "Roberta",
+    "XLMRoberta",
+    "DistilBert",
+    "MPNet",
+    "Electra",
+    "NomicBert",
+    "ModernBert",
+    "DebertaV2",
+)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One `--models` entry: what to load (`source`) and under which name to serve it."""
+
+    served_name: str
+    source: str
+    kind: ModelKind
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSpec:
+        """`name=spec` or `spec`; the kind comes from the alias table or the model's config."""
+        text = text.strip()
+        if not text:
+            raise ValueError("empty model spec")
+        name, sep, source = text.partition("=")
+        if not sep or "/" in name or not name:
+            name, source = default_served_name(text), text
+        if not source:
+            raise ValueError(f"model spec {text!r} names no model after '='")
+        return cls(served_name=name, source=source, kind=detect_kind(source))
+
+
+def default_served_name(source: str) -> str:
+    """The alias itself, a folder's name, or a .gguf file's stem."""
+    path = Path(source)
+    if source.endswith(".gguf"):
+        return path.stem
+    if path.exists():
+        return path.resolve().name
+    return source
+
+
+def detect_kind(source: str) -> ModelKind:
+    """chat or embedding: the loader's alias table first, then the folder's config.json."""
+    alias = _known_aliases().get(source)
+    if alias is not None:
+        return alias.kind
+    if source.endswith(".gguf"):
+        return "chat"
+    folder = Path(source)
+    if (folder / "modules.json").is_file() and not (folder / "generation_config.json").is_file():
+        return "embedding"  # a sentence-transformers folder
+    config_path = folder / "config.json"
+    if config_path.is_file():
+        return kind_from_config(json.loads(config_path.read_text()))
+    if folder.exists():
+        raise ValueError(f"{source}: a model folder needs a config.json")
+    aliases = ", ".join(sorted(_known_aliases()))
+    raise ValueError(f"unknown model {source!r}: not an alias ({aliases}), folder or .gguf file")
+
+
+def kind_from_config(config: dict) -> ModelKind:
+    architectures = config.get("architectures") or []
+    model_type = str(config.get("model_type", ""))
+    if any(a.startswith(_EMBEDDING_ARCHITECTURES) for a in architectures):
+        return "embedding"
+    if not architectures and model_type in (
+        "bert",
+        "roberta",
+        "xlm-roberta",
+        "distilbert",
+        "mpnet",
+        "nomic_bert",
+    ):
+        return "embedding"
+    return "chat"
+
+
+def _known_aliases() -> dict:
+    from swiftserve.loader import known_aliases
+
+    return known_aliases()
+
+
+@dataclass
+class ServedModel:
+    """A loaded model: its served name, kind and engine (AsyncEngine or EmbeddingEngine)."""
+
+    name: str
+    kind: ModelKind
+    engine: Any
+    source: str = ""
+    created: int = 0
+
+
+class UnknownModelError(KeyError):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+@dataclass
+class ModelRegistry:
+    """Served name -> ServedModel. asyncio-only; no global state."""
+
+    _models: dict[str, ServedModel] = field(default_factory=dict)
+
+    def add(self, model: ServedModel) -> None:
+        if model.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {model.kind!r}")
+        if model.name in self._models:
+            raise ValueError(f"two models are served as {model.name!r}; name them with served_name=spec")
+        self._models[model.name] = model
+
+    def get(self, name: str) -> ServedModel:
+        try:
+            return self._models[name]
+        except KeyError:
+            raise UnknownModelError(name) from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._models
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def models(self) -> list[ServedModel]:
+        return list(self._models.values())
+
+    def names(self) -> list[str]:
+        return list(self._models)
+
+    async def shutdown(self) -> None:
+        """Shuts every engine down (aborting what is in flight); errors of one don't stop the rest."""
+        errors = []
+        for model in self._models.values():
+            try:
+                await model.engine.shutdown()
+            except Exception as exc:  # noqa: BLE001 - keep shutting the others down
+                errors.append(f"{model.name}: {exc!r}")
+        if errors:
+            raise RuntimeError("engine shutdown failed: " + "; ".join(errors))

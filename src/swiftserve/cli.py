@@ -1,0 +1,184 @@
+"""The `swiftserve` command: launch (OpenAI-compatible server), generate (one prompt), pull."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from swiftserve.server.launch import DEFAULT_MODELS, ServeConfig, parse_bytes
+
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
+_DEVICES = ("auto", "cpu", "cuda")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _bytes(text: str) -> int:
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_engine_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dtype", choices=_DTYPES, default="auto", help="weights and activations (auto: bfloat16)"
+    )
+    parser.add_argument(
+        "--device", choices=_DEVICES, default="auto", help="auto: cuda when available, else cpu"
+    )
+    parser.add_argument(
+        "--max-model-len", type=_positive_int, help="prompt + output tokens (default: the model's)"
+    )
+    parser.add_argument("--kv-cache-memory", type=_bytes, help="KV cache budget per chat model, e.g. 512MiB")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="swiftserve", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    launch = sub.add_parser("launch", help="serve models over the OpenAI API")
+    launch.add_argument(
+        "--models",
+        default=",".join(DEFAULT_MODELS),
+        help="comma-separated specs: alias, folder or .gguf, optionally served_name=spec "
+        f"(default: {','.join(DEFAULT_MODELS)})",
+    )
+    launch.add_argument("--host", default="127.0.0.1")
+    launch.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    launch.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 routes")
+    _add_engine_args(launch)
+    launch.add_argument("--max-num-seqs", type=_positive_int, help="most sequences in one batch")
+    launch.add_argument("--max-num-batched-tokens", type=_positive_int, help="token budget of one step")
+    launch.add_argument("--max-queue", type=_non_negative_int, help="waiting requests per model before 429")
+    launch.add_argument(
+        "--max-body-bytes", type=_bytes, default="8MiB", help="request body limit (413 past it)"
+    )
+
+    generate = sub.add_parser("generate", help="generate from one prompt, streaming to the terminal")
+    generate.add_argument("prompt")
+    generate.add_argument("--model", default=DEFAULT_MODELS[0])
+    generate.add_argument(
+        "--raw", action="store_true", help="send the prompt as is, without the chat template"
+    )
+    generate.add_argument("--max-tokens", type=_positive_int, default=256)
+    generate.add_argument("--temperature", type=float, default=0.7)
+    generate.add_argument("--top-p", type=float, default=1.0)
+    generate.add_argument("--top-k", type=int, default=0)
+    generate.add_argument("--min-p", type=float, default=0.0)
+    generate.add_argument("--repetition-penalty", type=float, default=1.0)
+    generate.add_argument("--seed", type=int)
+    generate.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    _add_engine_args(generate)
+
+    pull = sub.add_parser("pull", help="download / convert a model into the local cache")
+    pull.add_argument("model", help="alias, folder or .gguf")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "launch":
+            return _launch(args)
+        if args.command == "generate":
+            return asyncio.run(_generate(args))
+        return _pull(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"swiftserve: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _launch(args) -> int:
+    from swiftserve.server.launch import serve
+
+    config = ServeConfig(
+        models=tuple(m for m in args.models.split(",") if m.strip()),
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        dtype=args.dtype,
+        device=args.device,
+        max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        max_model_len=args.max_model_len,
+        max_queue=args.max_queue,
+        kv_cache_memory=args.kv_cache_memory,
+        max_body_bytes=args.max_body_bytes,
+    )
+    return serve(config)
+
+
+async def _generate(args) -> int:
+    from swiftserve.config import EngineConfig
+    from swiftserve.engine.async_engine import AsyncEngine
+    from swiftserve.sampling_params import SamplingParams
+
+    params = SamplingParams(
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        min_p=args.min_p,
+        repetition_penalty=args.repetition_penalty,
+        seed=args.seed,
+        stop=tuple(args.stop),
+    )
+    config = EngineConfig(
+        model=args.model,
+        dtype=args.dtype,
+        device=args.device,
+        max_model_len=args.max_model_len,
+        kv_cache_memory=args.kv_cache_memory,
+    )
+    engine = await asyncio.to_thread(AsyncEngine, config)
+    await engine.start()
+    try:
+        if args.raw:
+            prompt: str | list[int] = args.prompt
+        else:
+            text = engine.apply_chat_template([{"role": "user", "content": args.prompt}])
+            prompt = engine.tokenizer.encode(text, add_special_tokens=False)
+        printed = 0
+        async for output in engine.generate(prompt, params):
+            text = output.outputs[0].text
+            sys.stdout.write(text[printed:])
+            sys.stdout.flush()
+            printed = len(text)
+        sys.stdout.write("\n")
+    finally:
+        await engine.shutdown()
+    return 0
+
+
+def _pull(args) -> int:
+    from swiftserve.loader import resolve_model
+
+    path = resolve_model(args.model)
+    print(f"{args.model}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP server: schemas, ASGI app, routes, metrics and launcher."""

@@ -1,0 +1,317 @@
+"""A small ASGI app: routing by method and path, bounded body reads, auth, disconnect handling.
+
+Lifecycle of one HTTP request:
+1. Route lookup (404 / 405), Bearer check on /v1 routes (401), 503 while loading or draining.
+2. The body is read up to `max_body_bytes` (413 past it; the rest is drained so the client
+   sees the answer instead of a reset connection).
+3. The handler runs in a task next to a watcher of `receive()`: if the client disconnects before
+   the answer is complete, the handler task is cancelled, which closes the engine's generator and
+   so aborts the request and frees its KV blocks, whether it was queued or mid-stream.
+4. The handler returns a `JSONResponse` or a `StreamingResponse` (SSE), sent inside that task.
+Every error is an OpenAI-format body (`errors.APIError`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+from swiftserve.router.registry import ModelRegistry, ServedModel, UnknownModelError
+from swiftserve.server import protocol
+from swiftserve.server.errors import APIError, model_not_found, service_unavailable
+from swiftserve.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
+
+logger = logging.getLogger("swiftserve.server")
+
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+# Past this the body is not even drained: the connection is closed after the 413.
+_MAX_DRAIN_BYTES = 64 * 1024 * 1024
+
+_JSON = [(b"content-type", b"application/json")]
+_SSE = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+@dataclass
+class JSONResponse:
+    body: bytes
+    status: int = 200
+    headers: list[tuple[bytes, bytes]] = field(default_factory=lambda: list(_JSON))
+
+    async def send(self, send) -> None:
+        headers = self.headers + [(b"content-length", str(len(self.body)).encode())]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+@dataclass
+class StreamingResponse:
+    """SSE: each item of `chunks` is one or more complete `data: ...\\n\\n` events."""
+
+    chunks: AsyncIterator[bytes]
+    status: int = 200
+
+    async def send(self, send) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": list(_SSE)})
+        async for chunk in self.chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+
+Response = JSONResponse | StreamingResponse
+
+
+def error_response(error: APIError) -> JSONResponse:
+    headers = list(_JSON) + [(k.encode(), v.encode()) for k, v in error.headers.items()]
+    return JSONResponse(error.to_json(), status=error.status, headers=headers)
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    arrival_time: float
+    app: App
+    # Set by handlers that know it, so the request counter carries the model label.
+    model: str = ""
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class App:
+    """The ASGI application; one per server, holding its registry and metrics (no globals)."""
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        *,
+        api_key: str | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        metrics: ServerMetrics | None = None,
+        on_startup: Callable[[App], Awaitable[None]] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.api_key = api_key
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics or ServerMetrics(lambda: ((m.name, m.engine) for m in registry.models()))
+        self.is_ready = False
+        self.is_draining = False
+        self.created = int(time.time())
+        self._on_startup = on_startup
+        self._startup_task: asyncio.Task | None = None
+        self._shutdown_task: asyncio.Future | None = None
+        self._routes: dict[str, dict[str, Handler]] = {}
+        self._install_routes()
+
+    # ------------------------------------------------------------ routing
+
+    def route(self, method: str, path: str, handler: Handler) -> None:
+        self._routes.setdefault(path, {})[method] = handler
+
+    def _install_routes(self) -> None:
+        from swiftserve.server.routes_chat import chat_completions
+        from swiftserve.server.routes_completions import completions
+        from swiftserve.server.routes_embeddings import embeddings
+
+        self.route("POST", "/v1/chat/completions", chat_completions)
+        self.route("POST", "/v1/completions", completions)
+        self.route("POST", "/v1/embeddings", embeddings)
+        self.route("GET", "/v1/models", _list_models)
+        self.route("GET", "/health", _health)
+        self.route("GET", "/metrics", _metrics)
+
+    def model(self, name: str, kind: str, endpoint: str) -> ServedModel:
+        """The served model `name`, checked to be of `kind` (404 / 400 otherwise)."""
+        try:
+            served = self.registry.get(name)
+        except UnknownModelError:
+            raise model_not_found(name) from None
+        if served.kind != kind:
+            raise APIError(
+                400,
+                f"The model `{name}` is a {served.kind} model and does not support {endpoint}.",
+                param="model",
+                code="model_not_supported",
+            )
+        return served
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def begin_shutdown(self) -> None:
+        """Stop taking requests and abort what is in flight (streams end with an error event).
+        Idempotent: later calls wait for the first one's work."""
+        if self._shutdown_task is None:
+            self.is_draining = True
+            if self._startup_task is not None and not self._startup_task.done():
+                self._startup_task.cancel()
+            self._shutdown_task = asyncio.ensure_future(self._shutdown_engines())
+        await asyncio.shield(self._shutdown_task)
+
+    async def _shutdown_engines(self) -> None:
+        try:
+            await self.registry.shutdown()
+        except Exception:  # noqa: BLE001 - shutting down regardless
+            logger.exception("engine shutdown failed")
+
+    async def _lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                if self._on_startup is not None:
+                    # Models load in the background so /health answers 503 meanwhile.
+                    self._startup_task = asyncio.create_task(self._on_startup(self))
+                else:
+                    self.is_ready = True
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.begin_shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # ------------------------------------------------------------ ASGI entry
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        arrival = time.perf_counter()
+        method, path = scope["method"], scope["path"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        request = Request(method, path, headers, b"", arrival, self)
+        status = 500
+        try:
+            handler = self._resolve(method, path, headers)
+            request.body = await self._read_body(receive, headers)
+            status = await self._run(handler, request, receive, send)
+        except APIError as error:
+            status = error.status
+            await error_response(error).send(send)
+        finally:
+            if path.startswith("/v1/"):
+                self.metrics.requests.labels(request.model, path, str(status)).inc()
+
+    def _resolve(self, method: str, path: str, headers: dict[str, str]) -> Handler:
+        methods = self._routes.get(path)
+        if methods is None:
+            raise APIError(404, f"Invalid URL ({method} {path})", code="not_found")
+        handler = methods.get(method)
+        if handler is None:
+            raise APIError(405, f"Method {method} not allowed for {path}", code="method_not_allowed")
+        if path.startswith("/v1/"):
+            self._check_auth(headers)
+            if self.is_draining:
+                raise service_unavailable("The server is shutting down.")
+            if not self.is_ready:
+                raise service_unavailable("The server is still loading its models; retry shortly.")
+        return handler
+
+    def _check_auth(self, headers: dict[str, str]) -> None:
+        if self.api_key is None:
+            return
+        auth = headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or token.strip() != self.api_key:
+            raise APIError(
+                401,
+                "Incorrect or missing API key: send 'Authorization: Bearer <key>'.",
+                code="invalid_api_key",
+            )
+
+    async def _read_body(self, receive, headers: dict[str, str]) -> bytes:
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > _MAX_DRAIN_BYTES:
+            raise self._too_large()
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise asyncio.CancelledError  # nobody to answer
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            size += len(body)
+            if size > _MAX_DRAIN_BYTES:
+                raise self._too_large()
+            if size <= self.max_body_bytes:
+                chunks.append(body)
+        if size > self.max_body_bytes:
+            raise self._too_large()
+        return b"".join(chunks)
+
+    def _too_large(self) -> APIError:
+        return APIError(
+            413,
+            f"Request body too large: the limit is {self.max_body_bytes} bytes.",
+            code="request_too_large",
+        )
+
+    async def _run(self, handler: Handler, request: Request, receive, send) -> int:
+        """Runs the handler and sends its response; a client disconnect cancels both."""
+
+        async def respond() -> int:
+            try:
+                response = await handler(request)
+            except APIError as error:
+                response = error_response(error)
+            except Exception:  # noqa: BLE001 - answer 500, keep serving
+                logger.exception("unhandled error in %s %s", request.method, request.path)
+                response = error_response(APIError(500, "Internal server error.", type="server_error"))
+            await response.send(send)
+            return response.status
+
+        work = asyncio.create_task(respond())
+        watcher = asyncio.create_task(_wait_for_disconnect(receive))
+        try:
+            await asyncio.wait((work, watcher), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            work.cancel()
+            raise
+        finally:
+            watcher.cancel()
+        if not work.done():
+            # The client is gone: cancelling closes the engine generator, which aborts the request.
+            work.cancel()
+            try:
+                await work
+            except asyncio.CancelledError:
+                pass
+            return 499
+        return work.result()
+
+
+async def _wait_for_disconnect(receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+# ---------------------------------------------------------------- small routes
+
+
+async def _list_models(request: Request) -> Response:
+    app = request.app
+    cards = [protocol.ModelCard(id=m.name, created=m.created or app.created) for m in app.registry.models()]
+    return JSONResponse(protocol.encode(protocol.ModelList(data=cards)))
+
+
+async def _health(request: Request) -> Response:
+    app = request.app
+    if app.is_draining:
+        return JSONResponse(b'{"status":"shutting_down"}', status=503)
+    if not app.is_ready:
+        return JSONResponse(b'{"status":"loading"}', status=503)
+    return JSONResponse(b'{"status":"ok"}')
+
+
+async def _metrics(request: Request) -> Response:
+    body = request.app.metrics.render()
+    return JSONResponse(body, headers=[(b"content-type", CONTENT_TYPE_LATEST.encode())])

@@ -1,0 +1,112 @@
+"""OpenAI-format errors: one exception type carrying status, type, param and code.
+
+Every error the server returns has the body `{"error": {"message", "type", "param", "code"}}`,
+the shape the OpenAI SDKs parse into their exception classes (by HTTP status).
+"""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+_ENCODER = msgspec.json.Encoder()
+
+# msgspec's ValidationError text, e.g. "Expected `int`, got `str` - at `$.messages[0].role`".
+_AT_PATH = re.compile(r" - at `\$\.?(.*)`$")
+_FIELD_NAMED = re.compile(r"(?:unknown|missing required) field `([^`]*)`")
+
+
+class APIError(Exception):
+    """An error answered to the client as `status` with an OpenAI error body."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",  # noqa: A002 - the OpenAI field name
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def to_dict(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def to_json(self) -> bytes:
+        return _ENCODER.encode(self.to_dict())
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(400, message, param=param, code=code)
+
+
+def model_not_found(model: str) -> APIError:
+    return APIError(
+        404,
+        f"The model `{model}` does not exist or is not served here.",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def context_length_exceeded(
+    num_prompt_tokens: int, max_tokens: int, max_model_len: int, param: str
+) -> APIError:
+    return bad_request(
+        f"This model's maximum context length is {max_model_len} tokens. However, you requested "
+        f"{num_prompt_tokens + max_tokens} tokens ({num_prompt_tokens} in the prompt, {max_tokens} for the "
+        f"completion). Please reduce the prompt or the completion length.",
+        param=param,
+        code="context_length_exceeded",
+    )
+
+
+def queue_full(model: str, retry_after_s: int = 1) -> APIError:
+    return APIError(
+        429,
+        f"The server's request queue for model `{model}` is full; retry after {retry_after_s} s.",
+        type="rate_limit_error",
+        code="queue_full",
+        headers={"retry-after": str(retry_after_s)},
+    )
+
+
+def service_unavailable(message: str) -> APIError:
+    return APIError(503, message, type="server_error", code="service_unavailable")
+
+
+def from_validation_error(exc: msgspec.ValidationError) -> APIError:
+    """Turns msgspec's message into a 400 whose `param` is the offending field's path."""
+    text = str(exc)
+    path_match = _AT_PATH.search(text)
+    path = path_match.group(1) if path_match else ""
+    field_match = _FIELD_NAMED.search(text)
+    if field_match:
+        name = field_match.group(1)
+        param = f"{path}.{name}" if path else name
+    else:
+        param = path or None
+    if text.startswith("Object contains unknown field"):
+        return bad_request(
+            f"Unrecognized request argument supplied: {param}", param=param, code="unknown_field"
+        )
+    if text.startswith("Object missing required field"):
+        return bad_request(
+            f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
+        )
+    if param is None:
+        return bad_request(f"Invalid request body: {text}", code="invalid_value")
+    return bad_request(f"Invalid value for '{param}': {_strip_at(text)}", param=param, code="invalid_value")
+
+
+def _strip_at(text: str) -> str:
+    return _AT_PATH.sub("", text)

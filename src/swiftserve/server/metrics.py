@@ -1,0 +1,127 @@
+"""Prometheus metrics of one server app, in a registry of its own (never the global one).
+
+Counters and histograms are updated by the request handlers; the engine gauges (running and
+waiting requests, KV cache usage) are read from each engine's `stats()` when /metrics is scraped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "ServerMetrics"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class _EngineStatsCollector:
+    """Reads every engine's stats at scrape time (no background polling)."""
+
+    def __init__(self, engines: Callable[[], Iterable[tuple[str, object]]]) -> None:
+        self._engines = engines
+
+    def collect(self):
+        running = GaugeMetricFamily(
+            "swiftserve_num_requests_running", "Requests in the running batch", labels=["model"]
+        )
+        waiting = GaugeMetricFamily(
+            "swiftserve_num_requests_waiting", "Requests waiting in the queue", labels=["model"]
+        )
+        kv_usage = GaugeMetricFamily(
+            "swiftserve_kv_cache_usage_ratio", "Fraction of KV blocks in use (0..1)", labels=["model"]
+        )
+        free_blocks = GaugeMetricFamily(
+            "swiftserve_kv_cache_free_blocks", "Free KV cache blocks", labels=["model"]
+        )
+        total_blocks = GaugeMetricFamily(
+            "swiftserve_kv_cache_total_blocks", "All KV cache blocks", labels=["model"]
+        )
+        preemptions = GaugeMetricFamily("swiftserve_num_preemptions", "Preemptions so far", labels=["model"])
+        for name, engine in self._engines():
+            stats_fn = getattr(engine, "stats", None)
+            if stats_fn is None:
+                continue
+            stats = stats_fn()
+            running.add_metric([name], stats.num_running)
+            waiting.add_metric([name], stats.num_waiting)
+            kv_usage.add_metric([name], stats.kv_cache_usage)
+            free_blocks.add_metric([name], stats.num_free_blocks)
+            total_blocks.add_metric([name], stats.num_total_blocks)
+            preemptions.add_metric([name], getattr(stats, "num_preemptions", 0))
+        yield from (running, waiting, kv_usage, free_blocks, total_blocks, preemptions)
+
+
+class ServerMetrics:
+    def __init__(self, engines: Callable[[], Iterable[tuple[str, object]]] = lambda: ()) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        r = self.registry
+        self.requests = Counter(
+            "swiftserve_requests", "Finished HTTP requests", ["model", "endpoint", "status"], registry=r
+        )
+        self.ttft = Histogram(
+            "swiftserve_time_to_first_token_seconds",
+            "Time to first token",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inter_token = Histogram(
+            "swiftserve_inter_token_latency_seconds",
+            "Time between output tokens",
+            ["model"],
+            buckets=_TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.e2e = Histogram(
+            "swiftserve_e2e_request_latency_seconds",
+            "Request latency",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.prompt_tokens = Counter(
+            "swiftserve_prompt_tokens", "Prompt tokens processed", ["model"], registry=r
+        )
+        self.generation_tokens = Counter(
+            "swiftserve_generation_tokens", "Tokens generated", ["model"], registry=r
+        )
+        r.register(_EngineStatsCollector(engines))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class RequestTimer:
+    """Per-request latency bookkeeping: TTFT, inter-token gaps and end-to-end time."""
+
+    __slots__ = ("metrics", "model", "start", "last", "num_tokens")
+
+    def __init__(self, metrics: ServerMetrics, model: str, start: float) -> None:
+        self.metrics = metrics
+        self.model = model
+        self.start = start
+        self.last: float | None = None
+        self.num_tokens = 0
+
+    def on_tokens(self, now: float, num_new_tokens: int) -> None:
+        """Called after each engine step that produced `num_new_tokens` (summed over choices)."""
+        if num_new_tokens <= 0:
+            return
+        if self.last is None:
+            self.metrics.ttft.labels(self.model).observe(now - self.start)
+        else:
+            gap = (now - self.last) / num_new_tokens
+            hist = self.metrics.inter_token.labels(self.model)
+            for _ in range(num_new_tokens):
+                hist.observe(gap)
+        self.last = now
+        self.num_tokens += num_new_tokens
+
+    def on_finish(self, now: float, num_prompt_tokens: int) -> None:
+        self.metrics.e2e.labels(self.model).observe(now - self.start)
+        self.metrics.prompt_tokens.labels(self.model).inc(num_prompt_tokens)
+        self.metrics.generation_tokens.labels(self.model).inc(self.num_tokens)

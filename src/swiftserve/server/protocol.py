@@ -1,0 +1,321 @@
+"""Request and response schemas of the OpenAI-compatible API, as msgspec Structs.
+
+Requests forbid unknown fields: a field that neither the OpenAI API reference nor our listed
+extensions define is a 400 naming it. Fields the reference defines but swiftserve does not
+implement are accepted when they ask for nothing (null, empty, the default) and rejected with a
+clear message otherwise (see `unsupported_fields`). Ranges are msgspec constraints, so a bad value
+is reported with its path, e.g. "Expected `int` >= 1 - at `$.max_tokens`".
+
+Extensions (vLLM-style) on chat and completions: top_k, min_p, repetition_penalty, min_tokens,
+ignore_eos.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from swiftserve.server.errors import bad_request, from_validation_error
+
+MAX_INT = 2**31 - 1
+MAX_N = 16
+MAX_TOP_LOGPROBS = 20
+
+PositiveInt = Annotated[int, Meta(ge=1, le=MAX_INT)]
+NonNegInt = Annotated[int, Meta(ge=0, le=MAX_INT)]
+Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
+TopP = Annotated[float, Meta(gt=0.0, le=1.0)]
+Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
+NumChoices = Annotated[int, Meta(ge=1, le=MAX_N)]
+TopLogprobs = Annotated[int, Meta(ge=0, le=MAX_TOP_LOGPROBS)]
+Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
+
+
+class _Request(Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+# ---------------------------------------------------------------- requests
+
+
+class ContentPart(Struct, kw_only=True):
+    """A message content part; only {"type": "text", "text": ...} is supported (checked later)."""
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(Struct, forbid_unknown_fields=True, kw_only=True):
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    # Defined by the reference for assistant/tool messages; tool calling is not supported.
+    refusal: str | None = None
+    tool_calls: list[Any] | None = None
+    tool_call_id: str | None = None
+    function_call: Any | None = None
+    audio: Any | None = None
+
+
+class StreamOptions(Struct, forbid_unknown_fields=True, kw_only=True):
+    include_usage: bool = False
+    include_obfuscation: bool | None = None
+
+
+class _SamplingFields(_Request, kw_only=True):
+    """Fields shared by chat and text completions (reference fields plus extensions)."""
+
+    model: str
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    n: NumChoices = 1
+    stop: str | list[str] | None = None
+    seed: Seed | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    logit_bias: dict[str, Annotated[float, Meta(ge=-100.0, le=100.0)]] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+    # extensions
+    top_k: Annotated[int, Meta(ge=-1, le=MAX_INT)] | None = None
+    min_p: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
+    repetition_penalty: Annotated[float, Meta(gt=0.0, le=10.0)] | None = None
+    min_tokens: NonNegInt = 0
+    ignore_eos: bool = False
+
+
+class ChatCompletionRequest(_SamplingFields, kw_only=True):
+    messages: list[ChatMessage]
+    max_tokens: PositiveInt | None = None
+    max_completion_tokens: PositiveInt | None = None
+    logprobs: bool = False
+    top_logprobs: TopLogprobs | None = None
+    # Reference fields accepted and ignored: they change nothing about the tokens produced.
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    parallel_tool_calls: bool | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: str | None = None
+    prompt_cache_options: Any | None = None
+    safety_identifier: str | None = None
+    reasoning_effort: str | None = None
+    verbosity: str | None = None
+    modalities: list[str] | None = None
+    moderation: Any | None = None
+    # Reference fields that would change the output and are not implemented: null/empty only.
+    tools: list[Any] | None = None
+    tool_choice: Any | None = None
+    functions: list[Any] | None = None
+    function_call: Any | None = None
+    response_format: dict[str, Any] | None = None
+    audio: Any | None = None
+    prediction: Any | None = None
+    web_search_options: Any | None = None
+
+
+class CompletionRequest(_SamplingFields, kw_only=True):
+    prompt: str | list[Any]
+    max_tokens: PositiveInt = 16
+    echo: bool = False
+    logprobs: Annotated[int, Meta(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    best_of: NumChoices | None = None
+    suffix: str | None = None
+
+
+class EmbeddingRequest(_Request, kw_only=True):
+    model: str
+    input: str | list[Any]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: PositiveInt | None = None
+    user: str | None = None
+
+
+def unsupported_fields(request: Struct) -> list[str]:
+    """Names of reference fields set to something swiftserve does not implement."""
+    bad = []
+    for name in ("functions", "function_call", "audio", "prediction", "web_search_options"):
+        if getattr(request, name, None) is not None:
+            bad.append(name)
+    if getattr(request, "tools", None):
+        bad.append("tools")
+    tool_choice = getattr(request, "tool_choice", None)
+    if tool_choice is not None and tool_choice != "none" and tool_choice != "auto":
+        bad.append("tool_choice")
+    response_format = getattr(request, "response_format", None)
+    if response_format is not None and response_format.get("type") != "text":
+        bad.append("response_format")
+    modalities = getattr(request, "modalities", None)
+    if modalities is not None and any(m != "text" for m in modalities):
+        bad.append("modalities")
+    if getattr(request, "suffix", None):
+        bad.append("suffix")
+    best_of = getattr(request, "best_of", None)
+    if best_of is not None and best_of != getattr(request, "n", 1):
+        bad.append("best_of")
+    return bad
+
+
+_DECODERS = {t: msgspec.json.Decoder(t) for t in (ChatCompletionRequest, CompletionRequest, EmbeddingRequest)}
+
+
+def decode_request(body: bytes, type_: type):
+    """JSON body -> request Struct; malformed JSON, bad UTF-8 and schema errors -> 400."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise bad_request(
+            f"The request body is not valid UTF-8 (byte {exc.start}).", code="invalid_json"
+        ) from None
+    try:
+        request = _DECODERS[type_].decode(body)
+    except msgspec.ValidationError as exc:
+        raise from_validation_error(exc) from None
+    except msgspec.DecodeError as exc:
+        raise bad_request(f"The request body is not valid JSON: {exc}.", code="invalid_json") from None
+    unsupported = unsupported_fields(request)
+    if unsupported:
+        raise bad_request(
+            f"Not supported by this server: {', '.join(unsupported)} (only text generation is implemented).",
+            param=unsupported[0],
+            code="unsupported_parameter",
+        )
+    return request
+
+
+# ---------------------------------------------------------------- responses
+
+
+class Usage(Struct):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class TopLogprob(Struct):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class ChatTokenLogprob(Struct):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(Struct):
+    content: list[ChatTokenLogprob] | None
+    refusal: None = None
+
+
+class ChatResponseMessage(Struct):
+    role: str
+    content: str | None
+    refusal: None = None
+
+
+class ChatChoice(Struct):
+    index: int
+    message: ChatResponseMessage
+    logprobs: ChatLogprobs | None
+    finish_reason: str | None
+
+
+class ChatCompletion(Struct):
+    id: str
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    system_fingerprint: str | None = None
+    object: str = "chat.completion"
+
+
+class ChatDelta(Struct):
+    role: str | UnsetType = UNSET
+    content: str | UnsetType = UNSET
+
+
+class ChatChunkChoice(Struct):
+    index: int
+    delta: ChatDelta
+    logprobs: ChatLogprobs | None = None
+    finish_reason: str | None = None
+
+
+class ChatCompletionChunk(Struct):
+    id: str
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    # UNSET fields are never encoded: usage is absent unless stream_options.include_usage, then
+    # `null` on every chunk but the last, which carries it (with no choices).
+    usage: Usage | None | UnsetType = UNSET
+    system_fingerprint: str | None = None
+    object: str = "chat.completion.chunk"
+
+
+class CompletionLogprobs(Struct):
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
+
+
+class CompletionChoice(Struct):
+    index: int
+    text: str
+    logprobs: CompletionLogprobs | None
+    finish_reason: str | None
+
+
+class Completion(Struct):
+    id: str
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None | UnsetType = UNSET
+    system_fingerprint: str | None = None
+    object: str = "text_completion"
+
+
+class EmbeddingData(Struct):
+    index: int
+    embedding: list[float] | str
+    object: str = "embedding"
+
+
+class EmbeddingUsage(Struct):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(Struct):
+    data: list[EmbeddingData]
+    model: str
+    usage: EmbeddingUsage
+    object: str = "list"
+
+
+class ModelCard(Struct):
+    id: str
+    created: int
+    owned_by: str = "swiftserve"
+    object: str = "model"
+
+
+class ModelList(Struct):
+    data: list[ModelCard]
+    object: str = "list"
+
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def encode(obj: Any) -> bytes:
+    return _ENCODER.encode(obj)

@@ -1,0 +1,218 @@
+"""POST /v1/completions (the legacy text completions API).
+
+`prompt` is a string, a list of strings, a list of token ids or a list of token-id lists; each
+prompt is one engine request, and its n completions are choices prompt_index * n + i.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import msgspec
+
+from swiftserve.server import protocol as p
+from swiftserve.server.app import JSONResponse, Request, Response, StreamingResponse
+from swiftserve.server.errors import bad_request
+from swiftserve.server.generation import (
+    ChoiceDelta,
+    DeltaTracker,
+    aborted_error,
+    merge,
+    new_id,
+    open_stream,
+    resolve_max_tokens,
+    sampling_params,
+    stream_error,
+    token_text,
+    tokenize,
+)
+from swiftserve.server.metrics import RequestTimer
+from swiftserve.server.streaming import DONE, sse_error, sse_event
+
+_ENDPOINT = "text completions"
+MAX_PROMPTS = 64
+
+
+def prompt_inputs(prompt: str | list) -> list[str | list[int]]:
+    """The four accepted shapes of `prompt` -> a list of strings or token-id lists."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if not prompt:
+        raise bad_request("'prompt' must not be an empty list.", param="prompt")
+    if all(isinstance(x, str) for x in prompt):
+        items: list = list(prompt)
+    elif all(_is_token_id(x) for x in prompt):
+        items = [list(prompt)]
+    elif all(isinstance(x, list) and all(_is_token_id(t) for t in x) for x in prompt):
+        items = [list(x) for x in prompt]
+    else:
+        raise bad_request(
+            "'prompt' must be a string, a list of strings, a list of token ids or a list of token-id lists.",
+            param="prompt",
+        )
+    if len(items) > MAX_PROMPTS:
+        raise bad_request(
+            f"'prompt' may hold at most {MAX_PROMPTS} prompts, got {len(items)}.", param="prompt"
+        )
+    return items
+
+
+def _is_token_id(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**31
+
+
+async def completions(request: Request) -> Response:
+    body = p.decode_request(request.body, p.CompletionRequest)
+    served = request.app.model(body.model, "chat", _ENDPOINT)
+    request.model = served.name
+    engine = served.engine
+    prompts = []
+    for item in prompt_inputs(body.prompt):
+        if isinstance(item, str):
+            ids = await tokenize(engine, item, add_special_tokens=True)
+        else:
+            ids = item  # the engine checks them against its vocabulary
+        resolve_max_tokens(engine, len(ids), body.max_tokens, "prompt")
+        prompts.append(ids)
+    params = sampling_params(body, max_tokens=body.max_tokens, logprobs=body.logprobs)
+    streams = []
+    try:
+        for ids in prompts:
+            streams.append(await open_stream(engine, served.name, ids, params))
+    except BaseException:
+        for stream in streams:
+            await stream.aclose()
+        raise
+    completion = _Completion(request, body, served.name, engine.tokenizer, prompts)
+    if body.stream:
+        return StreamingResponse(completion.sse(streams))
+    return await completion.complete(streams)
+
+
+class _Completion:
+    def __init__(self, request: Request, body: p.CompletionRequest, model: str, tokenizer, prompts) -> None:
+        self.app = request.app
+        self.body = body
+        self.model = model
+        self.tokenizer = tokenizer
+        self.prompts = prompts
+        self.id = new_id("cmpl")
+        self.created = int(time.time())
+        self.tracker = DeltaTracker(RequestTimer(request.app.metrics, model, request.arrival_time), body.n)
+        self._prompt_texts: dict[int, str] = {}
+        # Per choice: characters emitted so far, for logprobs' text_offset.
+        self._offsets: dict[int, int] = {}
+
+    def _prompt_text(self, prompt_index: int) -> str:
+        if prompt_index not in self._prompt_texts:
+            prompt = self.body.prompt
+            if isinstance(prompt, str):
+                text = prompt
+            elif isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
+                text = prompt[prompt_index]
+            else:
+                text = self.tokenizer.decode(self.prompts[prompt_index])
+            self._prompt_texts[prompt_index] = text
+        return self._prompt_texts[prompt_index]
+
+    def _choice(self, delta: ChoiceDelta, first: bool) -> p.CompletionChoice:
+        text = delta.text
+        logprobs = None
+        prompt_index = delta.index // self.body.n
+        if first and self.body.echo:
+            prompt_text = self._prompt_text(prompt_index)
+            text = prompt_text + text
+        if self.body.logprobs is not None:
+            logprobs = self._logprobs(delta, prompt_index, first)
+        return p.CompletionChoice(
+            index=delta.index, text=text, logprobs=logprobs, finish_reason=delta.finish_reason
+        )
+
+    def _logprobs(self, delta: ChoiceDelta, prompt_index: int, first: bool) -> p.CompletionLogprobs:
+        out = p.CompletionLogprobs(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[])
+        offset = self._offsets.get(delta.index, 0)
+        if first and self.body.echo:
+            # Prompt tokens carry no logprob here (the first never has one).
+            for token_id in self.prompts[prompt_index]:
+                token = token_text(self.tokenizer, token_id)
+                out.tokens.append(token)
+                out.token_logprobs.append(None)
+                out.top_logprobs.append(None)
+                out.text_offset.append(offset)
+                offset += len(token)
+        for entry in delta.logprobs or []:
+            token = token_text(self.tokenizer, entry.token_id)
+            out.tokens.append(token)
+            out.token_logprobs.append(entry.logprob)
+            top = {token_text(self.tokenizer, tid): lp for tid, lp in entry.top}
+            out.top_logprobs.append(top)
+            out.text_offset.append(offset)
+            offset += len(token)
+        self._offsets[delta.index] = offset
+        return out
+
+    async def complete(self, streams: list[AsyncIterator]) -> JSONResponse:
+        num_choices = len(streams) * self.body.n
+        parts: list[list[p.CompletionChoice]] = [[] for _ in range(num_choices)]
+        try:
+            async for stream_index, output in merge(streams):
+                for delta in self.tracker.step(stream_index, output):
+                    parts[delta.index].append(self._choice(delta, first=not parts[delta.index]))
+        except Exception as exc:  # noqa: BLE001 - answered as an OpenAI error
+            raise stream_error(exc, self.app, self.model) from None
+        finally:
+            self.tracker.finish()
+        if self.tracker.was_aborted:
+            raise aborted_error(self.app)
+        choices = [self._join(i, pieces) for i, pieces in enumerate(parts)]
+        response = p.Completion(
+            id=self.id, created=self.created, model=self.model, choices=choices, usage=self.tracker.usage()
+        )
+        return JSONResponse(p.encode(response))
+
+    def _join(self, index: int, pieces: list[p.CompletionChoice]) -> p.CompletionChoice:
+        logprobs = None
+        if self.body.logprobs is not None:
+            logprobs = p.CompletionLogprobs(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[])
+            for piece in pieces:
+                logprobs.tokens += piece.logprobs.tokens
+                logprobs.token_logprobs += piece.logprobs.token_logprobs
+                logprobs.top_logprobs += piece.logprobs.top_logprobs
+                logprobs.text_offset += piece.logprobs.text_offset
+        return p.CompletionChoice(
+            index=index,
+            text="".join(piece.text for piece in pieces),
+            logprobs=logprobs,
+            finish_reason=self.tracker.finish_reasons.get(index),
+        )
+
+    async def sse(self, streams: list[AsyncIterator]) -> AsyncIterator[bytes]:
+        include_usage = self.body.stream_options is not None and self.body.stream_options.include_usage
+        usage_field = None if include_usage else msgspec.UNSET
+        started: set[int] = set()
+        try:
+            async for stream_index, output in merge(streams):
+                choices = []
+                for delta in self.tracker.step(stream_index, output):
+                    if delta.finish_reason == "abort":
+                        raise aborted_error(self.app)
+                    choices.append(self._choice(delta, first=delta.index not in started))
+                    started.add(delta.index)
+                if choices:
+                    chunk = p.Completion(
+                        id=self.id, created=self.created, model=self.model, choices=choices, usage=usage_field
+                    )
+                    yield sse_event(p.encode(chunk))
+        except Exception as exc:  # noqa: BLE001 - the stream ends with an error event
+            yield sse_error(stream_error(exc, self.app, self.model))
+            yield DONE
+            return
+        finally:
+            self.tracker.finish()
+        if include_usage:
+            chunk = p.Completion(
+                id=self.id, created=self.created, model=self.model, choices=[], usage=self.tracker.usage()
+            )
+            yield sse_event(p.encode(chunk))
+        yield DONE

@@ -1,0 +1,84 @@
+"""POST /v1/embeddings."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import numpy as np
+
+from swiftserve.server import protocol as p
+from swiftserve.server.app import JSONResponse, Request, Response
+from swiftserve.server.errors import bad_request
+from swiftserve.server.generation import engine_error
+
+_ENDPOINT = "embeddings"
+MAX_INPUTS = 2048
+
+
+def embedding_inputs(value: str | list) -> list[str] | list[list[int]]:
+    """The four accepted shapes of `input` -> a list of strings or a list of token-id lists."""
+    if isinstance(value, str):
+        items: list = [value]
+    elif not value:
+        raise bad_request("'input' must not be an empty list.", param="input")
+    elif all(isinstance(x, str) for x in value):
+        items = list(value)
+    elif all(_is_token_id(x) for x in value):
+        items = [list(value)]
+    elif all(isinstance(x, list) and all(_is_token_id(t) for t in x) for x in value):
+        items = [list(x) for x in value]
+    else:
+        raise bad_request(
+            "'input' must be a string, a list of strings, a list of token ids or a list of token-id lists.",
+            param="input",
+        )
+    if len(items) > MAX_INPUTS:
+        raise bad_request(f"'input' may hold at most {MAX_INPUTS} items, got {len(items)}.", param="input")
+    for i, item in enumerate(items):
+        if len(item) == 0:
+            raise bad_request(f"'input[{i}]' is empty: every input must hold text or tokens.", param="input")
+    return items
+
+
+def _is_token_id(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**31
+
+
+async def embeddings(request: Request) -> Response:
+    body = p.decode_request(request.body, p.EmbeddingRequest)
+    served = request.app.model(body.model, "embedding", _ENDPOINT)
+    request.model = served.name
+    engine = served.engine
+    inputs = embedding_inputs(body.input)
+    if body.dimensions is not None and body.dimensions != engine.dim:
+        raise bad_request(
+            f"dimensions={body.dimensions} is not supported: `{served.name}` returns "
+            f"{engine.dim}-dimensional embeddings.",
+            param="dimensions",
+        )
+    try:
+        result = await engine.embed(inputs)
+    except Exception as exc:  # noqa: BLE001 - mapped to an HTTP error when it is the request's fault
+        error = engine_error(exc, served.name)
+        if error is None:
+            raise
+        raise error from None
+    vectors = np.asarray(result.embeddings, dtype=np.float32)
+    if len(inputs) > 16:
+        data = await asyncio.to_thread(_data, vectors, body.encoding_format)
+    else:
+        data = _data(vectors, body.encoding_format)
+    usage = p.EmbeddingUsage(prompt_tokens=result.num_prompt_tokens, total_tokens=result.num_prompt_tokens)
+    request.app.metrics.prompt_tokens.labels(served.name).inc(result.num_prompt_tokens)
+    return JSONResponse(p.encode(p.EmbeddingResponse(data=data, model=served.name, usage=usage)))
+
+
+def _data(vectors: np.ndarray, encoding_format: str) -> list[p.EmbeddingData]:
+    if encoding_format == "base64":
+        little = vectors.astype("<f4", copy=False)
+        return [
+            p.EmbeddingData(index=i, embedding=base64.b64encode(row.tobytes()).decode())
+            for i, row in enumerate(little)
+        ]
+    return [p.EmbeddingData(index=i, embedding=row.tolist()) for i, row in enumerate(vectors)]

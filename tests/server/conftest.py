@@ -1,0 +1,69 @@
+"""Server test helpers: an in-thread uvicorn serving an App over fake engines."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+import uvicorn
+from server_fakes import FakeChatEngine, FakeEmbeddingEngine
+from swiftserve.router.registry import ModelRegistry, ServedModel
+
+from swiftserve.server.app import App
+
+
+class _Server(uvicorn.Server):
+    async def startup(self, sockets=None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+
+class ThreadServer:
+    def __init__(self, app: App) -> None:
+        self.app = app
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            loop="uvloop",
+            http="httptools",
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+        )
+        self.server = _Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> ThreadServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("test server did not start")
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def make_app(api_key: str | None = None, **chat_kwargs) -> tuple[App, FakeChatEngine]:
+    registry = ModelRegistry()
+    chat = FakeChatEngine(**chat_kwargs)
+    registry.add(ServedModel("fake-chat", "chat", chat))
+    registry.add(ServedModel("fake-embed", "embedding", FakeEmbeddingEngine()))
+    app = App(registry, api_key=api_key, max_body_bytes=1024 * 1024)
+    return app, chat
+
+
+@pytest.fixture(scope="module")
+def fake_server():
+    app, chat = make_app(max_waiting=2)
+    with ThreadServer(app) as server:
+        server.chat = chat
+        yield server
