@@ -1,0 +1,25 @@
+"""swiftserve: a high-performance inference server for compound AI systems."""
+
+from swiftserve.outputs import CompletionOutput, RequestOutput, TokenLogprob
+from swiftserve.sampling_params import SamplingParams
+
+__all__ = ["LLM", "AsyncEngine", "EngineConfig", "SamplingParams", "RequestOutput", "CompletionOutput",
+           "TokenLogprob"]
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # Heavy engine imports (torch, tokenizers) wait until someone asks for them.
+    if name == "LLM":
+        from swiftserve.engine.llm import LLM
+
+        return LLM
+    if name == "AsyncEngine":
+        from swiftserve.engine.async_engine import AsyncEngine
+
+        return AsyncEngine
+    if name == "EngineConfig":
+        from swiftserve.config import EngineConfig
+
+        return EngineConfig
+    raise AttributeError(f"module 'swiftserve' has no attribute {name!r}")

@@ -1,0 +1,24 @@
+# swiftserve: the two commands of the README, and the pieces they are made of.
+PYTHON ?= python3
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: install run test lint bench
+
+# torch first: a bare `torch` requirement would pull the CUDA build; pick yours here.
+install:
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "torch==$(TORCH_VERSION)"
+	$(PYTHON) -m pip install -e ".[test]"
+
+# The main job: the OpenAI-compatible server on the built-in default models.
+run: install
+	swiftserve launch
+
+# Triton kernels run on the CPU through Triton's interpreter in the tests.
+test:
+	TRITON_INTERPRET=1 $(PYTHON) -m pytest -q
+
+lint:
+	ruff check src kernels scheduler router tests benchmarks
+
+bench:
+	$(PYTHON) benchmarks/throughput.py

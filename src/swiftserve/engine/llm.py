@@ -1,0 +1,95 @@
+"""The offline Python API: `LLM(model).generate(prompts, params)` and `.chat(messages, params)`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from swiftserve.config import EngineConfig
+from swiftserve.engine.llm_engine import LLMEngine
+from swiftserve.outputs import RequestOutput
+from swiftserve.sampling_params import SamplingParams
+from swiftserve.scheduler.config import SchedulerConfig
+
+_SCHEDULER_FIELDS = {f.name for f in dataclasses.fields(SchedulerConfig)}
+
+Prompt = str | list[int]
+
+
+class LLM:
+    """One model in this process. Keyword arguments are EngineConfig fields, or SchedulerConfig
+    fields (max_num_seqs, max_num_batched_tokens, block_size, enable_prefix_caching, ...)."""
+
+    def __init__(self, model: str, **kwargs) -> None:
+        scheduler_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _SCHEDULER_FIELDS}
+        if scheduler_kwargs:
+            kwargs["scheduler"] = SchedulerConfig(**scheduler_kwargs)
+        self.engine = LLMEngine(EngineConfig(model=model, **kwargs))
+        self._next_id = 0
+
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer
+
+    def generate(
+        self, prompts: Prompt | Sequence[Prompt], params: SamplingParams | Sequence[SamplingParams] | None = None
+    ) -> list[RequestOutput]:
+        """Run all prompts together (continuous batching) and return their outputs in order.
+        A bad prompt raises ValueError before any prompt runs."""
+        prompts = _as_prompt_list(prompts)
+        params_list = _as_params_list(params, len(prompts))
+        for prompt, p in zip(prompts, params_list):
+            self.engine._check_length(len(self.engine.encode_prompt(prompt)), p)
+        return self._run(prompts, params_list)
+
+    def chat(
+        self, messages: list[dict] | Sequence[list[dict]], params: SamplingParams | Sequence[SamplingParams] | None = None
+    ) -> list[RequestOutput]:
+        """Render each conversation with the model's chat template and generate the reply."""
+        conversations = [messages] if messages and isinstance(messages[0], dict) else list(messages)
+        if not conversations or any(not c for c in conversations):
+            raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts")
+        prompts = [self.chat_prompt_ids(c) for c in conversations]
+        return self.generate(prompts, params)
+
+    def chat_prompt_ids(self, messages: list[dict]) -> list[int]:
+        """The prompt token ids for a conversation (the template already carries special tokens)."""
+        text = self.engine.apply_chat_template(messages, add_generation_prompt=True)
+        return self.engine.tokenizer.encode(text, add_special_tokens=False)
+
+    def _run(self, prompts: list[Prompt], params_list: list[SamplingParams]) -> list[RequestOutput]:
+        ids = []
+        try:
+            for prompt, p in zip(prompts, params_list):
+                ids.append(f"llm-{self._next_id}")
+                self._next_id += 1
+                self.engine.add_request(ids[-1], prompt, p)
+            finals: dict[str, RequestOutput] = {}
+            while len(finals) < len(ids):
+                for output in self.engine.step():
+                    if output.finished:
+                        finals[output.request_id] = output
+        finally:
+            for request_id in ids:
+                self.engine.abort_request(request_id)  # no-op for finished ones; frees blocks on error
+        return [finals[i] for i in ids]
+
+
+def _as_prompt_list(prompts) -> list[Prompt]:
+    if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], int)):
+        return [prompts]
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("no prompts given")
+    return prompts
+
+
+def _as_params_list(params, n: int) -> list[SamplingParams]:
+    if params is None:
+        return [SamplingParams()] * n
+    if isinstance(params, SamplingParams):
+        return [params] * n
+    params = list(params)
+    if len(params) != n:
+        raise ValueError(f"got {len(params)} SamplingParams for {n} prompts")
+    return params

@@ -1,0 +1,178 @@
+"""One model's engine: requests in, a step at a time, outputs out. Not thread-safe; the async
+engine drives it from a single worker thread.
+
+Each step is three calls: schedule (scheduler/), run (model runner), postprocess (tokens to
+text, stop checks, freeing finished sequences).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, replace
+
+import torch
+
+from swiftserve.config import EngineConfig
+from swiftserve.engine.detokenizer import IncrementalDetokenizer
+from swiftserve.engine.errors import QueueFullError
+from swiftserve.engine.postprocess import append_token
+from swiftserve.engine.request import Completion, Request
+from swiftserve.loader import apply_chat_template, load_config, load_tokenizer, resolve_model
+from swiftserve.model_runner.model_runner import ModelRunner, StepResult
+from swiftserve.model_runner.sampler import SamplingState
+from swiftserve.outputs import RequestOutput
+from swiftserve.sampling_params import SamplingParams
+from swiftserve.scheduler.batch_scheduler import Scheduler
+from swiftserve.scheduler.sequence import Sequence
+
+
+@dataclass
+class EngineStats:
+    num_running: int
+    num_waiting: int
+    num_free_blocks: int
+    num_total_blocks: int
+    kv_cache_usage: float
+    num_preemptions: int
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.folder = resolve_model(config.model, config.cache_dir)
+        hf_config = load_config(self.folder)
+        self.tokenizer = load_tokenizer(self.folder)
+        self.runner = ModelRunner(config, self.folder, hf_config)
+        self.max_model_len = self._max_model_len()
+        self.scheduler = Scheduler(replace(config.scheduler, max_model_len=self.max_model_len), self.runner.num_blocks)
+        self.requests: dict[str, Request] = {}
+        self._completions: dict[int, Completion] = {}  # seq id -> completion
+        self._ids = itertools.count()
+
+    def _max_model_len(self) -> int:
+        model_limit = self.runner.model_config.max_position_embeddings
+        wanted = self.config.max_model_len or min(model_limit, self.config.scheduler.max_model_len)
+        capacity = self.runner.num_blocks * self.config.scheduler.block_size
+        if wanted > model_limit:
+            raise ValueError(f"max_model_len {wanted} exceeds the model's limit of {model_limit} positions")
+        if wanted > capacity:
+            raise ValueError(f"max_model_len {wanted} does not fit the KV cache ({capacity} tokens); "
+                             "raise kv_cache_memory or lower max_model_len")
+        return wanted
+
+    @property
+    def model_name(self) -> str:
+        return self.config.model
+
+    # -- requests ------------------------------------------------------------------------------
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        return apply_chat_template(self.tokenizer, messages, add_generation_prompt=add_generation_prompt)
+
+    def encode_prompt(self, prompt: str | list[int]) -> list[int]:
+        """Token ids of a text or token-id prompt, validated against the vocabulary."""
+        if isinstance(prompt, str):
+            if not prompt:
+                raise ValueError("prompt is empty")
+            return self.tokenizer.encode(prompt)
+        if not isinstance(prompt, (list, tuple)) or not all(isinstance(t, int) for t in prompt):
+            raise ValueError("prompt must be a string or a list of token ids")
+        if not prompt:
+            raise ValueError("prompt is empty")
+        vocab = self.runner.model_config.vocab_size
+        bad = [t for t in prompt if not 0 <= t < vocab]
+        if bad:
+            raise ValueError(f"prompt token id {bad[0]} is outside the vocabulary [0, {vocab})")
+        return list(prompt)
+
+    def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> Request:
+        """Queue a request. Raises ValueError for bad input, QueueFullError when the queue is full."""
+        if request_id in self.requests:
+            raise ValueError(f"request id {request_id!r} is already in use")
+        token_ids = self.encode_prompt(prompt)
+        self._check_length(len(token_ids), params)
+        if not self.scheduler.can_accept(params.n):
+            raise QueueFullError(f"the queue of model {self.model_name!r} is full")
+        request = Request(request_id, prompt if isinstance(prompt, str) else None, token_ids, params)
+        for index in range(params.n):
+            request.completions.append(self._new_completion(request_id, index, token_ids, params))
+        self.requests[request_id] = request
+        for completion in request.completions:
+            self._completions[completion.seq.seq_id] = completion
+            self.scheduler.add(completion.seq)
+        return request
+
+    def _check_length(self, num_prompt_tokens: int, params: SamplingParams) -> None:
+        if num_prompt_tokens >= self.max_model_len:
+            raise ValueError(f"prompt has {num_prompt_tokens} tokens but max_model_len is {self.max_model_len}")
+        if num_prompt_tokens + params.max_tokens > self.max_model_len:
+            raise ValueError(
+                f"prompt ({num_prompt_tokens} tokens) plus max_tokens ({params.max_tokens}) exceeds "
+                f"max_model_len ({self.max_model_len})"
+            )
+
+    def _new_completion(self, request_id: str, index: int, token_ids: list[int], params: SamplingParams) -> Completion:
+        seq = Sequence.from_prompt(next(self._ids), token_ids)
+        generator = None
+        if params.seed is not None:
+            generator = torch.Generator(device=self.runner.device).manual_seed(params.seed + index)
+        stop_ids = set(params.stop_token_ids)
+        if not params.ignore_eos:
+            stop_ids |= set(self.tokenizer.eos_token_ids)
+        state = SamplingState(params, token_ids, [], frozenset(stop_ids), generator)
+        detok = IncrementalDetokenizer(self.tokenizer.tokenizer, token_ids, params.skip_special_tokens)
+        logprobs = [] if params.logprobs is not None else None
+        return Completion(request_id, index, seq, state, detok, logprobs=logprobs)
+
+    def abort_request(self, request_id: str) -> None:
+        """Stop a request wherever it is and free its blocks; unknown ids are ignored."""
+        request = self.requests.pop(request_id, None)
+        if request is None:
+            return
+        for completion in request.completions:
+            self._completions.pop(completion.seq.seq_id, None)
+            if completion.finish_reason is None:
+                completion.finish_reason = "abort"
+                self.scheduler.abort(completion.seq)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.requests)
+
+    # -- the step ------------------------------------------------------------------------------
+    def step(self) -> list[RequestOutput]:
+        out = self.scheduler.schedule()
+        if out.is_empty:
+            return []
+        result = self.runner.run(out, {s: c.state for s, c in self._completions.items()})
+        self.scheduler.update(out)
+        return self._postprocess(result)
+
+    def _postprocess(self, result: StepResult) -> list[RequestOutput]:
+        touched: dict[str, Request] = {}
+        now = time.monotonic()
+        rows = zip(result.sampled, result.output.token_ids, result.output.logprobs)
+        for item, token_id, logprob in rows:
+            completion = self._completions[item.seq.seq_id]
+            append_token(completion, token_id, logprob, self.max_model_len)
+            if completion.finish_reason is not None:
+                self.scheduler.finish(completion.seq)
+                del self._completions[completion.seq.seq_id]
+            request = self.requests[completion.request_id]
+            request.first_token_time = request.first_token_time or now
+            touched[request.request_id] = request
+        outputs = [request.to_output() for request in touched.values()]
+        for output in outputs:
+            if output.finished:
+                del self.requests[output.request_id]
+        return outputs
+
+    def stats(self) -> EngineStats:
+        bm = self.scheduler.block_manager
+        return EngineStats(
+            num_running=len(self.scheduler.running),
+            num_waiting=len(self.scheduler.waiting),
+            num_free_blocks=bm.num_free_blocks,
+            num_total_blocks=bm.num_blocks,
+            kv_cache_usage=bm.usage,
+            num_preemptions=self.scheduler.num_preemptions,
+        )

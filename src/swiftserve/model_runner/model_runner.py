@@ -1,0 +1,52 @@
+"""Runs one scheduled step on the device: flatten, forward, sample."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from swiftserve.config import EngineConfig
+from swiftserve.model_runner.input_batch import prepare_inputs
+from swiftserve.model_runner.kv_cache import allocate_kv_cache, num_blocks_for_budget
+from swiftserve.model_runner.model_loader import load_model, resolve_device, resolve_dtype
+from swiftserve.model_runner.sampler import Sampler, SamplerOutput, SamplingState
+from swiftserve.scheduler.batch_scheduler import ScheduledSeq, SchedulerOutput
+
+DEFAULT_KV_CACHE_MEMORY = 512 * 1024**2
+
+
+@dataclass
+class StepResult:
+    """The tokens one step produced, row i for sampled[i]."""
+
+    sampled: list[ScheduledSeq]
+    output: SamplerOutput
+
+
+class ModelRunner:
+    def __init__(self, config: EngineConfig, folder: Path, hf_config: dict) -> None:
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        self.block_size = config.scheduler.block_size
+        self.model = load_model(folder, hf_config, self.dtype, self.device, config.load_format,
+                                config.kernel_backend, config.seed)
+        self.model_config = self.model.config
+        budget = config.kv_cache_memory or DEFAULT_KV_CACHE_MEMORY
+        self.num_blocks = num_blocks_for_budget(self.model_config, self.block_size, self.dtype, budget)
+        self.kv_cache = allocate_kv_cache(self.model_config, self.num_blocks, self.block_size, self.dtype, self.device)
+        for i, attn in enumerate(self.model.attention_layers()):
+            attn.k_cache, attn.v_cache = self.kv_cache[i, 0], self.kv_cache[i, 1]
+        self.sampler = Sampler(self.model_config.vocab_size)
+
+    @torch.inference_mode()
+    def run(self, out: SchedulerOutput, states: dict[int, SamplingState]) -> StepResult:
+        """Forward the step; sample a token for every item that reached its sequence's end."""
+        batch = prepare_inputs(out, self.block_size, self.device)
+        hidden = self.model(batch.input_ids, batch.positions, batch.meta)
+        if not batch.sampling_items:
+            return StepResult([], SamplerOutput([], []))
+        logits = self.model.compute_logits(hidden[batch.logits_indices]).float()
+        rows = [states[item.seq.seq_id] for item in batch.sampling_items]
+        return StepResult(batch.sampling_items, self.sampler(logits, rows))
