@@ -1,0 +1,221 @@
+// swiftserve._C: the one bindings file. Functions take tensors as integer addresses
+// (tensor.data_ptr()) plus sizes and element strides, so the module needs no libtorch; the
+// Python wrappers in kernels/cpp_ops.py check shapes, dtypes and devices before calling here.
+// Every kernel releases the GIL while it runs.
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+#include <type_traits>
+
+#include "cpu/activation.h"
+#include "cpu/norm.h"
+#include "cpu/paged_attention.h"
+
+namespace py = pybind11;
+using namespace swiftserve::cpu;
+
+namespace {
+
+template <class T>
+struct Tag {
+  using type = T;
+};
+
+template <class T>
+T* ptr(uintptr_t address) {
+  return reinterpret_cast<T*>(address);
+}
+
+// Calls fn(Tag<Isa>, Tag<T>) for the vector flavour and storage type asked for.
+template <class Fn>
+void dispatch(const std::string& dtype, bool generic, Fn&& fn) {
+  auto with_isa = [&](auto isa) {
+    if (dtype == "float32") {
+      fn(isa, Tag<float>{});
+    } else if (dtype == "bfloat16") {
+      fn(isa, Tag<bf16_t>{});
+    } else {
+      throw py::value_error("swiftserve._C: unsupported dtype '" + dtype + "' (float32 or bfloat16)");
+    }
+  };
+#if SWIFTSERVE_HAS_AVX512
+  if (!generic) return with_isa(Tag<Avx512>{});
+#endif
+  with_isa(Tag<Generic>{});
+}
+
+constexpr int kHeadDims[] = {32, 64, 80, 96, 128, 256};
+
+template <class Fn>
+void dispatch_head_dim(int head_dim, Fn&& fn) {
+  switch (head_dim) {
+    case 32: return fn(std::integral_constant<int, 32>{});
+    case 64: return fn(std::integral_constant<int, 64>{});
+    case 80: return fn(std::integral_constant<int, 80>{});
+    case 96: return fn(std::integral_constant<int, 96>{});
+    case 128: return fn(std::integral_constant<int, 128>{});
+    case 256: return fn(std::integral_constant<int, 256>{});
+    default: throw py::value_error("swiftserve._C: unsupported head_dim " + std::to_string(head_dim));
+  }
+}
+
+void check_heads(int num_heads, int num_kv_heads) {
+  if (num_kv_heads <= 0 || num_heads % num_kv_heads != 0)
+    throw py::value_error("num_heads (" + std::to_string(num_heads) + ") must be a multiple of num_kv_heads (" +
+                          std::to_string(num_kv_heads) + ")");
+  if (num_heads / num_kv_heads > kMaxRows)
+    throw py::value_error("swiftserve._C: at most " + std::to_string(kMaxRows) + " query heads per KV head");
+}
+
+// Every block a sequence's context needs must be listed and exist: a bad id would read out of
+// bounds. O(total blocks), negligible next to the attention itself.
+void check_paged(const PagedKV& kv, int64_t num_blocks, int64_t max_blocks_per_seq, const int32_t* context_lens,
+                 int num_seqs) {
+  if (kv.block_size <= 0) throw py::value_error("block_size must be positive");
+  for (int s = 0; s < num_seqs; ++s) {
+    const int64_t ctx = context_lens[s];
+    if (ctx < 0 || ctx > max_blocks_per_seq * kv.block_size)
+      throw py::value_error("context_lens[" + std::to_string(s) + "] = " + std::to_string(ctx) +
+                            " is negative or exceeds the block table (" + std::to_string(max_blocks_per_seq) +
+                            " blocks of " + std::to_string(kv.block_size) + ")");
+    const int32_t* table = kv.block_tables + s * kv.block_table_stride;
+    for (int64_t b = 0; b < (ctx + kv.block_size - 1) / kv.block_size; ++b)
+      if (table[b] < 0 || table[b] >= num_blocks)
+        throw py::value_error("block_tables[" + std::to_string(s) + "][" + std::to_string(b) + "] = " +
+                              std::to_string(table[b]) + " is not a block of the cache (" + std::to_string(num_blocks) +
+                              " blocks)");
+  }
+}
+
+PagedKV make_paged(uintptr_t k_cache, uintptr_t v_cache, int64_t stride_block, int64_t stride_token,
+                   int64_t stride_head, uintptr_t block_tables, int64_t block_table_stride, int block_size) {
+  return PagedKV{ptr<const void>(k_cache), ptr<const void>(v_cache), stride_block, stride_token, stride_head,
+                 ptr<const int32_t>(block_tables), block_table_stride, block_size};
+}
+
+void paged_decode_attention_py(uintptr_t out, int64_t out_stride_seq, int64_t out_stride_head, uintptr_t q,
+                               int64_t q_stride_seq, int64_t q_stride_head, uintptr_t k_cache, uintptr_t v_cache,
+                               int64_t num_blocks, int block_size, int64_t kv_stride_block, int64_t kv_stride_token,
+                               int64_t kv_stride_head, uintptr_t block_tables, int64_t max_blocks_per_seq,
+                               int64_t block_table_stride, uintptr_t context_lens, int num_seqs, int num_heads,
+                               int num_kv_heads, int head_dim, float scale, int sliding_window,
+                               const std::string& dtype, bool generic) {
+  check_heads(num_heads, num_kv_heads);
+  DecodeArgs args{ptr<void>(out), out_stride_seq, out_stride_head, ptr<const void>(q), q_stride_seq, q_stride_head,
+                  make_paged(k_cache, v_cache, kv_stride_block, kv_stride_token, kv_stride_head, block_tables,
+                             block_table_stride, block_size),
+                  ptr<const int32_t>(context_lens), num_seqs, num_heads, num_kv_heads, head_dim, scale,
+                  sliding_window};
+  check_paged(args.kv, num_blocks, max_blocks_per_seq, args.context_lens, num_seqs);
+  dispatch(dtype, generic, [&](auto isa, auto t) {
+    dispatch_head_dim(head_dim, [&](auto d) {
+      py::gil_scoped_release release;
+      paged_decode_attention<typename decltype(isa)::type, typename decltype(t)::type, decltype(d)::value>(args);
+    });
+  });
+}
+
+void paged_prefill_attention_py(uintptr_t out, int64_t out_stride_token, int64_t out_stride_head, uintptr_t q,
+                                int64_t q_stride_token, int64_t q_stride_head, uintptr_t k_cache, uintptr_t v_cache,
+                                int64_t num_blocks, int block_size, int64_t kv_stride_block, int64_t kv_stride_token,
+                                int64_t kv_stride_head, uintptr_t block_tables, int64_t max_blocks_per_seq,
+                                int64_t block_table_stride, uintptr_t query_start_loc, uintptr_t context_lens,
+                                int num_seqs, int num_tokens, int num_heads, int num_kv_heads, int head_dim,
+                                float scale, int sliding_window, const std::string& dtype, bool generic) {
+  check_heads(num_heads, num_kv_heads);
+  PrefillArgs args{ptr<void>(out), out_stride_token, out_stride_head, ptr<const void>(q), q_stride_token,
+                   q_stride_head,
+                   make_paged(k_cache, v_cache, kv_stride_block, kv_stride_token, kv_stride_head, block_tables,
+                              block_table_stride, block_size),
+                   ptr<const int32_t>(query_start_loc), ptr<const int32_t>(context_lens), num_seqs, num_heads,
+                   num_kv_heads, head_dim, scale, sliding_window};
+  check_paged(args.kv, num_blocks, max_blocks_per_seq, args.context_lens, num_seqs);
+  if (args.query_start_loc[0] != 0 || args.query_start_loc[num_seqs] != num_tokens)
+    throw py::value_error("query_start_loc must start at 0 and end at the number of query tokens");
+  for (int s = 0; s < num_seqs; ++s) {
+    const int q_len = args.query_start_loc[s + 1] - args.query_start_loc[s];
+    if (q_len < 0 || q_len > args.context_lens[s])
+      throw py::value_error("sequence " + std::to_string(s) + " has " + std::to_string(q_len) +
+                            " query tokens but context_lens " + std::to_string(args.context_lens[s]) +
+                            " (query_start_loc must be non-decreasing, context_lens >= query length)");
+  }
+  dispatch(dtype, generic, [&](auto isa, auto t) {
+    dispatch_head_dim(head_dim, [&](auto d) {
+      py::gil_scoped_release release;
+      paged_prefill_attention<typename decltype(isa)::type, typename decltype(t)::type, decltype(d)::value>(args);
+    });
+  });
+}
+
+NormArgs make_norm(uintptr_t out, int64_t out_stride, uintptr_t residual, int64_t residual_stride, uintptr_t x,
+                   int64_t x_stride, uintptr_t weight, int64_t num_rows, int hidden, float eps) {
+  if (hidden <= 0) throw py::value_error("hidden size must be positive");
+  return NormArgs{ptr<void>(out), ptr<void>(residual), ptr<const void>(x), ptr<const void>(weight), out_stride,
+                  residual_stride, x_stride, num_rows, hidden, eps};
+}
+
+void rms_norm_py(uintptr_t out, int64_t out_stride, uintptr_t x, int64_t x_stride, uintptr_t weight,
+                 int64_t num_rows, int hidden, float eps, const std::string& dtype, bool generic) {
+  const NormArgs args = make_norm(out, out_stride, 0, 0, x, x_stride, weight, num_rows, hidden, eps);
+  dispatch(dtype, generic, [&](auto isa, auto t) {
+    py::gil_scoped_release release;
+    rms_norm<typename decltype(isa)::type, typename decltype(t)::type>(args);
+  });
+}
+
+void fused_add_rms_norm_py(uintptr_t x, int64_t x_stride, uintptr_t residual, int64_t residual_stride,
+                           uintptr_t weight, int64_t num_rows, int hidden, float eps, const std::string& dtype,
+                           bool generic) {
+  const NormArgs args = make_norm(x, x_stride, residual, residual_stride, x, x_stride, weight, num_rows, hidden, eps);
+  dispatch(dtype, generic, [&](auto isa, auto t) {
+    py::gil_scoped_release release;
+    fused_add_rms_norm<typename decltype(isa)::type, typename decltype(t)::type>(args);
+  });
+}
+
+void silu_and_mul_py(uintptr_t out, int64_t out_stride, uintptr_t x, int64_t x_stride, int64_t num_rows, int d,
+                     const std::string& dtype, bool generic) {
+  const SiluMulArgs args{ptr<void>(out), ptr<const void>(x), out_stride, x_stride, num_rows, d};
+  dispatch(dtype, generic, [&](auto isa, auto t) {
+    py::gil_scoped_release release;
+    silu_and_mul<typename decltype(isa)::type, typename decltype(t)::type>(args);
+  });
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "swiftserve native CPU kernels (raw pointers; see swiftserve.kernels.cpp_ops for the torch API)";
+  m.attr("isa") = SWIFTSERVE_HAS_AVX512 ? "avx512" : "generic";
+  py::list head_dims;
+  for (int d : kHeadDims) head_dims.append(d);
+  m.attr("head_dims") = head_dims;
+  m.attr("max_group") = kMaxRows;
+  m.def("num_threads", &max_threads, "OpenMP threads the kernels use");
+  m.def("paged_decode_attention", &paged_decode_attention_py, py::arg("out"), py::arg("out_stride_seq"),
+        py::arg("out_stride_head"), py::arg("q"), py::arg("q_stride_seq"), py::arg("q_stride_head"),
+        py::arg("k_cache"), py::arg("v_cache"), py::arg("num_blocks"), py::arg("block_size"),
+        py::arg("kv_stride_block"), py::arg("kv_stride_token"), py::arg("kv_stride_head"), py::arg("block_tables"),
+        py::arg("max_blocks_per_seq"), py::arg("block_table_stride"), py::arg("context_lens"), py::arg("num_seqs"),
+        py::arg("num_heads"), py::arg("num_kv_heads"), py::arg("head_dim"), py::arg("scale"),
+        py::arg("sliding_window"), py::arg("dtype"), py::arg("generic") = false,
+        "Paged decode attention (one query token per sequence).");
+  m.def("paged_prefill_attention", &paged_prefill_attention_py, py::arg("out"), py::arg("out_stride_token"),
+        py::arg("out_stride_head"), py::arg("q"), py::arg("q_stride_token"), py::arg("q_stride_head"),
+        py::arg("k_cache"), py::arg("v_cache"), py::arg("num_blocks"), py::arg("block_size"),
+        py::arg("kv_stride_block"), py::arg("kv_stride_token"), py::arg("kv_stride_head"), py::arg("block_tables"),
+        py::arg("max_blocks_per_seq"), py::arg("block_table_stride"), py::arg("query_start_loc"),
+        py::arg("context_lens"), py::arg("num_seqs"), py::arg("num_tokens"), py::arg("num_heads"),
+        py::arg("num_kv_heads"), py::arg("head_dim"), py::arg("scale"), py::arg("sliding_window"), py::arg("dtype"),
+        py::arg("generic") = false, "Varlen causal paged prefill attention.");
+  m.def("rms_norm", &rms_norm_py, py::arg("out"), py::arg("out_stride"), py::arg("x"), py::arg("x_stride"),
+        py::arg("weight"), py::arg("num_rows"), py::arg("hidden"), py::arg("eps"), py::arg("dtype"),
+        py::arg("generic") = false, "out = rms_norm(x) * weight, row by row.");
+  m.def("fused_add_rms_norm", &fused_add_rms_norm_py, py::arg("x"), py::arg("x_stride"), py::arg("residual"),
+        py::arg("residual_stride"), py::arg("weight"), py::arg("num_rows"), py::arg("hidden"), py::arg("eps"),
+        py::arg("dtype"), py::arg("generic") = false, "residual += x; x = rms_norm(residual) * weight, in place.");
+  m.def("silu_and_mul", &silu_and_mul_py, py::arg("out"), py::arg("out_stride"), py::arg("x"), py::arg("x_stride"),
+        py::arg("num_rows"), py::arg("d"), py::arg("dtype"), py::arg("generic") = false,
+        "out = silu(x[:, :d]) * x[:, d:].");
+}

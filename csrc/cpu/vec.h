@@ -1,0 +1,202 @@
+// 16-lane fp32 vector primitives the CPU kernels are written against, in two flavours:
+//   Avx512  - intrinsics (built when the compiler targets AVX-512 F/BW/VL/DQ, e.g. -march=native)
+//   Generic - plain loops over float[16] that any C++17 compiler builds (and auto-vectorizes)
+// A kernel is a template over the flavour, so both run the same algorithm and the generic one is
+// testable on an AVX-512 machine. Storage types: float, or bf16_t (raw bfloat16 bits, converted
+// by shifts; stores round to nearest even like torch's .to(torch.bfloat16)).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__)
+#define SWIFTSERVE_HAS_AVX512 1
+#include <immintrin.h>
+#else
+#define SWIFTSERVE_HAS_AVX512 0
+#endif
+
+namespace swiftserve::cpu {
+
+using bf16_t = uint16_t;  // bfloat16 bits: the upper half of an IEEE fp32
+
+inline float bf16_to_f32(bf16_t x) {
+  uint32_t bits = static_cast<uint32_t>(x) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+inline bf16_t f32_to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof(bits));
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<bf16_t>((bits >> 16) | 0x40u);  // quiet NaN
+  bits += 0x7fffu + ((bits >> 16) & 1u);  // round to nearest, ties to even
+  return static_cast<bf16_t>(bits >> 16);
+}
+
+// Rounds fp32 to the storage type and back: reproduces the rounding of a torch op done in T.
+inline float round_to(float x, float*) { return x; }
+inline float round_to(float x, bf16_t*) { return bf16_to_f32(f32_to_bf16(x)); }
+
+constexpr int kLanes = 16;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+struct Generic {
+  struct vec {
+    float v[kLanes];
+  };
+  static constexpr const char* name = "generic";
+
+  static vec set1(float x) {
+    vec r;
+    for (int i = 0; i < kLanes; ++i) r.v[i] = x;
+    return r;
+  }
+  static vec zero() { return set1(0.0f); }
+  static vec load(const float* p) {
+    vec r;
+    std::memcpy(r.v, p, sizeof(r.v));
+    return r;
+  }
+  static vec load(const bf16_t* p) {
+    vec r;
+    for (int i = 0; i < kLanes; ++i) r.v[i] = bf16_to_f32(p[i]);
+    return r;
+  }
+  // Lanes >= n read as `fill`.
+  template <class T>
+  static vec load_partial(const T* p, int n, float fill = 0.0f) {
+    vec r = set1(fill);
+    for (int i = 0; i < n; ++i) r.v[i] = to_f32(p[i]);
+    return r;
+  }
+  static void store(float* p, const vec& a) { std::memcpy(p, a.v, sizeof(a.v)); }
+  static void store(bf16_t* p, const vec& a) {
+    for (int i = 0; i < kLanes; ++i) p[i] = f32_to_bf16(a.v[i]);
+  }
+  template <class T>
+  static void store_partial(T* p, const vec& a, int n) {
+    for (int i = 0; i < n; ++i) p[i] = from_f32(a.v[i], p);
+  }
+  static vec fma(const vec& a, const vec& b, const vec& c) {  // a * b + c
+    vec r;
+    for (int i = 0; i < kLanes; ++i) r.v[i] = a.v[i] * b.v[i] + c.v[i];
+    return r;
+  }
+#define SWIFTSERVE_GENERIC_BINOP(NAME, EXPR)          \
+  static vec NAME(const vec& a, const vec& b) {       \
+    vec r;                                            \
+    for (int i = 0; i < kLanes; ++i) r.v[i] = (EXPR); \
+    return r;                                         \
+  }
+  SWIFTSERVE_GENERIC_BINOP(add, a.v[i] + b.v[i])
+  SWIFTSERVE_GENERIC_BINOP(sub, a.v[i] - b.v[i])
+  SWIFTSERVE_GENERIC_BINOP(mul, a.v[i] * b.v[i])
+  SWIFTSERVE_GENERIC_BINOP(div, a.v[i] / b.v[i])
+  SWIFTSERVE_GENERIC_BINOP(max, a.v[i] > b.v[i] ? a.v[i] : b.v[i])
+#undef SWIFTSERVE_GENERIC_BINOP
+  static float reduce_add(const vec& a) {
+    float s = 0.0f;
+    for (int i = 0; i < kLanes; ++i) s += a.v[i];
+    return s;
+  }
+  static float reduce_max(const vec& a) {
+    float m = a.v[0];
+    for (int i = 1; i < kLanes; ++i) m = a.v[i] > m ? a.v[i] : m;
+    return m;
+  }
+  static vec exp(const vec& a) {
+    vec r;
+    for (int i = 0; i < kLanes; ++i) r.v[i] = std::exp(a.v[i]);
+    return r;
+  }
+  // Rounds every lane to T's precision (identity for float).
+  static vec round_to(const vec& a, float*) { return a; }
+  static vec round_to(const vec& a, bf16_t*) {
+    vec r;
+    for (int i = 0; i < kLanes; ++i) r.v[i] = cpu::round_to(a.v[i], static_cast<bf16_t*>(nullptr));
+    return r;
+  }
+
+ private:
+  static float to_f32(float x) { return x; }
+  static float to_f32(bf16_t x) { return bf16_to_f32(x); }
+  static float from_f32(float x, float*) { return x; }
+  static bf16_t from_f32(float x, bf16_t*) { return f32_to_bf16(x); }
+};
+
+#if SWIFTSERVE_HAS_AVX512
+struct Avx512 {
+  using vec = __m512;
+  static constexpr const char* name = "avx512";
+
+  static vec set1(float x) { return _mm512_set1_ps(x); }
+  static vec zero() { return _mm512_setzero_ps(); }
+  static vec load(const float* p) { return _mm512_loadu_ps(p); }
+  static vec load(const bf16_t* p) { return widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+  static vec load_partial(const float* p, int n, float fill = 0.0f) {
+    return _mm512_mask_loadu_ps(set1(fill), tail_mask(n), p);
+  }
+  static vec load_partial(const bf16_t* p, int n, float fill = 0.0f) {
+    const __mmask16 m = tail_mask(n);
+    return _mm512_mask_blend_ps(m, set1(fill), widen(_mm256_maskz_loadu_epi16(m, p)));
+  }
+  static void store(float* p, vec a) { _mm512_storeu_ps(p, a); }
+  static void store(bf16_t* p, vec a) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), narrow(a)); }
+  static void store_partial(float* p, vec a, int n) { _mm512_mask_storeu_ps(p, tail_mask(n), a); }
+  static void store_partial(bf16_t* p, vec a, int n) { _mm256_mask_storeu_epi16(p, tail_mask(n), narrow(a)); }
+  static vec fma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
+  static vec add(vec a, vec b) { return _mm512_add_ps(a, b); }
+  static vec sub(vec a, vec b) { return _mm512_sub_ps(a, b); }
+  static vec mul(vec a, vec b) { return _mm512_mul_ps(a, b); }
+  static vec div(vec a, vec b) { return _mm512_div_ps(a, b); }
+  static vec max(vec a, vec b) { return _mm512_max_ps(a, b); }
+  static float reduce_add(vec a) { return _mm512_reduce_add_ps(a); }
+  static float reduce_max(vec a) { return _mm512_reduce_max_ps(a); }
+
+  // exp(x) to ~1 ulp: x = n ln2 + r with |r| <= ln2 / 2, a degree-6 polynomial for e^r (Cephes
+  // expf), then scalef by 2^n. Below -104 (and NaN) the result is exactly 0, so a -inf score
+  // (a masked token) gets probability 0.
+  static vec exp(vec x) {
+    const __mmask16 live = _mm512_cmp_ps_mask(x, set1(-104.0f), _CMP_GE_OQ);
+    x = _mm512_min_ps(x, set1(89.0f));
+    const vec n = _mm512_roundscale_ps(_mm512_mul_ps(x, set1(1.44269504088896341f)),
+                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    vec r = _mm512_fnmadd_ps(n, set1(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, set1(-2.12194440e-4f), r);
+    vec p = set1(1.9875691500e-4f);
+    p = fma(p, r, set1(1.3981999507e-3f));
+    p = fma(p, r, set1(8.3334519073e-3f));
+    p = fma(p, r, set1(4.1665795894e-2f));
+    p = fma(p, r, set1(1.6666665459e-1f));
+    p = fma(p, r, set1(5.0000001201e-1f));
+    p = fma(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, set1(1.0f)));
+    return _mm512_maskz_scalef_ps(live, p, n);
+  }
+  static vec round_to(vec a, float*) { return a; }
+  static vec round_to(vec a, bf16_t*) { return widen(narrow(a)); }
+
+ private:
+  static __mmask16 tail_mask(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
+  static vec widen(__m256i bf16) {  // 16 bf16 -> 16 fp32: zero-extend, shift into the high half
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bf16), 16));
+  }
+  static __m256i narrow(vec a) {  // 16 fp32 -> 16 bf16, round to nearest even
+#if defined(__AVX512BF16__)
+    return (__m256i)_mm512_cvtneps_pbh(a);  // same 256 bits, bf16 lanes
+#else
+    const __m512i bits = _mm512_castps_si512(a);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+    __m512i rounded = _mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+    const __mmask16 nan = _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q);
+    rounded = _mm512_mask_or_epi32(rounded, nan, bits, _mm512_set1_epi32(0x400000));
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(rounded, 16));
+#endif
+  }
+};
+#endif
+
+}  // namespace swiftserve::cpu
