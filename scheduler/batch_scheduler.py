@@ -131,6 +131,8 @@ class Scheduler:
     def update(self, out: SchedulerOutput) -> None:
         """Record that the step ran: advance progress and index newly full blocks for reuse."""
         for item in out.scheduled:
+            if item.seq.status is not SequenceStatus.RUNNING:  # aborted while the step ran
+                continue
             before = item.seq.num_computed_tokens
             item.seq.num_computed_tokens += item.num_new_tokens
             self.block_manager.cache_computed_blocks(item.seq, before)

@@ -9,10 +9,19 @@ so equal hashes mean equal whole prefixes.
 
 from __future__ import annotations
 
+import hashlib
+from array import array
+
 from swiftserve.scheduler.block_pool import BlockPool
 from swiftserve.scheduler.sequence import Sequence
 
-_ROOT_HASH = 0x5EED
+_ROOT_HASH = b"swiftserve-prefix-root"
+
+
+def chain_hash(parent: bytes, token_ids: tuple[int, ...]) -> bytes:
+    """sha256 over the parent's hash and this block's tokens. Token ids come from clients, so a
+    weak hash would let a crafted prompt collide with another user's prefix and read its KV."""
+    return hashlib.sha256(parent + array("q", token_ids).tobytes()).digest()
 
 
 def _blocks_for(num_tokens: int, block_size: int) -> int:
@@ -36,11 +45,11 @@ class BlockManager:
     def _block_tokens(self, seq: Sequence, index: int) -> tuple[int, ...]:
         return tuple(seq.token_ids[index * self.block_size : (index + 1) * self.block_size])
 
-    def _hash_full_blocks(self, seq: Sequence, num_tokens: int) -> list[int]:
+    def _hash_full_blocks(self, seq: Sequence, num_tokens: int) -> list[bytes]:
         """Extend seq.block_hashes over the full blocks among its first num_tokens tokens."""
         for index in range(len(seq.block_hashes), num_tokens // self.block_size):
             parent = seq.block_hashes[-1] if seq.block_hashes else _ROOT_HASH
-            seq.block_hashes.append(hash((parent, self._block_tokens(seq, index))))
+            seq.block_hashes.append(chain_hash(parent, self._block_tokens(seq, index)))
         return seq.block_hashes
 
     def find_cached_prefix(self, seq: Sequence) -> list[int]:
@@ -76,7 +85,9 @@ class BlockManager:
             for block_id in cached:
                 self.pool.touch(block_id)
             seq.block_ids = list(cached)
-            seq.num_computed_tokens = seq.num_cached_tokens = len(cached) * self.block_size
+            seq.num_computed_tokens = len(cached) * self.block_size
+            if seq.num_preemptions == 0:  # report prompt hits only, not a recompute's own outputs
+                seq.num_cached_tokens = min(seq.num_computed_tokens, seq.num_prompt_tokens)
         target = _blocks_for(seq.num_computed_tokens + num_new_tokens, self.block_size)
         while len(seq.block_ids) < target:
             seq.block_ids.append(self.pool.allocate())

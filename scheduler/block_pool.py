@@ -16,8 +16,8 @@ from dataclasses import dataclass
 class Block:
     block_id: int
     ref_count: int = 0
-    block_hash: int | None = None
-    token_ids: tuple[int, ...] = ()  # kept to verify hits exactly: a hash collision is never a hit
+    block_hash: bytes | None = None
+    token_ids: tuple[int, ...] = ()  # a cheap second check on a hit
 
 
 class BlockPool:
@@ -26,7 +26,7 @@ class BlockPool:
             raise ValueError(f"the KV cache needs at least one block, got {num_blocks}")
         self.blocks = [Block(i) for i in range(num_blocks)]
         self._free: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
-        self._cached: dict[int, int] = {}  # block hash -> block id
+        self._cached: dict[bytes, int] = {}  # block hash -> block id
 
     @property
     def num_blocks(self) -> int:
@@ -46,7 +46,7 @@ class BlockPool:
         block.ref_count = 1
         return block_id
 
-    def lookup(self, block_hash: int, token_ids: tuple[int, ...]) -> int | None:
+    def lookup(self, block_hash: bytes, token_ids: tuple[int, ...]) -> int | None:
         """The block caching exactly these tokens after this prefix, if any."""
         block_id = self._cached.get(block_hash)
         if block_id is None or self.blocks[block_id].token_ids != token_ids:
@@ -68,7 +68,7 @@ class BlockPool:
         if block.ref_count == 0:
             self._free[block_id] = None
 
-    def cache(self, block_id: int, block_hash: int, token_ids: tuple[int, ...]) -> None:
+    def cache(self, block_id: int, block_hash: bytes, token_ids: tuple[int, ...]) -> None:
         """Index a full, computed block; the first block with a given prefix wins."""
         block = self.blocks[block_id]
         if block.block_hash is not None or block_hash in self._cached:

@@ -27,7 +27,7 @@ class Sequence:
     num_computed_tokens: int = 0
     num_cached_tokens: int = 0  # prompt tokens served from the prefix cache at admission
     block_ids: list[int] = field(default_factory=list)
-    block_hashes: list[int] = field(default_factory=list)  # of the leading full blocks, chained
+    block_hashes: list[bytes] = field(default_factory=list)  # of the leading full blocks, chained
     num_preemptions: int = 0
 
     @classmethod
