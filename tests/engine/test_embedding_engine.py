@@ -67,6 +67,8 @@ def test_token_counts_and_truncation(engine):
     assert counts[0] == 4  # [CLS] hello world [SEP]
     assert counts[-1] == 256  # truncated, [SEP] kept
     assert engine.embed_sync(SENTENCES).num_prompt_tokens == sum(counts)
+    huge = asyncio.run(engine.embed(["word " * 100_000, "tiny"]))  # tokenized off the event loop
+    assert huge.num_prompt_tokens == 256 + 3
 
 
 def test_token_id_inputs_equal_text_inputs(engine):
@@ -118,6 +120,8 @@ def test_concurrent_calls_are_batched_and_match_one_by_one(engine, monkeypatch, 
         ([[101, 2.5]], "token ids must be ints"),
         (["text", [101]], "expected a string"),
         ([[101], "text"], "expected a list of token ids"),
+        (["text", None], "expected a string"),
+        ([[101], 7], "expected a list of token ids"),
         (None, "input must be"),
         ({"text": 1}, "input must be"),
     ],

@@ -28,9 +28,9 @@ from swiftserve.loader import iter_weights, load_config, load_tokenizer, resolve
 from swiftserve.models.bert import load_bert_encoder
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# Inputs shorter than this (characters in all) are tokenized on the event loop: a thread hop
-# costs more than the tokenizer does.
-_INLINE_TOKENIZE_CHARS = 4096
+# Inputs smaller than this (characters or token ids in all) are tokenized and checked on the
+# event loop: a thread hop would cost more.
+_INLINE_PREPARE_SIZE = 4096
 
 
 @dataclass
@@ -160,18 +160,19 @@ class EmbeddingEngine:
         Raises ValueError for empty or malformed inputs, QueueFullError when max_num_waiting
         calls are already queued or running.
         """
-        if self.max_num_waiting is not None and len(self._requests) >= self.max_num_waiting:
-            raise QueueFullError(
-                f"embedding engine {self.name!r} has {len(self._requests)} requests waiting "
-                f"(max_num_waiting={self.max_num_waiting})"
-            )
         inputs = _as_batch(inputs)
-        if _total_chars(inputs) > _INLINE_TOKENIZE_CHARS:
+        if sum(len(x) for x in inputs if isinstance(x, str | list | tuple)) > _INLINE_PREPARE_SIZE:
             token_ids = await asyncio.to_thread(self._to_token_ids, inputs)
         else:
             token_ids = self._to_token_ids(inputs)
         if self._worker is None or self._worker.done():
             await self.start()
+        # Checked with no await before the request is registered, so the bound is exact.
+        if self.max_num_waiting is not None and len(self._requests) >= self.max_num_waiting:
+            raise QueueFullError(
+                f"embedding engine {self.name!r} has {len(self._requests)} requests waiting "
+                f"(max_num_waiting={self.max_num_waiting})"
+            )
         loop = asyncio.get_running_loop()
         request = _Request(token_ids, self.dim, loop.create_future())
         self._requests.add(request)
@@ -280,10 +281,6 @@ def _as_batch(inputs) -> list:
 
 def _type(value) -> str:
     return type(value).__name__
-
-
-def _total_chars(inputs: list) -> int:
-    return sum(len(x) for x in inputs if isinstance(x, str))
 
 
 def _truncating_copy(tokenizer, max_seq_length: int):
