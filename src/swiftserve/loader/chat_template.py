@@ -31,7 +31,14 @@ def apply_chat_template(
     if info.chat_template is None:
         raise ValueError("this model has no chat template; send a plain prompt instead")
     template = _compile(info.chat_template)
-    context = {"bos_token": info.bos_token or "", "eos_token": info.eos_token or "", **kwargs}
+    # tools and documents are always defined (None when absent), as transformers passes them.
+    context = {
+        "bos_token": info.bos_token or "",
+        "eos_token": info.eos_token or "",
+        "tools": None,
+        "documents": None,
+        **kwargs,
+    }
     try:
         return template.render(
             messages=[_normalize_message(m) for m in messages],
