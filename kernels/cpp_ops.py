@@ -10,7 +10,6 @@ rotary_embedding are not here: the dispatcher takes the torch ones.
 from __future__ import annotations
 
 import torch
-
 from swiftserve.kernels import reference
 
 try:
@@ -36,7 +35,9 @@ def _check_cpu(op: str, **tensors: torch.Tensor) -> None:
 def _check_rows(op: str, name: str, t: torch.Tensor) -> None:
     """t [..., n] must be addressable as rows of n contiguous elements with one row stride."""
     if t.stride(-1) != 1 or (t.dim() > 2 and not t.is_contiguous()):
-        raise ValueError(f"{op}: {name} must be contiguous (or a 2-D view with contiguous rows), got strides {t.stride()}")
+        raise ValueError(
+            f"{op}: {name} must be contiguous (or a 2-D view with contiguous rows), got strides {t.stride()}"
+        )
 
 
 def _int32(t: torch.Tensor) -> torch.Tensor:
@@ -54,19 +55,29 @@ def _paged_args(op: str, q, k_cache, v_cache, block_tables, context_lens) -> dic
 
     block_tables must already be int32 (see _int32) and outlive the call: _C gets its address.
     """
-    _check_cpu(op, q=q, k_cache=k_cache, v_cache=v_cache, block_tables=block_tables, context_lens=context_lens)
+    _check_cpu(
+        op, q=q, k_cache=k_cache, v_cache=v_cache, block_tables=block_tables, context_lens=context_lens
+    )
     if q.dim() != 3 or k_cache.dim() != 4:
         raise ValueError(
-            f"{op}: q must be [tokens, num_heads, head_dim] and k_cache [num_blocks, block_size, num_kv_heads, "
-            f"head_dim], got {tuple(q.shape)} and {tuple(k_cache.shape)}"
+            f"{op}: q must be [tokens, num_heads, head_dim] and k_cache [num_blocks, block_size, "
+            f"num_kv_heads, head_dim], got {tuple(q.shape)} and {tuple(k_cache.shape)}"
         )
     if v_cache.shape != k_cache.shape or v_cache.stride() != k_cache.stride():
-        raise ValueError(f"{op}: v_cache {tuple(v_cache.shape)} must match k_cache {tuple(k_cache.shape)} in shape and strides")
+        raise ValueError(
+            f"{op}: v_cache {tuple(v_cache.shape)} must match k_cache {tuple(k_cache.shape)} "
+            "in shape and strides"
+        )
     if not (q.dtype == k_cache.dtype == v_cache.dtype):
-        raise ValueError(f"{op}: q, k_cache and v_cache must share a dtype, got {q.dtype}, {k_cache.dtype}, {v_cache.dtype}")
+        raise ValueError(
+            f"{op}: q, k_cache and v_cache must share a dtype, "
+            f"got {q.dtype}, {k_cache.dtype}, {v_cache.dtype}"
+        )
     num_blocks, block_size, num_kv_heads, head_dim = k_cache.shape
     if q.shape[2] != head_dim or q.shape[1] % num_kv_heads:
-        raise ValueError(f"{op}: q {tuple(q.shape)} does not fit a cache with {num_kv_heads} KV heads of dim {head_dim}")
+        raise ValueError(
+            f"{op}: q {tuple(q.shape)} does not fit a cache with {num_kv_heads} KV heads of dim {head_dim}"
+        )
     if q.stride(-1) != 1 or k_cache.stride(-1) != 1:
         raise ValueError(f"{op}: q and the caches need a contiguous last dimension")
     if block_tables.dim() != 2 or context_lens.dim() != 1 or block_tables.shape[0] < context_lens.shape[0]:
@@ -81,11 +92,20 @@ def _paged_args(op: str, q, k_cache, v_cache, block_tables, context_lens) -> dic
     ):
         return None
     return dict(
-        k_cache=k_cache.data_ptr(), v_cache=v_cache.data_ptr(), num_blocks=num_blocks, block_size=block_size,
-        kv_stride_block=k_cache.stride(0), kv_stride_token=k_cache.stride(1), kv_stride_head=k_cache.stride(2),
-        block_tables=block_tables.data_ptr(), max_blocks_per_seq=block_tables.shape[1],
-        block_table_stride=block_tables.stride(0), num_heads=q.shape[1], num_kv_heads=num_kv_heads,
-        head_dim=head_dim, dtype=_NATIVE_DTYPES[q.dtype],
+        k_cache=k_cache.data_ptr(),
+        v_cache=v_cache.data_ptr(),
+        num_blocks=num_blocks,
+        block_size=block_size,
+        kv_stride_block=k_cache.stride(0),
+        kv_stride_token=k_cache.stride(1),
+        kv_stride_head=k_cache.stride(2),
+        block_tables=block_tables.data_ptr(),
+        max_blocks_per_seq=block_tables.shape[1],
+        block_table_stride=block_tables.stride(0),
+        num_heads=q.shape[1],
+        num_kv_heads=num_kv_heads,
+        head_dim=head_dim,
+        dtype=_NATIVE_DTYPES[q.dtype],
     )
 
 
@@ -110,16 +130,27 @@ def paged_decode_attention(
     block_tables = _int32(block_tables)
     args = _paged_args("paged_decode_attention", q, k_cache, v_cache, block_tables, context_lens)
     if args is None:
-        return reference.paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale, sliding_window)
+        return reference.paged_decode_attention(
+            q, k_cache, v_cache, block_tables, context_lens, scale, sliding_window
+        )
     if context_lens.shape[0] != q.shape[0]:
-        raise ValueError(f"paged_decode_attention: {q.shape[0]} queries but {context_lens.shape[0]} context_lens")
+        raise ValueError(
+            f"paged_decode_attention: {q.shape[0]} queries but {context_lens.shape[0]} context_lens"
+        )
     context_lens = _int32(context_lens)
     out = torch.empty(q.shape, dtype=q.dtype)
     _C.paged_decode_attention(
-        out=out.data_ptr(), out_stride_seq=out.stride(0), out_stride_head=out.stride(1),
-        q=q.data_ptr(), q_stride_seq=q.stride(0), q_stride_head=q.stride(1),
-        context_lens=context_lens.data_ptr(), num_seqs=q.shape[0], scale=float(scale),
-        sliding_window=_window(sliding_window), **args,
+        out=out.data_ptr(),
+        out_stride_seq=out.stride(0),
+        out_stride_head=out.stride(1),
+        q=q.data_ptr(),
+        q_stride_seq=q.stride(0),
+        q_stride_head=q.stride(1),
+        context_lens=context_lens.data_ptr(),
+        num_seqs=q.shape[0],
+        scale=float(scale),
+        sliding_window=_window(sliding_window),
+        **args,
     )
     return out
 
@@ -144,14 +175,26 @@ def paged_prefill_attention(
     _check_cpu("paged_prefill_attention", query_start_loc=query_start_loc)
     num_seqs = context_lens.shape[0]
     if query_start_loc.shape != (num_seqs + 1,):
-        raise ValueError(f"paged_prefill_attention: query_start_loc must be [num_seqs + 1] = [{num_seqs + 1}], got {tuple(query_start_loc.shape)}")
+        raise ValueError(
+            f"paged_prefill_attention: query_start_loc must be [num_seqs + 1] = [{num_seqs + 1}], "
+            f"got {tuple(query_start_loc.shape)}"
+        )
     context_lens, query_start_loc = _int32(context_lens), _int32(query_start_loc)
     out = torch.empty(q.shape, dtype=q.dtype)
     _C.paged_prefill_attention(
-        out=out.data_ptr(), out_stride_token=out.stride(0), out_stride_head=out.stride(1),
-        q=q.data_ptr(), q_stride_token=q.stride(0), q_stride_head=q.stride(1),
-        query_start_loc=query_start_loc.data_ptr(), context_lens=context_lens.data_ptr(), num_seqs=num_seqs,
-        num_tokens=q.shape[0], scale=float(scale), sliding_window=_window(sliding_window), **args,
+        out=out.data_ptr(),
+        out_stride_token=out.stride(0),
+        out_stride_head=out.stride(1),
+        q=q.data_ptr(),
+        q_stride_token=q.stride(0),
+        q_stride_head=q.stride(1),
+        query_start_loc=query_start_loc.data_ptr(),
+        context_lens=context_lens.data_ptr(),
+        num_seqs=num_seqs,
+        num_tokens=q.shape[0],
+        scale=float(scale),
+        sliding_window=_window(sliding_window),
+        **args,
     )
     return out
 
@@ -160,7 +203,9 @@ def _norm_args(op: str, x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Checks x [..., hidden] and weight [hidden]; False means 'use the reference'."""
     _check_cpu(op, x=x, weight=weight)
     if x.dim() == 0 or weight.shape != (x.shape[-1],):
-        raise ValueError(f"{op}: weight must be [hidden] = [{x.shape[-1] if x.dim() else '?'}], got {tuple(weight.shape)}")
+        raise ValueError(
+            f"{op}: weight must be [hidden] = [{x.shape[-1] if x.dim() else '?'}], got {tuple(weight.shape)}"
+        )
     _check_rows(op, "x", x)
     # A weight of another dtype promotes the reference's result: keep those semantics there.
     return x.dtype in _NATIVE_DTYPES and weight.dtype == x.dtype and weight.is_contiguous()
@@ -172,27 +217,43 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     out = torch.empty(x.shape, dtype=x.dtype)
     hidden = x.shape[-1]
     _C.rms_norm(
-        out=out.data_ptr(), out_stride=hidden, x=x.data_ptr(), x_stride=x.stride(-2) if x.dim() > 1 else hidden,
-        weight=weight.data_ptr(), num_rows=x.numel() // hidden if hidden else 0, hidden=hidden, eps=float(eps),
+        out=out.data_ptr(),
+        out_stride=hidden,
+        x=x.data_ptr(),
+        x_stride=x.stride(-2) if x.dim() > 1 else hidden,
+        weight=weight.data_ptr(),
+        num_rows=x.numel() // hidden if hidden else 0,
+        hidden=hidden,
+        eps=float(eps),
         dtype=_NATIVE_DTYPES[x.dtype],
     )
     return out
 
 
-def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+def fused_add_rms_norm(
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+) -> torch.Tensor:
     """residual += x; x = rms_norm(residual). Both in place; returns residual."""
     native = _norm_args("fused_add_rms_norm", x, weight)
     _check_cpu("fused_add_rms_norm", residual=residual)
     if residual.shape != x.shape:
-        raise ValueError(f"fused_add_rms_norm: residual {tuple(residual.shape)} must match x {tuple(x.shape)}")
+        raise ValueError(
+            f"fused_add_rms_norm: residual {tuple(residual.shape)} must match x {tuple(x.shape)}"
+        )
     _check_rows("fused_add_rms_norm", "residual", residual)
     if not native or residual.dtype != x.dtype:
         return reference.fused_add_rms_norm(x, residual, weight, eps)
     hidden = x.shape[-1]
     _C.fused_add_rms_norm(
-        x=x.data_ptr(), x_stride=x.stride(-2) if x.dim() > 1 else hidden, residual=residual.data_ptr(),
-        residual_stride=residual.stride(-2) if residual.dim() > 1 else hidden, weight=weight.data_ptr(),
-        num_rows=x.numel() // hidden if hidden else 0, hidden=hidden, eps=float(eps), dtype=_NATIVE_DTYPES[x.dtype],
+        x=x.data_ptr(),
+        x_stride=x.stride(-2) if x.dim() > 1 else hidden,
+        residual=residual.data_ptr(),
+        residual_stride=residual.stride(-2) if residual.dim() > 1 else hidden,
+        weight=weight.data_ptr(),
+        num_rows=x.numel() // hidden if hidden else 0,
+        hidden=hidden,
+        eps=float(eps),
+        dtype=_NATIVE_DTYPES[x.dtype],
     )
     return residual
 
@@ -201,7 +262,9 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     """x [..., 2d] -> silu(x[..., :d]) * x[..., d:]."""
     _check_cpu("silu_and_mul", x=x)
     if x.dim() == 0 or x.shape[-1] % 2:
-        raise ValueError(f"silu_and_mul: the last dimension must be even (gate and up halves), got {tuple(x.shape)}")
+        raise ValueError(
+            f"silu_and_mul: the last dimension must be even (gate and up halves), got {tuple(x.shape)}"
+        )
     _check_rows("silu_and_mul", "x", x)
     if x.dtype not in _NATIVE_DTYPES:
         return reference.silu_and_mul(x)
@@ -209,7 +272,12 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     out = torch.empty((*x.shape[:-1], d), dtype=x.dtype)
     if out.numel():
         _C.silu_and_mul(
-            out=out.data_ptr(), out_stride=d, x=x.data_ptr(), x_stride=x.stride(-2) if x.dim() > 1 else 2 * d,
-            num_rows=out.numel() // d, d=d, dtype=_NATIVE_DTYPES[x.dtype],
+            out=out.data_ptr(),
+            out_stride=d,
+            x=x.data_ptr(),
+            x_stride=x.stride(-2) if x.dim() > 1 else 2 * d,
+            num_rows=out.numel() // d,
+            d=d,
+            dtype=_NATIVE_DTYPES[x.dtype],
         )
     return out

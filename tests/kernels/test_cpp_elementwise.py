@@ -1,0 +1,127 @@
+"""C++ RMSNorm, fused add + RMSNorm and SiLU-and-mul against kernels.reference.
+
+The kernels round like the reference does in the tensor's dtype, so bf16 results are mostly
+bit-identical; where an intermediate lands next to a rounding boundary (the sum of squares is
+added up in another order) it rounds the other way, and the next op in bf16 (times the weight)
+can carry that to two ulps. Tolerances (abs, rel): fp32 (1e-5, 1e-5), bf16 (1e-2, 2^-6), and
+99% of the bf16 elements must be bit-identical.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from swiftserve.kernels import cpp_ops, reference
+from swiftserve.kernels.dispatch import resolve
+
+from .test_cpp_attention import generic_kernels  # noqa: F401 - the fixture, shared
+
+pytestmark = pytest.mark.skipif(
+    not cpp_ops.is_available(), reason="swiftserve._C is not built (pip install -e .)"
+)
+
+TOL = {torch.float32: {"atol": 1e-5, "rtol": 1e-5}, torch.bfloat16: {"atol": 1e-2, "rtol": 2**-6}}
+DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+# (rows..., hidden): one row, odd row counts, a hidden size with a vector tail (111), SmolLM2's
+# 576, a 3-D batch, and a batch big enough to go multi-threaded.
+SHAPES = pytest.mark.parametrize(
+    "shape",
+    [(1, 576), (17, 111), (3, 5, 64), (128, 2048), (7,)],
+    ids=["1x576", "17x111", "3x5x64", "128x2048", "1d-7"],
+)
+
+
+def _check(out, expected):
+    torch.testing.assert_close(out, expected, **TOL[out.dtype])
+    if out.dtype == torch.bfloat16 and out.numel():
+        assert (out == expected).float().mean() > 0.99
+
+
+def _rand(shape, dtype, seed):
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=gen) * 3).to(dtype)
+
+
+@DTYPES
+@SHAPES
+def test_rms_norm_matches_reference(shape, dtype):
+    x, w = _rand(shape, dtype, 0), _rand(shape[-1:], dtype, 1)
+    _check(cpp_ops.rms_norm(x, w, 1e-6), reference.rms_norm(x, w, 1e-6))
+
+
+@DTYPES
+@SHAPES
+def test_fused_add_rms_norm_matches_reference(shape, dtype):
+    x, residual, w = _rand(shape, dtype, 0), _rand(shape, dtype, 1), _rand(shape[-1:], dtype, 2)
+    x_ref, residual_ref = x.clone(), residual.clone()
+    returned = cpp_ops.fused_add_rms_norm(x, residual, w, 1e-5)
+    reference.fused_add_rms_norm(x_ref, residual_ref, w, 1e-5)
+    assert returned is residual
+    _check(residual, residual_ref)
+    _check(x, x_ref)
+
+
+@DTYPES
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 2 * 1536), (17, 2 * 111), (2, 3, 2 * 64), (256, 2 * 1536), (0, 8)],
+    ids=["1x1536", "17x111", "2x3x64", "256x1536", "empty"],
+)
+def test_silu_and_mul_matches_reference(shape, dtype):
+    x = _rand(shape, dtype, 3)
+    _check(cpp_ops.silu_and_mul(x), reference.silu_and_mul(x))
+
+
+def test_silu_and_mul_extremes():
+    x = torch.tensor([[-100.0, -20.0, 0.0, 20.0, 100.0, 1.0, 1.0, 1.0, 1.0, 1.0]])
+    torch.testing.assert_close(cpp_ops.silu_and_mul(x), reference.silu_and_mul(x))
+
+
+@DTYPES
+def test_rows_of_a_strided_2d_view(dtype):
+    """x as every other row of a bigger tensor: rows contiguous, one row stride."""
+    base = _rand((10, 64), dtype, 4)
+    x, w = base[::2], _rand((64,), dtype, 5)
+    _check(cpp_ops.rms_norm(x, w, 1e-6), reference.rms_norm(x, w, 1e-6))
+    gate_up = _rand((6, 2 * 64), dtype, 6)[::2]
+    _check(cpp_ops.silu_and_mul(gate_up), reference.silu_and_mul(gate_up))
+
+
+def test_other_dtypes_fall_back_to_reference():
+    x, w = _rand((3, 64), torch.float16, 0), _rand((64,), torch.float16, 1)
+    torch.testing.assert_close(cpp_ops.rms_norm(x, w, 1e-6), reference.rms_norm(x, w, 1e-6))
+    mixed_w = w.float()  # the reference promotes to float32: the fallback keeps that
+    assert cpp_ops.rms_norm(x.bfloat16(), mixed_w, 1e-6).dtype == torch.float32
+
+
+def test_bad_inputs_raise_value_error():
+    x, w = _rand((4, 64), torch.float32, 0), _rand((64,), torch.float32, 1)
+    with pytest.raises(ValueError, match="weight must be"):
+        cpp_ops.rms_norm(x, w[:32], 1e-6)
+    with pytest.raises(ValueError, match="contiguous"):
+        cpp_ops.rms_norm(x.t(), w[:4], 1e-6)
+    with pytest.raises(ValueError, match="residual"):
+        cpp_ops.fused_add_rms_norm(x, x[:2].clone(), w, 1e-6)
+    with pytest.raises(ValueError, match="even"):
+        cpp_ops.silu_and_mul(x[:, :63])
+    with pytest.raises(ValueError, match="torch.Tensor"):
+        cpp_ops.silu_and_mul([1.0, 2.0])
+
+
+def test_dispatcher_prefers_cpp_on_cpu():
+    for op in ("rms_norm", "fused_add_rms_norm", "silu_and_mul"):
+        assert resolve(op, "cpu") is getattr(cpp_ops, op)
+
+
+@pytest.mark.usefixtures("generic_kernels")
+@DTYPES
+def test_portable_kernels_match_reference(dtype):
+    x, residual, w = _rand((17, 111), dtype, 0), _rand((17, 111), dtype, 1), _rand((111,), dtype, 2)
+    _check(cpp_ops.rms_norm(x, w, 1e-6), reference.rms_norm(x, w, 1e-6))
+    x_ref, residual_ref = x.clone(), residual.clone()
+    cpp_ops.fused_add_rms_norm(x, residual, w, 1e-6)
+    reference.fused_add_rms_norm(x_ref, residual_ref, w, 1e-6)
+    _check(x, x_ref)
+    _check(residual, residual_ref)
+    gate_up = _rand((5, 2 * 111), dtype, 3)
+    _check(cpp_ops.silu_and_mul(gate_up), reference.silu_and_mul(gate_up))
