@@ -98,6 +98,57 @@ def gguf_name(hf_name: str) -> str:
     return f"{_TO_GGUF[module]}.{suffix}"
 
 
+SPM_PIECES = [
+    "▁t",
+    "he",
+    "▁the",
+    "ll",
+    "llo",
+    "▁he",
+    "▁hello",
+    "▁w",
+    "or",
+    "▁wor",
+    "ld",
+    "▁world",
+    "▁▁",
+    "in",
+    "▁in",
+]
+
+
+def _add_byte_level_vocab(writer: GGUFWriter, tokenizer_model: str) -> None:
+    tokens = SPECIALS + byte_tokens() + ["Ġt", "Ġth"]
+    writer.add_tokenizer_model(tokenizer_model)
+    writer.add_tokenizer_pre("smollm")
+    writer.add_token_list(tokens)
+    writer.add_token_types([3] * len(SPECIALS) + [1] * (len(tokens) - len(SPECIALS)))
+    writer.add_token_merges(["Ġ t", "Ġt h"])
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_add_bos_token(False)
+
+
+def _add_sentencepiece_vocab(writer: GGUFWriter) -> None:
+    """A Llama-2 style vocabulary: <unk> <s> </s>, 256 byte tokens, characters, then scored pieces."""
+    chars = sorted({c for piece in SPM_PIECES for c in piece} | set("abcdefghijklmnopqrstuvwxyz.,!?"))
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + chars + SPM_PIECES
+    # Unique scores: characters below every piece, earlier pieces merge first.
+    scores = (
+        [0.0] * (3 + 256)
+        + [-1000.0 - i for i in range(len(chars))]
+        + [-float(i) for i in range(len(SPM_PIECES))]
+    )
+    types = [2, 3, 3] + [6] * 256 + [1] * (len(chars) + len(SPM_PIECES))
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_unk_token_id(0)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+
+
 def write_tiny_gguf(
     path: Path,
     weights: dict[str, torch.Tensor],
@@ -120,15 +171,10 @@ def write_tiny_gguf(
     writer.add_head_count_kv(KV_HEADS)
     writer.add_rope_freq_base(10000.0)
     writer.add_layer_norm_rms_eps(1e-5)
-    tokens = SPECIALS + byte_tokens() + ["Ġt", "Ġth"]
-    writer.add_tokenizer_model(tokenizer_model)
-    writer.add_tokenizer_pre("smollm")
-    writer.add_token_list(tokens)
-    writer.add_token_types([3] * len(SPECIALS) + [1] * (len(tokens) - len(SPECIALS)))
-    writer.add_token_merges(["Ġ t", "Ġt h"])
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
-    writer.add_add_bos_token(False)
+    if tokenizer_model == "llama":
+        _add_sentencepiece_vocab(writer)
+    else:
+        _add_byte_level_vocab(writer, tokenizer_model)
     writer.add_chat_template(CHAT_TEMPLATE)
     for name, tensor in weights.items():
         if arch == "llama" and ".q_proj." in name:

@@ -152,3 +152,25 @@ def test_missing_or_broken_tokenizer_raises(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(ValueError, match="tokenizer.json"):
         load_tokenizer(tmp_path)
+
+
+SPM_TEXTS = ["hello world", " the  hello", "Hello, World!", "in the\nworld\t", "", "zzz ü 🤗 <s> x</s>", "  "]
+
+
+def test_sentencepiece_gguf_matches_transformers(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from gguf_factory import tiny_hf_weights, write_tiny_gguf
+
+    from swiftserve.loader.gguf_convert import convert_gguf
+
+    gguf_path = write_tiny_gguf(tmp_path / "spm.gguf", tiny_hf_weights(), tokenizer_model="llama")
+    convert_gguf(gguf_path, tmp_path / "out", progress=False)
+    info = load_tokenizer(tmp_path / "out")
+    assert info.add_bos_token and info.bos_token == "<s>" and info.eos_token_ids == (2,)
+    reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path), gguf_file="spm.gguf")
+    from_folder = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
+    for text in SPM_TEXTS:
+        ids = info.encode(text)
+        assert ids[0] == 1, text  # BOS, exactly once
+        assert ids == reference.encode(text) == from_folder.encode(text), text
+        assert info.decode(ids) == reference.decode(ids, skip_special_tokens=True), text

@@ -1,8 +1,8 @@
 """Rebuild a Hugging Face `tokenizers.Tokenizer` from the vocabulary a GGUF file stores as metadata.
 
-A GGUF has no tokenizer.json: llama.cpp keeps the tokens, their types, the BPE merges and the name
-of its pre-tokenizer (`tokenizer.ggml.pre`). Only byte-level BPE ("gpt2", the Llama-3 / Qwen /
-SmolLM family) is supported; sentencepiece vocabularies raise a clear error.
+A GGUF has no tokenizer.json: llama.cpp keeps the tokens, their types, the BPE merges (or, for
+sentencepiece, scores) and the name of its pre-tokenizer (`tokenizer.ggml.pre`). Supported:
+byte-level BPE ("gpt2": Llama-3, Qwen, SmolLM) and sentencepiece BPE ("llama": Llama-2, Mistral).
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ logger = logging.getLogger(__name__)
 
 # llama.cpp token types (llama_token_type): a CONTROL token is a special token such as <|im_end|>;
 # a USER_DEFINED one is an added token matched whole but printed, such as <think>.
-_CONTROL = 3
-_USER_DEFINED = 4
+_NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED = 1, 2, 3, 4
 
 # Pre-tokenizer splits by `tokenizer.ggml.pre`, each as the original tokenizer.json writes it.
 _LLAMA3_SPLIT = (
@@ -45,30 +44,32 @@ def build_gguf_tokenizer(reader: GGUFReader) -> tuple[Tokenizer, dict]:
     model_type = field_value(reader, "tokenizer.ggml.model")
     if model_type is None:
         raise ValueError("the GGUF file has no tokenizer (no tokenizer.ggml.model metadata)")
-    if model_type != "gpt2":
+    if model_type not in ("gpt2", "llama"):
         raise ValueError(
             f"GGUF tokenizer type {model_type!r} is not supported; "
-            "only byte-level BPE ('gpt2') vocabularies are"
+            "only byte-level BPE ('gpt2') and sentencepiece BPE ('llama') vocabularies are"
         )
     tokens: list[str] = field_value(reader, "tokenizer.ggml.tokens")
-    token_types: list[int] = field_value(reader, "tokenizer.ggml.token_type") or [1] * len(tokens)
-    merges: list[str] = field_value(reader, "tokenizer.ggml.merges") or []
-    pre = field_value(reader, "tokenizer.ggml.pre", "default")
-    add_bos = bool(field_value(reader, "tokenizer.ggml.add_bos_token", False))
-
-    tokenizer = _byte_level_bpe(tokens, token_types, merges)
-    tokenizer.normalizer = normalizers.NFC() if pre in ("qwen2", "deepseek-r1-qwen") else None
-    tokenizer.pre_tokenizer = _pre_tokenizer(pre)
-    tokenizer.decoder = decoders.ByteLevel()
-
+    token_types: list[int] = field_value(reader, "tokenizer.ggml.token_type") or [_NORMAL] * len(tokens)
+    if len(token_types) != len(tokens):
+        raise ValueError(f"the GGUF file has {len(tokens)} tokens but {len(token_types)} token types")
     special = _special_tokens(reader, tokens)
+    if model_type == "gpt2":
+        tokenizer = _byte_level_bpe(reader, tokens, token_types)
+        # llama.cpp adds BOS to sentencepiece vocabularies unless told otherwise, and not to byte-level ones.
+        add_bos = bool(field_value(reader, "tokenizer.ggml.add_bos_token", False))
+    else:
+        tokenizer = _sentencepiece_bpe(reader, tokens, special.get("unk_token"))
+        add_bos = bool(field_value(reader, "tokenizer.ggml.add_bos_token", True))
+    _add_special_tokens(tokenizer, tokens, token_types)
+
     bos = special.get("bos_token")
     if add_bos and bos is not None:
         bos_id = field_value(reader, "tokenizer.ggml.bos_token_id")
         tokenizer.post_processor = processors.TemplateProcessing(
             single=f"{bos} $A", pair=f"{bos} $A {bos} $B:1", special_tokens=[(bos, bos_id)]
         )
-    else:
+    elif model_type == "gpt2":
         tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
 
     config = {
@@ -84,7 +85,7 @@ def build_gguf_tokenizer(reader: GGUFReader) -> tuple[Tokenizer, dict]:
     return tokenizer, config
 
 
-def _byte_level_bpe(tokens: list[str], token_types: list[int], merges: list[str]) -> Tokenizer:
+def _byte_level_bpe(reader: GGUFReader, tokens: list[str], token_types: list[int]) -> Tokenizer:
     alphabet = frozenset(_bytes_to_unicode().values())
     vocab: dict[str, int] = {}
     for token_id, (token, token_type) in enumerate(zip(tokens, token_types, strict=True)):
@@ -92,24 +93,56 @@ def _byte_level_bpe(tokens: list[str], token_types: list[int], merges: list[str]
             # A few converters store a token's text instead of its byte-level spelling.
             token = "".join(_bytes_to_unicode()[b] for b in token.encode("utf-8"))
         vocab.setdefault(token, token_id)
-    pairs = [tuple(merge.split(" ", 1)) for merge in merges]
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=pairs, fuse_unk=False, byte_fallback=False))
-    # Added tokens already in the vocabulary keep their ids; they are matched whole, before BPE.
-    tokenizer.add_special_tokens(
-        [
-            AddedToken(t, normalized=False, special=True)
-            for t, k in zip(tokens, token_types, strict=True)
-            if k == _CONTROL
-        ]
-    )
-    tokenizer.add_tokens(
-        [
-            AddedToken(t, normalized=False, special=False)
-            for t, k in zip(tokens, token_types, strict=True)
-            if k == _USER_DEFINED
-        ]
-    )
+    merges = [tuple(merge.split(" ", 1)) for merge in field_value(reader, "tokenizer.ggml.merges") or []]
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
+    pre = field_value(reader, "tokenizer.ggml.pre", "default")
+    tokenizer.normalizer = normalizers.NFC() if pre in ("qwen2", "deepseek-r1-qwen") else None
+    tokenizer.pre_tokenizer = _pre_tokenizer(pre)
+    tokenizer.decoder = decoders.ByteLevel()
     return tokenizer
+
+
+def _sentencepiece_bpe(reader: GGUFReader, tokens: list[str], unk_token: str | None) -> Tokenizer:
+    """Llama-2 / Mistral style: "▁" marks spaces, unknown characters fall back to <0xNN> byte tokens."""
+    vocab = {token: token_id for token_id, token in reversed(list(enumerate(tokens)))}
+    scores = field_value(reader, "tokenizer.ggml.scores") or [-float(i) for i in range(len(tokens))]
+    merges = field_value(reader, "tokenizer.ggml.merges")
+    pairs = [tuple(m.split(" ", 1)) for m in merges] if merges else _merges_from_scores(tokens, scores, vocab)
+    tokenizer = Tokenizer(
+        models.BPE(vocab=vocab, merges=pairs, unk_token=unk_token, fuse_unk=True, byte_fallback=True)
+    )
+    add_prefix = bool(field_value(reader, "tokenizer.ggml.add_space_prefix", True))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(
+        replacement="▁", prepend_scheme="first" if add_prefix else "never", split=False
+    )
+    steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    tokenizer.decoder = decoders.Sequence([*steps, decoders.Strip(" ", 1, 0)] if add_prefix else steps)
+    return tokenizer
+
+
+def _merges_from_scores(
+    tokens: list[str], scores: list[float], vocab: dict[str, int]
+) -> list[tuple[str, str]]:
+    """BPE merges implied by a sentencepiece vocabulary: every split of a token into two tokens,
+    best-scored result first (sentencepiece merges the pair whose result scores highest)."""
+    ranked = []
+    for token, score in zip(tokens, scores, strict=True):
+        for cut in range(1, len(token)):
+            left, right = token[:cut], token[cut:]
+            if left in vocab and right in vocab:
+                ranked.append((-score, vocab[left], vocab[right], left, right))
+    ranked.sort()
+    return [(left, right) for *_, left, right in ranked]
+
+
+def _add_special_tokens(tokenizer: Tokenizer, tokens: list[str], token_types: list[int]) -> None:
+    # Added tokens already in the vocabulary keep their ids; they are matched whole, before BPE.
+    typed = list(zip(tokens, token_types, strict=True))
+    special = [AddedToken(t, normalized=False, special=True) for t, k in typed if k in (_UNKNOWN, _CONTROL)]
+    tokenizer.add_special_tokens(special)
+    tokenizer.add_tokens(
+        [AddedToken(t, normalized=False, special=False) for t, k in typed if k == _USER_DEFINED]
+    )
 
 
 def _pre_tokenizer(pre: str) -> pre_tokenizers.PreTokenizer:
