@@ -70,8 +70,8 @@ def test_top_k_and_top_p_only_draw_from_the_kept_set():
     assert seen_p == nucleus
 
 
-def test_top_p_falls_back_past_the_candidate_cap_on_flat_rows():
-    # A near-flat 49k row needs most of the vocabulary for top_p=0.9: more than any candidate cap.
+def test_top_p_on_flat_rows_keeps_only_the_nucleus():
+    # A near-flat 49k row: the nucleus for top_p=0.9 is most of the vocabulary.
     torch.manual_seed(3)
     logits = torch.randn(4, 49152) * 0.01
     probs = logits.softmax(-1)
@@ -116,6 +116,41 @@ def test_combined_filters_distribution_chi_square():
     kept = expected > 0
     assert counts[~kept].sum() == 0
     assert 3 <= int(kept.sum()) < 8
+    assert _chi_square(counts[kept], expected[kept]) < _chi2_999(int(kept.sum()) - 1)
+
+
+def _nucleus_probs(
+    logits: torch.Tensor, temperature: float, top_p: float, min_p: float = 0.0
+) -> torch.Tensor:
+    """Reference: sort, keep while the mass before a token < top_p, then min_p, renormalise."""
+    probs = (logits / temperature).softmax(-1)
+    sorted_probs, order = probs.sort(descending=True)
+    keep = (sorted_probs.cumsum(0) - sorted_probs) < top_p
+    keep &= sorted_probs >= min_p * sorted_probs[0]
+    expected = torch.zeros_like(probs)
+    expected[order[keep]] = sorted_probs[keep]
+    return expected / expected.sum()
+
+
+@pytest.mark.parametrize("max_rounds", [None, 0])
+@pytest.mark.parametrize(("top_p", "min_p"), [(0.8, 0.0), (0.9, 0.1)])
+def test_top_p_without_top_k_distribution_chi_square(monkeypatch, max_rounds, top_p, min_p):
+    """The rejection sampler (and, with 0 rounds, its sort fallback) matches the nucleus exactly."""
+    from swiftserve.model_runner import random_sampling
+
+    if max_rounds is not None:
+        monkeypatch.setattr(random_sampling, "_MAX_REJECTION_ROUNDS", max_rounds)
+    torch.manual_seed(10)
+    logits = torch.tensor([2.0, 1.8, 1.5, 1.0, 0.7, 0.5, 0.0, -0.5, -1.0, -1.5, -2.0, -3.0])
+    expected = _nucleus_probs(logits, 0.9, top_p, min_p)
+    kept = expected > 0
+    assert 3 <= int(kept.sum()) < 12
+    n = 20000
+    out = Sampler(12)(
+        logits.expand(n, 12), [_state(temperature=0.9, top_p=top_p, min_p=min_p) for _ in range(n)]
+    )
+    counts = torch.bincount(torch.tensor(out.token_ids), minlength=12).float()
+    assert counts[~kept].sum() == 0
     assert _chi_square(counts[kept], expected[kept]) < _chi2_999(int(kept.sum()) - 1)
 
 

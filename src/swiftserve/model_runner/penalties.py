@@ -1,8 +1,9 @@
 """Logits processors that run before temperature: logit bias, min_tokens, repetition/presence/frequency.
 
-Each function takes the float32 logits of the rows being processed, shape [num_rows, vocab_size],
-modifies them in place, and touches only the rows that asked for it: a batch where nobody uses a
-penalty pays nothing here.
+Each function takes the float32 logits of the rows being processed, shape [num_rows, vocab_size]
+and contiguous, modifies them in place, and touches only the (row, token) entries concerned: the
+cost follows the number of biased / stop / seen tokens, never num_rows x vocab_size, and a batch
+where nobody uses a processor pays nothing here.
 """
 
 from __future__ import annotations
@@ -78,14 +79,13 @@ def apply_repetition_penalty(logits: torch.Tensor, states: Sequence[SamplingStat
     rows = [i for i, s in enumerate(states) if s.params.repetition_penalty != 1.0]
     if not rows:
         return
-    device = logits.device
-    ids = [states[i].prompt_token_ids + states[i].output_token_ids for i in rows]
-    is_seen = _token_counts(ids, logits.shape[-1], device) > 0
-    penalty = torch.tensor([states[i].params.repetition_penalty for i in rows], device=device)[:, None]
-    row_index = _long(rows, device)
-    sub = logits[row_index]
-    penalized = torch.where(sub > 0, sub / penalty, sub * penalty)
-    logits[row_index] = torch.where(is_seen, penalized, sub)
+    flat_index, _ = _seen_tokens(
+        logits, [states[i].prompt_token_ids + states[i].output_token_ids for i in rows], rows
+    )
+    penalty = _per_row(logits, [s.params.repetition_penalty for s in states])[flat_index // logits.shape[-1]]
+    flat = logits.view(-1)
+    values = flat[flat_index]
+    flat[flat_index] = torch.where(values > 0, values / penalty, values * penalty)
 
 
 def apply_presence_frequency(logits: torch.Tensor, states: Sequence[SamplingState]) -> None:
@@ -97,27 +97,34 @@ def apply_presence_frequency(logits: torch.Tensor, states: Sequence[SamplingStat
     ]
     if not rows:
         return
-    device = logits.device
-    counts = _token_counts([states[i].output_token_ids for i in rows], logits.shape[-1], device)
-    presence = torch.tensor([states[i].params.presence_penalty for i in rows], device=device)[:, None]
-    frequency = torch.tensor([states[i].params.frequency_penalty for i in rows], device=device)[:, None]
-    row_index = _long(rows, device)
-    logits[row_index] -= frequency * counts + presence * (counts > 0)
+    flat_index, counts = _seen_tokens(logits, [states[i].output_token_ids for i in rows], rows)
+    row = flat_index // logits.shape[-1]
+    presence = _per_row(logits, [s.params.presence_penalty for s in states])[row]
+    frequency = _per_row(logits, [s.params.frequency_penalty for s in states])[row]
+    logits.view(-1)[flat_index] -= frequency * counts + presence
 
 
-def _token_counts(ids_per_row: list[list[int]], vocab_size: int, device: torch.device) -> torch.Tensor:
-    """[num_rows, vocab_size] float32 occurrence counts. Ids out of range are ignored."""
-    max_len = max(len(ids) for ids in ids_per_row)
-    # Pad with vocab_size: an extra column that soaks up padding and out-of-range ids, cut at the end.
-    padded = torch.full((len(ids_per_row), max(max_len, 1)), vocab_size, dtype=torch.long)
-    for row, ids in enumerate(ids_per_row):
-        if ids:
-            padded[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
-    padded = padded.to(device)
-    padded.masked_fill_((padded < 0) | (padded > vocab_size), vocab_size)
-    counts = torch.zeros(len(ids_per_row), vocab_size + 1, device=device)
-    counts.scatter_add_(1, padded, torch.ones_like(padded, dtype=counts.dtype))
-    return counts[:, :vocab_size]
+def _seen_tokens(
+    logits: torch.Tensor, ids_per_row: list[list[int]], rows: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distinct (row, token) pairs as flat indices into logits (row * vocab + token), with counts.
+
+    Penalties touch only tokens a row has seen, so the cost follows the number of ids, not
+    num_rows x vocab_size (a dense [rows, vocab] mask is ~10 passes over the logits on CPU).
+    """
+    vocab_size = logits.shape[-1]
+    row_of_id: list[int] = []
+    for row, ids in zip(rows, ids_per_row, strict=True):
+        row_of_id.extend([row] * len(ids))
+    token_ids = _long([t for ids in ids_per_row for t in ids], logits.device)
+    keys = _long(row_of_id, logits.device) * vocab_size + token_ids
+    keys = keys[(token_ids >= 0) & (token_ids < vocab_size)]
+    flat_index, counts = torch.unique(keys, return_counts=True)
+    return flat_index, counts.to(logits.dtype)
+
+
+def _per_row(logits: torch.Tensor, values: list[float]) -> torch.Tensor:
+    return torch.tensor(values, dtype=logits.dtype, device=logits.device)
 
 
 def _long(values: list[int], device: torch.device) -> torch.Tensor:

@@ -19,6 +19,7 @@ import torch
 
 from swiftserve.model_runner import penalties
 from swiftserve.model_runner.random_sampling import sample_rows
+from swiftserve.model_runner.vocab_ops import blocked_topk
 from swiftserve.outputs import TokenLogprob
 from swiftserve.sampling_params import SamplingParams
 
@@ -72,10 +73,14 @@ def _pick_tokens(logits: torch.Tensor, states: list[SamplingState]) -> torch.Ten
         token_ids[plain_index] = logits[plain_index].argmax(dim=-1)
     work = [i for i, p in enumerate(is_plain) if not p]
     work_states = [states[i] for i in work]
-    # A float32 copy of just the rows that need processing or a random draw (never the caller's tensor).
-    work_logits = logits[_long(work, device)].to(torch.float32)
+    work_index = _long(work, device)
+    work_logits = logits if len(work) == len(states) else logits[work_index]
+    # Processors write in place: they get a float32 copy, never the caller's tensor. Random
+    # sampling only reads, so without processors float32 logits are used as they are.
+    needs_copy = work_logits is logits and any(penalties.needs_processing(s) for s in work_states)
+    work_logits = work_logits.to(torch.float32, copy=needs_copy).contiguous()
     penalties.apply_all(work_logits, work_states)
-    token_ids[_long(work, device)] = _pick_processed(work_logits, work_states)
+    token_ids[work_index] = _pick_processed(work_logits, work_states)
     return token_ids
 
 
@@ -91,11 +96,6 @@ def _pick_processed(logits: torch.Tensor, states: list[SamplingState]) -> torch.
     groups = ([unseeded] if unseeded else []) + [[i] for i in seeded]
     for rows in groups:
         group_states = [states[i] for i in rows]
-        generator = group_states[0].generator
-        if generator is None:
-            uniform = torch.rand(len(rows), device=device)
-        else:
-            uniform = torch.rand(1, generator=generator, device=generator.device).to(device)
         index = _long(rows, device)
         token_ids[index] = sample_rows(
             logits if len(rows) == len(states) else logits[index],
@@ -103,9 +103,16 @@ def _pick_processed(logits: torch.Tensor, states: list[SamplingState]) -> torch.
             _long([s.params.top_k for s in group_states], device),
             torch.tensor([s.params.top_p for s in group_states], device=device),
             torch.tensor([s.params.min_p for s in group_states], device=device),
-            uniform,
+            _uniform_source(group_states[0].generator, device),
         )
     return token_ids
+
+
+def _uniform_source(generator: torch.Generator | None, device: torch.device):
+    """n -> n uniform numbers on device, from the row's own generator when it has one."""
+    if generator is None:
+        return lambda n: torch.rand(n, device=device)
+    return lambda n: torch.rand(n, generator=generator, device=generator.device).to(device)
 
 
 def _logprobs(
@@ -119,7 +126,7 @@ def _logprobs(
     index = _long(rows, logits.device)
     logprobs = torch.log_softmax(logits[index].to(torch.float32), dim=-1)
     chosen = logprobs.gather(1, token_ids[index][:, None]).squeeze(1).tolist()
-    top_values, top_ids = logprobs.topk(max(states[i].params.logprobs for i in rows), dim=-1)
+    top_values, top_ids = blocked_topk(logprobs, max(states[i].params.logprobs for i in rows))
     top_values, top_ids = top_values.tolist(), top_ids.tolist()
     for j, row in enumerate(rows):
         n = states[row].params.logprobs
