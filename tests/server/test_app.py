@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import socket
+import threading
 import time
 
 import httpx
@@ -13,6 +14,9 @@ import numpy as np
 import openai
 import pytest
 from conftest import ThreadServer, make_app
+from swiftserve.router.registry import ModelRegistry
+
+from swiftserve.server.app import App
 
 
 def _client(server, **kwargs) -> openai.OpenAI:
@@ -378,3 +382,23 @@ def test_shutdown_ends_streams_with_an_error_event():
 
 def _server_loop(server):
     return server.server.loop
+
+
+def test_health_is_503_until_the_models_are_loaded():
+    loaded = threading.Event()
+
+    async def load(app: App) -> None:
+        while not loaded.is_set():
+            await asyncio.sleep(0.01)
+        app.is_ready = True
+
+    with ThreadServer(App(ModelRegistry(), on_startup=load)) as server:
+        assert httpx.get(server.url + "/health").status_code == 503
+        response = httpx.get(server.url + "/v1/models")
+        assert response.status_code == 503 and "loading" in _error(response)["message"]
+        loaded.set()
+        deadline = time.monotonic() + 5
+        while httpx.get(server.url + "/health").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert httpx.get(server.url + "/v1/models").json() == {"data": [], "object": "list"}

@@ -184,7 +184,7 @@ def serve(config: ServeConfig) -> int:
         try:
             await load_models(app, config)
         except Exception as exc:  # noqa: BLE001 - reported, then the server exits
-            logger.exception("model loading failed")
+            logger.debug("model loading failed", exc_info=True)
             print(f"swiftserve: failed to load models: {exc}", file=sys.stderr, flush=True)
             server.exit_code = 1
             server.should_exit = True
