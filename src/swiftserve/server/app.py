@@ -197,6 +197,8 @@ class App:
         except APIError as error:
             status = error.status
             await error_response(error).send(send)
+        except _ClientGone:
+            status = 499  # nobody to answer
         finally:
             if path.startswith("/v1/"):
                 self.metrics.requests.labels(request.model, path, str(status)).inc()
@@ -236,7 +238,7 @@ class App:
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise asyncio.CancelledError  # nobody to answer
+                raise _ClientGone
             body = message.get("body", b"")
             more = message.get("more_body", False)
             size += len(body)
@@ -287,6 +289,10 @@ class App:
                 pass
             return 499
         return work.result()
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its request body was complete."""
 
 
 async def _wait_for_disconnect(receive) -> None:

@@ -6,6 +6,7 @@ prompt is one engine request, and its n completions are choices prompt_index * n
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -76,14 +77,17 @@ async def completions(request: Request) -> Response:
         resolve_max_tokens(engine, len(ids), body.max_tokens, "prompt")
         prompts.append(ids)
     params = sampling_params(body, max_tokens=body.max_tokens, logprobs=body.logprobs)
-    streams = []
-    try:
-        for ids in prompts:
-            streams.append(await open_stream(engine, served.name, ids, params))
-    except BaseException:
-        for stream in streams:
-            await stream.aclose()
-        raise
+    # All prompts are submitted at once, so their prefills share engine steps.
+    opened = await asyncio.gather(
+        *(open_stream(engine, served.name, ids, params) for ids in prompts), return_exceptions=True
+    )
+    failures = [r for r in opened if isinstance(r, BaseException)]
+    if failures:
+        for stream in opened:
+            if not isinstance(stream, BaseException):
+                await stream.aclose()
+        raise failures[0]
+    streams = list(opened)
     completion = _Completion(request, body, served.name, engine.tokenizer, prompts)
     if body.stream:
         return StreamingResponse(completion.sse(streams))
