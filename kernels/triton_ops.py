@@ -7,7 +7,6 @@ present or the kernels were decorated for the CPU interpreter (TRITON_INTERPRET=
 from __future__ import annotations
 
 import torch
-
 from swiftserve.kernels.triton import INTERPRET
 from swiftserve.kernels.triton.paged_decode import paged_decode_attention
 from swiftserve.kernels.triton.paged_prefill import paged_prefill_attention

@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-
 from swiftserve.kernels.triton import INTERPRET
 
 LOG2E = 1.4426950408889634
@@ -53,12 +52,14 @@ def attend_kv_tile(
     kv_mask = k_pos < kv_end
     block_ids = tl.load(block_table_row_ptr + k_pos // BLOCK_SIZE, mask=kv_mask, other=0).to(tl.int64)
     offs = block_ids * stride_block + (k_pos % BLOCK_SIZE).to(tl.int64) * stride_token + head_offset
+    k_ptrs = k_cache_ptr + offs[None, :] + offs_d[:, None]  # [D, N]: K arrives transposed for q @ k
+    v_ptrs = v_cache_ptr + offs[:, None] + offs_d[None, :]  # [N, D]
     if BOUNDS:
-        k = tl.load(k_cache_ptr + offs[None, :] + offs_d[:, None], mask=kv_mask[None, :] & d_mask[:, None], other=0.0)
-        v = tl.load(v_cache_ptr + offs[:, None] + offs_d[None, :], mask=kv_mask[:, None] & d_mask[None, :], other=0.0)
+        k = tl.load(k_ptrs, mask=kv_mask[None, :] & d_mask[:, None], other=0.0)
+        v = tl.load(v_ptrs, mask=kv_mask[:, None] & d_mask[None, :], other=0.0)
     else:
-        k = tl.load(k_cache_ptr + offs[None, :] + offs_d[:, None], mask=d_mask[:, None], other=0.0)  # [D, N]
-        v = tl.load(v_cache_ptr + offs[:, None] + offs_d[None, :], mask=d_mask[None, :], other=0.0)  # [N, D]
+        k = tl.load(k_ptrs, mask=d_mask[:, None], other=0.0)
+        v = tl.load(v_ptrs, mask=d_mask[None, :], other=0.0)
     if UPCAST:
         k = k.to(tl.float32)
         v = v.to(tl.float32)

@@ -22,8 +22,6 @@ from functools import cache
 import torch
 import triton
 import triton.language as tl
-
-from swiftserve.kernels.triton import INTERPRET
 from swiftserve.kernels.triton.common import LOG2E, attend_kv_tile, dot_flags, next_pow2
 
 BLOCK_N = 64  # tokens per K/V tile
@@ -116,16 +114,17 @@ def _paged_decode_reduce_kernel(
     p_mask = offs_p < num_partitions
     row = (seq * num_heads + head) * num_partitions + offs_p  # [PARTS_PAD]
 
-    m = tl.load(part_max_ptr + row, mask=p_mask, other=float("-inf"))
-    l = tl.load(part_sum_ptr + row, mask=p_mask, other=0.0)
-    m_max = tl.max(m, 0)
+    part_max = tl.load(part_max_ptr + row, mask=p_mask, other=float("-inf"))
+    part_sum = tl.load(part_sum_ptr + row, mask=p_mask, other=0.0)
+    m_max = tl.max(part_max, 0)
     m_max = tl.where(m_max == float("-inf"), 0.0, m_max)
-    w = tl.exp2(m - m_max)  # empty partitions have m = -inf: weight 0
-    total = tl.sum(w * l, 0)
-    acc = tl.load(part_out_ptr + row[:, None] * HEAD_DIM_PAD + offs_d[None, :], mask=p_mask[:, None], other=0.0)
+    w = tl.exp2(part_max - m_max)  # empty partitions have max -inf: weight 0
+    total = tl.sum(w * part_sum, 0)
+    part_out_ptrs = part_out_ptr + row[:, None] * HEAD_DIM_PAD + offs_d[None, :]
+    acc = tl.load(part_out_ptrs, mask=p_mask[:, None], other=0.0)
     out = tl.sum(acc * w[:, None], 0) / tl.where(total > 0.0, total, 1.0)
-    tl.store(out_ptr + seq * stride_o_seq + head * stride_o_head + offs_d, out.to(out_ptr.dtype.element_ty),
-             mask=offs_d < HEAD_DIM)
+    out_ptrs = out_ptr + seq * stride_o_seq + head * stride_o_head + offs_d
+    tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=offs_d < HEAD_DIM)
 
 
 @cache
@@ -149,13 +148,15 @@ def _partition_size(max_context: int, num_programs: int, num_sms: int) -> int:
 def _check_paged(q, k_cache, v_cache, block_tables, context_lens) -> tuple[int, int]:
     """Shared input checks of the paged attention launchers; returns (query_group, block_size)."""
     if k_cache.shape != v_cache.shape or k_cache.stride() != v_cache.stride():
-        raise ValueError(f"k_cache {tuple(k_cache.shape)} and v_cache {tuple(v_cache.shape)} must share shape and strides")
+        raise ValueError(
+            f"k_cache {tuple(k_cache.shape)} and v_cache {tuple(v_cache.shape)} must share shape and strides"
+        )
     if k_cache.dim() != 4 or q.dim() != 3:
-        raise ValueError("expected q [tokens, heads, head_dim] and caches [num_blocks, block_size, kv_heads, head_dim]")
+        raise ValueError("expected q [tokens, heads, d] and caches [blocks, block_size, kv_heads, d]")
     _, block_size, num_kv_heads, head_dim = k_cache.shape
     num_heads = q.shape[1]
     if q.shape[2] != head_dim or num_heads % num_kv_heads != 0:
-        raise ValueError(f"q {tuple(q.shape)} does not fit a cache with {num_kv_heads} KV heads of dim {head_dim}")
+        raise ValueError(f"q {tuple(q.shape)} does not fit {num_kv_heads} KV heads of dim {head_dim}")
     if block_size & (block_size - 1):
         raise ValueError(f"block_size must be a power of two, got {block_size}")
     if q.stride(-1) != 1 or k_cache.stride(-1) != 1:
@@ -193,9 +194,10 @@ def paged_decode_attention(
     num_partitions = triton.cdiv(max_context, part_size)
     use_partitions = num_partitions > 1
     if use_partitions:
-        part_max = torch.empty(num_seqs, num_heads, num_partitions, dtype=torch.float32, device=q.device)
+        part_shape = (num_seqs, num_heads, num_partitions)
+        part_max = torch.empty(part_shape, dtype=torch.float32, device=q.device)
         part_sum = torch.empty_like(part_max)
-        part_out = torch.empty(num_seqs, num_heads, num_partitions, head_dim_pad, dtype=torch.float32, device=q.device)
+        part_out = torch.empty(*part_shape, head_dim_pad, dtype=torch.float32, device=q.device)
     else:
         part_max = part_sum = part_out = out  # unused placeholders
 

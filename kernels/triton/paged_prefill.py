@@ -21,7 +21,6 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-
 from swiftserve.kernels.triton import INTERPRET
 from swiftserve.kernels.triton.common import LOG2E, attend_kv_tile, dot_flags, next_pow2
 from swiftserve.kernels.triton.paged_decode import _check_paged

@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-
 from swiftserve.kernels.triton.common import next_pow2
 
 
@@ -94,10 +93,13 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return out
 
 
-def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+def fused_add_rms_norm(
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+) -> torch.Tensor:
     """residual += x; x = rms_norm(residual), both in place. Returns residual."""
     if x.shape != residual.shape or weight.shape != (x.shape[-1],):
-        raise ValueError(f"x {tuple(x.shape)}, residual {tuple(residual.shape)}, weight {tuple(weight.shape)} mismatch")
+        shapes = f"x {tuple(x.shape)}, residual {tuple(residual.shape)}, weight {tuple(weight.shape)}"
+        raise ValueError(f"shapes do not match: {shapes}")
     x2, res2 = _rows(x), _rows(residual)
     if x2.shape[0] == 0:
         return residual

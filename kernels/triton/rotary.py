@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-
 from swiftserve.kernels.triton.common import next_pow2
 
 
@@ -64,7 +63,11 @@ def _rotary_kernel(
 
 
 def rotary_embedding(
-    positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, cos_sin_cache: torch.Tensor, is_neox: bool = True
+    positions: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    cos_sin_cache: torch.Tensor,
+    is_neox: bool = True,
 ) -> None:
     """q [num_tokens, num_heads, head_dim], k [num_tokens, num_kv_heads, head_dim] rotated in place.
 
@@ -86,6 +89,7 @@ def rotary_embedding(
         q, k, positions.contiguous(), cos_sin_cache,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), cos_sin_cache.stride(0),
         q.shape[1], k.shape[1],
-        HALF=half, HALF_PAD=next_pow2(half), HEADS_PAD=next_pow2(q.shape[1]), KV_HEADS_PAD=next_pow2(k.shape[1]),
+        HALF=half, HALF_PAD=next_pow2(half),
+        HEADS_PAD=next_pow2(q.shape[1]), KV_HEADS_PAD=next_pow2(k.shape[1]),
         IS_NEOX=is_neox, num_warps=4,
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-
 from swiftserve.kernels.triton.common import next_pow2
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-
 from swiftserve.kernels.triton.common import next_pow2
 
 
@@ -47,7 +46,8 @@ def store_kv(
 ) -> None:
     """k, v [num_tokens, num_kv_heads, head_dim] -> k_cache, v_cache at slot_mapping (in place)."""
     if k.shape != v.shape or k.dim() != 3 or k_cache.dim() != 4:
-        raise ValueError(f"expected k, v [tokens, kv_heads, head_dim] of one shape, got {tuple(k.shape)}, {tuple(v.shape)}")
+        shapes = f"{tuple(k.shape)}, {tuple(v.shape)}"
+        raise ValueError(f"expected k, v [tokens, kv_heads, head_dim] of one shape, got {shapes}")
     if k_cache.shape != v_cache.shape or k_cache.stride() != v_cache.stride():
         raise ValueError("k_cache and v_cache must share shape and strides")
     if k_cache.shape[2:] != k.shape[1:]:

@@ -38,8 +38,15 @@ class PrefillCase:
 
 
 def make_paged_cache(
-    context_lens: list[int], num_kv_heads: int, head_dim: int, *, block_size: int = 16,
-    dtype: torch.dtype = torch.float32, device: str = "cpu", seed: int = 0, spare_blocks: int = 3,
+    context_lens: list[int],
+    num_kv_heads: int,
+    head_dim: int,
+    *,
+    block_size: int = 16,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+    seed: int = 0,
+    spare_blocks: int = 3,
 ) -> PagedCache:
     """A cache holding random K/V for each sequence's context, in shuffled blocks."""
     gen = torch.Generator().manual_seed(seed)
@@ -53,7 +60,7 @@ def make_paged_cache(
     # Padding entries point at a real (poisoned or foreign) block: reading them must not happen.
     block_tables = torch.full((len(context_lens), max_blocks), int(perm[-1]), dtype=torch.int32)
     next_block = 0
-    for seq, (ctx, nb) in enumerate(zip(context_lens, blocks_per_seq)):
+    for seq, (ctx, nb) in enumerate(zip(context_lens, blocks_per_seq, strict=True)):
         ids = perm[next_block : next_block + nb]
         next_block += nb
         block_tables[seq, :nb] = ids.to(torch.int32)
@@ -63,30 +70,50 @@ def make_paged_cache(
             k_cache[block, :n] = torch.randn(n, num_kv_heads, head_dim, generator=gen).to(dtype)
             v_cache[block, :n] = torch.randn(n, num_kv_heads, head_dim, generator=gen).to(dtype)
     return PagedCache(
-        k_cache.to(device), v_cache.to(device), block_tables.to(device),
+        k_cache.to(device),
+        v_cache.to(device),
+        block_tables.to(device),
         torch.tensor(context_lens, dtype=torch.int32, device=device),
     )
 
 
 def make_decode_case(
-    context_lens: list[int], num_heads: int, num_kv_heads: int, head_dim: int, *, block_size: int = 16,
-    dtype: torch.dtype = torch.float32, device: str = "cpu", seed: int = 0,
+    context_lens: list[int],
+    num_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+    *,
+    block_size: int = 16,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+    seed: int = 0,
 ) -> DecodeCase:
-    cache = make_paged_cache(context_lens, num_kv_heads, head_dim, block_size=block_size, dtype=dtype,
-                             device=device, seed=seed)
+    cache = make_paged_cache(
+        context_lens, num_kv_heads, head_dim, block_size=block_size, dtype=dtype, device=device, seed=seed
+    )
     gen = torch.Generator().manual_seed(seed + 1)
     q = torch.randn(len(context_lens), num_heads, head_dim, generator=gen).to(dtype).to(device)
     return DecodeCase(q, cache, head_dim**-0.5)
 
 
 def make_prefill_case(
-    context_lens: list[int], query_lens: list[int], num_heads: int, num_kv_heads: int, head_dim: int, *,
-    block_size: int = 16, dtype: torch.dtype = torch.float32, device: str = "cpu", seed: int = 0,
+    context_lens: list[int],
+    query_lens: list[int],
+    num_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+    *,
+    block_size: int = 16,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+    seed: int = 0,
 ) -> PrefillCase:
     """Each sequence's last query_lens[i] tokens of context_lens[i] are the new (query) tokens."""
-    assert all(0 <= q <= c for q, c in zip(query_lens, context_lens)), "query_len must be <= context_len"
-    cache = make_paged_cache(context_lens, num_kv_heads, head_dim, block_size=block_size, dtype=dtype,
-                             device=device, seed=seed)
+    pairs = zip(query_lens, context_lens, strict=True)
+    assert all(0 <= q <= c for q, c in pairs), "query_len must be <= context_len"
+    cache = make_paged_cache(
+        context_lens, num_kv_heads, head_dim, block_size=block_size, dtype=dtype, device=device, seed=seed
+    )
     gen = torch.Generator().manual_seed(seed + 1)
     q = torch.randn(sum(query_lens), num_heads, head_dim, generator=gen).to(dtype).to(device)
     starts = [0]

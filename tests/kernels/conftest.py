@@ -24,6 +24,8 @@ def triton_backend():
     from swiftserve.kernels import triton_ops
 
     if not triton_ops.is_available():
-        pytest.skip("Triton kernels need CUDA, or TRITON_INTERPRET=1 set before swiftserve.kernels.triton "
-                    "is first imported (run with TRITON_INTERPRET=1)")
+        pytest.skip(
+            "Triton kernels need CUDA, or TRITON_INTERPRET=1 set before swiftserve.kernels.triton "
+            "is first imported (run with TRITON_INTERPRET=1)"
+        )
     return triton_ops

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from swiftserve.kernels import reference
 
 from .cases import DEVICE, make_decode_case, make_prefill_case, random_lens
@@ -35,13 +34,19 @@ def _decode(fn, case, **kw):
 
 def _prefill(fn, case, **kw):
     c = case.cache
-    return fn(case.q, c.k_cache, c.v_cache, c.block_tables, case.query_start_loc, c.context_lens, case.scale, **kw)
+    return fn(
+        case.q, c.k_cache, c.v_cache, c.block_tables, case.query_start_loc, c.context_lens, case.scale, **kw
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
 @pytest.mark.parametrize("context_lens,num_heads,num_kv_heads,head_dim", DECODE_SHAPES)
-def test_paged_decode_matches_reference(triton_backend, context_lens, num_heads, num_kv_heads, head_dim, dtype):
-    case = make_decode_case(context_lens, num_heads, num_kv_heads, head_dim, dtype=dtype, device=DEVICE, seed=1)
+def test_paged_decode_matches_reference(
+    triton_backend, context_lens, num_heads, num_kv_heads, head_dim, dtype
+):
+    case = make_decode_case(
+        context_lens, num_heads, num_kv_heads, head_dim, dtype=dtype, device=DEVICE, seed=1
+    )
     out = _decode(triton_backend.paged_decode_attention, case)
     torch.testing.assert_close(out, _decode(reference.paged_decode_attention, case), **TOL[dtype])
 
@@ -77,7 +82,9 @@ def test_paged_decode_zero_context_gives_zeros(triton_backend):
     case.cache.context_lens[1] = 0
     out = _decode(triton_backend.paged_decode_attention, case)
     assert torch.equal(out[1], torch.zeros_like(out[1]))
-    torch.testing.assert_close(out[:1], _decode(reference.paged_decode_attention, case)[:1], **TOL[torch.float32])
+    torch.testing.assert_close(
+        out[:1], _decode(reference.paged_decode_attention, case)[:1], **TOL[torch.float32]
+    )
 
 
 # (context_lens, query_lens, num_heads, num_kv_heads, head_dim)
@@ -85,17 +92,21 @@ PREFILL_SHAPES = [
     pytest.param([1], [1], 4, 4, 64, id="1seq-1tok-mha"),
     pytest.param([15, 16, 17], [15, 16, 17], 8, 2, 128, id="3seq-full-gqa4-d128"),
     pytest.param([15, 40, 17], [3, 0, 17], 8, 1, 64, id="3seq-chunked-empty-gqa8"),
-    pytest.param(random_lens(17, 1, 50, seed=5), random_lens(17, 1, 50, seed=5), 4, 1, 64, id="17seq-mixed-gqa4"),
+    pytest.param(
+        random_lens(17, 1, 50, seed=5), random_lens(17, 1, 50, seed=5), 4, 1, 64, id="17seq-mixed-gqa4"
+    ),
     pytest.param([1000], [70], 4, 1, 64, id="1seq-ctx1000-chunk70"),
 ]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
 @pytest.mark.parametrize("context_lens,query_lens,num_heads,num_kv_heads,head_dim", PREFILL_SHAPES)
-def test_paged_prefill_matches_reference(triton_backend, context_lens, query_lens, num_heads, num_kv_heads,
-                                         head_dim, dtype):
-    case = make_prefill_case(context_lens, query_lens, num_heads, num_kv_heads, head_dim, dtype=dtype,
-                             device=DEVICE, seed=6)
+def test_paged_prefill_matches_reference(
+    triton_backend, context_lens, query_lens, num_heads, num_kv_heads, head_dim, dtype
+):
+    case = make_prefill_case(
+        context_lens, query_lens, num_heads, num_kv_heads, head_dim, dtype=dtype, device=DEVICE, seed=6
+    )
     out = _prefill(triton_backend.paged_prefill_attention, case)
     torch.testing.assert_close(out, _prefill(reference.paged_prefill_attention, case), **TOL[dtype])
 
@@ -125,14 +136,27 @@ def test_paged_attention_rejects_bad_inputs(triton_backend):
     case = make_decode_case([5], 4, 2, 64, device=DEVICE)
     c = case.cache
     with pytest.raises(ValueError, match="int32"):
-        triton_backend.paged_decode_attention(case.q, c.k_cache, c.v_cache, c.block_tables.long(), c.context_lens, 1.0)
+        triton_backend.paged_decode_attention(
+            case.q, c.k_cache, c.v_cache, c.block_tables.long(), c.context_lens, 1.0
+        )
     with pytest.raises(ValueError, match="KV heads"):
-        triton_backend.paged_decode_attention(case.q[:, :3], c.k_cache, c.v_cache, c.block_tables, c.context_lens, 1.0)
+        triton_backend.paged_decode_attention(
+            case.q[:, :3], c.k_cache, c.v_cache, c.block_tables, c.context_lens, 1.0
+        )
     with pytest.raises(ValueError, match="share shape"):
-        triton_backend.paged_decode_attention(case.q, c.k_cache, c.v_cache[:1], c.block_tables, c.context_lens, 1.0)
+        triton_backend.paged_decode_attention(
+            case.q, c.k_cache, c.v_cache[:1], c.block_tables, c.context_lens, 1.0
+        )
     with pytest.raises(ValueError, match="query_start_loc"):
-        triton_backend.paged_prefill_attention(case.q, c.k_cache, c.v_cache, c.block_tables,
-                                               torch.tensor([0], dtype=torch.int32, device=DEVICE), c.context_lens, 1.0)
+        triton_backend.paged_prefill_attention(
+            case.q,
+            c.k_cache,
+            c.v_cache,
+            c.block_tables,
+            torch.tensor([0], dtype=torch.int32, device=DEVICE),
+            c.context_lens,
+            1.0,
+        )
 
 
 @pytest.mark.gpu
@@ -148,7 +172,8 @@ def test_paged_decode_realistic_gpu(triton_backend, context_len):
 @pytest.mark.gpu
 def test_paged_prefill_realistic_gpu(triton_backend):
     """Two 2k prompts and a 512-token chunk on top of 3k cached tokens, 32/8 heads, d128, bf16."""
-    case = make_prefill_case([2048, 2000, 3584], [2048, 2000, 512], 32, 8, 128, dtype=torch.bfloat16,
-                             device="cuda", seed=11)
+    case = make_prefill_case(
+        [2048, 2000, 3584], [2048, 2000, 512], 32, 8, 128, dtype=torch.bfloat16, device="cuda", seed=11
+    )
     out = _prefill(triton_backend.paged_prefill_attention, case)
     torch.testing.assert_close(out, _prefill(reference.paged_prefill_attention, case), **TOL[torch.bfloat16])
