@@ -290,3 +290,24 @@ def test_rejects_mismatched_rows():
     with pytest.raises(ValueError):
         Sampler(10)(torch.zeros(2, 10), [_state()])
     assert math.isfinite(Sampler(10)(torch.zeros(1, 10), [_state(logprobs=1)]).logprobs[0].logprob)
+
+
+def test_top_p_distribution_on_a_wide_vocab_chi_square():
+    """Wide rows exercise the block-bound acceptance of the top-p rejection sampler."""
+    torch.manual_seed(11)
+    width = 5000
+    logits = torch.randn(width) - 8.0
+    peaks = torch.tensor([4.0, 3.6, 3.3, 3.0, 2.6, 2.0, 1.0])
+    peak_ids = torch.tensor([17, 900, 901, 2500, 4095, 4999, 3333])
+    logits[peak_ids] = peaks
+    expected = _nucleus_probs(logits, 1.0, 0.85)
+    kept = expected > 0
+    assert 4 <= int(kept.sum()) <= 7
+    sampler, chunk = Sampler(width), 1000
+    batch = logits.expand(chunk, width).contiguous()
+    token_ids = []
+    for _ in range(10):
+        token_ids += sampler(batch, [_state(top_p=0.85) for _ in range(chunk)]).token_ids
+    counts = torch.bincount(torch.tensor(token_ids), minlength=width).float()
+    assert counts[~kept].sum() == 0
+    assert _chi_square(counts[kept], expected[kept]) < _chi2_999(int(kept.sum()) - 1)

@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import torch
 
-from swiftserve.model_runner.vocab_ops import blocked_topk, draw
+from swiftserve.model_runner.vocab_ops import block_sums_and_maxima, blocked_topk, draw
 
 # A draw is rejected with probability < 1 - top_p, and each rejection removes the drawn token and
 # everything less likely; rows still rejected after this many rounds fall back to a full sort.
@@ -114,11 +114,22 @@ def _sample_full_vocab(
     rows = has_top_p.nonzero().squeeze(1)
     row_weights = weights if len(rows) == len(weights) else weights[rows]
     for _ in range(_MAX_REJECTION_ROUNDS):
+        limit = top_p[rows] * total[rows]
         chosen = row_weights.gather(1, token_ids[rows][:, None])  # [A, 1]
-        # The weights above the chosen token, which are never min-p filtered (they beat a token that
-        # is not): their sum is the mass before it, and if it is rejected, the next round's weights.
+        # Cheap first: the mass before the chosen token is at most the summed weight of the blocks
+        # whose max beats it; below the limit, the token is accepted without a pass over the row.
+        block_sums, block_maxima = block_sums_and_maxima(row_weights)
+        upper = block_sums.mul_((block_maxima > chosen).to(block_sums.dtype)).sum(dim=-1)
+        undecided = upper >= limit
+        if not bool(undecided.any()):
+            return token_ids
+        if not bool(undecided.all()):
+            rows, row_weights = rows[undecided], row_weights[undecided]
+            chosen, limit = chosen[undecided], limit[undecided]
+        # Exact: the weights above the chosen token (never min-p filtered: they beat a token that
+        # is not) sum to the mass before it and, if it is rejected, are the next round's weights.
         above = row_weights.mul((row_weights > chosen).to(row_weights.dtype))
-        rejected = above.sum(dim=-1) >= top_p[rows] * total[rows]
+        rejected = above.sum(dim=-1) >= limit
         if not bool(rejected.any()):
             return token_ids
         rows, row_weights = rows[rejected], above[rejected]

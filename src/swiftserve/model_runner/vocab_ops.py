@@ -40,6 +40,19 @@ def blocked_topk(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return values, candidates.gather(1, position)
 
 
+def block_sums_and_maxima(x: torch.Tensor, block: int = _TOPK_BLOCK) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-block sums and maxima of 2-D x, [R, num_blocks] each; a ragged tail is one more block."""
+    width = x.shape[-1]
+    main = width - width % block
+    blocks = x[:, :main].unflatten(1, (-1, block))
+    sums, maxima = blocks.sum(dim=-1), blocks.amax(dim=-1)
+    if main < width:
+        tail = x[:, main:]
+        sums = torch.cat([sums, tail.sum(dim=-1, keepdim=True)], dim=1)
+        maxima = torch.cat([maxima, tail.amax(dim=-1, keepdim=True)], dim=1)
+    return sums, maxima
+
+
 def draw(weights: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     """Inverse-CDF sample per row: index i with probability weights[i] / sum(weights).
 
