@@ -20,7 +20,7 @@ from gguf_factory import (
 )
 
 from swiftserve.loader import iter_weights, load_config, load_tokenizer
-from swiftserve.loader.gguf_convert import convert_gguf, unpermute_rotary
+from swiftserve.loader.gguf_convert import convert_gguf, llama3_rope_divisors, unpermute_rotary
 
 Q = GGMLQuantizationType
 
@@ -97,6 +97,30 @@ def test_untied_output_and_config(tmp_path):
     assert config["max_position_embeddings"] == 512 and config["vocab_size"] == 3 + 256 + 2
     assert config["torch_dtype"] == "bfloat16" and config["bos_token_id"] == 1 and config["eos_token_id"] == 2
     assert json.loads((out / "generation_config.json").read_text()) == {"bos_token_id": 1, "eos_token_id": 2}
+
+
+def test_llama3_rope_freqs_become_rope_scaling(tmp_path):
+    """llama.cpp's rope_freqs divisors -> a rope_scaling that gives transformers the same frequencies."""
+    transformers = pytest.importorskip("transformers")
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    scaling = {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}
+    scaling["original_max_position_embeddings"] = 8192
+    divisors = llama3_rope_divisors(scaling, HEAD_DIM, 10000.0).astype(np.float32)
+    assert divisors.min() == pytest.approx(1.0) and divisors.max() == pytest.approx(32.0)
+    _, out, converted = _converted(
+        tmp_path, weights=tiny_hf_weights(), extra_tensors={"rope_freqs.weight": divisors}
+    )
+    assert "rope_freqs.weight" not in converted
+    config = transformers.AutoConfig.from_pretrained(out)
+    inv_freq, _ = ROPE_INIT_FUNCTIONS["llama3"](config, "cpu")
+    base = 1.0 / 10000.0 ** (np.arange(0, HEAD_DIM, 2) / HEAD_DIM)
+    np.testing.assert_allclose(inv_freq.numpy(), base / divisors, rtol=1e-5)
+
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    with pytest.raises(ValueError, match="rope_freqs"):
+        _converted(odd, weights=tiny_hf_weights(), extra_tensors={"rope_freqs.weight": divisors**0.5})
 
 
 def test_tied_embeddings_write_no_lm_head(tmp_path):

@@ -53,6 +53,15 @@ def test_gguf_is_converted_once_and_keyed_by_file(tmp_path, monkeypatch):
         resolve_model(str(gguf_path), cache_dir=tmp_path / "cache")
 
 
+def test_conversion_by_an_older_converter_is_redone(tmp_path):
+    gguf_path = write_tiny_gguf(tmp_path / "tiny.gguf", tiny_hf_weights())
+    folder = resolve_model(str(gguf_path), cache_dir=tmp_path / "cache", progress=False)
+    (folder / "swiftserve_conversion.json").write_text('{"version": 0}')
+    (folder / "stale").write_text("")
+    assert resolve_model(str(gguf_path), cache_dir=tmp_path / "cache", progress=False) == folder
+    assert not (folder / "stale").exists() and (folder / "model.safetensors").is_file()
+
+
 def test_failed_conversion_leaves_nothing(tmp_path, monkeypatch):
     gguf_path = write_tiny_gguf(tmp_path / "tiny.gguf", tiny_hf_weights())
 

