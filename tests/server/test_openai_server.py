@@ -173,8 +173,11 @@ def test_completions(server):
     lp = echo.choices[0].logprobs
     assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.text_offset) == echo.usage.total_tokens
     assert all(len(top) <= 2 for top in lp.top_logprobs if top)
-    many = client.completions.create(model=CHAT_MODEL, prompt=[[1, 2, 3], [4, 5]], max_tokens=3, n=2)
-    assert [c.index for c in many.choices] == [0, 1, 2, 3]
+    # Every prompt x n is a waiting sequence: --max-queue 2 holds two at once.
+    many = client.completions.create(model=CHAT_MODEL, prompt=[[1, 2, 3], [4, 5]], max_tokens=3)
+    assert [c.index for c in many.choices] == [0, 1] and many.usage.prompt_tokens == 5
+    two = client.completions.create(model=CHAT_MODEL, prompt="Hi", max_tokens=3, n=2, temperature=1.0, seed=1)
+    assert [c.index for c in two.choices] == [0, 1] and two.usage.completion_tokens <= 6
     streamed = client.completions.create(
         model=CHAT_MODEL, prompt="The sky is", max_tokens=8, temperature=0, stream=True
     )

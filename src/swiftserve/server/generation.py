@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from swiftserve.outputs import CompletionOutput, RequestOutput, TokenLogprob
@@ -26,6 +26,7 @@ from swiftserve.server.errors import (
 )
 from swiftserve.server.metrics import RequestTimer
 from swiftserve.server.protocol import Usage
+from swiftserve.server.streaming import DONE, sse_error
 
 # Prompts longer than this (characters) are tokenized in a worker thread, off the event loop.
 _INLINE_TOKENIZE_CHARS = 16_384
@@ -181,6 +182,10 @@ async def merge(streams: list[AsyncIterator[RequestOutput]]) -> AsyncIterator[tu
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+class RequestAborted(Exception):
+    """The engine ended a request with finish_reason "abort" (shutdown, or an engine failure)."""
+
+
 @dataclass
 class ChoiceDelta:
     """What one completion produced since the previous step."""
@@ -213,6 +218,8 @@ class DeltaTracker:
             if delta.text or delta.token_ids or delta.finish_reason:
                 deltas.append(delta)
         self.timer.on_tokens(time.perf_counter(), num_new)
+        if any(delta.finish_reason == "abort" for delta in deltas):
+            raise RequestAborted
         return deltas
 
     def _delta(self, index: int, completion: CompletionOutput) -> ChoiceDelta:
@@ -245,10 +252,6 @@ class DeltaTracker:
         prompt, completion = self.prompt_tokens, self.completion_tokens
         return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
-    @property
-    def was_aborted(self) -> bool:
-        return "abort" in self.finish_reasons.values()
-
     def finish(self) -> None:
         self.timer.on_finish(time.perf_counter(), self.prompt_tokens)
 
@@ -258,7 +261,7 @@ def stream_error(exc: Exception, app, model: str) -> APIError:
     error = engine_error(exc, model)
     if error is not None:
         return error
-    if app.is_draining:
+    if isinstance(exc, RequestAborted) or app.is_draining:
         return aborted_error(app)
     return APIError(500, f"Generation failed: {exc}", type="server_error")
 
@@ -267,6 +270,34 @@ def aborted_error(app) -> APIError:
     if app.is_draining:
         return service_unavailable("The request was aborted: the server is shutting down.")
     return APIError(500, "The request was aborted by the engine.", type="server_error", code="aborted")
+
+
+def wants_usage(body) -> bool:
+    return body.stream_options is not None and body.stream_options.include_usage
+
+
+async def sse_stream(
+    events: AsyncIterator[bytes],
+    app,
+    model: str,
+    tracker: DeltaTracker,
+    usage_event: Callable[[], bytes] | None,
+) -> AsyncIterator[bytes]:
+    """The SSE body around a route's chunk events: a failure becomes a final error event, then
+    the usage chunk (stream_options.include_usage) and `[DONE]`. Closing it closes `events`."""
+    try:
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield event
+    except Exception as exc:  # noqa: BLE001 - the stream ends with an error event
+        yield sse_error(stream_error(exc, app, model))
+        yield DONE
+        return
+    finally:
+        tracker.finish()
+    if usage_event is not None:
+        yield usage_event()
+    yield DONE
 
 
 def token_text(tokenizer, token_id: int) -> str:

@@ -186,6 +186,37 @@ def decode_request(body: bytes, type_: type):
     return request
 
 
+def text_or_token_inputs(value: str | list, param: str, max_items: int) -> list[str] | list[list[int]]:
+    """`prompt` / `input`: a string, strings, token ids or token-id lists -> a non-empty list of
+    non-empty strings or token-id lists; anything else is a 400 naming `param`."""
+    if isinstance(value, str):
+        items: list = [value]
+    elif not value:
+        raise bad_request(f"'{param}' must not be an empty list.", param=param)
+    elif all(isinstance(x, str) for x in value):
+        items = list(value)
+    elif all(_is_token_id(x) for x in value):
+        items = [list(value)]
+    elif all(isinstance(x, list) and all(_is_token_id(t) for t in x) for x in value):
+        items = [list(x) for x in value]
+    else:
+        raise bad_request(
+            f"'{param}' must be a string, a list of strings, a list of token ids or a list of token-id "
+            "lists.",
+            param=param,
+        )
+    if len(items) > max_items:
+        raise bad_request(f"'{param}' may hold at most {max_items} items, got {len(items)}.", param=param)
+    for i, item in enumerate(items):
+        if len(item) == 0:
+            raise bad_request(f"'{param}[{i}]' is empty: every item must hold text or tokens.", param=param)
+    return items
+
+
+def _is_token_id(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_INT
+
+
 # ---------------------------------------------------------------- responses
 
 

@@ -13,18 +13,19 @@ from swiftserve.server.errors import bad_request
 from swiftserve.server.generation import (
     ChoiceDelta,
     DeltaTracker,
-    aborted_error,
     merge,
     new_id,
     open_stream,
     resolve_max_tokens,
     sampling_params,
+    sse_stream,
     stream_error,
     token_text,
     tokenize,
+    wants_usage,
 )
 from swiftserve.server.metrics import RequestTimer
-from swiftserve.server.streaming import DONE, sse_error, sse_event
+from swiftserve.server.streaming import sse_event
 
 _ENDPOINT = "chat completions"
 _TEMPLATE_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -124,8 +125,6 @@ class _Chat:
             raise stream_error(exc, self.app, self.model) from None
         finally:
             self.tracker.finish()
-        if self.tracker.was_aborted:
-            raise aborted_error(self.app)
         choices = [
             p.ChatChoice(
                 index=i,
@@ -140,32 +139,25 @@ class _Chat:
         )
         return JSONResponse(p.encode(response))
 
-    async def sse(self, stream: AsyncIterator) -> AsyncIterator[bytes]:
-        include_usage = self.body.stream_options is not None and self.body.stream_options.include_usage
-        usage_field = None if include_usage else msgspec.UNSET
+    def sse(self, stream: AsyncIterator) -> AsyncIterator[bytes]:
+        usage_event = None
+        if wants_usage(self.body):
+            usage_event = lambda: sse_event(p.encode(self._chunk([], self.tracker.usage())))  # noqa: E731
+        usage_field = None if usage_event else msgspec.UNSET  # `usage: null` on every other chunk
+        return sse_stream(self._events(stream, usage_field), self.app, self.model, self.tracker, usage_event)
+
+    async def _events(self, stream: AsyncIterator, usage_field) -> AsyncIterator[bytes]:
         started: set[int] = set()
-        try:
-            async for _, output in merge([stream]):
-                deltas = self.tracker.step(0, output)
-                if any(d.finish_reason == "abort" for d in deltas):
-                    raise aborted_error(self.app)
-                # OpenAI's first chunk of each choice carries only the role.
-                roles = [self._role_choice(d.index) for d in deltas if d.index not in started]
-                if roles:
-                    started.update(choice.index for choice in roles)
-                    yield sse_event(p.encode(self._chunk(roles, usage_field)))
-                if deltas:
-                    choices = [self._chunk_choice(delta) for delta in deltas]
-                    yield sse_event(p.encode(self._chunk(choices, usage_field)))
-        except Exception as exc:  # noqa: BLE001 - the stream ends with an error event
-            yield sse_error(stream_error(exc, self.app, self.model))
-            yield DONE
-            return
-        finally:
-            self.tracker.finish()
-        if include_usage:
-            yield sse_event(p.encode(self._chunk([], self.tracker.usage())))
-        yield DONE
+        async for _, output in merge([stream]):
+            deltas = self.tracker.step(0, output)
+            # OpenAI's first chunk of each choice carries only the role.
+            roles = [self._role_choice(d.index) for d in deltas if d.index not in started]
+            if roles:
+                started.update(choice.index for choice in roles)
+                yield sse_event(p.encode(self._chunk(roles, usage_field)))
+            if deltas:
+                choices = [self._chunk_choice(delta) for delta in deltas]
+                yield sse_event(p.encode(self._chunk(choices, usage_field)))
 
     def _chunk(self, choices: list[p.ChatChunkChoice], usage) -> p.ChatCompletionChunk:
         return p.ChatCompletionChunk(

@@ -14,53 +14,25 @@ import msgspec
 
 from swiftserve.server import protocol as p
 from swiftserve.server.app import JSONResponse, Request, Response, StreamingResponse
-from swiftserve.server.errors import bad_request
 from swiftserve.server.generation import (
     ChoiceDelta,
     DeltaTracker,
-    aborted_error,
     merge,
     new_id,
     open_stream,
     resolve_max_tokens,
     sampling_params,
+    sse_stream,
     stream_error,
     token_text,
     tokenize,
+    wants_usage,
 )
 from swiftserve.server.metrics import RequestTimer
-from swiftserve.server.streaming import DONE, sse_error, sse_event
+from swiftserve.server.streaming import sse_event
 
 _ENDPOINT = "text completions"
 MAX_PROMPTS = 64
-
-
-def prompt_inputs(prompt: str | list) -> list[str | list[int]]:
-    """The four accepted shapes of `prompt` -> a list of strings or token-id lists."""
-    if isinstance(prompt, str):
-        return [prompt]
-    if not prompt:
-        raise bad_request("'prompt' must not be an empty list.", param="prompt")
-    if all(isinstance(x, str) for x in prompt):
-        items: list = list(prompt)
-    elif all(_is_token_id(x) for x in prompt):
-        items = [list(prompt)]
-    elif all(isinstance(x, list) and all(_is_token_id(t) for t in x) for x in prompt):
-        items = [list(x) for x in prompt]
-    else:
-        raise bad_request(
-            "'prompt' must be a string, a list of strings, a list of token ids or a list of token-id lists.",
-            param="prompt",
-        )
-    if len(items) > MAX_PROMPTS:
-        raise bad_request(
-            f"'prompt' may hold at most {MAX_PROMPTS} prompts, got {len(items)}.", param="prompt"
-        )
-    return items
-
-
-def _is_token_id(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**31
 
 
 async def completions(request: Request) -> Response:
@@ -69,7 +41,7 @@ async def completions(request: Request) -> Response:
     request.model = served.name
     engine = served.engine
     prompts = []
-    for item in prompt_inputs(body.prompt):
+    for item in p.text_or_token_inputs(body.prompt, "prompt", MAX_PROMPTS):
         if isinstance(item, str):
             ids = await tokenize(engine, item, add_special_tokens=True)
         else:
@@ -167,13 +139,8 @@ class _Completion:
             raise stream_error(exc, self.app, self.model) from None
         finally:
             self.tracker.finish()
-        if self.tracker.was_aborted:
-            raise aborted_error(self.app)
         choices = [self._join(i, pieces) for i, pieces in enumerate(parts)]
-        response = p.Completion(
-            id=self.id, created=self.created, model=self.model, choices=choices, usage=self.tracker.usage()
-        )
-        return JSONResponse(p.encode(response))
+        return JSONResponse(p.encode(self._chunk(choices, self.tracker.usage())))
 
     def _join(self, index: int, pieces: list[p.CompletionChoice]) -> p.CompletionChoice:
         logprobs = None
@@ -191,32 +158,22 @@ class _Completion:
             finish_reason=self.tracker.finish_reasons.get(index),
         )
 
-    async def sse(self, streams: list[AsyncIterator]) -> AsyncIterator[bytes]:
-        include_usage = self.body.stream_options is not None and self.body.stream_options.include_usage
-        usage_field = None if include_usage else msgspec.UNSET
+    def sse(self, streams: list[AsyncIterator]) -> AsyncIterator[bytes]:
+        usage_event = None
+        if wants_usage(self.body):
+            usage_event = lambda: sse_event(p.encode(self._chunk([], self.tracker.usage())))  # noqa: E731
+        usage_field = None if usage_event else msgspec.UNSET  # `usage: null` on every other chunk
+        return sse_stream(self._events(streams, usage_field), self.app, self.model, self.tracker, usage_event)
+
+    async def _events(self, streams: list[AsyncIterator], usage_field) -> AsyncIterator[bytes]:
         started: set[int] = set()
-        try:
-            async for stream_index, output in merge(streams):
-                choices = []
-                for delta in self.tracker.step(stream_index, output):
-                    if delta.finish_reason == "abort":
-                        raise aborted_error(self.app)
-                    choices.append(self._choice(delta, first=delta.index not in started))
-                    started.add(delta.index)
-                if choices:
-                    chunk = p.Completion(
-                        id=self.id, created=self.created, model=self.model, choices=choices, usage=usage_field
-                    )
-                    yield sse_event(p.encode(chunk))
-        except Exception as exc:  # noqa: BLE001 - the stream ends with an error event
-            yield sse_error(stream_error(exc, self.app, self.model))
-            yield DONE
-            return
-        finally:
-            self.tracker.finish()
-        if include_usage:
-            chunk = p.Completion(
-                id=self.id, created=self.created, model=self.model, choices=[], usage=self.tracker.usage()
-            )
-            yield sse_event(p.encode(chunk))
-        yield DONE
+        async for stream_index, output in merge(streams):
+            choices = []
+            for delta in self.tracker.step(stream_index, output):
+                choices.append(self._choice(delta, first=delta.index not in started))
+                started.add(delta.index)
+            if choices:
+                yield sse_event(p.encode(self._chunk(choices, usage_field)))
+
+    def _chunk(self, choices: list[p.CompletionChoice], usage) -> p.Completion:
+        return p.Completion(id=self.id, created=self.created, model=self.model, choices=choices, usage=usage)

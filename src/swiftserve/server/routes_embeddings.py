@@ -16,41 +16,12 @@ _ENDPOINT = "embeddings"
 MAX_INPUTS = 2048
 
 
-def embedding_inputs(value: str | list) -> list[str] | list[list[int]]:
-    """The four accepted shapes of `input` -> a list of strings or a list of token-id lists."""
-    if isinstance(value, str):
-        items: list = [value]
-    elif not value:
-        raise bad_request("'input' must not be an empty list.", param="input")
-    elif all(isinstance(x, str) for x in value):
-        items = list(value)
-    elif all(_is_token_id(x) for x in value):
-        items = [list(value)]
-    elif all(isinstance(x, list) and all(_is_token_id(t) for t in x) for x in value):
-        items = [list(x) for x in value]
-    else:
-        raise bad_request(
-            "'input' must be a string, a list of strings, a list of token ids or a list of token-id lists.",
-            param="input",
-        )
-    if len(items) > MAX_INPUTS:
-        raise bad_request(f"'input' may hold at most {MAX_INPUTS} items, got {len(items)}.", param="input")
-    for i, item in enumerate(items):
-        if len(item) == 0:
-            raise bad_request(f"'input[{i}]' is empty: every input must hold text or tokens.", param="input")
-    return items
-
-
-def _is_token_id(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**31
-
-
 async def embeddings(request: Request) -> Response:
     body = p.decode_request(request.body, p.EmbeddingRequest)
     served = request.app.model(body.model, "embedding", _ENDPOINT)
     request.model = served.name
     engine = served.engine
-    inputs = embedding_inputs(body.input)
+    inputs = p.text_or_token_inputs(body.input, "input", MAX_INPUTS)
     if body.dimensions is not None and body.dimensions != engine.dim:
         raise bad_request(
             f"dimensions={body.dimensions} is not supported: `{served.name}` returns "
