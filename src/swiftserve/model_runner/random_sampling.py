@@ -6,7 +6,7 @@ random number per row instead of one per vocabulary entry (the exponential race 
 which on CPU costs more than the rest of sampling together. Nothing here sorts the vocabulary: a
 full sort of 49k entries costs ~100x a pass over them on CPU.
 
-Rows with top-k work in "candidate space", the row's k best tokens from torch.topk, sorted:
+Rows with top-k work in "candidate space", the row's k best tokens (vocab_ops.blocked_topk), sorted:
 
     candidates   c0   c1   c2  ...  c(k-1)
     top_p mask   keep while the (renormalised) mass before c_j < top_p
@@ -18,7 +18,8 @@ rising pivot (the FlashInfer idea): draw j from the min-p filtered distribution;
 nucleus iff the mass of tokens strictly more likely than j is < top_p; if not, no token as
 unlikely as j is either, so drop every token with p <= p_j and draw again. Sampling a superset of
 the nucleus and rejecting outside it gives exactly the nucleus distribution, and a first draw is
-accepted with probability >= top_p, so it costs ~one extra pass, not a sort.
+accepted with probability >= top_p. Most draws are accepted from per-block bounds ([rows, V/64]),
+so only the ~(1 - top_p) rejected or undecided rows pay an exact pass over their row.
 """
 
 from __future__ import annotations
