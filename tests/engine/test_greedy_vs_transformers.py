@@ -19,7 +19,8 @@ PROMPTS = [
     "Once upon a time, in a small village by the sea, there lived an old fisherman who " * 3,
     "Q: What is 17 times 23?\nA:",
 ]
-GREEDY = SamplingParams(temperature=0.0, max_tokens=NUM_NEW, ignore_eos=True)
+# transformers masks eos until min_new_tokens; min_tokens does the same here.
+GREEDY = SamplingParams(temperature=0.0, max_tokens=NUM_NEW, min_tokens=NUM_NEW)
 
 
 @pytest.fixture(scope="module")
