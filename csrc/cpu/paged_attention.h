@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #ifdef _OPENMP
@@ -84,19 +85,21 @@ template <class Isa, class T, int kHeadDim>
 struct RowAttention {
   using vec = typename Isa::vec;
   static constexpr int kVecs = kHeadDim / kLanes;
+  static constexpr int kRowBlock = std::max(1, 16 / kVecs);  // P V accumulators: ~16 registers
+
+  explicit RowAttention(float softmax_scale) : scale(softmax_scale) {}
 
   int num_rows = 0;
-  alignas(64) float q[kMaxRows][kHeadDim];  // pre-multiplied by the softmax scale
+  float scale;
+  alignas(64) T q[kMaxRows][kHeadDim];  // as given: scores are (q . k) * scale, like the reference
   alignas(64) float acc[kMaxRows][kHeadDim];
   float m[kMaxRows], l[kMaxRows];
   int row_lo[kMaxRows], row_hi[kMaxRows];
 
-  void add_row(const T* q_row, float scale, int lo, int hi) {
+  void add_row(const T* q_row, int lo, int hi) {
     const int r = num_rows++;
-    for (int i = 0; i < kVecs; ++i) {
-      Isa::store(q[r] + i * kLanes, Isa::mul(Isa::load(q_row + i * kLanes), Isa::set1(scale)));
-      Isa::store(acc[r] + i * kLanes, Isa::zero());
-    }
+    std::copy(q_row, q_row + kHeadDim, q[r]);
+    for (int i = 0; i < kVecs; ++i) Isa::store(acc[r] + i * kLanes, Isa::zero());
     m[r] = kNegInf;
     l[r] = 0.0f;
     row_lo[r] = lo;
@@ -126,46 +129,72 @@ struct RowAttention {
   // n <= 16 consecutive tokens at positions pos0.. whose rows are k, k + stride_token, ...
   void chunk(const T* k, const T* v, int64_t stride_token, int pos0, int n) {
     alignas(64) float s[kMaxRows][kLanes];  // scores, then probabilities
-    for (int t = 0; t < n; ++t) {
-      vec kt[kVecs];
-      for (int i = 0; i < kVecs; ++i) kt[i] = Isa::load(k + t * stride_token + i * kLanes);
-      for (int r = 0; r < num_rows; ++r) {
-        vec dot = Isa::mul(Isa::load(q[r]), kt[0]);
-        for (int i = 1; i < kVecs; ++i) dot = Isa::fma(Isa::load(q[r] + i * kLanes), kt[i], dot);
-        s[r][t] = Isa::reduce_add(dot);
-      }
-    }
+    for (int r = 0; r < num_rows; ++r)
+      Isa::store(s[r], Isa::mul(Isa::template dot16<kHeadDim>(q[r], k, stride_token, n), Isa::set1(scale)));
+    float alpha[kMaxRows];  // rescales a row's accumulator for its new running max
     for (int r = 0; r < num_rows; ++r) {
       // Lanes of tokens past n or outside the row's key range are masked to -inf.
       const int first = std::clamp(row_lo[r] - pos0, 0, n), last = std::clamp(row_hi[r] - pos0, first, n);
-      for (int t = 0; t < first; ++t) s[r][t] = kNegInf;
-      for (int t = last; t < kLanes; ++t) s[r][t] = kNegInf;
-      const vec scores = Isa::load(s[r]);
-      const float chunk_max = Isa::reduce_max(scores);
-      if (chunk_max == kNegInf) {  // the row sees none of these tokens
+      if (first == last) {  // the row sees none of these tokens: leave it as it is
+        alpha[r] = 1.0f;
         Isa::store(s[r], Isa::zero());
         continue;
       }
-      const float m_new = std::max(m[r], chunk_max);
-      const float alpha = std::exp(m[r] - m_new);  // 0 on the row's first chunk
+      for (int t = 0; t < first; ++t) s[r][t] = kNegInf;
+      for (int t = last; t < kLanes; ++t) s[r][t] = kNegInf;
+      const vec scores = Isa::load(s[r]);
+      const float m_new = std::max(m[r], Isa::reduce_max(scores));
+      alpha[r] = m_new == m[r] ? 1.0f : std::exp(m[r] - m_new);  // 0 on the row's first chunk
       const vec p = Isa::exp(Isa::sub(scores, Isa::set1(m_new)));
       Isa::store(s[r], p);
-      l[r] = l[r] * alpha + Isa::reduce_add(p);
+      l[r] = l[r] * alpha[r] + Isa::reduce_add(p);
       m[r] = m_new;
-      if (alpha != 1.0f) {
-        const vec a = Isa::set1(alpha);
-        for (int i = 0; i < kVecs; ++i) Isa::store(acc[r] + i * kLanes, Isa::mul(Isa::load(acc[r] + i * kLanes), a));
-      }
+    }
+    // P V: V rows are read once per block of rows whose accumulators stay in registers; bf16
+    // V rows are widened once into v32 for all blocks.
+    alignas(64) float v32[std::is_same_v<T, float> ? 1 : kLanes][kHeadDim];
+    const float* v_rows = v32[0];
+    int64_t v_stride = kHeadDim;
+    if constexpr (std::is_same_v<T, float>) {
+      v_rows = v;
+      v_stride = stride_token;
+    } else {
+      for (int t = 0; t < n; ++t)
+        for (int i = 0; i < kVecs; ++i) Isa::store(v32[t] + i * kLanes, Isa::load(v + t * stride_token + i * kLanes));
+    }
+    int r = 0;
+    for (; r + kRowBlock <= num_rows; r += kRowBlock) pv_rows<kRowBlock>(r, v_rows, v_stride, n, s, alpha);
+    switch (num_rows - r) {  // the last, partial block
+      case 0: break;
+#define SWIFTSERVE_PV_TAIL(NB) \
+  case NB:                     \
+    if constexpr (NB < kRowBlock) pv_rows<NB>(r, v_rows, v_stride, n, s, alpha); \
+    break;
+      SWIFTSERVE_PV_TAIL(1) SWIFTSERVE_PV_TAIL(2) SWIFTSERVE_PV_TAIL(3) SWIFTSERVE_PV_TAIL(4) SWIFTSERVE_PV_TAIL(5)
+      SWIFTSERVE_PV_TAIL(6) SWIFTSERVE_PV_TAIL(7) SWIFTSERVE_PV_TAIL(8) SWIFTSERVE_PV_TAIL(9) SWIFTSERVE_PV_TAIL(10)
+      SWIFTSERVE_PV_TAIL(11) SWIFTSERVE_PV_TAIL(12) SWIFTSERVE_PV_TAIL(13) SWIFTSERVE_PV_TAIL(14) SWIFTSERVE_PV_TAIL(15)
+#undef SWIFTSERVE_PV_TAIL
+    }
+  }
+
+  // Rows [r0, r0 + kRows): acc = acc * alpha + sum_t p[t] v_t, accumulators held in registers.
+  template <int kRows>
+  void pv_rows(int r0, const float* v_rows, int64_t v_stride, int n, const float (*p)[kLanes], const float* alpha) {
+    vec out[kRows][kVecs];
+    for (int j = 0; j < kRows; ++j) {
+      const vec a = Isa::set1(alpha[r0 + j]);
+      for (int i = 0; i < kVecs; ++i) out[j][i] = Isa::mul(Isa::load(acc[r0 + j] + i * kLanes), a);
     }
     for (int t = 0; t < n; ++t) {
       vec vt[kVecs];
-      for (int i = 0; i < kVecs; ++i) vt[i] = Isa::load(v + t * stride_token + i * kLanes);
-      for (int r = 0; r < num_rows; ++r) {
-        const vec p = Isa::set1(s[r][t]);
-        for (int i = 0; i < kVecs; ++i)
-          Isa::store(acc[r] + i * kLanes, Isa::fma(p, vt[i], Isa::load(acc[r] + i * kLanes)));
+      for (int i = 0; i < kVecs; ++i) vt[i] = Isa::load(v_rows + t * v_stride + i * kLanes);
+      for (int j = 0; j < kRows; ++j) {
+        const vec pt = Isa::set1(p[r0 + j][t]);
+        for (int i = 0; i < kVecs; ++i) out[j][i] = Isa::fma(pt, vt[i], out[j][i]);
       }
     }
+    for (int j = 0; j < kRows; ++j)
+      for (int i = 0; i < kVecs; ++i) Isa::store(acc[r0 + j] + i * kLanes, out[j][i]);
   }
 };
 
@@ -230,9 +259,9 @@ void paged_decode_attention(const DecodeArgs& a) {
         }
         continue;
       }
-      RowAttention<Isa, T, kHeadDim> att;
+      RowAttention<Isa, T, kHeadDim> att(a.scale);
       const T* q = static_cast<const T*>(a.q) + seq * a.q_stride_seq;
-      for (int j = 0; j < group; ++j) att.add_row(q + (kv_head * group + j) * a.q_stride_head, a.scale, lo, hi);
+      for (int j = 0; j < group; ++j) att.add_row(q + (kv_head * group + j) * a.q_stride_head, lo, hi);
       att.run(a.kv, a.kv.block_tables + seq * a.kv.block_table_stride, kv_head, lo, hi);
       for (int j = 0; j < group; ++j) {
         const int head = kv_head * group + j;
@@ -301,7 +330,7 @@ void paged_prefill_attention(const PrefillArgs& a) {
     const int begin = a.query_start_loc[seq], q_len = a.query_start_loc[seq + 1] - begin;
     const int ctx = a.context_lens[seq];
     const int t0 = tile_idx * tile, t1 = std::min(q_len, t0 + tile);
-    RowAttention<Isa, T, kHeadDim> att;
+    RowAttention<Isa, T, kHeadDim> att(a.scale);
     int lo = ctx, hi = 0;
     for (int t = t0; t < t1; ++t) {
       const int pos = ctx - q_len + t;
@@ -309,7 +338,7 @@ void paged_prefill_attention(const PrefillArgs& a) {
       lo = std::min(lo, row_lo);
       hi = std::max(hi, pos + 1);
       const T* q = static_cast<const T*>(a.q) + (begin + t) * a.q_stride_token;
-      for (int j = 0; j < group; ++j) att.add_row(q + (kv_head * group + j) * a.q_stride_head, a.scale, row_lo, pos + 1);
+      for (int j = 0; j < group; ++j) att.add_row(q + (kv_head * group + j) * a.q_stride_head, row_lo, pos + 1);
     }
     att.run(a.kv, a.kv.block_tables + seq * a.kv.block_table_stride, kv_head, std::max(lo, 0), hi);
     int r = 0;

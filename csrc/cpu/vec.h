@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__)
 #define SWIFTSERVE_HAS_AVX512 1
@@ -121,6 +122,18 @@ struct Generic {
     return r;
   }
 
+  // Lane t = q . k_t for the n <= 16 rows k_t = k + t * stride of kDim elements; lanes >= n are 0.
+  template <int kDim, class T>
+  static vec dot16(const T* q, const T* k, int64_t stride, int n) {
+    vec r = zero();
+    for (int t = 0; t < n; ++t) {
+      float dot = 0.0f;
+      for (int i = 0; i < kDim; ++i) dot += to_f32(q[i]) * to_f32(k[t * stride + i]);
+      r.v[t] = dot;
+    }
+    return r;
+  }
+
  private:
   static float to_f32(float x) { return x; }
   static float to_f32(bf16_t x) { return bf16_to_f32(x); }
@@ -178,6 +191,54 @@ struct Avx512 {
   }
   static vec round_to(vec a, float*) { return a; }
   static vec round_to(vec a, bf16_t*) { return widen(narrow(a)); }
+
+  // Lane t = q . k_t for the n <= 16 rows k_t = k + t * stride of kDim elements; lanes >= n are 0.
+  // Each row's products are summed in a vector, then the 16 vectors are reduced together
+  // (transpose_sum) instead of one horizontal sum each.
+  template <int kDim, class T>
+  static vec dot16(const T* q, const T* k, int64_t stride, int n) {
+    vec dots[kLanes];
+#if defined(__AVX512BF16__)
+    if constexpr (std::is_same_v<T, bf16_t> && kDim % 32 == 0) {
+      // bf16 pairs multiplied exactly and summed in fp32 (vdpbf16ps): no widening, half the ops.
+      __m512i qv[kDim / 32];
+      for (int c = 0; c < kDim / 32; ++c) qv[c] = _mm512_loadu_si512(q + 32 * c);
+      for (int t = 0; t < kLanes; ++t) {
+        dots[t] = zero();
+        if (t < n)
+          for (int c = 0; c < kDim / 32; ++c)
+            dots[t] = _mm512_dpbf16_ps(dots[t], (__m512bh)qv[c], (__m512bh)_mm512_loadu_si512(k + t * stride + 32 * c));
+      }
+      return transpose_sum(dots);
+    }
+#endif
+    vec qv[kDim / kLanes];
+    for (int c = 0; c < kDim / kLanes; ++c) qv[c] = load(q + kLanes * c);
+    for (int t = 0; t < kLanes; ++t) {
+      dots[t] = zero();
+      if (t < n)
+        for (int c = 0; c < kDim / kLanes; ++c) dots[t] = fma(qv[c], load(k + t * stride + kLanes * c), dots[t]);
+    }
+    return transpose_sum(dots);
+  }
+
+  // Lane t of the result = the sum of v[t]'s 16 lanes.
+  //   unpack lo/hi + add:  pairs (v0, v1) -> per 128-bit lane [v0 v1 v0 v1] partial sums   (16 -> 8)
+  //   shuffle_ps + add:    (v0v1, v2v3)   -> per 128-bit lane [v0 v1 v2 v3]                (8 -> 4)
+  //   shuffle_f32x4 + add twice: the four 128-bit lanes summed, v_t landing in lane t      (4 -> 1)
+  static vec transpose_sum(const vec (&v)[kLanes]) {
+    vec pairs[8], quads[4], halves[2];
+    for (int i = 0; i < 8; ++i)
+      pairs[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+    for (int i = 0; i < 4; ++i)
+      quads[i] = _mm512_add_ps(_mm512_shuffle_ps(pairs[2 * i], pairs[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                               _mm512_shuffle_ps(pairs[2 * i], pairs[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    for (int i = 0; i < 2; ++i)
+      halves[i] = _mm512_add_ps(_mm512_shuffle_f32x4(quads[2 * i], quads[2 * i + 1], 0x88),
+                                _mm512_shuffle_f32x4(quads[2 * i], quads[2 * i + 1], 0xdd));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(halves[0], halves[1], 0x88),
+                         _mm512_shuffle_f32x4(halves[0], halves[1], 0xdd));
+  }
 
  private:
   static __mmask16 tail_mask(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
