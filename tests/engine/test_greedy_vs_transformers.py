@@ -79,11 +79,11 @@ def test_chunked_prefill(smollm_dir, prompt_ids, expected) -> None:
 
 def test_preemption(smollm_dir, prompt_ids, expected) -> None:
     # 16 blocks of 16 tokens cannot hold all four sequences at full length: some are preempted and recomputed
+    from swiftserve.loader import load_config
     from swiftserve.model_runner.kv_cache import bytes_per_block
+    from swiftserve.models.llama_config import LlamaConfig
 
-    llm_probe = _llm(smollm_dir, kv_cache_memory=1 << 20, max_model_len=256)
-    per_block = bytes_per_block(llm_probe.engine.runner.model_config, 16, torch.float32)
-    del llm_probe
+    per_block = bytes_per_block(LlamaConfig.from_hf(load_config(smollm_dir)), 16, torch.float32)
     llm = _llm(smollm_dir, kv_cache_memory=16 * per_block, max_model_len=256)
     _check(llm, prompt_ids, expected)
     assert llm.engine.stats().num_preemptions > 0
