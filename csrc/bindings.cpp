@@ -9,8 +9,10 @@
 #include <type_traits>
 
 #include "cpu/activation.h"
+#include "cpu/cache.h"
 #include "cpu/norm.h"
 #include "cpu/paged_attention.h"
+#include "cpu/rotary.h"
 
 namespace py = pybind11;
 using namespace swiftserve::cpu;
@@ -183,6 +185,42 @@ void silu_and_mul_py(uintptr_t out, int64_t out_stride, uintptr_t x, int64_t x_s
   });
 }
 
+void rotary_embedding_py(uintptr_t positions, uintptr_t q, int64_t q_stride_token, int64_t q_stride_head, uintptr_t k,
+                         int64_t k_stride_token, int64_t k_stride_head, uintptr_t cos_sin_cache, int64_t max_position,
+                         int64_t num_tokens, int num_heads, int num_kv_heads, int rot_dim, bool is_neox,
+                         const std::string& dtype, bool generic) {
+  if (rot_dim <= 0 || rot_dim % 2) throw py::value_error("rotary dim must be even and positive");
+  const RotaryArgs args{ptr<void>(q), ptr<void>(k), q_stride_token, q_stride_head, k_stride_token, k_stride_head,
+                        ptr<const int64_t>(positions), ptr<const float>(cos_sin_cache), num_tokens, num_heads,
+                        num_kv_heads, rot_dim, is_neox};
+  for (int64_t t = 0; t < num_tokens; ++t)
+    if (args.positions[t] < 0 || args.positions[t] >= max_position)
+      throw py::value_error("positions[" + std::to_string(t) + "] = " + std::to_string(args.positions[t]) +
+                            " is outside the cos/sin cache (" + std::to_string(max_position) + " positions)");
+  dispatch(dtype, generic, [&](auto isa, auto t) {
+    py::gil_scoped_release release;
+    rotary_embedding<typename decltype(isa)::type, typename decltype(t)::type>(args);
+  });
+}
+
+void store_kv_py(uintptr_t k, int64_t k_stride_token, int64_t k_stride_head, uintptr_t v, int64_t v_stride_token,
+                 int64_t v_stride_head, uintptr_t k_cache, uintptr_t v_cache, int64_t num_blocks, int block_size,
+                 int64_t cache_stride_block, int64_t cache_stride_token, int64_t cache_stride_head,
+                 uintptr_t slot_mapping, int64_t num_tokens, int num_kv_heads, int head_dim, int element_size) {
+  const StoreKVArgs args{ptr<const char>(k), ptr<const char>(v), ptr<char>(k_cache), ptr<char>(v_cache),
+                         k_stride_token * element_size, k_stride_head * element_size, v_stride_token * element_size,
+                         v_stride_head * element_size, cache_stride_block * element_size,
+                         cache_stride_token * element_size, cache_stride_head * element_size,
+                         ptr<const int64_t>(slot_mapping), num_tokens, num_kv_heads, block_size,
+                         static_cast<int64_t>(head_dim) * element_size};
+  for (int64_t t = 0; t < num_tokens; ++t)
+    if (args.slot_mapping[t] >= num_blocks * block_size)
+      throw py::value_error("slot_mapping[" + std::to_string(t) + "] = " + std::to_string(args.slot_mapping[t]) +
+                            " is past the cache (" + std::to_string(num_blocks * block_size) + " slots)");
+  py::gil_scoped_release release;
+  store_kv(args);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -218,4 +256,15 @@ PYBIND11_MODULE(_C, m) {
   m.def("silu_and_mul", &silu_and_mul_py, py::arg("out"), py::arg("out_stride"), py::arg("x"), py::arg("x_stride"),
         py::arg("num_rows"), py::arg("d"), py::arg("dtype"), py::arg("generic") = false,
         "out = silu(x[:, :d]) * x[:, d:].");
+  m.def("rotary_embedding", &rotary_embedding_py, py::arg("positions"), py::arg("q"), py::arg("q_stride_token"),
+        py::arg("q_stride_head"), py::arg("k"), py::arg("k_stride_token"), py::arg("k_stride_head"),
+        py::arg("cos_sin_cache"), py::arg("max_position"), py::arg("num_tokens"), py::arg("num_heads"),
+        py::arg("num_kv_heads"), py::arg("rot_dim"), py::arg("is_neox"), py::arg("dtype"),
+        py::arg("generic") = false, "Rotates q and k in place by the cos/sin rows of positions (int64).");
+  m.def("store_kv", &store_kv_py, py::arg("k"), py::arg("k_stride_token"), py::arg("k_stride_head"), py::arg("v"),
+        py::arg("v_stride_token"), py::arg("v_stride_head"), py::arg("k_cache"), py::arg("v_cache"),
+        py::arg("num_blocks"), py::arg("block_size"), py::arg("cache_stride_block"), py::arg("cache_stride_token"),
+        py::arg("cache_stride_head"), py::arg("slot_mapping"), py::arg("num_tokens"), py::arg("num_kv_heads"),
+        py::arg("head_dim"), py::arg("element_size"),
+        "Copies k, v rows into the paged cache at slot_mapping (int64; -1 skips).");
 }

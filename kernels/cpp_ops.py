@@ -3,8 +3,7 @@
 Each wrapper checks its tensors (CPU, dtypes, shapes, a contiguous last dimension), allocates the
 output and hands data pointers and element strides to _C, which releases the GIL while it runs.
 float32 and bfloat16 run natively; a float16 call or a head_dim _C was not built for runs the
-torch reference instead, so the dispatcher can always pick this backend on CPU. store_kv and
-rotary_embedding are not here: the dispatcher takes the torch ones.
+torch reference instead, so the dispatcher can always pick this backend on CPU.
 """
 
 from __future__ import annotations
@@ -281,3 +280,102 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
             dtype=_NATIVE_DTYPES[x.dtype],
         )
     return out
+
+
+def _int64(t: torch.Tensor, name: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor) or t.dtype not in (torch.int32, torch.int64) or t.dim() != 1:
+        raise ValueError(f"{name} must be a 1-D int32 or int64 tensor")
+    return t if t.dtype == torch.int64 and t.is_contiguous() else t.to(torch.int64).contiguous()
+
+
+def store_kv(
+    k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor
+) -> None:
+    """k, v [num_tokens, num_kv_heads, head_dim] written into the cache at slot_mapping [num_tokens]."""
+    _check_cpu("store_kv", k=k, v=v, k_cache=k_cache, v_cache=v_cache, slot_mapping=slot_mapping)
+    if k.dim() != 3 or v.shape != k.shape or k_cache.dim() != 4 or k_cache.shape[2:] != k.shape[1:]:
+        raise ValueError(
+            "store_kv: k, v [tokens, kv_heads, head_dim] must match the cache [blocks, block_size, kv_heads, "
+            f"head_dim], got {tuple(k.shape)}, {tuple(v.shape)} and {tuple(k_cache.shape)}"
+        )
+    if v_cache.shape != k_cache.shape or v_cache.stride() != k_cache.stride() or k_cache.stride(-1) != 1:
+        raise ValueError(
+            "store_kv: k_cache and v_cache need the same shape and strides, last dimension contiguous"
+        )
+    slots = _int64(slot_mapping, "store_kv: slot_mapping")
+    if slots.shape[0] != k.shape[0]:
+        raise ValueError(f"store_kv: {k.shape[0]} tokens but {slots.shape[0]} slots")
+    if not (k.dtype == v.dtype == k_cache.dtype == v_cache.dtype) or k.stride(-1) != 1 or v.stride(-1) != 1:
+        reference.store_kv(k, v, k_cache, v_cache, slot_mapping)  # casts, or gathers odd strides
+        return
+    _C.store_kv(
+        k.data_ptr(),
+        k.stride(0),
+        k.stride(1),
+        v.data_ptr(),
+        v.stride(0),
+        v.stride(1),
+        k_cache.data_ptr(),
+        v_cache.data_ptr(),
+        k_cache.shape[0],
+        k_cache.shape[1],
+        k_cache.stride(0),
+        k_cache.stride(1),
+        k_cache.stride(2),
+        slots.data_ptr(),
+        k.shape[0],
+        k.shape[1],
+        k.shape[2],
+        k.element_size(),
+    )
+
+
+def rotary_embedding(
+    positions: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    cos_sin_cache: torch.Tensor,
+    is_neox: bool = True,
+) -> None:
+    """Rotates q [num_tokens, num_heads, head_dim] and k [num_tokens, num_kv_heads, head_dim] in place."""
+    _check_cpu("rotary_embedding", positions=positions, q=q, k=k, cos_sin_cache=cos_sin_cache)
+    if q.dim() != 3 or k.dim() != 3 or k.shape[0] != q.shape[0] or k.shape[2] != q.shape[2]:
+        raise ValueError(
+            f"rotary_embedding: q [tokens, heads, head_dim] and k [tokens, kv_heads, head_dim] expected, "
+            f"got {tuple(q.shape)} and {tuple(k.shape)}"
+        )
+    if cos_sin_cache.dim() != 2 or cos_sin_cache.shape[1] % 2 or cos_sin_cache.shape[1] > q.shape[2]:
+        raise ValueError(
+            f"rotary_embedding: cos_sin_cache must be [max_position, rot_dim] with an even rot_dim <= "
+            f"head_dim ({q.shape[2]}), got {tuple(cos_sin_cache.shape)}"
+        )
+    positions = _int64(positions, "rotary_embedding: positions")
+    if positions.shape[0] != q.shape[0]:
+        raise ValueError(f"rotary_embedding: {q.shape[0]} tokens but {positions.shape[0]} positions")
+    if (
+        q.dtype not in _NATIVE_DTYPES
+        or k.dtype != q.dtype
+        or cos_sin_cache.dtype != torch.float32
+        or not cos_sin_cache.is_contiguous()
+        or q.stride(-1) != 1
+        or k.stride(-1) != 1
+    ):
+        reference.rotary_embedding(positions, q, k, cos_sin_cache, is_neox)
+        return
+    _C.rotary_embedding(
+        positions.data_ptr(),
+        q.data_ptr(),
+        q.stride(0),
+        q.stride(1),
+        k.data_ptr(),
+        k.stride(0),
+        k.stride(1),
+        cos_sin_cache.data_ptr(),
+        cos_sin_cache.shape[0],
+        q.shape[0],
+        q.shape[1],
+        k.shape[1],
+        cos_sin_cache.shape[1],
+        bool(is_neox),
+        _NATIVE_DTYPES[q.dtype],
+    )

@@ -38,6 +38,12 @@ inline bf16_t f32_to_bf16(float f) {
   return static_cast<bf16_t>(bits >> 16);
 }
 
+// Scalar element access for both storage types.
+inline float to_f32(float x) { return x; }
+inline float to_f32(bf16_t x) { return bf16_to_f32(x); }
+inline void store_f32(float* p, float x) { *p = x; }
+inline void store_f32(bf16_t* p, float x) { *p = f32_to_bf16(x); }
+
 // Rounds fp32 to the storage type and back: reproduces the rounding of a torch op done in T.
 inline float round_to(float x, float*) { return x; }
 inline float round_to(float x, bf16_t*) { return bf16_to_f32(f32_to_bf16(x)); }
@@ -71,7 +77,7 @@ struct Generic {
   template <class T>
   static vec load_partial(const T* p, int n, float fill = 0.0f) {
     vec r = set1(fill);
-    for (int i = 0; i < n; ++i) r.v[i] = to_f32(p[i]);
+    for (int i = 0; i < n; ++i) r.v[i] = cpu::to_f32(p[i]);
     return r;
   }
   static void store(float* p, const vec& a) { std::memcpy(p, a.v, sizeof(a.v)); }
@@ -80,7 +86,7 @@ struct Generic {
   }
   template <class T>
   static void store_partial(T* p, const vec& a, int n) {
-    for (int i = 0; i < n; ++i) p[i] = from_f32(a.v[i], p);
+    for (int i = 0; i < n; ++i) store_f32(p + i, a.v[i]);
   }
   static vec fma(const vec& a, const vec& b, const vec& c) {  // a * b + c
     vec r;
@@ -128,17 +134,12 @@ struct Generic {
     vec r = zero();
     for (int t = 0; t < n; ++t) {
       float dot = 0.0f;
-      for (int i = 0; i < kDim; ++i) dot += to_f32(q[i]) * to_f32(k[t * stride + i]);
+      for (int i = 0; i < kDim; ++i) dot += cpu::to_f32(q[i]) * cpu::to_f32(k[t * stride + i]);
       r.v[t] = dot;
     }
     return r;
   }
 
- private:
-  static float to_f32(float x) { return x; }
-  static float to_f32(bf16_t x) { return bf16_to_f32(x); }
-  static float from_f32(float x, float*) { return x; }
-  static bf16_t from_f32(float x, bf16_t*) { return f32_to_bf16(x); }
 };
 
 #if SWIFTSERVE_HAS_AVX512

@@ -1,4 +1,4 @@
-"""C++ RMSNorm, fused add + RMSNorm and SiLU-and-mul against kernels.reference.
+"""C++ RMSNorm, fused add + RMSNorm, SiLU-and-mul, rotary embedding and store_kv against kernels.reference.
 
 The kernels round like the reference does in the tensor's dtype, so bf16 results are mostly
 bit-identical; where an intermediate lands next to a rounding boundary (the sum of squares is
@@ -109,7 +109,7 @@ def test_bad_inputs_raise_value_error():
 
 
 def test_dispatcher_prefers_cpp_on_cpu():
-    for op in ("rms_norm", "fused_add_rms_norm", "silu_and_mul"):
+    for op in ("rms_norm", "fused_add_rms_norm", "silu_and_mul", "rotary_embedding", "store_kv"):
         assert resolve(op, "cpu") is getattr(cpp_ops, op)
 
 
@@ -125,3 +125,75 @@ def test_portable_kernels_match_reference(dtype):
     _check(residual, residual_ref)
     gate_up = _rand((5, 2 * 111), dtype, 3)
     _check(cpp_ops.silu_and_mul(gate_up), reference.silu_and_mul(gate_up))
+    q, k, _ = _qkv_views(7, dtype, 4)
+    q_ref, k_ref, cache, positions = q.clone(), k.clone(), _cos_sin_cache(10, 18), torch.arange(7)
+    cpp_ops.rotary_embedding(positions, q, k, cache)
+    reference.rotary_embedding(positions, q_ref, k_ref, cache)
+    _check(q, q_ref)
+    _check(k, k_ref)
+
+
+def _qkv_views(num_tokens, dtype, seed, num_heads=9, num_kv_heads=3, head_dim=64):
+    """q, k, v as the model makes them: strided views into one fused qkv projection."""
+    qkv = _rand((num_tokens, (num_heads + 2 * num_kv_heads) * head_dim), dtype, seed)
+    q, k, v = qkv.split((num_heads * head_dim, num_kv_heads * head_dim, num_kv_heads * head_dim), dim=-1)
+    return (
+        q.view(num_tokens, num_heads, head_dim),
+        k.view(num_tokens, num_kv_heads, head_dim),
+        v.view(num_tokens, num_kv_heads, head_dim),
+    )
+
+
+def _cos_sin_cache(max_position, rot_dim):
+    angles = torch.outer(
+        torch.arange(max_position, dtype=torch.float64), torch.rand(rot_dim // 2, dtype=torch.float64)
+    )
+    return torch.cat((angles.cos(), angles.sin()), dim=-1).float()
+
+
+@DTYPES
+@pytest.mark.parametrize("is_neox", [True, False], ids=["neox", "gptj"])
+@pytest.mark.parametrize(
+    "num_tokens,rot_dim", [(1, 64), (37, 64), (5, 32), (17, 18)], ids=["1tok", "37tok", "partial32", "tail18"]
+)
+def test_rotary_embedding_matches_reference(num_tokens, rot_dim, is_neox, dtype):
+    q, k, _ = _qkv_views(num_tokens, dtype, 0)
+    cache = _cos_sin_cache(100, rot_dim)
+    positions = torch.randint(0, 100, (num_tokens,), generator=torch.Generator().manual_seed(1))
+    q_ref, k_ref = q.clone(), k.clone()
+    cpp_ops.rotary_embedding(positions, q, k, cache, is_neox=is_neox)
+    reference.rotary_embedding(positions, q_ref, k_ref, cache, is_neox=is_neox)
+    _check(q, q_ref)
+    _check(k, k_ref)
+
+
+def test_rotary_embedding_checks_positions():
+    q, k, _ = _qkv_views(3, torch.float32, 0)
+    with pytest.raises(ValueError, match="outside the cos/sin cache"):
+        cpp_ops.rotary_embedding(torch.tensor([0, 1, 100]), q, k, _cos_sin_cache(100, 64))
+    with pytest.raises(ValueError, match="rot_dim"):
+        cpp_ops.rotary_embedding(torch.tensor([0, 1, 2]), q, k, _cos_sin_cache(100, 128))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["f32", "bf16", "f16"])
+def test_store_kv_matches_reference(dtype):
+    _, k, v = _qkv_views(40, dtype, 0)
+    slots = torch.randperm(10 * 16, generator=torch.Generator().manual_seed(2))[:40]
+    slots[[3, 17]] = -1  # padding: not stored
+    caches = [torch.zeros(10, 16, 3, 64, dtype=dtype) for _ in range(4)]
+    cpp_ops.store_kv(k, v, caches[0], caches[1], slots.to(torch.int32))
+    reference.store_kv(k, v, caches[2], caches[3], slots)
+    assert torch.equal(caches[0], caches[2]) and torch.equal(caches[1], caches[3])
+
+
+def test_store_kv_casts_like_the_reference_and_checks_slots():
+    _, k, v = _qkv_views(4, torch.float32, 0)
+    caches = [torch.zeros(2, 16, 3, 64, dtype=torch.bfloat16) for _ in range(4)]
+    slots = torch.tensor([0, 5, 31, -1])
+    cpp_ops.store_kv(k, v, caches[0], caches[1], slots)
+    reference.store_kv(k, v, caches[2], caches[3], slots)
+    assert torch.equal(caches[0], caches[2]) and torch.equal(caches[1], caches[3])
+    with pytest.raises(ValueError, match="past the cache"):
+        cpp_ops.store_kv(k.bfloat16(), v.bfloat16(), caches[0], caches[1], torch.tensor([0, 1, 32, 2]))
+    with pytest.raises(ValueError, match="slots"):
+        cpp_ops.store_kv(k, v, caches[0], caches[1], slots[:3])
