@@ -29,10 +29,8 @@ from swiftserve.kernels.triton.paged_decode import _check_paged
 @triton.jit
 def _find_seq(query_start_loc_ptr, tile_id, num_seqs, BLOCK_M: tl.constexpr):
     """The last sequence s whose first tile id, query_start_loc[s] // BLOCK_M + s, is <= tile_id."""
-    # Both bounds start as int32 tensors: Triton turns an int argument equal to 1 into a constexpr,
-    # and a loop-carried variable must keep its type.
-    left = tile_id * 0
-    right = tile_id * 0 + num_seqs
+    left: tl.int32 = 0
+    right = num_seqs
     while left < right:
         mid = (left + right) // 2
         first_tile = tl.load(query_start_loc_ptr + mid) // BLOCK_M + mid
