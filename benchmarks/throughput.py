@@ -29,7 +29,9 @@ DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 def make_workload(num_requests: int, vocab: int, seed: int, max_prompt: int, max_output: int):
     rng = random.Random(seed)
-    prompts = [[rng.randrange(100, vocab) for _ in range(rng.randint(16, max_prompt))] for _ in range(num_requests)]
+    prompts = [
+        [rng.randrange(100, vocab) for _ in range(rng.randint(16, max_prompt))] for _ in range(num_requests)
+    ]
     outputs = [rng.randint(16, max_output) for _ in range(num_requests)]
     return prompts, outputs
 
@@ -42,7 +44,12 @@ def run_swiftserve(llm: LLM, prompts, output_lens) -> dict:
     elapsed = time.perf_counter() - start
     produced = sum(len(r.outputs[0].token_ids) for r in results)
     assert produced == sum(output_lens), "swiftserve produced a different number of tokens"
-    return {"seconds": elapsed, "output_tokens": produced, "tokens_per_s": produced / elapsed, **timer.summary()}
+    return {
+        "seconds": elapsed,
+        "output_tokens": produced,
+        "tokens_per_s": produced / elapsed,
+        **timer.summary(),
+    }
 
 
 class _StepTimer:
@@ -65,6 +72,7 @@ class _StepTimer:
             finally:
                 setattr(self, name, getattr(self, name) + time.perf_counter() - start)
                 self.num_steps += name == "step"
+
         return wrapper
 
     def summary(self) -> dict:
@@ -97,8 +105,14 @@ def run_transformers(model, pad_id: int, prompts, output_lens, batch_size: int) 
         ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in batch])  # left padding
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
         with torch.inference_mode():
-            model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=max(lens),
-                           min_new_tokens=max(lens), pad_token_id=pad_id)
+            model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=False,
+                max_new_tokens=max(lens),
+                min_new_tokens=max(lens),
+                pad_token_id=pad_id,
+            )
     elapsed = time.perf_counter() - start
     useful = sum(output_lens)
     return {"seconds": elapsed, "output_tokens": useful, "tokens_per_s": useful / elapsed}
@@ -120,7 +134,9 @@ def single_stream(llm: LLM, hf_model, prompt: list[int], num_tokens: int) -> tup
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--dtype", default="bfloat16", choices=list(DTYPES))
     parser.add_argument("--num-requests", type=int, default=128)
@@ -137,12 +153,24 @@ def main() -> None:
 
     peak = matmul_gflops(DTYPES[args.dtype])
     folder = resolve_model(args.model)
-    llm = LLM(str(folder), dtype=args.dtype, device="cpu", max_model_len=max(args.max_prompt + args.max_output, 512),
-              kv_cache_memory=3 << 30, max_num_seqs=args.max_num_seqs,
-              max_num_batched_tokens=args.max_num_batched_tokens, kernel_backend=args.kernel_backend)
+    llm = LLM(
+        str(folder),
+        dtype=args.dtype,
+        device="cpu",
+        max_model_len=max(args.max_prompt + args.max_output, 512),
+        kv_cache_memory=3 << 30,
+        max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        kernel_backend=args.kernel_backend,
+    )
     params_count = llm.engine.runner.model_config.num_parameters
-    prompts, output_lens = make_workload(args.num_requests, llm.engine.runner.model_config.vocab_size, args.seed,
-                                         args.max_prompt, args.max_output)
+    prompts, output_lens = make_workload(
+        args.num_requests,
+        llm.engine.runner.model_config.vocab_size,
+        args.seed,
+        args.max_prompt,
+        args.max_output,
+    )
     ours = run_swiftserve(llm, prompts, output_lens)
     ours["gflops"] = 2 * params_count * ours["tokens_per_s"] / 1e9
     ours["fraction_of_matmul_peak"] = ours["gflops"] / peak
@@ -151,26 +179,41 @@ def main() -> None:
     if not args.skip_hf:
         import transformers
 
-        hf = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[args.dtype],
-                                                               attn_implementation="sdpa").eval()
-        theirs = run_transformers(hf, llm.tokenizer.eos_token_ids[0], prompts, output_lens, args.hf_batch_size)
+        hf = transformers.AutoModelForCausalLM.from_pretrained(
+            folder, dtype=DTYPES[args.dtype], attn_implementation="sdpa"
+        ).eval()
+        theirs = run_transformers(
+            hf, llm.tokenizer.eos_token_ids[0], prompts, output_lens, args.hf_batch_size
+        )
         theirs["gflops"] = 2 * params_count * theirs["tokens_per_s"] / 1e9
         theirs["fraction_of_matmul_peak"] = theirs["gflops"] / peak
         rows.append({"engine": f"transformers (static batches of {args.hf_batch_size})", **theirs})
         single_ours, single_hf = single_stream(llm, hf, prompts[0][:128], 128)
-        result.update(transformers=theirs, throughput_ratio=ours["tokens_per_s"] / theirs["tokens_per_s"],
-                      single_stream={"swiftserve_tokens_per_s": single_ours, "transformers_tokens_per_s": single_hf,
-                                     "ratio": single_ours / single_hf})
+        result.update(
+            transformers=theirs,
+            throughput_ratio=ours["tokens_per_s"] / theirs["tokens_per_s"],
+            single_stream={
+                "swiftserve_tokens_per_s": single_ours,
+                "transformers_tokens_per_s": single_hf,
+                "ratio": single_ours / single_hf,
+            },
+        )
     print(f"\nbf16 matmul peak measured now: {peak:.0f} GFLOP/s; model parameters: {params_count / 1e6:.1f}M")
-    print_table(rows, ["engine", "seconds", "output_tokens", "tokens_per_s", "gflops", "fraction_of_matmul_peak"])
-    print(f"\nswiftserve per step: forward {ours['forward_ms_per_step']:.2f} ms, sampling "
-          f"{ours['sample_ms_per_step']:.2f} ms, engine overhead {ours['overhead_ms_per_step']:.2f} ms "
-          f"({ours['steps']} steps)")
+    print_table(
+        rows, ["engine", "seconds", "output_tokens", "tokens_per_s", "gflops", "fraction_of_matmul_peak"]
+    )
+    print(
+        f"\nswiftserve per step: forward {ours['forward_ms_per_step']:.2f} ms, sampling "
+        f"{ours['sample_ms_per_step']:.2f} ms, engine overhead {ours['overhead_ms_per_step']:.2f} ms "
+        f"({ours['steps']} steps)"
+    )
     if "throughput_ratio" in result:
         s = result["single_stream"]
         print(f"throughput ratio swiftserve / transformers: {result['throughput_ratio']:.2f}x")
-        print(f"single stream: swiftserve {s['swiftserve_tokens_per_s']:.1f} tok/s, transformers "
-              f"{s['transformers_tokens_per_s']:.1f} tok/s, ratio {s['ratio']:.2f}x")
+        print(
+            f"single stream: swiftserve {s['swiftserve_tokens_per_s']:.1f} tok/s, transformers "
+            f"{s['transformers_tokens_per_s']:.1f} tok/s, ratio {s['ratio']:.2f}x"
+        )
     write_json(args.out, result)
 
 

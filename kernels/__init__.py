@@ -8,7 +8,6 @@ pure-torch ground truth for all of them.
 from __future__ import annotations
 
 import torch
-
 from swiftserve.kernels.dispatch import available_backends, resolve
 
 __all__ = [
@@ -29,7 +28,14 @@ def store_kv(k, v, k_cache, v_cache, slot_mapping, *, backend: str | None = None
 
 
 def paged_decode_attention(
-    q, k_cache, v_cache, block_tables, context_lens, scale: float, *, sliding_window: int | None = None,
+    q,
+    k_cache,
+    v_cache,
+    block_tables,
+    context_lens,
+    scale: float,
+    *,
+    sliding_window: int | None = None,
     backend: str | None = None,
 ) -> torch.Tensor:
     """q [num_seqs, num_heads, head_dim] attends to each sequence's cached context."""
@@ -38,12 +44,22 @@ def paged_decode_attention(
 
 
 def paged_prefill_attention(
-    q, k_cache, v_cache, block_tables, query_start_loc, context_lens, scale: float, *,
-    sliding_window: int | None = None, backend: str | None = None,
+    q,
+    k_cache,
+    v_cache,
+    block_tables,
+    query_start_loc,
+    context_lens,
+    scale: float,
+    *,
+    sliding_window: int | None = None,
+    backend: str | None = None,
 ) -> torch.Tensor:
     """Varlen causal attention of new tokens q [num_tokens, num_heads, head_dim] over the paged cache."""
     fn = resolve("paged_prefill_attention", q.device.type, backend)
-    return fn(q, k_cache, v_cache, block_tables, query_start_loc, context_lens, scale, sliding_window=sliding_window)
+    return fn(
+        q, k_cache, v_cache, block_tables, query_start_loc, context_lens, scale, sliding_window=sliding_window
+    )
 
 
 def rms_norm(x, weight, eps: float, *, backend: str | None = None) -> torch.Tensor:
@@ -55,7 +71,9 @@ def fused_add_rms_norm(x, residual, weight, eps: float, *, backend: str | None =
     return resolve("fused_add_rms_norm", x.device.type, backend)(x, residual, weight, eps)
 
 
-def rotary_embedding(positions, q, k, cos_sin_cache, *, is_neox: bool = True, backend: str | None = None) -> None:
+def rotary_embedding(
+    positions, q, k, cos_sin_cache, *, is_neox: bool = True, backend: str | None = None
+) -> None:
     """Rotate q and k in place by the cos/sin rows of `positions`."""
     resolve("rotary_embedding", q.device.type, backend)(positions, q, k, cos_sin_cache, is_neox=is_neox)
 

@@ -48,7 +48,9 @@ def resolve(op: str, device_type: str, backend: str | None = None) -> Callable:
             raise ValueError(f"unknown kernel backend {backend!r}; known: {sorted(_BACKEND_MODULES)}")
         module = _load(backend)
         if module is None or not hasattr(module, op):
-            raise ValueError(f"kernel backend {backend!r} cannot run {op} here (available: {available_backends(op)})")
+            raise ValueError(
+                f"kernel backend {backend!r} cannot run {op} here (available: {available_backends(op)})"
+            )
         return getattr(module, op)
     for name in _PREFERENCE.get(device_type, ("torch",)):
         module = _load(name)

@@ -24,9 +24,7 @@ def store_kv(
     v_flat[slots] = v[valid].to(v_cache.dtype)
 
 
-def gather_kv(
-    cache: torch.Tensor, block_table: torch.Tensor, context_len: int
-) -> torch.Tensor:
+def gather_kv(cache: torch.Tensor, block_table: torch.Tensor, context_len: int) -> torch.Tensor:
     """The first context_len cached tokens of one sequence: [context_len, num_kv_heads, head_dim]."""
     block_size = cache.shape[1]
     num_blocks = (context_len + block_size - 1) // block_size
@@ -34,8 +32,14 @@ def gather_kv(
     return blocks.reshape(-1, *cache.shape[2:])[:context_len]
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, q_pos: torch.Tensor,
-            sliding_window: int | None) -> torch.Tensor:
+def _attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float,
+    q_pos: torch.Tensor,
+    sliding_window: int | None,
+) -> torch.Tensor:
     """q [q_len, heads, d] at absolute positions q_pos; k, v [ctx, kv_heads, d] at positions 0..ctx-1."""
     num_heads, num_kv_heads = q.shape[1], k.shape[1]
     group = num_heads // num_kv_heads
@@ -106,7 +110,9 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return (xf * torch.rsqrt(var + eps)).to(x.dtype) * weight
 
 
-def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+def fused_add_rms_norm(
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+) -> torch.Tensor:
     """residual += x; x = rms_norm(residual). Both in place; returns residual."""
     residual.add_(x)
     x.copy_(rms_norm(residual, weight, eps))
@@ -114,7 +120,11 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
 
 
 def rotary_embedding(
-    positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, cos_sin_cache: torch.Tensor, is_neox: bool = True
+    positions: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    cos_sin_cache: torch.Tensor,
+    is_neox: bool = True,
 ) -> None:
     """Rotates q [num_tokens, num_heads, head_dim] and k [num_tokens, num_kv_heads, head_dim] in place.
 

@@ -98,7 +98,9 @@ class BlockManager:
         if not self.enable_prefix_caching:
             return
         hashes = self._hash_full_blocks(seq, seq.num_computed_tokens)
-        for index in range(num_previously_computed // self.block_size, seq.num_computed_tokens // self.block_size):
+        for index in range(
+            num_previously_computed // self.block_size, seq.num_computed_tokens // self.block_size
+        ):
             self.pool.cache(seq.block_ids[index], hashes[index], self._block_tokens(seq, index))
 
     def free(self, seq: Sequence) -> None:
@@ -112,7 +114,9 @@ class BlockManager:
         refs: dict[int, int] = {}
         for seq in live:
             assert len(seq.block_ids) == len(set(seq.block_ids)), f"seq {seq.seq_id} holds a block twice"
-            assert len(seq.block_ids) * self.block_size >= seq.num_computed_tokens, f"seq {seq.seq_id} overflows"
+            assert len(seq.block_ids) * self.block_size >= seq.num_computed_tokens, (
+                f"seq {seq.seq_id} overflows"
+            )
             for block_id in seq.block_ids:
                 refs[block_id] = refs.get(block_id, 0) + 1
         self.pool.check_integrity(refs)

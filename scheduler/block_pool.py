@@ -80,8 +80,14 @@ class BlockPool:
         """Raise AssertionError unless refs, the free queue and the cache index agree."""
         for block in self.blocks:
             refs = expected_refs.get(block.block_id, 0)
-            assert block.ref_count == refs, f"block {block.block_id}: ref_count {block.ref_count} != {refs} users"
-            assert (block.block_id in self._free) == (refs == 0), f"block {block.block_id}: free-queue mismatch"
+            assert block.ref_count == refs, (
+                f"block {block.block_id}: ref_count {block.ref_count} != {refs} users"
+            )
+            assert (block.block_id in self._free) == (refs == 0), (
+                f"block {block.block_id}: free-queue mismatch"
+            )
             if block.block_hash is not None:
-                assert self._cached.get(block.block_hash) == block.block_id, f"block {block.block_id}: stale hash"
+                assert self._cached.get(block.block_hash) == block.block_id, (
+                    f"block {block.block_id}: stale hash"
+                )
         assert len(self._cached) == sum(b.block_hash is not None for b in self.blocks), "cache index leak"

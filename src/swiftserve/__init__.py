@@ -3,8 +3,15 @@
 from swiftserve.outputs import CompletionOutput, RequestOutput, TokenLogprob
 from swiftserve.sampling_params import SamplingParams
 
-__all__ = ["LLM", "AsyncEngine", "EngineConfig", "SamplingParams", "RequestOutput", "CompletionOutput",
-           "TokenLogprob"]
+__all__ = [
+    "LLM",
+    "AsyncEngine",
+    "EngineConfig",
+    "SamplingParams",
+    "RequestOutput",
+    "CompletionOutput",
+    "TokenLogprob",
+]
 __version__ = "0.1.0"
 
 

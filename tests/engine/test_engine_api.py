@@ -7,10 +7,10 @@ import math
 import shutil
 
 import pytest
+from swiftserve.scheduler.config import SchedulerConfig
 
 from swiftserve import LLM, AsyncEngine, EngineConfig, SamplingParams
 from swiftserve.engine.errors import QueueFullError
-from swiftserve.scheduler.config import SchedulerConfig
 
 pytestmark = pytest.mark.slow
 
@@ -92,8 +92,9 @@ def test_seeded_sampling_is_reproducible_alone_and_in_a_batch(smollm_dir) -> Non
 
 
 def test_n_completions_differ_and_are_indexed(llm: LLM) -> None:
-    out = llm.generate(["Write a word:"], SamplingParams(n=3, temperature=1.0, seed=7, max_tokens=12,
-                                                          ignore_eos=True))[0]
+    out = llm.generate(
+        ["Write a word:"], SamplingParams(n=3, temperature=1.0, seed=7, max_tokens=12, ignore_eos=True)
+    )[0]
     assert [c.index for c in out.outputs] == [0, 1, 2]
     assert len({tuple(c.token_ids) for c in out.outputs}) > 1
     assert _all_free(llm)
@@ -106,8 +107,10 @@ def test_stop_string_is_caught_and_not_emitted(llm: LLM) -> None:
     out = llm.generate(["Count: 1, 2, 3,"], SamplingParams(temperature=0, max_tokens=20, stop=[stop]))[0]
     assert out.outputs[0].finish_reason == "stop" and out.outputs[0].stop_reason == stop
     assert out.outputs[0].text == text[: text.index(stop)]
-    kept = llm.generate(["Count: 1, 2, 3,"], SamplingParams(temperature=0, max_tokens=20, stop=[stop],
-                                                            include_stop_str_in_output=True))[0]
+    kept = llm.generate(
+        ["Count: 1, 2, 3,"],
+        SamplingParams(temperature=0, max_tokens=20, stop=[stop], include_stop_str_in_output=True),
+    )[0]
     assert kept.outputs[0].text == text[: text.index(stop) + len(stop)]
 
 
@@ -115,7 +118,9 @@ def test_stop_token_ids_and_max_tokens(llm: LLM) -> None:
     free = llm.generate(["Count: 1, 2, 3,"], SamplingParams(temperature=0, max_tokens=10, ignore_eos=True))[0]
     ids = free.outputs[0].token_ids
     assert free.outputs[0].finish_reason == "length" and len(ids) == 10
-    out = llm.generate(["Count: 1, 2, 3,"], SamplingParams(temperature=0, max_tokens=10, stop_token_ids=[ids[4]]))[0]
+    out = llm.generate(
+        ["Count: 1, 2, 3,"], SamplingParams(temperature=0, max_tokens=10, stop_token_ids=[ids[4]])
+    )[0]
     assert out.outputs[0].token_ids == ids[: ids.index(ids[4]) + 1]
     assert out.outputs[0].stop_reason == ids[4]
 
@@ -123,26 +128,34 @@ def test_stop_token_ids_and_max_tokens(llm: LLM) -> None:
 def test_logprobs_are_consistent(llm: LLM) -> None:
     out = llm.generate(["The sky is"], SamplingParams(temperature=0, max_tokens=5, logprobs=5))[0].outputs[0]
     assert len(out.logprobs) == len(out.token_ids)
-    for token_id, lp in zip(out.token_ids, out.logprobs):
+    for token_id, lp in zip(out.token_ids, out.logprobs, strict=True):
         assert lp.token_id == token_id
         assert len(lp.top) == 5
         assert lp.logprob == pytest.approx(lp.top[0][1])  # greedy picks a most likely token (ties: any)
         assert token_id in [t for t, v in lp.top if v == pytest.approx(lp.top[0][1])]
-        assert all(a[1] >= b[1] for a, b in zip(lp.top, lp.top[1:]))
+        assert all(a[1] >= b[1] for a, b in zip(lp.top, lp.top[1:], strict=False))
         assert sum(math.exp(v) for _, v in lp.top) <= 1.0 + 1e-4
 
 
 def test_chat_uses_the_template(llm: LLM) -> None:
-    out = llm.chat([{"role": "user", "content": "What is the capital of France?"}],
-                   SamplingParams(temperature=0, max_tokens=20))[0]
+    out = llm.chat(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        SamplingParams(temperature=0, max_tokens=20),
+    )[0]
     assert "Paris" in out.outputs[0].text
     assert out.outputs[0].finish_reason == "stop"
 
 
 # -- async ---------------------------------------------------------------------------------------
 def _async_engine(smollm_dir, **scheduler) -> AsyncEngine:
-    return AsyncEngine(EngineConfig(model=str(smollm_dir), max_model_len=512, kv_cache_memory=32 << 20,
-                                    scheduler=SchedulerConfig(**scheduler)))
+    return AsyncEngine(
+        EngineConfig(
+            model=str(smollm_dir),
+            max_model_len=512,
+            kv_cache_memory=32 << 20,
+            scheduler=SchedulerConfig(**scheduler),
+        )
+    )
 
 
 def test_async_streams_cancels_and_isolates_bad_requests(smollm_dir, llm: LLM) -> None:
@@ -156,8 +169,9 @@ def test_async_streams_cancels_and_isolates_bad_requests(smollm_dir, llm: LLM) -
             return outs
 
         async def cancel_midway():
-            async for out in engine.generate("Write a long essay about the sea.",
-                                             SamplingParams(max_tokens=200, ignore_eos=True)):
+            async for out in engine.generate(
+                "Write a long essay about the sea.", SamplingParams(max_tokens=200, ignore_eos=True)
+            ):
                 if len(out.outputs[0].token_ids) >= 3:
                     break  # closing the generator aborts the request
 
@@ -168,7 +182,9 @@ def test_async_streams_cancels_and_isolates_bad_requests(smollm_dir, llm: LLM) -
 
         good, _, _ = await asyncio.gather(collect("The capital of France is"), cancel_midway(), bad())
         assert good[-1].finished and len(good[-1].outputs[0].token_ids) == 16
-        assert [len(o.outputs[0].token_ids) for o in good] == sorted(len(o.outputs[0].token_ids) for o in good)
+        assert [len(o.outputs[0].token_ids) for o in good] == sorted(
+            len(o.outputs[0].token_ids) for o in good
+        )
         want = llm.generate(["The capital of France is"], greedy)[0].outputs[0].token_ids
         assert good[-1].outputs[0].token_ids == want
         for _ in range(100):  # the abort is applied by the worker thread

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 NUM_NEW = 64
 PROMPTS = [
     "The capital of France is",
-    "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+    'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n',
     "Once upon a time, in a small village by the sea, there lived an old fisherman who " * 3,
     "Q: What is 17 times 23?\nA:",
 ]
@@ -42,9 +42,14 @@ def expected(hf, prompt_ids):
     outs = []
     for ids in prompt_ids:
         with torch.no_grad():
-            gen = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=NUM_NEW,
-                                 min_new_tokens=NUM_NEW, attention_mask=torch.ones(1, len(ids), dtype=torch.long))
-        outs.append(gen[0, len(ids):].tolist())
+            gen = model.generate(
+                torch.tensor([ids]),
+                do_sample=False,
+                max_new_tokens=NUM_NEW,
+                min_new_tokens=NUM_NEW,
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            )
+        outs.append(gen[0, len(ids) :].tolist())
     return outs
 
 
@@ -54,7 +59,7 @@ def _llm(smollm_dir, **kwargs) -> LLM:
 
 def _check(llm: LLM, prompt_ids, expected) -> None:
     outputs = llm.generate(prompt_ids, GREEDY)
-    for out, want in zip(outputs, expected):
+    for out, want in zip(outputs, expected, strict=True):
         assert out.outputs[0].token_ids == want
         assert out.outputs[0].finish_reason == "length"
     stats = llm.engine.stats()
@@ -64,7 +69,7 @@ def _check(llm: LLM, prompt_ids, expected) -> None:
 
 def test_each_prompt_alone(smollm_dir, prompt_ids, expected) -> None:
     llm = _llm(smollm_dir)
-    for ids, want in zip(prompt_ids, expected):
+    for ids, want in zip(prompt_ids, expected, strict=True):
         _check(llm, [ids], [want])
 
 
@@ -102,7 +107,7 @@ def test_first_step_logprobs_close(smollm_dir, hf, prompt_ids) -> None:
     _, model = hf
     llm = _llm(smollm_dir)
     params = SamplingParams(temperature=0.0, max_tokens=1, logprobs=20)
-    for ids, out in zip(prompt_ids, llm.generate(prompt_ids, params)):
+    for ids, out in zip(prompt_ids, llm.generate(prompt_ids, params), strict=True):
         with torch.no_grad():
             want = torch.log_softmax(model(torch.tensor([ids])).logits[0, -1].float(), dim=-1)
         top = out.outputs[0].logprobs[0].top

@@ -9,29 +9,43 @@ from __future__ import annotations
 
 import pytest
 import torch
+from swiftserve.scheduler.batch_scheduler import ScheduledSeq, SchedulerOutput
+from swiftserve.scheduler.block_manager import BlockManager
+from swiftserve.scheduler.sequence import Sequence
 
 from swiftserve.model_runner.input_batch import prepare_inputs
 from swiftserve.model_runner.kv_cache import allocate_kv_cache
 from swiftserve.models.llama import LlamaForCausalLM
 from swiftserve.models.llama_config import LlamaConfig
-from swiftserve.scheduler.batch_scheduler import ScheduledSeq, SchedulerOutput
-from swiftserve.scheduler.block_manager import BlockManager
-from swiftserve.scheduler.sequence import Sequence
 
 transformers = pytest.importorskip("transformers")
 
 BASE = dict(
-    vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-    num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5, rope_theta=10000.0,
+    vocab_size=97,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    rms_norm_eps=1e-5,
+    rope_theta=10000.0,
 )
 VARIANTS = {
     "llama-gqa-tied": dict(architectures=["LlamaForCausalLM"], model_type="llama", tie_word_embeddings=True),
     "llama-mha-untied": dict(architectures=["LlamaForCausalLM"], model_type="llama", num_key_value_heads=4),
     "llama-mqa": dict(architectures=["LlamaForCausalLM"], model_type="llama", num_key_value_heads=1),
     "llama3-rope-scaling": dict(
-        architectures=["LlamaForCausalLM"], model_type="llama", rope_theta=500000.0,
-        rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
-                          original_max_position_embeddings=32),
+        architectures=["LlamaForCausalLM"],
+        model_type="llama",
+        rope_theta=500000.0,
+        rope_scaling=dict(
+            rope_type="llama3",
+            factor=8.0,
+            low_freq_factor=1.0,
+            high_freq_factor=4.0,
+            original_max_position_embeddings=32,
+        ),
     ),
     "qwen2-bias": dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2", tie_word_embeddings=False),
 }
@@ -89,7 +103,7 @@ def test_logits_match_transformers(variant: str, chunk: int) -> None:
     gen = torch.Generator().manual_seed(1)
     prompts = [torch.randint(0, 97, (n,), generator=gen).tolist() for n in (1, 5, 17, 40)]
     ours = _run_chunked(model, manager, prompts, chunk)
-    for prompt, got in zip(prompts, ours):
+    for prompt, got in zip(prompts, ours, strict=True):
         with torch.no_grad():
             want = hf_model(torch.tensor([prompt])).logits[0]
         torch.testing.assert_close(got, want, atol=2e-4, rtol=2e-4)
@@ -106,8 +120,10 @@ def test_missing_weight_is_named() -> None:
 def test_wrong_shape_is_named() -> None:
     hf_model, hf_config = _hf_model("llama-gqa-tied")
     model = LlamaForCausalLM(LlamaConfig.from_hf(hf_config))
-    weights = [(n, t[:-1] if n.endswith("layers.0.self_attn.k_proj.weight") else t)
-               for n, t in hf_model.state_dict().items()]
+    weights = [
+        (n, t[:-1] if n.endswith("layers.0.self_attn.k_proj.weight") else t)
+        for n, t in hf_model.state_dict().items()
+    ]
     with pytest.raises(ValueError, match="k_proj.weight.*shape"):
         model.load_weights(weights)
 

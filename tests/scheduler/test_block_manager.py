@@ -5,8 +5,6 @@ Block size 4 throughout: a 10-token prompt fills blocks [t0..t3][t4..t7] and hal
 
 from __future__ import annotations
 
-import builtins
-
 import pytest
 from swiftserve.scheduler import block_manager as bm_module
 from swiftserve.scheduler.block_manager import BlockManager

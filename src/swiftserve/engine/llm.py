@@ -32,18 +32,22 @@ class LLM:
         return self.engine.tokenizer
 
     def generate(
-        self, prompts: Prompt | Sequence[Prompt], params: SamplingParams | Sequence[SamplingParams] | None = None
+        self,
+        prompts: Prompt | Sequence[Prompt],
+        params: SamplingParams | Sequence[SamplingParams] | None = None,
     ) -> list[RequestOutput]:
         """Run all prompts together (continuous batching) and return their outputs in order.
         A bad prompt raises ValueError before any prompt runs."""
         prompts = _as_prompt_list(prompts)
         params_list = _as_params_list(params, len(prompts))
-        for prompt, p in zip(prompts, params_list):
+        for prompt, p in zip(prompts, params_list, strict=True):
             self.engine._check_length(len(self.engine.encode_prompt(prompt)), p)
         return self._run(prompts, params_list)
 
     def chat(
-        self, messages: list[dict] | Sequence[list[dict]], params: SamplingParams | Sequence[SamplingParams] | None = None
+        self,
+        messages: list[dict] | Sequence[list[dict]],
+        params: SamplingParams | Sequence[SamplingParams] | None = None,
     ) -> list[RequestOutput]:
         """Render each conversation with the model's chat template and generate the reply."""
         conversations = [messages] if messages and isinstance(messages[0], dict) else list(messages)
@@ -60,7 +64,7 @@ class LLM:
     def _run(self, prompts: list[Prompt], params_list: list[SamplingParams]) -> list[RequestOutput]:
         ids = []
         try:
-            for prompt, p in zip(prompts, params_list):
+            for prompt, p in zip(prompts, params_list, strict=True):
                 ids.append(f"llm-{self._next_id}")
                 self._next_id += 1
                 self.engine.add_request(ids[-1], prompt, p)

@@ -45,7 +45,9 @@ class LLMEngine:
         self.tokenizer = load_tokenizer(self.folder)
         self.runner = ModelRunner(config, self.folder, hf_config)
         self.max_model_len = self._max_model_len()
-        self.scheduler = Scheduler(replace(config.scheduler, max_model_len=self.max_model_len), self.runner.num_blocks)
+        self.scheduler = Scheduler(
+            replace(config.scheduler, max_model_len=self.max_model_len), self.runner.num_blocks
+        )
         self.requests: dict[str, Request] = {}
         self._completions: dict[int, Completion] = {}  # seq id -> completion
         self._ids = itertools.count()
@@ -57,8 +59,10 @@ class LLMEngine:
         if wanted > model_limit:
             raise ValueError(f"max_model_len {wanted} exceeds the model's limit of {model_limit} positions")
         if wanted > capacity:
-            raise ValueError(f"max_model_len {wanted} does not fit the KV cache ({capacity} tokens); "
-                             "raise kv_cache_memory or lower max_model_len")
+            raise ValueError(
+                f"max_model_len {wanted} does not fit the KV cache ({capacity} tokens); "
+                "raise kv_cache_memory or lower max_model_len"
+            )
         return wanted
 
     @property
@@ -104,14 +108,18 @@ class LLMEngine:
 
     def _check_length(self, num_prompt_tokens: int, params: SamplingParams) -> None:
         if num_prompt_tokens >= self.max_model_len:
-            raise ValueError(f"prompt has {num_prompt_tokens} tokens but max_model_len is {self.max_model_len}")
+            raise ValueError(
+                f"prompt has {num_prompt_tokens} tokens but max_model_len is {self.max_model_len}"
+            )
         if num_prompt_tokens + params.max_tokens > self.max_model_len:
             raise ValueError(
                 f"prompt ({num_prompt_tokens} tokens) plus max_tokens ({params.max_tokens}) exceeds "
                 f"max_model_len ({self.max_model_len})"
             )
 
-    def _new_completion(self, request_id: str, index: int, token_ids: list[int], params: SamplingParams) -> Completion:
+    def _new_completion(
+        self, request_id: str, index: int, token_ids: list[int], params: SamplingParams
+    ) -> Completion:
         seq = Sequence.from_prompt(next(self._ids), token_ids)
         generator = None
         if params.seed is not None:
@@ -150,7 +158,7 @@ class LLMEngine:
     def _postprocess(self, result: StepResult) -> list[RequestOutput]:
         touched: dict[str, Request] = {}
         now = time.monotonic()
-        rows = zip(result.sampled, result.output.token_ids, result.output.logprobs)
+        rows = zip(result.sampled, result.output.token_ids, result.output.logprobs, strict=True)
         for item, token_id, logprob in rows:
             completion = self._completions[item.seq.seq_id]
             append_token(completion, token_id, logprob, self.max_model_len)

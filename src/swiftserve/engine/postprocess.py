@@ -7,7 +7,9 @@ from swiftserve.engine.stop_checker import check_stop, emittable_length
 from swiftserve.outputs import TokenLogprob
 
 
-def append_token(completion: Completion, token_id: int, logprob: TokenLogprob | None, max_model_len: int) -> None:
+def append_token(
+    completion: Completion, token_id: int, logprob: TokenLogprob | None, max_model_len: int
+) -> None:
     """Record token_id; decide whether the completion stops, and what text it may show so far.
 
     While running, `text` holds back any tail that could still become a stop string, so streamed
@@ -20,8 +22,16 @@ def append_token(completion: Completion, token_id: int, logprob: TokenLogprob | 
         completion.logprobs.append(logprob)
     new_text = completion.detokenizer.append(token_id)
     full_text = completion.detokenizer.text
-    result = check_stop(params, token_id, seq.num_output_tokens, completion.state.stop_token_ids, full_text,
-                        len(new_text), seq.num_tokens, max_model_len)
+    result = check_stop(
+        params,
+        token_id,
+        seq.num_output_tokens,
+        completion.state.stop_token_ids,
+        full_text,
+        len(new_text),
+        seq.num_tokens,
+        max_model_len,
+    )
     if result.finish_reason is None:
         completion.text = full_text[: emittable_length(full_text, params.stop)]
         return

@@ -24,7 +24,9 @@ def _llama3_inv_freq(inv_freq: torch.Tensor, scaling: dict) -> torch.Tensor:
     return torch.where(is_medium, smoothed, scaled)
 
 
-def build_cos_sin_cache(rotary_dim: int, max_position: int, base: float, scaling: dict | None) -> torch.Tensor:
+def build_cos_sin_cache(
+    rotary_dim: int, max_position: int, base: float, scaling: dict | None
+) -> torch.Tensor:
     """[max_position, rotary_dim] float32: cos in the first half of each row, sin in the second."""
     inv_freq = 1.0 / (base ** (torch.arange(0, rotary_dim, 2, dtype=torch.float64) / rotary_dim))
     positions = torch.arange(max_position, dtype=torch.float64)
@@ -41,12 +43,18 @@ def build_cos_sin_cache(rotary_dim: int, max_position: int, base: float, scaling
 
 class RotaryEmbedding(nn.Module):
     def __init__(
-        self, rotary_dim: int, max_position: int, base: float, scaling: dict | None = None,
-        is_neox: bool = True, backend: str | None = None,
+        self,
+        rotary_dim: int,
+        max_position: int,
+        base: float,
+        scaling: dict | None = None,
+        is_neox: bool = True,
+        backend: str | None = None,
     ) -> None:
         super().__init__()
-        self.register_buffer("cos_sin_cache", build_cos_sin_cache(rotary_dim, max_position, base, scaling),
-                             persistent=False)
+        self.register_buffer(
+            "cos_sin_cache", build_cos_sin_cache(rotary_dim, max_position, base, scaling), persistent=False
+        )
         self.is_neox = is_neox
         self.backend = backend
 
@@ -58,4 +66,6 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> None:
         """Rotates q [tokens, heads, head_dim] and k [tokens, kv_heads, head_dim] in place."""
-        kernels.rotary_embedding(positions, q, k, self.cos_sin_cache, is_neox=self.is_neox, backend=self.backend)
+        kernels.rotary_embedding(
+            positions, q, k, self.cos_sin_cache, is_neox=self.is_neox, backend=self.backend
+        )

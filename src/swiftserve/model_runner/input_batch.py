@@ -31,7 +31,10 @@ def _block_table(items: list[ScheduledSeq]) -> torch.Tensor:
 
 def _slots(item: ScheduledSeq, block_size: int) -> list[int]:
     blocks = item.seq.block_ids
-    return [blocks[p // block_size] * block_size + p % block_size for p in range(item.start, item.start + item.num_new_tokens)]
+    return [
+        blocks[p // block_size] * block_size + p % block_size
+        for p in range(item.start, item.start + item.num_new_tokens)
+    ]
 
 
 def prepare_inputs(out: SchedulerOutput, block_size: int, device: torch.device) -> InputBatch:
@@ -71,8 +74,14 @@ def prepare_inputs(out: SchedulerOutput, block_size: int, device: torch.device) 
 
 def _to_device(batch: InputBatch, device: torch.device) -> InputBatch:
     meta = batch.meta
-    for name in ("slot_mapping", "decode_block_tables", "decode_context_lens", "prefill_block_tables",
-                 "prefill_query_start_loc", "prefill_context_lens"):
+    for name in (
+        "slot_mapping",
+        "decode_block_tables",
+        "decode_context_lens",
+        "prefill_block_tables",
+        "prefill_query_start_loc",
+        "prefill_context_lens",
+    ):
         setattr(meta, name, getattr(meta, name).to(device, non_blocking=True))
     for name in ("input_ids", "positions", "logits_indices"):
         setattr(batch, name, getattr(batch, name).to(device, non_blocking=True))

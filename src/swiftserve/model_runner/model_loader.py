@@ -31,8 +31,13 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def load_model(
-    folder: Path, hf_config: dict, dtype: torch.dtype, device: torch.device,
-    load_format: str = "auto", backend: str | None = None, seed: int = 0,
+    folder: Path,
+    hf_config: dict,
+    dtype: torch.dtype,
+    device: torch.device,
+    load_format: str = "auto",
+    backend: str | None = None,
+    seed: int = 0,
 ) -> LlamaForCausalLM:
     cfg = LlamaConfig.from_hf(hf_config)
     with torch.device(device):

@@ -30,12 +30,15 @@ class ModelRunner:
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.block_size = config.scheduler.block_size
-        self.model = load_model(folder, hf_config, self.dtype, self.device, config.load_format,
-                                config.kernel_backend, config.seed)
+        self.model = load_model(
+            folder, hf_config, self.dtype, self.device, config.load_format, config.kernel_backend, config.seed
+        )
         self.model_config = self.model.config
         budget = config.kv_cache_memory or DEFAULT_KV_CACHE_MEMORY
         self.num_blocks = num_blocks_for_budget(self.model_config, self.block_size, self.dtype, budget)
-        self.kv_cache = allocate_kv_cache(self.model_config, self.num_blocks, self.block_size, self.dtype, self.device)
+        self.kv_cache = allocate_kv_cache(
+            self.model_config, self.num_blocks, self.block_size, self.dtype, self.device
+        )
         for i, attn in enumerate(self.model.attention_layers()):
             attn.k_cache, attn.v_cache = self.kv_cache[i, 0], self.kv_cache[i, 1]
         self.sampler = Sampler(self.model_config.vocab_size)

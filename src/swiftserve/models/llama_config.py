@@ -27,13 +27,17 @@ class LlamaConfig:
 
     def __post_init__(self) -> None:
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}")
+            raise ValueError(
+                f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}"
+            )
 
     @classmethod
     def from_hf(cls, cfg: dict) -> LlamaConfig:
         arch = (cfg.get("architectures") or ["LlamaForCausalLM"])[0]
         if arch not in LLAMA_ARCHITECTURES:
-            raise ValueError(f"unsupported architecture {arch!r}; supported: {', '.join(LLAMA_ARCHITECTURES)}")
+            raise ValueError(
+                f"unsupported architecture {arch!r}; supported: {', '.join(LLAMA_ARCHITECTURES)}"
+            )
         heads = cfg["num_attention_heads"]
         is_qwen2 = arch == "Qwen2ForCausalLM"
         # transformers >= 5 writes rope_parameters; older configs rope_theta and rope_scaling.

@@ -50,11 +50,19 @@ def load_llama_weights(model: nn.Module, weights: Iterable[tuple[str, torch.Tens
             continue
         if name not in params:
             raise ValueError(f"checkpoint tensor {hf_name!r} has no place in the model")
-        dest = params[name].data if shard is None else _shard_slice(params[name], splits[name.split(".")[-2]], shard)
+        dest = (
+            params[name].data
+            if shard is None
+            else _shard_slice(params[name], splits[name.split(".")[-2]], shard)
+        )
         if dest.shape != tensor.shape:
-            raise ValueError(f"checkpoint tensor {hf_name!r} has shape {tuple(tensor.shape)}, expected {tuple(dest.shape)}")
+            raise ValueError(
+                f"checkpoint tensor {hf_name!r} has shape {tuple(tensor.shape)}, expected {tuple(dest.shape)}"
+            )
         dest.copy_(tensor)
         expected[name] -= tensor.numel()
     missing = sorted(n for n, left in expected.items() if left != 0)
     if missing:
-        raise ValueError(f"checkpoint is missing weights for: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+        raise ValueError(
+            f"checkpoint is missing weights for: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}"
+        )
