@@ -1,4 +1,4 @@
-"""Shared by the Triton attention kernels: one paged K/V tile through an online-softmax step.
+"""Shared by the Triton attention kernels: input checks, and one paged K/V tile through online softmax.
 
 The interpreter stores bfloat16 as raw uint16 and computes garbage for bf16 arithmetic and
 tl.dot, so under the interpreter launchers pass UPCAST=True and tiles are widened to fp32 before
@@ -23,6 +23,31 @@ def next_pow2(n: int) -> int:
 def dot_flags(dtype: torch.dtype) -> dict:
     """UPCAST (widen tiles to fp32, interpreter only) and IEEE (fp32 tiles: no TF32)."""
     return {"UPCAST": INTERPRET, "IEEE": INTERPRET or dtype == torch.float32}
+
+
+def check_paged_inputs(q, k_cache, v_cache, block_tables, context_lens) -> tuple[int, int]:
+    """Shared input checks of the paged attention launchers; returns (query_group, block_size)."""
+    if k_cache.shape != v_cache.shape or k_cache.stride() != v_cache.stride():
+        raise ValueError(
+            f"k_cache {tuple(k_cache.shape)} and v_cache {tuple(v_cache.shape)} must share shape and strides"
+        )
+    if k_cache.dim() != 4 or q.dim() != 3:
+        raise ValueError("expected q [tokens, heads, d] and caches [blocks, block_size, kv_heads, d]")
+    _, block_size, num_kv_heads, head_dim = k_cache.shape
+    num_heads = q.shape[1]
+    if q.shape[2] != head_dim or num_heads % num_kv_heads != 0:
+        raise ValueError(f"q {tuple(q.shape)} does not fit {num_kv_heads} KV heads of dim {head_dim}")
+    if block_size & (block_size - 1):
+        raise ValueError(f"block_size must be a power of two, got {block_size}")
+    if q.stride(-1) != 1 or k_cache.stride(-1) != 1:
+        raise ValueError("q and the caches must be contiguous in head_dim")
+    if block_tables.dtype != torch.int32 or context_lens.dtype != torch.int32:
+        raise ValueError("block_tables and context_lens must be int32")
+    if block_tables.stride(-1) != 1 or context_lens.stride(0) != 1:
+        raise ValueError("block_tables rows and context_lens must be contiguous")
+    if q.dtype != k_cache.dtype:
+        raise ValueError(f"q dtype {q.dtype} differs from cache dtype {k_cache.dtype}")
+    return num_heads // num_kv_heads, block_size
 
 
 @triton.jit

@@ -22,7 +22,7 @@ from functools import cache
 import torch
 import triton
 import triton.language as tl
-from swiftserve.kernels.triton.common import LOG2E, attend_kv_tile, dot_flags, next_pow2
+from swiftserve.kernels.triton.common import LOG2E, attend_kv_tile, check_paged_inputs, dot_flags, next_pow2
 
 BLOCK_N = 64  # tokens per K/V tile
 MAX_PARTITIONS = 64  # bounds the reduce kernel's register tile
@@ -145,29 +145,6 @@ def _partition_size(max_context: int, num_programs: int, num_sms: int) -> int:
     return size
 
 
-def _check_paged(q, k_cache, v_cache, block_tables, context_lens) -> tuple[int, int]:
-    """Shared input checks of the paged attention launchers; returns (query_group, block_size)."""
-    if k_cache.shape != v_cache.shape or k_cache.stride() != v_cache.stride():
-        raise ValueError(
-            f"k_cache {tuple(k_cache.shape)} and v_cache {tuple(v_cache.shape)} must share shape and strides"
-        )
-    if k_cache.dim() != 4 or q.dim() != 3:
-        raise ValueError("expected q [tokens, heads, d] and caches [blocks, block_size, kv_heads, d]")
-    _, block_size, num_kv_heads, head_dim = k_cache.shape
-    num_heads = q.shape[1]
-    if q.shape[2] != head_dim or num_heads % num_kv_heads != 0:
-        raise ValueError(f"q {tuple(q.shape)} does not fit {num_kv_heads} KV heads of dim {head_dim}")
-    if block_size & (block_size - 1):
-        raise ValueError(f"block_size must be a power of two, got {block_size}")
-    if q.stride(-1) != 1 or k_cache.stride(-1) != 1:
-        raise ValueError("q and the caches must be contiguous in head_dim")
-    if block_tables.dtype != torch.int32 or context_lens.dtype != torch.int32:
-        raise ValueError("block_tables and context_lens must be int32")
-    if q.dtype != k_cache.dtype:
-        raise ValueError(f"q dtype {q.dtype} differs from cache dtype {k_cache.dtype}")
-    return num_heads // num_kv_heads, block_size
-
-
 def paged_decode_attention(
     q: torch.Tensor,
     k_cache: torch.Tensor,
@@ -178,14 +155,12 @@ def paged_decode_attention(
     sliding_window: int | None = None,
 ) -> torch.Tensor:
     """q [num_seqs, num_heads, head_dim] -> out like q. See kernels.reference.paged_decode_attention."""
-    query_group, block_size = _check_paged(q, k_cache, v_cache, block_tables, context_lens)
+    query_group, block_size = check_paged_inputs(q, k_cache, v_cache, block_tables, context_lens)
     num_seqs, num_heads, head_dim = q.shape
     num_kv_heads = k_cache.shape[2]
     out = torch.empty_like(q)
     if num_seqs == 0:
         return out
-    block_tables = block_tables.contiguous() if block_tables.stride(-1) != 1 else block_tables
-    context_lens = context_lens.contiguous()
     head_dim_pad = max(next_pow2(head_dim), 16)
 
     # Upper bound on any context length, known without a device sync (CUDA-graph safe).

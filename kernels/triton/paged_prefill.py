@@ -22,8 +22,7 @@ import torch
 import triton
 import triton.language as tl
 from swiftserve.kernels.triton import INTERPRET
-from swiftserve.kernels.triton.common import LOG2E, attend_kv_tile, dot_flags, next_pow2
-from swiftserve.kernels.triton.paged_decode import _check_paged
+from swiftserve.kernels.triton.common import LOG2E, attend_kv_tile, check_paged_inputs, dot_flags, next_pow2
 
 
 @triton.jit
@@ -144,21 +143,20 @@ def paged_prefill_attention(
     sliding_window: int | None = None,
 ) -> torch.Tensor:
     """q [num_tokens, num_heads, head_dim] -> out like q. See kernels.reference.paged_prefill_attention."""
-    query_group, block_size = _check_paged(q, k_cache, v_cache, block_tables, context_lens)
-    if query_start_loc.dtype != torch.int32 or query_start_loc.shape[0] != context_lens.shape[0] + 1:
+    query_group, block_size = check_paged_inputs(q, k_cache, v_cache, block_tables, context_lens)
+    if query_start_loc.dtype != torch.int32 or query_start_loc.shape != (context_lens.shape[0] + 1,):
         raise ValueError("query_start_loc must be int32 [num_seqs + 1]")
     num_tokens, num_heads, head_dim = q.shape
     num_seqs = context_lens.shape[0]
     out = torch.empty_like(q)
     if num_tokens == 0 or num_seqs == 0:
         return out
-    block_tables = block_tables.contiguous() if block_tables.stride(-1) != 1 else block_tables
     head_dim_pad = max(next_pow2(head_dim), 16)
     config = _tile_config(head_dim_pad, q.dtype)
     num_tiles = num_tokens // config["BLOCK_M"] + num_seqs
 
     _paged_prefill_kernel[(num_tiles, num_heads)](
-        out, q, k_cache, v_cache, block_tables, query_start_loc.contiguous(), context_lens.contiguous(),
+        out, q, k_cache, v_cache, block_tables, query_start_loc.contiguous(), context_lens,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
         num_seqs, scale * LOG2E, sliding_window or 0,
