@@ -179,3 +179,17 @@ def test_paged_prefill_realistic_gpu(triton_backend):
     )
     out = _prefill(triton_backend.paged_prefill_attention, case)
     torch.testing.assert_close(out, _prefill(reference.paged_prefill_attention, case), **TOL[torch.bfloat16])
+
+
+def test_paged_attention_takes_row_strided_block_tables(triton_backend):
+    """The engine may hand a slice of a wider persistent block-table buffer."""
+    case = make_decode_case([20, 40], 4, 2, 64, device=DEVICE, seed=12)
+    c = case.cache
+    wide = torch.zeros(2, c.block_tables.shape[1] + 5, dtype=torch.int32, device=DEVICE)
+    wide[:, : c.block_tables.shape[1]] = c.block_tables
+    view = wide[:, : c.block_tables.shape[1]]
+    assert not view.is_contiguous()
+    out = triton_backend.paged_decode_attention(
+        case.q, c.k_cache, c.v_cache, view, c.context_lens, case.scale
+    )
+    torch.testing.assert_close(out, _decode(reference.paged_decode_attention, case), **TOL[torch.float32])
