@@ -86,11 +86,14 @@ struct RowAttention {
   using vec = typename Isa::vec;
   static constexpr int kVecs = kHeadDim / kLanes;
   static constexpr int kRowBlock = std::max(1, 16 / kVecs);  // P V accumulators: ~16 registers
+  static constexpr int kPrefetchChunks = 1;
 
   explicit RowAttention(float softmax_scale) : scale(softmax_scale) {}
 
   int num_rows = 0;
   float scale;
+
+  void clear() { num_rows = 0; }
   alignas(64) T q[kMaxRows][kHeadDim];  // as given: scores are (q . k) * scale, like the reference
   alignas(64) float acc[kMaxRows][kHeadDim];
   float m[kMaxRows], l[kMaxRows];
@@ -106,15 +109,39 @@ struct RowAttention {
     row_hi[r] = hi;
   }
 
-  // Keys at positions [lo, hi) of the sequence whose block table is `block_table`.
-  void run(const PagedKV& kv, const int32_t* block_table, int kv_head, int lo, int hi) {
-    const T* k_cache = static_cast<const T*>(kv.k_cache) + kv_head * kv.stride_head;
-    const T* v_cache = static_cast<const T*>(kv.v_cache) + kv_head * kv.stride_head;
+  // Keys at positions [lo, hi) of one sequence for heads[0 .. num_heads), where heads[h] serves KV
+  // head first_kv_head + h. The KV heads are visited inside each chunk, so a block's K and V rows
+  // are read front to back (the cache interleaves heads within a token).
+  static void run(RowAttention* heads, int num_heads, int first_kv_head, const PagedKV& kv, const int32_t* block_table,
+                  int lo, int hi) {
+    const T* k_cache = static_cast<const T*>(kv.k_cache) + first_kv_head * kv.stride_head;
+    const T* v_cache = static_cast<const T*>(kv.v_cache) + first_kv_head * kv.stride_head;
+    auto chunk_at = [&](int pos, int* n) {  // offset of the chunk starting at pos; *n its tokens
+      const int offset = pos % kv.block_size;
+      *n = std::min({kLanes, kv.block_size - offset, hi - pos});
+      return block_table[pos / kv.block_size] * kv.stride_block + offset * kv.stride_token;
+    };
+    // Blocks lie at random places, so the hardware prefetcher cannot guess the next one: the
+    // K and V rows of the chunks kPrefetchChunks ahead are requested while this one computes.
+    int fetched = lo;  // chunks before this position have been prefetched
+    auto prefetch_upto = [&](int end) {
+      while (fetched < std::min(end, hi)) {
+        int n;
+        const int64_t at = chunk_at(fetched, &n);
+        const int64_t span = (n - 1) * kv.stride_token + (num_heads - 1) * kv.stride_head + kHeadDim;
+        for (int64_t i = 0; i < span; i += 64 / sizeof(T)) {
+          __builtin_prefetch(k_cache + at + i);
+          __builtin_prefetch(v_cache + at + i);
+        }
+        fetched += n;
+      }
+    };
     for (int pos = lo; pos < hi;) {
-      const int block = pos / kv.block_size, offset = pos % kv.block_size;
-      const int n = std::min({kLanes, kv.block_size - offset, hi - pos});
-      const int64_t base = block_table[block] * kv.stride_block + offset * kv.stride_token;
-      chunk(k_cache + base, v_cache + base, kv.stride_token, pos, n);
+      int n;
+      const int64_t base = chunk_at(pos, &n);
+      prefetch_upto(pos + (kPrefetchChunks + 1) * kLanes);
+      for (int h = 0; h < num_heads; ++h)
+        heads[h].chunk(k_cache + base + h * kv.stride_head, v_cache + base + h * kv.stride_head, kv.stride_token, pos, n);
       pos += n;
     }
   }
@@ -199,9 +226,9 @@ struct RowAttention {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Decode. Work item = (sequence, KV head, context part). With few sequences the context is split
-// into parts (flash-decoding) so both cores get work; the parts' partial results (m, l, acc) are
-// merged in a second pass:
+// Decode. Work item = (sequence, context part), with all the sequence's KV heads. With few
+// sequences the context is split into parts (flash-decoding) so both cores get work; the parts'
+// partial results (m, l, acc) are merged in a second pass:
 //
 //   context of seq s:  [start ......................................... ctx)
 //   parts:              |<- part 0 ->|<- part 1 ->|<- part 2 ->|<- p3 ->|
@@ -233,7 +260,8 @@ void paged_decode_attention(const DecodeArgs& a) {
     max_len = std::max(max_len, len);
     total_len += std::max(len, 0);
   }
-  const int num_items = a.num_seqs * a.num_kv_heads;
+  // Work item = (sequence, part), all KV heads of the sequence together.
+  const int num_items = a.num_seqs;
   const DecodePlan plan = plan_decode(num_items, max_len, max_threads());
   const bool split = plan.num_parts > 1;
   // Partial results when split: [num_seqs, num_heads, num_parts] x (m, l, acc[head_dim]).
@@ -243,33 +271,38 @@ void paged_decode_attention(const DecodeArgs& a) {
 
 #pragma omp parallel if (parallel)
   {
+    std::vector<RowAttention<Isa, T, kHeadDim>> heads(a.num_kv_heads, RowAttention<Isa, T, kHeadDim>(a.scale));
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < static_cast<int64_t>(num_items) * plan.num_parts; ++item) {
       const int part = static_cast<int>(item % plan.num_parts);
-      const int kv_head = static_cast<int>(item / plan.num_parts % a.num_kv_heads);
-      const int seq = static_cast<int>(item / plan.num_parts / a.num_kv_heads);
+      const int seq = static_cast<int>(item / plan.num_parts);
       const int ctx = a.context_lens[seq];
       const int start = window_start(ctx - 1, a.sliding_window);
       const int lo = start + part * plan.part_len, hi = std::min(ctx, lo + plan.part_len);
+      float* seq_partials = partials.data() + static_cast<int64_t>(seq) * a.num_heads * plan.num_parts * partial_size;
       if (split && lo >= hi) {  // an empty part: mark it so the merge skips it
-        for (int j = 0; j < group; ++j) {
-          float* dst = partials.data() + ((static_cast<int64_t>(seq) * a.num_heads + kv_head * group + j) * plan.num_parts + part) * partial_size;
+        for (int head = 0; head < a.num_heads; ++head) {
+          float* dst = seq_partials + (static_cast<int64_t>(head) * plan.num_parts + part) * partial_size;
           dst[0] = kNegInf;
           dst[1] = 0.0f;
         }
         continue;
       }
-      RowAttention<Isa, T, kHeadDim> att(a.scale);
       const T* q = static_cast<const T*>(a.q) + seq * a.q_stride_seq;
-      for (int j = 0; j < group; ++j) att.add_row(q + (kv_head * group + j) * a.q_stride_head, lo, hi);
-      att.run(a.kv, a.kv.block_tables + seq * a.kv.block_table_stride, kv_head, lo, hi);
-      for (int j = 0; j < group; ++j) {
-        const int head = kv_head * group + j;
+      for (int kv_head = 0; kv_head < a.num_kv_heads; ++kv_head) {
+        heads[kv_head].clear();
+        for (int j = 0; j < group; ++j) heads[kv_head].add_row(q + (kv_head * group + j) * a.q_stride_head, lo, hi);
+      }
+      RowAttention<Isa, T, kHeadDim>::run(heads.data(), a.num_kv_heads, 0, a.kv,
+                                          a.kv.block_tables + seq * a.kv.block_table_stride, lo, hi);
+      for (int head = 0; head < a.num_heads; ++head) {
+        const auto& att = heads[head / group];
+        const int j = head % group;
         if (!split) {
           att.finish_row(j, static_cast<T*>(a.out) + seq * a.out_stride_seq + head * a.out_stride_head);
           continue;
         }
-        float* dst = partials.data() + ((static_cast<int64_t>(seq) * a.num_heads + head) * plan.num_parts + part) * partial_size;
+        float* dst = seq_partials + (static_cast<int64_t>(head) * plan.num_parts + part) * partial_size;
         dst[0] = att.m[j];
         dst[1] = att.l[j];
         std::copy(att.acc[j], att.acc[j] + kHeadDim, dst + 2);
@@ -340,7 +373,8 @@ void paged_prefill_attention(const PrefillArgs& a) {
       const T* q = static_cast<const T*>(a.q) + (begin + t) * a.q_stride_token;
       for (int j = 0; j < group; ++j) att.add_row(q + (kv_head * group + j) * a.q_stride_head, row_lo, pos + 1);
     }
-    att.run(a.kv, a.kv.block_tables + seq * a.kv.block_table_stride, kv_head, std::max(lo, 0), hi);
+    RowAttention<Isa, T, kHeadDim>::run(&att, 1, kv_head, a.kv, a.kv.block_tables + seq * a.kv.block_table_stride,
+                                        std::max(lo, 0), hi);
     int r = 0;
     for (int t = t0; t < t1; ++t)
       for (int j = 0; j < group; ++j, ++r)
