@@ -8,8 +8,8 @@ Baselines, per op:
   reference  kernels/reference.py (per-sequence gather + fp32 einsum), the 'torch' backend;
   torch      the fastest plain-torch formulation found: decode = one batched gather of every
              sequence's blocks + scaled_dot_product_attention with a length mask; prefill =
-             per-sequence gather + SDPA (causal); rms_norm = F.rms_norm on fp32; silu_and_mul =
-             the reference (already two fused torch ops).
+             per-sequence gather + SDPA (causal); rms_norm = F.rms_norm on fp32; silu_and_mul,
+             rotary_embedding and store_kv: the reference is already the plain-torch way.
 Times are the best of N wall-clock runs (the least noisy estimate on a shared 2-core machine);
 ratios are baseline time / cpp time in the same run. Decode reports the KV bytes read per second
 (the floor is ~20-25 GB/s of DRAM bandwidth once the cache is bigger than L3, 32 MB), prefill the
@@ -20,19 +20,24 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
-import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 from swiftserve.kernels import cpp_ops, reference
+
+from benchmarks.common import print_table, write_json
 
 NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, BLOCK_SIZE = 9, 3, 64, 16
 HIDDEN, INTERMEDIATE = 576, 1536
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+_ANGLES = torch.outer(torch.arange(4096.0), 10000.0 ** (-torch.arange(0, HEAD_DIM, 2) / HEAD_DIM))
+COS_SIN = torch.cat((_ANGLES.cos(), _ANGLES.sin()), dim=-1)  # [max_position, head_dim] float32
 
 
 def best_of(fn, repeats: int, budget_s: float = 2.0) -> float:
@@ -196,6 +201,8 @@ def bench_elementwise(args) -> list[dict]:
         "torch": torch_fused_add_rms_norm,
     }
     silu = {"cpp": cpp_ops.silu_and_mul, "reference": reference.silu_and_mul}
+    rotary = {"cpp": cpp_ops.rotary_embedding, "reference": reference.rotary_embedding}
+    store = {"cpp": cpp_ops.store_kv, "reference": reference.store_kv}
     for name, dtype in DTYPES.items():
         for tokens in (1, 16, 128, 1024):
             if args.quick and tokens not in (1, 128):
@@ -204,7 +211,33 @@ def bench_elementwise(args) -> list[dict]:
             w = torch.randn(HIDDEN).to(dtype)
             gate_up = torch.randn(tokens, 2 * INTERMEDIATE).to(dtype)
             reps = args.repeats * 5
+            qkv = torch.randn(tokens, (NUM_HEADS + 2 * NUM_KV_HEADS) * HEAD_DIM).to(dtype)
+            q, k, v = (
+                t.view(tokens, -1, HEAD_DIM)
+                for t in qkv.split(
+                    [NUM_HEADS * HEAD_DIM, NUM_KV_HEADS * HEAD_DIM, NUM_KV_HEADS * HEAD_DIM], dim=-1
+                )
+            )
+            positions = torch.arange(tokens)
+            k_cache, v_cache, _, _ = paged_cache([2048], dtype)
+            slots = torch.randperm(2048)[:tokens]
             rows += [
+                measure(
+                    "rotary_embedding",
+                    f"tokens={tokens} qkv-views",
+                    name,
+                    (positions, q, k, COS_SIN),
+                    rotary,
+                    reps,
+                ),
+                measure(
+                    "store_kv",
+                    f"tokens={tokens} qkv-views",
+                    name,
+                    (k, v, k_cache, v_cache, slots),
+                    store,
+                    reps,
+                ),
                 measure("rms_norm", f"tokens={tokens} d={HIDDEN}", name, (x, w, 1e-5), norm, reps),
                 measure(
                     "fused_add_rms_norm",
@@ -217,23 +250,6 @@ def bench_elementwise(args) -> list[dict]:
                 measure("silu_and_mul", f"tokens={tokens} d={INTERMEDIATE}", name, (gate_up,), silu, reps),
             ]
     return rows
-
-
-def print_table(rows: list[dict]) -> None:
-    head = (
-        f"{'op':24} {'shape':22} {'dtype':5} {'cpp ms':>9} {'ref ms':>9} {'torch ms':>9} {'x ref':>7} "
-        f"{'x torch':>7}  extra"
-    )
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        torch_ms = f"{r['torch_ms']:9.3f}" if r.get("torch_ms") is not None else f"{'-':>9}"
-        x_torch = f"{r['speedup_vs_torch']:7.1f}" if "speedup_vs_torch" in r else f"{'-':>7}"
-        extra = " ".join(f"{k}={r[k]:.1f}" for k in ("cpp_GBps", "cpp_GFLOPs") if k in r)
-        print(
-            f"{r['op']:24} {r['shape']:22} {r['dtype']:5} {r['cpp_ms']:9.3f} {r['reference_ms']:9.3f} "
-            f"{torch_ms} {r['speedup_vs_reference']:7.1f} {x_torch}  {extra}"
-        )
 
 
 def main() -> None:
@@ -252,20 +268,27 @@ def main() -> None:
     from swiftserve import _C
 
     rows = bench_decode(args) + bench_prefill(args) + bench_elementwise(args)
-    print_table(rows)
-    meta = {
-        "machine": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "isa": _C.isa,
-        "torch": torch.__version__,
-        "load_average": os.getloadavg(),
-        "timing": "best-of-N wall clock",
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
-    print(f"\nwrote {out} (load average {meta['load_average'][0]:.1f} on {meta['cpu_count']} cores)")
+    columns = [
+        "op",
+        "shape",
+        "dtype",
+        "cpp_ms",
+        "reference_ms",
+        "torch_ms",
+        "speedup_vs_reference",
+        "speedup_vs_torch",
+        "cpp_GBps",
+        "cpp_GFLOPs",
+    ]
+    print_table(rows, columns)
+    load = os.getloadavg()[0]
+    print(
+        f"(load average {load:.1f} on {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
+        f"_C isa {_C.isa})"
+    )
+    write_json(
+        args.out, {"isa": _C.isa, "load_average": load, "timing": "best-of-N wall clock", "results": rows}
+    )
 
 
 if __name__ == "__main__":
