@@ -17,6 +17,8 @@ except ImportError:  # the extension was not built: this backend is unavailable
     _C = None
 
 _NATIVE_DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
+_HEAD_DIMS = frozenset(_C.head_dims) if _C is not None else frozenset()
+_MAX_GROUP = _C.max_group if _C is not None else 0
 
 
 def is_available() -> bool:
@@ -27,7 +29,7 @@ def _check_cpu(op: str, **tensors: torch.Tensor) -> None:
     for name, t in tensors.items():
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.device.type != "cpu":
+        if not t.is_cpu:
             raise ValueError(f"{op}: {name} is on {t.device}, the cpp backend runs on CPU tensors only")
 
 
@@ -49,10 +51,13 @@ def _int32(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.int32).contiguous()
 
 
-def _paged_args(op: str, q, k_cache, v_cache, block_tables, context_lens) -> dict | None:
+def _paged_args(op: str, q, k_cache, v_cache, block_tables, context_lens) -> tuple | None:
     """Checks the paged-attention inputs; returns _C's cache arguments, or None to use the reference.
 
-    block_tables must already be int32 (see _int32) and outlive the call: _C gets its address.
+    The arguments, positional for speed (one call per layer and step): k_cache, v_cache,
+    num_blocks, block_size, kv_stride_block, kv_stride_token, kv_stride_head, block_tables,
+    max_blocks_per_seq, block_table_stride. block_tables must already be int32 (see _int32) and
+    outlive the call: _C gets its address.
     """
     _check_cpu(
         op, q=q, k_cache=k_cache, v_cache=v_cache, block_tables=block_tables, context_lens=context_lens
@@ -62,7 +67,8 @@ def _paged_args(op: str, q, k_cache, v_cache, block_tables, context_lens) -> dic
             f"{op}: q must be [tokens, num_heads, head_dim] and k_cache [num_blocks, block_size, "
             f"num_kv_heads, head_dim], got {tuple(q.shape)} and {tuple(k_cache.shape)}"
         )
-    if v_cache.shape != k_cache.shape or v_cache.stride() != k_cache.stride():
+    kv_strides = k_cache.stride()
+    if v_cache.shape != k_cache.shape or v_cache.stride() != kv_strides:
         raise ValueError(
             f"{op}: v_cache {tuple(v_cache.shape)} must match k_cache {tuple(k_cache.shape)} "
             "in shape and strides"
@@ -77,34 +83,26 @@ def _paged_args(op: str, q, k_cache, v_cache, block_tables, context_lens) -> dic
         raise ValueError(
             f"{op}: q {tuple(q.shape)} does not fit a cache with {num_kv_heads} KV heads of dim {head_dim}"
         )
-    if q.stride(-1) != 1 or k_cache.stride(-1) != 1:
+    if q.stride(2) != 1 or kv_strides[3] != 1:
         raise ValueError(f"{op}: q and the caches need a contiguous last dimension")
     if block_tables.dim() != 2 or context_lens.dim() != 1 or block_tables.shape[0] < context_lens.shape[0]:
         raise ValueError(
             f"{op}: block_tables must be [num_seqs, max_blocks] and context_lens [num_seqs], got "
             f"{tuple(block_tables.shape)} and {tuple(context_lens.shape)}"
         )
-    if (
-        q.dtype not in _NATIVE_DTYPES
-        or head_dim not in _C.head_dims
-        or q.shape[1] // num_kv_heads > _C.max_group
-    ):
+    if q.dtype not in _NATIVE_DTYPES or head_dim not in _HEAD_DIMS or q.shape[1] // num_kv_heads > _MAX_GROUP:
         return None
-    return dict(
-        k_cache=k_cache.data_ptr(),
-        v_cache=v_cache.data_ptr(),
-        num_blocks=num_blocks,
-        block_size=block_size,
-        kv_stride_block=k_cache.stride(0),
-        kv_stride_token=k_cache.stride(1),
-        kv_stride_head=k_cache.stride(2),
-        block_tables=block_tables.data_ptr(),
-        max_blocks_per_seq=block_tables.shape[1],
-        block_table_stride=block_tables.stride(0),
-        num_heads=q.shape[1],
-        num_kv_heads=num_kv_heads,
-        head_dim=head_dim,
-        dtype=_NATIVE_DTYPES[q.dtype],
+    return (
+        k_cache.data_ptr(),
+        v_cache.data_ptr(),
+        num_blocks,
+        block_size,
+        kv_strides[0],
+        kv_strides[1],
+        kv_strides[2],
+        block_tables.data_ptr(),
+        block_tables.shape[1],
+        block_tables.stride(0),
     )
 
 
@@ -127,8 +125,8 @@ def paged_decode_attention(
 ) -> torch.Tensor:
     """One query token per sequence, the last of its context. q [num_seqs, num_heads, head_dim]."""
     block_tables = _int32(block_tables)
-    args = _paged_args("paged_decode_attention", q, k_cache, v_cache, block_tables, context_lens)
-    if args is None:
+    cache = _paged_args("paged_decode_attention", q, k_cache, v_cache, block_tables, context_lens)
+    if cache is None:
         return reference.paged_decode_attention(
             q, k_cache, v_cache, block_tables, context_lens, scale, sliding_window
         )
@@ -138,18 +136,23 @@ def paged_decode_attention(
         )
     context_lens = _int32(context_lens)
     out = torch.empty(q.shape, dtype=q.dtype)
+    num_seqs, num_heads, head_dim = q.shape
     _C.paged_decode_attention(
-        out=out.data_ptr(),
-        out_stride_seq=out.stride(0),
-        out_stride_head=out.stride(1),
-        q=q.data_ptr(),
-        q_stride_seq=q.stride(0),
-        q_stride_head=q.stride(1),
-        context_lens=context_lens.data_ptr(),
-        num_seqs=q.shape[0],
-        scale=float(scale),
-        sliding_window=_window(sliding_window),
-        **args,
+        out.data_ptr(),
+        num_heads * head_dim,
+        head_dim,
+        q.data_ptr(),
+        q.stride(0),
+        q.stride(1),
+        *cache,
+        context_lens.data_ptr(),
+        num_seqs,
+        num_heads,
+        k_cache.shape[2],
+        head_dim,
+        float(scale),
+        _window(sliding_window),
+        _NATIVE_DTYPES[q.dtype],
     )
     return out
 
@@ -166,8 +169,8 @@ def paged_prefill_attention(
 ) -> torch.Tensor:
     """Varlen causal attention over the paged cache (see reference.paged_prefill_attention)."""
     block_tables = _int32(block_tables)
-    args = _paged_args("paged_prefill_attention", q, k_cache, v_cache, block_tables, context_lens)
-    if args is None:
+    cache = _paged_args("paged_prefill_attention", q, k_cache, v_cache, block_tables, context_lens)
+    if cache is None:
         return reference.paged_prefill_attention(
             q, k_cache, v_cache, block_tables, query_start_loc, context_lens, scale, sliding_window
         )
@@ -180,20 +183,25 @@ def paged_prefill_attention(
         )
     context_lens, query_start_loc = _int32(context_lens), _int32(query_start_loc)
     out = torch.empty(q.shape, dtype=q.dtype)
+    num_tokens, num_heads, head_dim = q.shape
     _C.paged_prefill_attention(
-        out=out.data_ptr(),
-        out_stride_token=out.stride(0),
-        out_stride_head=out.stride(1),
-        q=q.data_ptr(),
-        q_stride_token=q.stride(0),
-        q_stride_head=q.stride(1),
-        query_start_loc=query_start_loc.data_ptr(),
-        context_lens=context_lens.data_ptr(),
-        num_seqs=num_seqs,
-        num_tokens=q.shape[0],
-        scale=float(scale),
-        sliding_window=_window(sliding_window),
-        **args,
+        out.data_ptr(),
+        num_heads * head_dim,
+        head_dim,
+        q.data_ptr(),
+        q.stride(0),
+        q.stride(1),
+        *cache,
+        query_start_loc.data_ptr(),
+        context_lens.data_ptr(),
+        num_seqs,
+        num_tokens,
+        num_heads,
+        k_cache.shape[2],
+        head_dim,
+        float(scale),
+        _window(sliding_window),
+        _NATIVE_DTYPES[q.dtype],
     )
     return out
 
@@ -216,15 +224,15 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     out = torch.empty(x.shape, dtype=x.dtype)
     hidden = x.shape[-1]
     _C.rms_norm(
-        out=out.data_ptr(),
-        out_stride=hidden,
-        x=x.data_ptr(),
-        x_stride=x.stride(-2) if x.dim() > 1 else hidden,
-        weight=weight.data_ptr(),
-        num_rows=x.numel() // hidden if hidden else 0,
-        hidden=hidden,
-        eps=float(eps),
-        dtype=_NATIVE_DTYPES[x.dtype],
+        out.data_ptr(),
+        hidden,
+        x.data_ptr(),
+        x.stride(-2) if x.dim() > 1 else hidden,
+        weight.data_ptr(),
+        x.numel() // hidden if hidden else 0,
+        hidden,
+        float(eps),
+        _NATIVE_DTYPES[x.dtype],
     )
     return out
 
@@ -244,15 +252,15 @@ def fused_add_rms_norm(
         return reference.fused_add_rms_norm(x, residual, weight, eps)
     hidden = x.shape[-1]
     _C.fused_add_rms_norm(
-        x=x.data_ptr(),
-        x_stride=x.stride(-2) if x.dim() > 1 else hidden,
-        residual=residual.data_ptr(),
-        residual_stride=residual.stride(-2) if residual.dim() > 1 else hidden,
-        weight=weight.data_ptr(),
-        num_rows=x.numel() // hidden if hidden else 0,
-        hidden=hidden,
-        eps=float(eps),
-        dtype=_NATIVE_DTYPES[x.dtype],
+        x.data_ptr(),
+        x.stride(-2) if x.dim() > 1 else hidden,
+        residual.data_ptr(),
+        residual.stride(-2) if residual.dim() > 1 else hidden,
+        weight.data_ptr(),
+        x.numel() // hidden if hidden else 0,
+        hidden,
+        float(eps),
+        _NATIVE_DTYPES[x.dtype],
     )
     return residual
 
@@ -271,13 +279,13 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     out = torch.empty((*x.shape[:-1], d), dtype=x.dtype)
     if out.numel():
         _C.silu_and_mul(
-            out=out.data_ptr(),
-            out_stride=d,
-            x=x.data_ptr(),
-            x_stride=x.stride(-2) if x.dim() > 1 else 2 * d,
-            num_rows=out.numel() // d,
-            d=d,
-            dtype=_NATIVE_DTYPES[x.dtype],
+            out.data_ptr(),
+            d,
+            x.data_ptr(),
+            x.stride(-2) if x.dim() > 1 else 2 * d,
+            out.numel() // d,
+            d,
+            _NATIVE_DTYPES[x.dtype],
         )
     return out
 
