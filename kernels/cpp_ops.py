@@ -2,8 +2,9 @@
 
 Each wrapper checks its tensors (CPU, dtypes, shapes, a contiguous last dimension), allocates the
 output and hands data pointers and element strides to _C, which releases the GIL while it runs.
-float32 and bfloat16 run natively; a float16 call or a head_dim _C was not built for runs the
-torch reference instead, so the dispatcher can always pick this backend on CPU.
+float32 and bfloat16 run natively; what _C does not cover (float16, a head_dim it was not built
+for, mixed dtypes that the reference casts) runs the torch reference instead, so the dispatcher
+can always pick this backend on CPU.
 """
 
 from __future__ import annotations

@@ -7,11 +7,11 @@
 //
 // Both kernels are built from one piece, RowAttention: a handful of query rows (the query heads
 // of one KV-head group, times a few query tokens for prefill) walks a range of cached tokens in
-// chunks of up to 16 tokens that sit in one block. Each K and V row is read and widened to fp32
-// once per chunk and used by every query row (GQA sharing); scores of a chunk form one 16-lane
-// vector per row, so the online softmax (running max m, running sum l, rescaled accumulator) is
-// vectorized over tokens. Work items (sequence, KV head, context part or query tile) are spread
-// over OpenMP threads.
+// chunks of up to 16 tokens that sit in one block. Each K and V row is read once per chunk and
+// used by every query row (GQA sharing); scores of a chunk form one 16-lane vector per row, so
+// the online softmax (running max m, running sum l, rescaled accumulator) is vectorized over
+// tokens. Work items (decode: sequence and context part; prefill: sequence, KV head and query
+// tile) are spread over OpenMP threads.
 #pragma once
 
 #include <algorithm>
@@ -29,7 +29,6 @@
 namespace swiftserve::cpu {
 
 constexpr int kMaxRows = 32;      // query rows that share one pass over the cache
-constexpr int kMaxHeadDim = 256;  // head_dim must be a multiple of 16 up to this
 
 inline int max_threads() {
 #ifdef _OPENMP
@@ -86,18 +85,18 @@ struct RowAttention {
   using vec = typename Isa::vec;
   static constexpr int kVecs = kHeadDim / kLanes;
   static constexpr int kRowBlock = std::max(1, 16 / kVecs);  // P V accumulators: ~16 registers
-  static constexpr int kPrefetchChunks = 1;
+  static constexpr int kPrefetchTokens = kLanes;  // how far ahead of the current chunk to prefetch
 
   explicit RowAttention(float softmax_scale) : scale(softmax_scale) {}
 
   int num_rows = 0;
   float scale;
-
-  void clear() { num_rows = 0; }
   alignas(64) T q[kMaxRows][kHeadDim];  // as given: scores are (q . k) * scale, like the reference
   alignas(64) float acc[kMaxRows][kHeadDim];
   float m[kMaxRows], l[kMaxRows];
   int row_lo[kMaxRows], row_hi[kMaxRows];
+
+  void clear() { num_rows = 0; }
 
   void add_row(const T* q_row, int lo, int hi) {
     const int r = num_rows++;
@@ -121,8 +120,8 @@ struct RowAttention {
       *n = std::min({kLanes, kv.block_size - offset, hi - pos});
       return block_table[pos / kv.block_size] * kv.stride_block + offset * kv.stride_token;
     };
-    // Blocks lie at random places, so the hardware prefetcher cannot guess the next one: the
-    // K and V rows of the chunks kPrefetchChunks ahead are requested while this one computes.
+    // Blocks lie at random places, so the hardware prefetcher cannot guess the next one: the K
+    // and V rows of the next kPrefetchTokens tokens are requested while this chunk computes.
     int fetched = lo;  // chunks before this position have been prefetched
     auto prefetch_upto = [&](int end) {
       while (fetched < std::min(end, hi)) {
@@ -139,7 +138,7 @@ struct RowAttention {
     for (int pos = lo; pos < hi;) {
       int n;
       const int64_t base = chunk_at(pos, &n);
-      prefetch_upto(pos + (kPrefetchChunks + 1) * kLanes);
+      prefetch_upto(pos + n + kPrefetchTokens);
       for (int h = 0; h < num_heads; ++h)
         heads[h].chunk(k_cache + base + h * kv.stride_head, v_cache + base + h * kv.stride_head, kv.stride_token, pos, n);
       pos += n;
@@ -236,7 +235,7 @@ struct RowAttention {
 // ---------------------------------------------------------------------------------------------
 
 struct DecodePlan {
-  int num_parts;  // per (sequence, KV head)
+  int num_parts;  // per sequence
   int part_len;   // tokens per part
 };
 
@@ -260,7 +259,6 @@ void paged_decode_attention(const DecodeArgs& a) {
     max_len = std::max(max_len, len);
     total_len += std::max(len, 0);
   }
-  // Work item = (sequence, part), all KV heads of the sequence together.
   const int num_items = a.num_seqs;
   const DecodePlan plan = plan_decode(num_items, max_len, max_threads());
   const bool split = plan.num_parts > 1;
@@ -271,7 +269,9 @@ void paged_decode_attention(const DecodeArgs& a) {
 
 #pragma omp parallel if (parallel)
   {
-    std::vector<RowAttention<Isa, T, kHeadDim>> heads(a.num_kv_heads, RowAttention<Isa, T, kHeadDim>(a.scale));
+    std::vector<RowAttention<Isa, T, kHeadDim>> heads;  // one per KV head, per thread
+    heads.reserve(a.num_kv_heads);
+    for (int h = 0; h < a.num_kv_heads; ++h) heads.emplace_back(a.scale);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < static_cast<int64_t>(num_items) * plan.num_parts; ++item) {
       const int part = static_cast<int>(item % plan.num_parts);

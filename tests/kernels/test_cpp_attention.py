@@ -128,6 +128,24 @@ def test_decode_sliding_window(context_lens, window, block_size, dtype):
     _check(out, _decode(reference.paged_decode_attention, _as_f32(case), sliding_window=window), dtype)
 
 
+@DTYPES
+@pytest.mark.parametrize("head_dim", [32, 80, 96, 256])
+def test_other_head_dims(head_dim, dtype):
+    """The other head sizes _C is built for (80: a vector count that is not a power of two)."""
+    decode = make_decode_case([1, 40, 300], 8, 2, head_dim, dtype=dtype, seed=11)
+    _check(
+        _decode(cpp_ops.paged_decode_attention, decode),
+        _decode(reference.paged_decode_attention, _as_f32(decode)),
+        dtype,
+    )
+    prefill = make_prefill_case([70, 33], [70, 20], 8, 2, head_dim, dtype=dtype, seed=11)
+    _check(
+        _prefill(cpp_ops.paged_prefill_attention, prefill),
+        _prefill(reference.paged_prefill_attention, _as_f32(prefill)),
+        dtype,
+    )
+
+
 @pytest.mark.parametrize("block_size", [1, 8, 32])
 def test_decode_other_block_sizes(block_size):
     case = make_decode_case([1, 31, 33, 700], 8, 2, 64, block_size=block_size, seed=3)
