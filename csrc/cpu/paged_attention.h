@@ -85,7 +85,6 @@ struct RowAttention {
   using vec = typename Isa::vec;
   static constexpr int kVecs = kHeadDim / kLanes;
   static constexpr int kRowBlock = std::max(1, 16 / kVecs);  // P V accumulators: ~16 registers
-  static constexpr int kPrefetchTokens = kLanes;  // how far ahead of the current chunk to prefetch
 
   explicit RowAttention(float softmax_scale) : scale(softmax_scale) {}
 
@@ -120,27 +119,21 @@ struct RowAttention {
       *n = std::min({kLanes, kv.block_size - offset, hi - pos});
       return block_table[pos / kv.block_size] * kv.stride_block + offset * kv.stride_token;
     };
-    // Blocks lie at random places, so the hardware prefetcher cannot guess the next one: the K
-    // and V rows of the next kPrefetchTokens tokens are requested while this chunk computes.
-    int fetched = lo;  // chunks before this position have been prefetched
-    auto prefetch_upto = [&](int end) {
-      while (fetched < std::min(end, hi)) {
-        int n;
-        const int64_t at = chunk_at(fetched, &n);
-        const int64_t span = (n - 1) * kv.stride_token + (num_heads - 1) * kv.stride_head + kHeadDim;
-        for (int64_t i = 0; i < span; i += 64 / sizeof(T)) {
-          __builtin_prefetch(k_cache + at + i);
-          __builtin_prefetch(v_cache + at + i);
-        }
-        fetched += n;
-      }
-    };
     for (int pos = lo; pos < hi;) {
-      int n;
+      int n, next_n = 0;
       const int64_t base = chunk_at(pos, &n);
-      prefetch_upto(pos + n + kPrefetchTokens);
-      for (int h = 0; h < num_heads; ++h)
+      const int64_t next = pos + n < hi ? chunk_at(pos + n, &next_n) : 0;
+      for (int h = 0; h < num_heads; ++h) {
+        // Blocks lie at random places, so the hardware prefetcher cannot guess the next one: each
+        // head asks for its K and V rows of the next chunk, then computes this one.
+        const int64_t head_next = next + h * kv.stride_head;
+        for (int t = 0; t < next_n; ++t)
+          for (int i = 0; i < kHeadDim; i += 64 / sizeof(T)) {
+            __builtin_prefetch(k_cache + head_next + t * kv.stride_token + i);
+            __builtin_prefetch(v_cache + head_next + t * kv.stride_token + i);
+          }
         heads[h].chunk(k_cache + base + h * kv.stride_head, v_cache + base + h * kv.stride_head, kv.stride_token, pos, n);
+      }
       pos += n;
     }
   }
