@@ -40,9 +40,10 @@ class LLM:
         A bad prompt raises ValueError before any prompt runs."""
         prompts = _as_prompt_list(prompts)
         params_list = _as_params_list(params, len(prompts))
-        for prompt, p in zip(prompts, params_list, strict=True):
-            self.engine._check_length(len(self.engine.encode_prompt(prompt)), p)
-        return self._run(prompts, params_list)
+        token_ids = [self.engine.encode_prompt(prompt) for prompt in prompts]
+        for ids, p in zip(token_ids, params_list, strict=True):
+            self.engine._check_length(len(ids), p)
+        return self._run(prompts, token_ids, params_list)
 
     def chat(
         self,
@@ -61,13 +62,15 @@ class LLM:
         text = self.engine.apply_chat_template(messages, add_generation_prompt=True)
         return self.engine.tokenizer.encode(text, add_special_tokens=False)
 
-    def _run(self, prompts: list[Prompt], params_list: list[SamplingParams]) -> list[RequestOutput]:
+    def _run(
+        self, prompts: list[Prompt], token_ids: list[list[int]], params_list: list[SamplingParams]
+    ) -> list[RequestOutput]:
         ids = []
         try:
-            for prompt, p in zip(prompts, params_list, strict=True):
+            for prompt, prompt_ids, p in zip(prompts, token_ids, params_list, strict=True):
                 ids.append(f"llm-{self._next_id}")
                 self._next_id += 1
-                self.engine.add_request(ids[-1], prompt, p)
+                self.engine.add_request(ids[-1], prompt, p, prompt_token_ids=prompt_ids)
             finals: dict[str, RequestOutput] = {}
             while len(finals) < len(ids):
                 for output in self.engine.step():

@@ -89,11 +89,18 @@ class LLMEngine:
             raise ValueError(f"prompt token id {bad[0]} is outside the vocabulary [0, {vocab})")
         return list(prompt)
 
-    def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> Request:
-        """Queue a request. Raises ValueError for bad input, QueueFullError when the queue is full."""
+    def add_request(
+        self,
+        request_id: str,
+        prompt: str | list[int],
+        params: SamplingParams,
+        prompt_token_ids: list[int] | None = None,
+    ) -> Request:
+        """Queue a request. Raises ValueError for bad input, QueueFullError when the queue is full.
+        prompt_token_ids, when the caller already encoded `prompt`, spares encoding it again."""
         if request_id in self.requests:
             raise ValueError(f"request id {request_id!r} is already in use")
-        token_ids = self.encode_prompt(prompt)
+        token_ids = self.encode_prompt(prompt) if prompt_token_ids is None else prompt_token_ids
         self._check_length(len(token_ids), params)
         if not self.scheduler.can_accept(params.n):
             raise QueueFullError(f"the queue of model {self.model_name!r} is full")
