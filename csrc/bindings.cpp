@@ -10,6 +10,7 @@
 
 #include "cpu/activation.h"
 #include "cpu/cache.h"
+#include "cpu/linear.h"
 #include "cpu/norm.h"
 #include "cpu/paged_attention.h"
 #include "cpu/rotary.h"
@@ -221,6 +222,18 @@ void store_kv_py(uintptr_t k, int64_t k_stride_token, int64_t k_stride_head, uin
   store_kv(args);
 }
 
+void linear_py(uintptr_t out, int64_t out_stride, uintptr_t x, int64_t x_stride, uintptr_t weight,
+               int64_t weight_stride, uintptr_t bias, int64_t m, int64_t n, int64_t k, const std::string& dtype,
+               bool generic) {
+  if (m < 0 || n <= 0 || k <= 0) throw py::value_error("linear: m must be >= 0 and n, k positive");
+  const LinearArgs args{ptr<void>(out), ptr<const void>(x), ptr<const void>(weight), ptr<const void>(bias),
+                        out_stride, x_stride, weight_stride, m, n, k};
+  dispatch(dtype, generic, [&](auto isa, auto t) {
+    py::gil_scoped_release release;
+    linear<typename decltype(isa)::type, typename decltype(t)::type>(args);
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -256,6 +269,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("silu_and_mul", &silu_and_mul_py, py::arg("out"), py::arg("out_stride"), py::arg("x"), py::arg("x_stride"),
         py::arg("num_rows"), py::arg("d"), py::arg("dtype"), py::arg("generic") = false,
         "out = silu(x[:, :d]) * x[:, d:].");
+  m.def("linear", &linear_py, py::arg("out"), py::arg("out_stride"), py::arg("x"), py::arg("x_stride"),
+        py::arg("weight"), py::arg("weight_stride"), py::arg("bias"), py::arg("m"), py::arg("n"), py::arg("k"),
+        py::arg("dtype"), py::arg("generic") = false,
+        "out[m, n] = x[m, k] @ weight[n, k]^T (+ bias; 0 = none), built for small m (decode).");
   m.def("rotary_embedding", &rotary_embedding_py, py::arg("positions"), py::arg("q"), py::arg("q_stride_token"),
         py::arg("q_stride_head"), py::arg("k"), py::arg("k_stride_token"), py::arg("k_stride_head"),
         py::arg("cos_sin_cache"), py::arg("max_position"), py::arg("num_tokens"), py::arg("num_heads"),

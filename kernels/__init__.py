@@ -13,6 +13,7 @@ from swiftserve.kernels.dispatch import available_backends, resolve
 __all__ = [
     "available_backends",
     "fused_add_rms_norm",
+    "linear",
     "paged_decode_attention",
     "paged_prefill_attention",
     "rms_norm",
@@ -81,3 +82,8 @@ def rotary_embedding(
 def silu_and_mul(x, *, backend: str | None = None) -> torch.Tensor:
     """x [..., 2d] -> silu(x[..., :d]) * x[..., d:]."""
     return resolve("silu_and_mul", x.device.type, backend)(x)
+
+
+def linear(x, weight, bias=None, *, backend: str | None = None) -> torch.Tensor:
+    """x [..., in_features] @ weight [out_features, in_features]^T (+ bias)."""
+    return resolve("linear", x.device.type, backend)(x, weight, bias)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 from swiftserve.kernels import reference
+from swiftserve.kernels.cpp_linear import linear  # noqa: F401 - part of this backend's op set
 
 try:
     from swiftserve import _C

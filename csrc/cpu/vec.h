@@ -128,6 +128,13 @@ struct Generic {
     return r;
   }
 
+  // Lane t of the result = the sum of v[t]'s 16 lanes.
+  static vec transpose_sum(const vec (&v)[kLanes]) {
+    vec r;
+    for (int t = 0; t < kLanes; ++t) r.v[t] = reduce_add(v[t]);
+    return r;
+  }
+
   // Lane t = q . k_t for the n <= 16 rows k_t = k + t * stride of kDim elements; lanes >= n are 0.
   template <int kDim, class T>
   static vec dot16(const T* q, const T* k, int64_t stride, int n) {

@@ -13,7 +13,7 @@ import functools
 
 import pytest
 import torch
-from swiftserve.kernels import cpp_ops, reference
+from swiftserve.kernels import cpp_linear, cpp_ops, reference
 from swiftserve.kernels.dispatch import resolve
 
 from .cases import make_decode_case, make_prefill_case, random_lens
@@ -90,6 +90,7 @@ def generic_kernels(monkeypatch):
             return functools.partial(attr, generic=True) if name in _KERNELS else attr
 
     monkeypatch.setattr(cpp_ops, "_C", PortableC())
+    monkeypatch.setattr(cpp_linear, "_C", PortableC())
 
 
 _KERNELS = {
@@ -98,6 +99,7 @@ _KERNELS = {
     "rms_norm",
     "fused_add_rms_norm",
     "silu_and_mul",
+    "linear",
 }
 
 

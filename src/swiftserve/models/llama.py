@@ -13,6 +13,7 @@ from torch import nn
 from swiftserve.layers.activation import SiluAndMul
 from swiftserve.layers.attention import PagedAttention
 from swiftserve.layers.attention_metadata import AttentionMetadata
+from swiftserve.layers.linear import Linear
 from swiftserve.layers.norm import RMSNorm
 from swiftserve.layers.rotary import RotaryEmbedding
 from swiftserve.models.llama_config import LlamaConfig
@@ -24,8 +25,8 @@ class LlamaAttention(nn.Module):
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         q_size, kv_size = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
         self.split = (q_size, kv_size, kv_size)
-        self.qkv_proj = nn.Linear(cfg.hidden_size, q_size + 2 * kv_size, bias=cfg.attention_bias)
-        self.o_proj = nn.Linear(q_size, cfg.hidden_size, bias=False)
+        self.qkv_proj = Linear(cfg.hidden_size, q_size + 2 * kv_size, cfg.attention_bias, backend)
+        self.o_proj = Linear(q_size, cfg.hidden_size, backend=backend)
         self.rotary = RotaryEmbedding(
             cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling, backend=backend
         )
@@ -46,8 +47,8 @@ class LlamaAttention(nn.Module):
 class LlamaMLP(nn.Module):
     def __init__(self, cfg: LlamaConfig, backend: str | None) -> None:
         super().__init__()
-        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.gate_up_proj = Linear(cfg.hidden_size, 2 * cfg.intermediate_size, backend=backend)
+        self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, backend=backend)
         self.act = SiluAndMul(backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -76,7 +77,7 @@ class LlamaForCausalLM(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(LlamaDecoderLayer(cfg, backend) for _ in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, backend)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, backend=backend)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
 
