@@ -44,33 +44,39 @@ def _native(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
         and x.dtype in _NATIVE_DTYPES
         and weight.dtype == x.dtype
         and weight.stride(1) == 1
-        and weight.shape[0] > 0
-        and weight.shape[1] > 0
+        and weight.numel() > 0
         and (bias is None or (bias.dtype == x.dtype and bias.is_contiguous()))
     )
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x [..., in] @ weight[out, in]^T (+ bias) -> [..., out]; _C for up to MAX_ROWS rows."""
+    """x [..., in] @ weight[out, in]^T (+ bias) -> [..., out]; _C for up to MAX_ROWS rows.
+
+    Called ~120 times per decoded token, so the common case (2-D x with contiguous rows) skips
+    the reshape and the contiguity copy.
+    """
     _check(x, weight, bias)
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
     if rows > MAX_ROWS or not _native(x, weight, bias):
         return reference.linear(x, weight, bias)
-    x2 = x.reshape(rows, x.shape[-1])
-    if x2.stride(-1) != 1:
+    x2 = x if x.dim() == 2 else x.reshape(rows, x.shape[-1])
+    x_stride = x2.stride()
+    if x_stride[-1] != 1:
         x2 = x2.contiguous()
-    out = torch.empty(rows, weight.shape[0], dtype=x.dtype)
+        x_stride = x2.stride()
+    n, k = weight.shape
+    out = torch.empty(rows, n, dtype=x.dtype)
     _C.linear(
         out.data_ptr(),
-        out.stride(0),
+        n,
         x2.data_ptr(),
-        x2.stride(0),
+        x_stride[0],
         weight.data_ptr(),
         weight.stride(0),
         0 if bias is None else bias.data_ptr(),
         rows,
-        weight.shape[0],
-        weight.shape[1],
+        n,
+        k,
         _NATIVE_DTYPES[x.dtype],
     )
-    return out.reshape(*x.shape[:-1], weight.shape[0])
+    return out if x.dim() == 2 else out.reshape(*x.shape[:-1], n)

@@ -41,6 +41,7 @@ def available_backends(op: str) -> list[str]:
     return [b for b in _BACKEND_MODULES if (m := _load(b)) is not None and hasattr(m, op)]
 
 
+@cache  # every op call resolves: keep it a dict lookup (failed lookups raise and are not cached)
 def resolve(op: str, device_type: str, backend: str | None = None) -> Callable:
     """The function implementing `op`: the named backend, else the fastest for the device."""
     if backend is not None:
