@@ -118,19 +118,21 @@ def run_transformers(model, pad_id: int, prompts, output_lens, batch_size: int) 
     return {"seconds": elapsed, "output_tokens": useful, "tokens_per_s": useful / elapsed}
 
 
-def single_stream(llm: LLM, hf_model, prompt: list[int], num_tokens: int) -> tuple[float, float]:
+def single_stream(llm: LLM, prompt: list[int], num_tokens: int) -> float:
     params = SamplingParams(temperature=0.0, max_tokens=num_tokens, ignore_eos=True)
     llm.generate([prompt], SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True))  # warm up
     start = time.perf_counter()
     llm.generate([prompt], params)
-    ours = num_tokens / (time.perf_counter() - start)
+    return num_tokens / (time.perf_counter() - start)
+
+
+def single_stream_hf(hf_model, prompt: list[int], num_tokens: int) -> float:
     ids = torch.tensor([prompt])
     with torch.inference_mode():
         hf_model.generate(ids, do_sample=False, max_new_tokens=4, min_new_tokens=4)
         start = time.perf_counter()
         hf_model.generate(ids, do_sample=False, max_new_tokens=num_tokens, min_new_tokens=num_tokens)
-    theirs = num_tokens / (time.perf_counter() - start)
-    return ours, theirs
+    return num_tokens / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -193,12 +195,18 @@ def main() -> None:
         all_tokens = sum(map(len, prompts)) + theirs["output_tokens"]
         theirs["gflops_all_tokens"] = 2 * params_count * all_tokens / theirs["seconds"] / 1e9
         rows.append({"engine": f"transformers (static batches of {args.hf_batch_size})", **theirs})
-        single_ours, single_hf = single_stream(llm, hf, prompts[0][:128], 128)
+        prompt = prompts[0][:128]
+        single_ours, single_hf = single_stream(llm, prompt, 128), single_stream_hf(hf, prompt, 128)
+        model, fused = llm.engine.runner.model, llm.engine.runner.model.fused_decode
+        model.fused_decode = None  # the same decode op by op: what the fused native call saves
+        single_unfused = single_stream(llm, prompt, 128)
+        model.fused_decode = fused
         result.update(
             transformers=theirs,
             throughput_ratio=ours["tokens_per_s"] / theirs["tokens_per_s"],
             single_stream={
                 "swiftserve_tokens_per_s": single_ours,
+                "swiftserve_op_by_op_tokens_per_s": single_unfused,
                 "transformers_tokens_per_s": single_hf,
                 "ratio": single_ours / single_hf,
             },
@@ -217,7 +225,8 @@ def main() -> None:
         print(f"throughput ratio swiftserve / transformers: {result['throughput_ratio']:.2f}x")
         print(
             f"single stream: swiftserve {s['swiftserve_tokens_per_s']:.1f} tok/s, transformers "
-            f"{s['transformers_tokens_per_s']:.1f} tok/s, ratio {s['ratio']:.2f}x"
+            f"{s['transformers_tokens_per_s']:.1f} tok/s, ratio {s['ratio']:.2f}x "
+            f"(op by op, without the fused decode: {s['swiftserve_op_by_op_tokens_per_s']:.1f} tok/s)"
         )
     write_json(args.out, result)
 

@@ -11,6 +11,7 @@
 #include "cpu/activation.h"
 #include "cpu/cache.h"
 #include "cpu/linear.h"
+#include "cpu/llama_decode.h"
 #include "cpu/norm.h"
 #include "cpu/paged_attention.h"
 #include "cpu/rotary.h"
@@ -234,6 +235,50 @@ void linear_py(uintptr_t out, int64_t out_stride, uintptr_t x, int64_t x_stride,
   });
 }
 
+// Checks what every layer shares once per step (the block tables, positions, slots); the
+// caller (kernels/cpp_llama_decode.py) checks the weight table when it builds it.
+void llama_decode_layers_py(uintptr_t layers, int num_layers, int hidden, int num_heads, int num_kv_heads,
+                            int head_dim, int intermediate, int rot_dim, float eps, float scale, int sliding_window,
+                            bool is_neox, int64_t m, uintptr_t x, uintptr_t residual, uintptr_t qkv, uintptr_t attn,
+                            uintptr_t gate_up, uintptr_t act, uintptr_t positions, uintptr_t slot_mapping,
+                            uintptr_t cos_sin_cache, int64_t max_position, uintptr_t block_tables,
+                            int64_t max_blocks_per_seq, int64_t block_table_stride, uintptr_t context_lens,
+                            int64_t num_blocks, int block_size, int64_t cache_stride_block,
+                            int64_t cache_stride_token, int64_t cache_stride_head, const std::string& dtype,
+                            bool generic) {
+  check_heads(num_heads, num_kv_heads);
+  if (num_layers <= 0 || m <= 0 || hidden <= 0 || intermediate <= 0)
+    throw py::value_error("llama_decode_layers: layers, tokens, hidden and intermediate sizes must be positive");
+  if (rot_dim <= 0 || rot_dim % 2 || rot_dim > head_dim)
+    throw py::value_error("llama_decode_layers: rotary dim must be even, positive and <= head_dim");
+  const LlamaDecodeArgs args{ptr<const LlamaLayerPtrs>(layers), num_layers, hidden, num_heads, num_kv_heads,
+                             head_dim, intermediate, rot_dim, eps, scale, sliding_window, is_neox, m, ptr<void>(x),
+                             ptr<void>(residual), ptr<void>(qkv), ptr<void>(attn), ptr<void>(gate_up), ptr<void>(act),
+                             ptr<const int64_t>(positions), ptr<const int64_t>(slot_mapping),
+                             ptr<const float>(cos_sin_cache), ptr<const int32_t>(block_tables), block_table_stride,
+                             ptr<const int32_t>(context_lens), block_size, cache_stride_block, cache_stride_token,
+                             cache_stride_head};
+  const PagedKV kv{nullptr, nullptr, cache_stride_block, cache_stride_token, cache_stride_head, args.block_tables,
+                   block_table_stride, block_size};
+  check_paged(kv, num_blocks, max_blocks_per_seq, args.context_lens, static_cast<int>(m));
+  for (int64_t t = 0; t < m; ++t) {
+    if (args.positions[t] < 0 || args.positions[t] >= max_position)
+      throw py::value_error("positions[" + std::to_string(t) + "] = " + std::to_string(args.positions[t]) +
+                            " is outside the cos/sin cache (" + std::to_string(max_position) + " positions)");
+    if (args.slot_mapping[t] < 0 || args.slot_mapping[t] >= num_blocks * block_size)
+      throw py::value_error("slot_mapping[" + std::to_string(t) + "] = " + std::to_string(args.slot_mapping[t]) +
+                            " is not a slot of the cache (" + std::to_string(num_blocks * block_size) + " slots)");
+    if (args.context_lens[t] < 1)
+      throw py::value_error("context_lens[" + std::to_string(t) + "] must count the decoded token itself");
+  }
+  dispatch(dtype, generic, [&](auto isa, auto t) {
+    dispatch_head_dim(head_dim, [&](auto d) {
+      py::gil_scoped_release release;
+      llama_decode_layers<typename decltype(isa)::type, typename decltype(t)::type, decltype(d)::value>(args);
+    });
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -269,6 +314,17 @@ PYBIND11_MODULE(_C, m) {
   m.def("silu_and_mul", &silu_and_mul_py, py::arg("out"), py::arg("out_stride"), py::arg("x"), py::arg("x_stride"),
         py::arg("num_rows"), py::arg("d"), py::arg("dtype"), py::arg("generic") = false,
         "out = silu(x[:, :d]) * x[:, d:].");
+  m.attr("llama_layer_fields") = kLlamaLayerFields;
+  m.def("llama_decode_layers", &llama_decode_layers_py, py::arg("layers"), py::arg("num_layers"), py::arg("hidden"),
+        py::arg("num_heads"), py::arg("num_kv_heads"), py::arg("head_dim"), py::arg("intermediate"),
+        py::arg("rot_dim"), py::arg("eps"), py::arg("scale"), py::arg("sliding_window"), py::arg("is_neox"),
+        py::arg("m"), py::arg("x"), py::arg("residual"), py::arg("qkv"), py::arg("attn"), py::arg("gate_up"),
+        py::arg("act"), py::arg("positions"), py::arg("slot_mapping"), py::arg("cos_sin_cache"),
+        py::arg("max_position"), py::arg("block_tables"), py::arg("max_blocks_per_seq"),
+        py::arg("block_table_stride"), py::arg("context_lens"), py::arg("num_blocks"), py::arg("block_size"),
+        py::arg("cache_stride_block"), py::arg("cache_stride_token"), py::arg("cache_stride_head"),
+        py::arg("dtype"), py::arg("generic") = false,
+        "Every decoder layer of a Llama-family model for m single-token decodes (see cpu/llama_decode.h).");
   m.def("linear", &linear_py, py::arg("out"), py::arg("out_stride"), py::arg("x"), py::arg("x_stride"),
         py::arg("weight"), py::arg("weight_stride"), py::arg("bias"), py::arg("m"), py::arg("n"), py::arg("k"),
         py::arg("dtype"), py::arg("generic") = false,

@@ -9,7 +9,8 @@ Baselines, per op:
   torch      the fastest plain-torch formulation found: decode = one batched gather of every
              sequence's blocks + scaled_dot_product_attention with a length mask; prefill =
              per-sequence gather + SDPA (causal); rms_norm = F.rms_norm on fp32; silu_and_mul,
-             rotary_embedding and store_kv: the reference is already the plain-torch way.
+             rotary_embedding and store_kv: the reference is already the plain-torch way;
+             linear = F.linear (oneDNN), over distinct weights that do not fit in the caches.
 Times are the best of N wall-clock runs (the least noisy estimate on a shared 2-core machine);
 ratios are baseline time / cpp time in the same run. Decode reports the KV bytes read per second
 (the floor is ~20-25 GB/s of DRAM bandwidth once the cache is bigger than L3, 32 MB), prefill the
@@ -29,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
-from swiftserve.kernels import cpp_ops, reference
+from swiftserve.kernels import cpp_linear, cpp_ops, reference
 
 from benchmarks.common import print_table, write_json
 
@@ -252,6 +253,43 @@ def bench_elementwise(args) -> list[dict]:
     return rows
 
 
+def _stream(linear, x, weights) -> None:
+    for w in weights:
+        linear(x, w)
+
+
+def bench_linear(args) -> list[dict]:
+    """Decode-sized linears over ~96 MB of distinct weight copies, so each call reads its weight
+    from DRAM as in the model (one matrix reused would sit in L2/L3 and flatter both sides)."""
+    rows = []
+    backends = {
+        "cpp": functools.partial(_stream, cpp_linear.linear),
+        "torch": functools.partial(_stream, F.linear),
+    }
+    for name, dtype in DTYPES.items():
+        size = torch.empty((), dtype=dtype).element_size()
+        for n, k in ((960, HIDDEN), (3072, HIDDEN), (HIDDEN, INTERMEDIATE), (49152, HIDDEN)):
+            count = max(1, (96 << 20) // (n * k * size))
+            weights = [torch.randn(n, k).to(dtype) for _ in range(count)]
+            for m in (1, 4, 8):
+                if args.quick and m == 4:
+                    continue
+                x = torch.randn(m, k).to(dtype)
+                rows.append(
+                    measure(
+                        "linear",
+                        f"m={m} n={n} k={k} x{count}",
+                        name,
+                        (x, weights),
+                        backends,
+                        max(args.repeats // 2, 3),
+                        cpp_GBps=lambda t, b=count * n * k * size: b / t / 1e9,
+                    )
+                )
+            del weights
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few shapes only")
@@ -267,7 +305,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     from swiftserve import _C
 
-    rows = bench_decode(args) + bench_prefill(args) + bench_elementwise(args)
+    rows = bench_decode(args) + bench_prefill(args) + bench_elementwise(args) + bench_linear(args)
     columns = [
         "op",
         "shape",

@@ -17,6 +17,7 @@ from swiftserve.layers.linear import Linear
 from swiftserve.layers.norm import RMSNorm
 from swiftserve.layers.rotary import RotaryEmbedding
 from swiftserve.models.llama_config import LlamaConfig
+from swiftserve.models.llama_fused_decode import FusedDecode
 
 
 class LlamaAttention(nn.Module):
@@ -80,6 +81,9 @@ class LlamaForCausalLM(nn.Module):
         self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, backend=backend)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
+        # Decode steps of a few sequences run all layers in one native call when every op would
+        # be the 'cpp' kernel anyway; set to None to force the op-by-op path.
+        self.fused_decode = FusedDecode(cfg, self.layers[0]) if backend in (None, "cpp") else None
 
     def attention_layers(self) -> list[PagedAttention]:
         return [layer.self_attn.attn for layer in self.layers]
@@ -89,8 +93,11 @@ class LlamaForCausalLM(nn.Module):
     ) -> torch.Tensor:
         """Final hidden states [tokens, hidden] of the flat batch."""
         x, residual = self.embed_tokens(input_ids), None
-        for layer in self.layers:
-            x, residual = layer(positions, x, residual, meta)
+        if self.fused_decode is not None and self.fused_decode.applies(x, meta):
+            x, residual = self.fused_decode(self.layers, x, positions, meta)
+        else:
+            for layer in self.layers:
+                x, residual = layer(positions, x, residual, meta)
         return self.norm(x, residual)[0]
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:

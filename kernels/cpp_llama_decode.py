@@ -1,0 +1,158 @@
+"""The 'cpp' backend's fused decode: every decoder layer of a Llama-family model in one _C call.
+
+models/llama.py runs a decode step of a few sequences through this instead of op by op: the
+same kernels in the same order (so the same numbers), without ~12 trips through Python per
+layer. `LlamaDecodeTable` checks the weights and caches once and keeps their addresses;
+`llama_decode_layers` checks the step's inputs and runs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+try:
+    from swiftserve import _C
+except ImportError:
+    _C = None
+
+_NATIVE_DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
+# Rows of x up to which the small-M linear kernel wins (kernels/cpp_linear.py).
+MAX_TOKENS = 8
+
+
+@dataclass(frozen=True)
+class LlamaDecodeDims:
+    hidden: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate: int
+    rot_dim: int
+    eps: float
+    scale: float
+    sliding_window: int | None
+    is_neox: bool
+
+
+@dataclass
+class LlamaLayerTensors:
+    input_norm: torch.Tensor  # [hidden]
+    qkv: torch.Tensor  # [q_size + 2 kv_size, hidden]
+    qkv_bias: torch.Tensor | None
+    o_proj: torch.Tensor  # [hidden, q_size]
+    post_norm: torch.Tensor
+    gate_up: torch.Tensor  # [2 intermediate, hidden]
+    down: torch.Tensor  # [hidden, intermediate]
+    k_cache: torch.Tensor  # [num_blocks, block_size, num_kv_heads, head_dim]
+    v_cache: torch.Tensor
+
+
+def supports(dims: LlamaDecodeDims, dtype: torch.dtype) -> bool:
+    """Whether _C has a fused decode for this shape and dtype."""
+    return (
+        _C is not None
+        and dtype in _NATIVE_DTYPES
+        and dims.head_dim in _C.head_dims
+        and dims.num_kv_heads > 0
+        and dims.num_heads % dims.num_kv_heads == 0
+        and dims.num_heads // dims.num_kv_heads <= _C.max_group
+    )
+
+
+def _expect(name: str, t: torch.Tensor, shape: tuple, dtype: torch.dtype) -> None:
+    if not isinstance(t, torch.Tensor) or not t.is_cpu or t.dtype != dtype:
+        raise ValueError(f"llama_decode: {name} must be a CPU {dtype} tensor")
+    if tuple(t.shape) != shape or not t.is_contiguous():
+        raise ValueError(f"llama_decode: {name} must be contiguous {shape}, got {tuple(t.shape)}")
+
+
+class LlamaDecodeTable:
+    """Every layer's weight and cache addresses, as the int64 table _C reads."""
+
+    def __init__(self, dims: LlamaDecodeDims, layers: list[LlamaLayerTensors]) -> None:
+        if not layers:
+            raise ValueError("llama_decode: no layers")
+        self.dims, self.layers = dims, layers  # holding the tensors keeps the addresses valid
+        self.dtype = layers[0].qkv.dtype
+        if not supports(dims, self.dtype):
+            raise ValueError(f"llama_decode: no fused decode for {dims} in {self.dtype}")
+        self.cache_shape = tuple(layers[0].k_cache.shape)
+        self.cache_strides = layers[0].k_cache.stride()
+        self.table = torch.tensor([self._row(layer) for layer in layers], dtype=torch.int64)
+        assert self.table.shape[1] == _C.llama_layer_fields
+
+    def _row(self, layer: LlamaLayerTensors) -> list[int]:
+        d, dt = self.dims, self.dtype
+        q, kv = d.num_heads * d.head_dim, d.num_kv_heads * d.head_dim
+        _expect("input_norm", layer.input_norm, (d.hidden,), dt)
+        _expect("qkv", layer.qkv, (q + 2 * kv, d.hidden), dt)
+        if layer.qkv_bias is not None:
+            _expect("qkv_bias", layer.qkv_bias, (q + 2 * kv,), dt)
+        _expect("o_proj", layer.o_proj, (d.hidden, q), dt)
+        _expect("post_norm", layer.post_norm, (d.hidden,), dt)
+        _expect("gate_up", layer.gate_up, (2 * d.intermediate, d.hidden), dt)
+        _expect("down", layer.down, (d.hidden, d.intermediate), dt)
+        for name in ("k_cache", "v_cache"):
+            cache = getattr(layer, name)
+            _expect(name, cache, self.cache_shape, dt)
+            if cache.shape[2:] != (d.num_kv_heads, d.head_dim):
+                raise ValueError(
+                    f"llama_decode: {name} {tuple(cache.shape)} does not hold this model's KV heads"
+                )
+        bias = 0 if layer.qkv_bias is None else layer.qkv_bias.data_ptr()
+        return [
+            layer.input_norm.data_ptr(),
+            layer.qkv.data_ptr(),
+            bias,
+            layer.o_proj.data_ptr(),
+            layer.post_norm.data_ptr(),
+            layer.gate_up.data_ptr(),
+            layer.down.data_ptr(),
+            layer.k_cache.data_ptr(),
+            layer.v_cache.data_ptr(),
+        ]
+
+
+def _index(t: torch.Tensor, dtype: torch.dtype, name: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor) or not t.is_cpu or t.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"llama_decode: {name} must be a CPU int32 or int64 tensor")
+    return t if t.dtype == dtype and t.is_contiguous() else t.to(dtype).contiguous()
+
+
+def llama_decode_layers(
+    table: LlamaDecodeTable,
+    x: torch.Tensor,
+    positions: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    cos_sin_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Runs every layer on x [m, hidden] (the embeddings, overwritten): (x, residual) of the last
+    layer, for the final norm to add and normalize, exactly as the op-by-op forward leaves them."""
+    d, m = table.dims, x.shape[0]
+    _expect("x", x, (m, d.hidden), table.dtype)
+    positions = _index(positions, torch.int64, "positions")
+    slots = _index(slot_mapping, torch.int64, "slot_mapping")
+    block_tables = _index(block_tables, torch.int32, "block_tables")
+    context_lens = _index(context_lens, torch.int32, "context_lens")
+    if not (positions.shape == slots.shape == context_lens.shape == (m,)) or block_tables.shape[0] != m:
+        raise ValueError(
+            f"llama_decode: positions, slot_mapping, context_lens and block_tables need {m} rows"
+        )
+    _expect("cos_sin_cache", cos_sin_cache, (cos_sin_cache.shape[0], d.rot_dim), torch.float32)
+    q, kv = d.num_heads * d.head_dim, d.num_kv_heads * d.head_dim
+    residual = torch.empty_like(x)
+    scratch = [torch.empty(m, n, dtype=x.dtype) for n in (q + 2 * kv, q, 2 * d.intermediate, d.intermediate)]
+    num_blocks, block_size = table.cache_shape[:2]
+    _C.llama_decode_layers(
+        table.table.data_ptr(), table.table.shape[0], d.hidden, d.num_heads, d.num_kv_heads, d.head_dim,
+        d.intermediate, d.rot_dim, d.eps, d.scale, d.sliding_window or 0, d.is_neox, m, x.data_ptr(),
+        residual.data_ptr(), *(s.data_ptr() for s in scratch), positions.data_ptr(), slots.data_ptr(),
+        cos_sin_cache.data_ptr(), cos_sin_cache.shape[0], block_tables.data_ptr(), block_tables.shape[1],
+        block_tables.stride(0), context_lens.data_ptr(), num_blocks, block_size, *table.cache_strides[:3],
+        _NATIVE_DTYPES[table.dtype],
+    )  # fmt: skip
+    return x, residual

@@ -1,0 +1,85 @@
+"""Decode steps of a few sequences as one native call (kernels/cpp_llama_decode.py).
+
+On a CPU a small batch of single-token decodes is bound by reading the weights, and Python's
+per-op work is a large share of what remains. When every layer would run the 'cpp' kernels
+anyway, the whole stack of layers runs in one call to the same kernels, in the same order:
+the numbers equal the op-by-op forward's (tests/models/test_llama_fused_decode.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from swiftserve.kernels import cpp_llama_decode as fused
+from swiftserve.layers.attention_metadata import AttentionMetadata
+
+if TYPE_CHECKING:
+    from swiftserve.models.llama import LlamaDecoderLayer
+    from swiftserve.models.llama_config import LlamaConfig
+
+
+class FusedDecode:
+    """Owns the layer table of one model; rebuilt when the KV cache is rebound. Holds no
+    reference to the model (which owns it), so dropping the model frees everything at once."""
+
+    def __init__(self, cfg: LlamaConfig, layer0: LlamaDecoderLayer) -> None:
+        self.table: fused.LlamaDecodeTable | None = None
+        self.rotary = layer0.self_attn.rotary
+        self.dims = fused.LlamaDecodeDims(
+            hidden=cfg.hidden_size,
+            num_heads=cfg.num_heads,
+            num_kv_heads=cfg.num_kv_heads,
+            head_dim=cfg.head_dim,
+            intermediate=cfg.intermediate_size,
+            rot_dim=self.rotary.cos_sin_cache.shape[1],
+            eps=cfg.rms_norm_eps,
+            scale=layer0.self_attn.attn.scale,
+            sliding_window=cfg.sliding_window,
+            is_neox=self.rotary.is_neox,
+        )
+
+    def applies(self, x: torch.Tensor, meta: AttentionMetadata) -> bool:
+        return (
+            meta.num_prefill_seqs == 0
+            and 0 < meta.num_decode_tokens <= fused.MAX_TOKENS
+            and x.is_cpu
+            and fused.supports(self.dims, x.dtype)
+        )
+
+    def __call__(
+        self, layers: nn.ModuleList, x: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        table = self._table(layers)
+        return fused.llama_decode_layers(
+            table,
+            x,
+            positions,
+            meta.slot_mapping,
+            self.rotary.cos_sin_cache,
+            meta.decode_block_tables,
+            meta.decode_context_lens,
+        )
+
+    def _table(self, layers: nn.ModuleList) -> fused.LlamaDecodeTable:
+        k_cache = layers[0].self_attn.attn.k_cache
+        if self.table is None or self.table.layers[0].k_cache is not k_cache:
+            self.table = fused.LlamaDecodeTable(self.dims, [_layer_tensors(layer) for layer in layers])
+        return self.table
+
+
+def _layer_tensors(layer: LlamaDecoderLayer) -> fused.LlamaLayerTensors:
+    attn, mlp = layer.self_attn, layer.mlp
+    return fused.LlamaLayerTensors(
+        input_norm=layer.input_layernorm.weight.data,
+        qkv=attn.qkv_proj.weight.data,
+        qkv_bias=None if attn.qkv_proj.bias is None else attn.qkv_proj.bias.data,
+        o_proj=attn.o_proj.weight.data,
+        post_norm=layer.post_attention_layernorm.weight.data,
+        gate_up=mlp.gate_up_proj.weight.data,
+        down=mlp.down_proj.weight.data,
+        k_cache=attn.attn.k_cache,
+        v_cache=attn.attn.v_cache,
+    )
