@@ -129,8 +129,8 @@ struct RowAttention {
         const int64_t head_next = next + h * kv.stride_head;
         for (int t = 0; t < next_n; ++t)
           for (int i = 0; i < kHeadDim; i += 64 / sizeof(T)) {
-            __builtin_prefetch(k_cache + head_next + t * kv.stride_token + i);
-            __builtin_prefetch(v_cache + head_next + t * kv.stride_token + i);
+            __builtin_prefetch(k_cache + head_next + t * kv.stride_token + i, 0, 1);
+            __builtin_prefetch(v_cache + head_next + t * kv.stride_token + i, 0, 1);
           }
         heads[h].chunk(k_cache + base + h * kv.stride_head, v_cache + base + h * kv.stride_head, kv.stride_token, pos, n);
       }
