@@ -12,6 +12,7 @@ matmul rate measured in the same run, and the engine's per-step time outside the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import sys
 import time
@@ -21,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 from benchmarks.common import matmul_gflops, print_table, write_json
+from benchmarks.op_timer import OpTimer
 from swiftserve import LLM, SamplingParams
 from swiftserve.loader import resolve_model
 
@@ -150,6 +152,7 @@ def main() -> None:
     parser.add_argument("--hf-batch-size", type=int, default=16)
     parser.add_argument("--skip-hf", action="store_true", help="only run swiftserve")
     parser.add_argument("--kernel-backend", default=None, help="force one kernel backend (e.g. torch)")
+    parser.add_argument("--op-times", action="store_true", help="also time every native op and torch linear")
     parser.add_argument("--out", default="benchmarks/results/throughput.json")
     args = parser.parse_args()
 
@@ -173,7 +176,14 @@ def main() -> None:
         args.max_prompt,
         args.max_output,
     )
-    ours = run_swiftserve(llm, prompts, output_lens)
+    with OpTimer() if args.op_times else contextlib.nullcontext() as timer:
+        ours = run_swiftserve(llm, prompts, output_lens)
+    if timer is not None:  # where the run's time went; the timers add well under 1%
+        ours["op_seconds"] = dict(sorted(timer.seconds.items(), key=lambda kv: -kv[1]))
+        print_table(
+            [{"op": op, "seconds": t, "share": t / ours["seconds"]} for op, t in ours["op_seconds"].items()],
+            ["op", "seconds", "share"],
+        )
     ours["gflops"] = 2 * params_count * ours["tokens_per_s"] / 1e9
     ours["fraction_of_matmul_peak"] = ours["gflops"] / peak
     # The workload holds ~4x more prompt than output tokens: this counts the work of both.
