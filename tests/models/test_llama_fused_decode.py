@@ -135,6 +135,15 @@ def test_fused_path_is_taken_only_for_small_decode_steps(monkeypatch):
     assert calls == []  # 9 sequences: op by op
     _greedy("llama-gqa-tied", torch.float32, PROMPTS, 3, fused=True)
     assert calls == [len(PROMPTS)] * 3  # prefill op by op, each decode step fused
+    calls.clear()
+    model, _, manager = _model("llama-gqa-tied", torch.float32)
+    down = model.layers[1].mlp.down_proj.weight
+    down.data = down.data.t().contiguous().t()  # same values, column-major: the table wants rows
+    seqs = [Sequence.from_prompt(0, [1, 2, 3])]
+    _step(model, manager, seqs, [3])
+    seqs[0].append_token(4)
+    _step(model, manager, seqs, [1])  # a weight the table cannot take: op by op, no error
+    assert calls == [] and "down" in model.fused_decode.unusable
     backend_model = LlamaForCausalLM(LlamaConfig.from_hf({**BASE, **SIZES}), backend="torch")
     assert backend_model.fused_decode is None  # a named non-cpp backend keeps every op on it
 
@@ -142,6 +151,7 @@ def test_fused_path_is_taken_only_for_small_decode_steps(monkeypatch):
 def test_bad_step_inputs_raise_value_error():
     model, cache, manager = _model("llama-gqa-tied", torch.float32, num_blocks=8)
     table = model.fused_decode._table(model.layers)
+    assert table is not None
     x = torch.zeros(1, SIZES["hidden_size"])
     pos, slots = torch.tensor([3]), torch.tensor([5])
     tables, lens = torch.tensor([[0, 1]], dtype=torch.int32), torch.tensor([4], dtype=torch.int32)

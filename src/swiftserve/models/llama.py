@@ -93,8 +93,9 @@ class LlamaForCausalLM(nn.Module):
     ) -> torch.Tensor:
         """Final hidden states [tokens, hidden] of the flat batch."""
         x, residual = self.embed_tokens(input_ids), None
-        if self.fused_decode is not None and self.fused_decode.applies(x, meta):
-            x, residual = self.fused_decode(self.layers, x, positions, meta)
+        fused = self.fused_decode and self.fused_decode.try_run(self.layers, x, positions, meta)
+        if fused:
+            x, residual = fused
         else:
             for layer in self.layers:
                 x, residual = layer(positions, x, residual, meta)

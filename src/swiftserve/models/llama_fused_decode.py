@@ -8,6 +8,7 @@ the numbers equal the op-by-op forward's (tests/models/test_llama_fused_decode.p
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import torch
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from swiftserve.models.llama import LlamaDecoderLayer
     from swiftserve.models.llama_config import LlamaConfig
 
+logger = logging.getLogger(__name__)
+
 
 class FusedDecode:
     """Owns the layer table of one model; rebuilt when the KV cache is rebound. Holds no
@@ -27,6 +30,7 @@ class FusedDecode:
 
     def __init__(self, cfg: LlamaConfig, layer0: LlamaDecoderLayer) -> None:
         self.table: fused.LlamaDecodeTable | None = None
+        self.unusable: str | None = None  # why the table could not be built, once it failed
         self.rotary = layer0.self_attn.rotary
         self.dims = fused.LlamaDecodeDims(
             hidden=cfg.hidden_size,
@@ -41,18 +45,12 @@ class FusedDecode:
             is_neox=self.rotary.is_neox,
         )
 
-    def applies(self, x: torch.Tensor, meta: AttentionMetadata) -> bool:
-        return (
-            meta.num_prefill_seqs == 0
-            and 0 < meta.num_decode_tokens <= fused.MAX_TOKENS
-            and x.is_cpu
-            and fused.supports(self.dims, x.dtype)
-        )
-
-    def __call__(
+    def try_run(
         self, layers: nn.ModuleList, x: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        table = self._table(layers)
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(x, residual) after every layer, or None when this step should run op by op."""
+        if not self._applies(x, meta) or (table := self._table(layers)) is None:
+            return None
         return fused.llama_decode_layers(
             table,
             x,
@@ -63,10 +61,24 @@ class FusedDecode:
             meta.decode_context_lens,
         )
 
-    def _table(self, layers: nn.ModuleList) -> fused.LlamaDecodeTable:
+    def _applies(self, x: torch.Tensor, meta: AttentionMetadata) -> bool:
+        return (
+            self.unusable is None
+            and meta.num_prefill_seqs == 0
+            and 0 < meta.num_decode_tokens <= fused.MAX_TOKENS
+            and x.is_cpu
+            and fused.supports(self.dims, x.dtype)
+        )
+
+    def _table(self, layers: nn.ModuleList) -> fused.LlamaDecodeTable | None:
         k_cache = layers[0].self_attn.attn.k_cache
         if self.table is None or self.table.layers[0].k_cache is not k_cache:
-            self.table = fused.LlamaDecodeTable(self.dims, [_layer_tensors(layer) for layer in layers])
+            try:
+                self.table = fused.LlamaDecodeTable(self.dims, [_layer_tensors(layer) for layer in layers])
+            except ValueError as exc:  # weights it cannot take (e.g. mixed dtypes): op by op instead
+                self.unusable = str(exc)
+                logger.warning("fused decode off for this model, decoding op by op: %s", exc)
+                return None
         return self.table
 
 
