@@ -169,18 +169,21 @@ struct RowAttention {
       l[r] = l[r] * alpha[r] + Isa::reduce_add(p);
       m[r] = m_new;
     }
-    // P V: V rows are read once per block of rows whose accumulators stay in registers; bf16
-    // V rows are widened once into v32 for all blocks.
-    alignas(64) float v32[std::is_same_v<T, float> ? 1 : kLanes][kHeadDim];
-    const float* v_rows = v32[0];
-    int64_t v_stride = kHeadDim;
-    if constexpr (std::is_same_v<T, float>) {
-      v_rows = v;
-      v_stride = stride_token;
+    // P V: V rows are read once per block of rows whose accumulators stay in registers. With one
+    // block of rows (decode: a KV head's query group) bf16 V rows are widened in registers as
+    // they are loaded; with several, they are widened once into v32 for all blocks.
+    if (std::is_same_v<T, float> || num_rows <= kRowBlock) {
+      pv_all(v, stride_token, n, s, alpha);
     } else {
+      alignas(64) float v32[kLanes][kHeadDim];
       for (int t = 0; t < n; ++t)
         for (int i = 0; i < kVecs; ++i) Isa::store(v32[t] + i * kLanes, Isa::load(v + t * stride_token + i * kLanes));
+      pv_all(v32[0], static_cast<int64_t>(kHeadDim), n, s, alpha);
     }
+  }
+
+  template <class V>
+  void pv_all(const V* v_rows, int64_t v_stride, int n, const float (*s)[kLanes], const float* alpha) {
     int r = 0;
     for (; r + kRowBlock <= num_rows; r += kRowBlock) pv_rows<kRowBlock>(r, v_rows, v_stride, n, s, alpha);
     switch (num_rows - r) {  // the last, partial block
@@ -197,8 +200,8 @@ struct RowAttention {
   }
 
   // Rows [r0, r0 + kRows): acc = acc * alpha + sum_t p[t] v_t, accumulators held in registers.
-  template <int kRows>
-  void pv_rows(int r0, const float* v_rows, int64_t v_stride, int n, const float (*p)[kLanes], const float* alpha) {
+  template <int kRows, class V>
+  void pv_rows(int r0, const V* v_rows, int64_t v_stride, int n, const float (*p)[kLanes], const float* alpha) {
     vec out[kRows][kVecs];
     for (int j = 0; j < kRows; ++j) {
       const vec a = Isa::set1(alpha[r0 + j]);
