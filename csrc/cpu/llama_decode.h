@@ -5,8 +5,9 @@
 // ~2.5 ms per token for SmolLM2's 30 layers, a fifth of the step. This driver runs the same
 // kernels in the same order on the same buffers as models/llama.py does op by op, so its result
 // equals the op-by-op path exactly (tests/models/test_llama_fused_decode.py): it only removes the
-// trips through Python. It takes single-token decodes (at most a handful of sequences); prefill
-// and large batches stay on the op-by-op path, where Python's share is small.
+// trips through Python. It takes single-token decodes of up to 32 sequences (MAX_TOKENS in
+// kernels/cpp_llama_decode.py); prefill and larger batches stay on the op-by-op path, where
+// Python's share is small and oneDNN's GEMM beats the small-M linear.
 #pragma once
 
 #include <cstdint>

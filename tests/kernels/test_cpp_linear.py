@@ -54,12 +54,21 @@ def test_linear_matches_matmul(dtype, m, n, k):
 
 
 @DTYPES
-@pytest.mark.parametrize("m", [1, 2, 4])
+@pytest.mark.parametrize("m", [1, 2, 4, 13, 32])
 def test_bias_and_model_shapes(dtype, m):
-    """SmolLM2's projections (multi-threaded, the 16 x 1, 8 x 2 and 4 x 4 tiles) with a bias."""
+    """SmolLM2's projections (multi-threaded, the 16 x 1, 8 x 2 and 4 x 4 tiles) with a bias; past
+    MAX_ROWS through _C directly, as the fused decode calls it for up to 32 rows."""
     for n, k in [(960, 576), (576, 1536), (3072, 576)]:
         x, weight, bias = _rand((m, k), dtype, n), _rand((n, k), dtype, k), _rand((n,), dtype, 2)
-        _check(cpp_linear.linear(x, weight, bias), x, weight, bias)
+        if m <= cpp_linear.MAX_ROWS:
+            _check(cpp_linear.linear(x, weight, bias), x, weight, bias)
+        else:
+            out = torch.empty(m, n, dtype=dtype)
+            cpp_linear._C.linear(
+                out.data_ptr(), n, x.data_ptr(), k, weight.data_ptr(), k, bias.data_ptr(), m, n, k,
+                "float32" if dtype == torch.float32 else "bfloat16",
+            )  # fmt: skip
+            _check(out, x, weight, bias)
 
 
 @DTYPES

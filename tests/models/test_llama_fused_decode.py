@@ -95,6 +95,17 @@ def test_fused_decode_is_bit_identical(variant, dtype, monkeypatch):
     assert torch.equal(cache, want_cache)
 
 
+def test_fused_decode_past_the_linear_threshold_matches(monkeypatch):
+    """12 sequences: fused (small-M linear) vs op by op (torch GEMM past 8 rows): equal up to
+    fp32 summation order."""
+    calls = _count_fused_calls(monkeypatch)
+    prompts = [[i + 1, 2 * i + 3, 5] for i in range(12)]
+    logits, _, tokens = _greedy("qwen2-bias", torch.float32, prompts, 6, fused=True)
+    want_logits, _, want_tokens = _greedy("qwen2-bias", torch.float32, prompts, 6, fused=False)
+    assert calls == [12] * 6 and tokens == want_tokens
+    torch.testing.assert_close(logits, want_logits, atol=1e-4, rtol=1e-4)
+
+
 @pytest.fixture
 def generic_kernels(monkeypatch):
     """Both paths on the portable instantiation of the kernels instead of the AVX-512 one."""
