@@ -1,7 +1,8 @@
 """Wall-clock time per native kernel and per torch linear over a run: where a step's time goes.
 
-Wraps the `_C` handle of the cpp kernel modules and `reference.linear` (the matmuls larger than
-the small-M kernel takes) with timers. A few hundred nanoseconds per call of added overhead.
+Wraps the `_C` handle the cpp kernel wrappers share (kernels/cpp_native.py) and
+`reference.linear` (the matmuls larger than the small-M kernel takes) with timers. A few hundred
+nanoseconds per call of added overhead.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 
-from swiftserve.kernels import cpp_linear, cpp_llama_decode, cpp_ops, reference
+from swiftserve.kernels import cpp_native, reference
 
-_MODULES = (cpp_ops, cpp_linear, cpp_llama_decode)
+_MODULES = (cpp_native,)  # every cpp wrapper calls cpp_native._C
 
 
 class _TimedC:

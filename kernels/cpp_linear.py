@@ -9,16 +9,11 @@ torch's GEMM to win, so larger inputs (and dtypes or layouts _C does not take) g
 from __future__ import annotations
 
 import torch
+from swiftserve.kernels import cpp_native as native
 from swiftserve.kernels import reference
-
-try:
-    from swiftserve import _C
-except ImportError:
-    _C = None
 
 # Measured crossover on a 2-core Zen 4 (cpu_bench.py): at 16 rows torch's GEMM is level or ahead.
 MAX_ROWS = 8
-_NATIVE_DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
@@ -40,8 +35,8 @@ def _check(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
 
 def _native(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
     return (
-        _C is not None
-        and x.dtype in _NATIVE_DTYPES
+        native._C is not None
+        and x.dtype in native.NATIVE_DTYPES
         and weight.dtype == x.dtype
         and weight.stride(1) == 1
         and weight.numel() > 0
@@ -66,7 +61,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         x_stride = x2.stride()
     n, k = weight.shape
     out = torch.empty(rows, n, dtype=x.dtype)
-    _C.linear(
+    native._C.linear(
         out.data_ptr(),
         n,
         x2.data_ptr(),
@@ -77,6 +72,6 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         rows,
         n,
         k,
-        _NATIVE_DTYPES[x.dtype],
+        native.NATIVE_DTYPES[x.dtype],
     )
     return out if x.dim() == 2 else out.reshape(*x.shape[:-1], n)

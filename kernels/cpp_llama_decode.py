@@ -11,13 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from swiftserve.kernels import cpp_native as native
 
-try:
-    from swiftserve import _C
-except ImportError:
-    _C = None
-
-_NATIVE_DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
 # Decode steps of up to this many sequences run fused. Past 8 rows the small-M linear kernel
 # alone is level with oneDNN (kernels/cpp_linear.py), but the ~2.5 ms per step the fused call
 # saves in Python keeps it ahead: SmolLM2, bf16, 2 cores, 64-token decodes: 12 sequences 880 vs
@@ -55,12 +50,12 @@ class LlamaLayerTensors:
 def supports(dims: LlamaDecodeDims, dtype: torch.dtype) -> bool:
     """Whether _C has a fused decode for this shape and dtype."""
     return (
-        _C is not None
-        and dtype in _NATIVE_DTYPES
-        and dims.head_dim in _C.head_dims
+        native._C is not None
+        and dtype in native.NATIVE_DTYPES
+        and dims.head_dim in native._C.head_dims
         and dims.num_kv_heads > 0
         and dims.num_heads % dims.num_kv_heads == 0
-        and dims.num_heads // dims.num_kv_heads <= _C.max_group
+        and dims.num_heads // dims.num_kv_heads <= native._C.max_group
     )
 
 
@@ -84,7 +79,7 @@ class LlamaDecodeTable:
         self.cache_shape = tuple(layers[0].k_cache.shape)
         self.cache_strides = layers[0].k_cache.stride()
         self.table = torch.tensor([self._row(layer) for layer in layers], dtype=torch.int64)
-        assert self.table.shape[1] == _C.llama_layer_fields
+        assert self.table.shape[1] == native._C.llama_layer_fields
 
     def _row(self, layer: LlamaLayerTensors) -> list[int]:
         d, dt = self.dims, self.dtype
@@ -150,12 +145,12 @@ def llama_decode_layers(
     residual = torch.empty_like(x)
     scratch = [torch.empty(m, n, dtype=x.dtype) for n in (q + 2 * kv, q, 2 * d.intermediate, d.intermediate)]
     num_blocks, block_size = table.cache_shape[:2]
-    _C.llama_decode_layers(
+    native._C.llama_decode_layers(
         table.table.data_ptr(), table.table.shape[0], d.hidden, d.num_heads, d.num_kv_heads, d.head_dim,
         d.intermediate, d.rot_dim, d.eps, d.scale, d.sliding_window or 0, d.is_neox, m, x.data_ptr(),
         residual.data_ptr(), *(s.data_ptr() for s in scratch), positions.data_ptr(), slots.data_ptr(),
         cos_sin_cache.data_ptr(), cos_sin_cache.shape[0], block_tables.data_ptr(), block_tables.shape[1],
         block_tables.stride(0), context_lens.data_ptr(), num_blocks, block_size, *table.cache_strides[:3],
-        _NATIVE_DTYPES[table.dtype],
+        native.NATIVE_DTYPES[table.dtype],
     )  # fmt: skip
     return x, residual

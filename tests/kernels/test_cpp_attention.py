@@ -13,7 +13,7 @@ import functools
 
 import pytest
 import torch
-from swiftserve.kernels import cpp_linear, cpp_ops, reference
+from swiftserve.kernels import cpp_native, cpp_ops, reference
 from swiftserve.kernels.dispatch import resolve
 
 from .cases import make_decode_case, make_prefill_case, random_lens
@@ -89,8 +89,7 @@ def generic_kernels(monkeypatch):
             attr = getattr(_C, name)
             return functools.partial(attr, generic=True) if name in _KERNELS else attr
 
-    monkeypatch.setattr(cpp_ops, "_C", PortableC())
-    monkeypatch.setattr(cpp_linear, "_C", PortableC())
+    monkeypatch.setattr(cpp_native, "_C", PortableC())  # every cpp wrapper calls cpp_native._C
 
 
 _KERNELS = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from swiftserve.kernels import cpp_linear, cpp_ops
+from swiftserve.kernels import cpp_linear, cpp_native, cpp_ops
 from swiftserve.kernels.dispatch import resolve
 
 from swiftserve import kernels
@@ -64,7 +64,7 @@ def test_bias_and_model_shapes(dtype, m):
             _check(cpp_linear.linear(x, weight, bias), x, weight, bias)
         else:
             out = torch.empty(m, n, dtype=dtype)
-            cpp_linear._C.linear(
+            cpp_native._C.linear(
                 out.data_ptr(), n, x.data_ptr(), k, weight.data_ptr(), k, bias.data_ptr(), m, n, k,
                 "float32" if dtype == torch.float32 else "bfloat16",
             )  # fmt: skip
@@ -87,7 +87,7 @@ def test_strided_inputs(dtype):
 @DTYPES
 @pytest.mark.parametrize("m", [1, 2, 5])
 def test_portable_kernel_matches_matmul(dtype, m):
-    assert cpp_linear._C.linear.keywords == {"generic": True}
+    assert cpp_native._C.linear.keywords == {"generic": True}
     x, weight, bias = _rand((m, 100), dtype, 0), _rand((37, 100), dtype, 1), _rand((37,), dtype, 2)
     _check(cpp_linear.linear(x, weight, bias), x, weight, bias)
 

@@ -12,7 +12,7 @@ import functools
 
 import pytest
 import torch
-from swiftserve.kernels import cpp_linear, cpp_llama_decode, cpp_ops
+from swiftserve.kernels import cpp_llama_decode, cpp_native, cpp_ops
 from swiftserve.scheduler.batch_scheduler import ScheduledSeq, SchedulerOutput
 from swiftserve.scheduler.block_manager import BlockManager
 from swiftserve.scheduler.sequence import Sequence
@@ -117,8 +117,7 @@ def generic_kernels(monkeypatch):
             takes_generic = callable(attr) and "generic" in (attr.__doc__ or "")
             return functools.partial(attr, generic=True) if takes_generic else attr
 
-    for module in (cpp_ops, cpp_linear, cpp_llama_decode):
-        monkeypatch.setattr(module, "_C", PortableC())
+    monkeypatch.setattr(cpp_native, "_C", PortableC())
 
 
 @pytest.mark.usefixtures("generic_kernels")
