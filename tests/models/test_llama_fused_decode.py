@@ -158,6 +158,26 @@ def test_fused_path_is_taken_only_for_small_decode_steps(monkeypatch):
     assert backend_model.fused_decode is None  # a named non-cpp backend keeps every op on it
 
 
+def test_table_follows_moved_weights():
+    """Weights re-allocated after a fused step (model.to(...) does this) must not be read stale."""
+    model, _, manager = _model("llama-gqa-tied", torch.float32)
+    seqs = [Sequence.from_prompt(0, [1, 2, 3])]
+    _step(model, manager, seqs, [3])
+    seqs[0].append_token(4)
+    _step(model, manager, seqs, [1])
+    first = model.fused_decode.table
+    with torch.no_grad():
+        for p in model.parameters():
+            p.data = p.data.clone()
+    seqs[0].append_token(5)
+    _step(model, manager, seqs, [1])
+    assert first is not None and model.fused_decode.table is not first
+    assert (
+        model.fused_decode.table.layers[0].qkv.data_ptr()
+        == model.layers[0].self_attn.qkv_proj.weight.data_ptr()
+    )
+
+
 def test_bad_step_inputs_raise_value_error():
     model, cache, manager = _model("llama-gqa-tied", torch.float32, num_blocks=8)
     table = model.fused_decode._table(model.layers)

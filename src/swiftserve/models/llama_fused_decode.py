@@ -30,6 +30,7 @@ class FusedDecode:
 
     def __init__(self, cfg: LlamaConfig, layer0: LlamaDecoderLayer) -> None:
         self.table: fused.LlamaDecodeTable | None = None
+        self.table_key: tuple[int, int] | None = None
         self.unusable: str | None = None  # why the table could not be built, once it failed
         self.rotary = layer0.self_attn.rotary
         self.dims = fused.LlamaDecodeDims(
@@ -71,8 +72,11 @@ class FusedDecode:
         )
 
     def _table(self, layers: nn.ModuleList) -> fused.LlamaDecodeTable | None:
-        k_cache = layers[0].self_attn.attn.k_cache
-        if self.table is None or self.table.layers[0].k_cache is not k_cache:
+        # Rebuilt when the cache is rebound or the weights move (model.to(...) after a step).
+        attn0 = layers[0].self_attn
+        key = (id(attn0.attn.k_cache), attn0.qkv_proj.weight.data_ptr())
+        if self.table is None or self.table_key != key:
+            self.table_key = key
             try:
                 self.table = fused.LlamaDecodeTable(self.dims, [_layer_tensors(layer) for layer in layers])
             except ValueError as exc:  # weights it cannot take (e.g. mixed dtypes): op by op instead
