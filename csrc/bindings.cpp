@@ -187,6 +187,14 @@ void silu_and_mul_py(uintptr_t out, int64_t out_stride, uintptr_t x, int64_t x_s
   });
 }
 
+// Rotary reads row positions[t] of the cos/sin cache.
+void check_positions(const int64_t* positions, int64_t num_tokens, int64_t max_position) {
+  for (int64_t t = 0; t < num_tokens; ++t)
+    if (positions[t] < 0 || positions[t] >= max_position)
+      throw py::value_error("positions[" + std::to_string(t) + "] = " + std::to_string(positions[t]) +
+                            " is outside the cos/sin cache (" + std::to_string(max_position) + " positions)");
+}
+
 void rotary_embedding_py(uintptr_t positions, uintptr_t q, int64_t q_stride_token, int64_t q_stride_head, uintptr_t k,
                          int64_t k_stride_token, int64_t k_stride_head, uintptr_t cos_sin_cache, int64_t max_position,
                          int64_t num_tokens, int num_heads, int num_kv_heads, int rot_dim, bool is_neox,
@@ -195,10 +203,7 @@ void rotary_embedding_py(uintptr_t positions, uintptr_t q, int64_t q_stride_toke
   const RotaryArgs args{ptr<void>(q), ptr<void>(k), q_stride_token, q_stride_head, k_stride_token, k_stride_head,
                         ptr<const int64_t>(positions), ptr<const float>(cos_sin_cache), num_tokens, num_heads,
                         num_kv_heads, rot_dim, is_neox};
-  for (int64_t t = 0; t < num_tokens; ++t)
-    if (args.positions[t] < 0 || args.positions[t] >= max_position)
-      throw py::value_error("positions[" + std::to_string(t) + "] = " + std::to_string(args.positions[t]) +
-                            " is outside the cos/sin cache (" + std::to_string(max_position) + " positions)");
+  check_positions(args.positions, num_tokens, max_position);
   dispatch(dtype, generic, [&](auto isa, auto t) {
     py::gil_scoped_release release;
     rotary_embedding<typename decltype(isa)::type, typename decltype(t)::type>(args);
@@ -261,10 +266,8 @@ void llama_decode_layers_py(uintptr_t layers, int num_layers, int hidden, int nu
   const PagedKV kv{nullptr, nullptr, cache_stride_block, cache_stride_token, cache_stride_head, args.block_tables,
                    block_table_stride, block_size};
   check_paged(kv, num_blocks, max_blocks_per_seq, args.context_lens, static_cast<int>(m));
+  check_positions(args.positions, m, max_position);
   for (int64_t t = 0; t < m; ++t) {
-    if (args.positions[t] < 0 || args.positions[t] >= max_position)
-      throw py::value_error("positions[" + std::to_string(t) + "] = " + std::to_string(args.positions[t]) +
-                            " is outside the cos/sin cache (" + std::to_string(max_position) + " positions)");
     if (args.slot_mapping[t] < 0 || args.slot_mapping[t] >= num_blocks * block_size)
       throw py::value_error("slot_mapping[" + std::to_string(t) + "] = " + std::to_string(args.slot_mapping[t]) +
                             " is not a slot of the cache (" + std::to_string(num_blocks * block_size) + " slots)");

@@ -17,13 +17,7 @@ MAX_ROWS = 8
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
-    for name, t in (("x", x), ("weight", weight), ("bias", bias)):
-        if name == "bias" and t is None:
-            continue
-        if not isinstance(t, torch.Tensor):
-            raise ValueError(f"linear: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if not t.is_cpu:
-            raise ValueError(f"linear: {name} is on {t.device}, the cpp backend runs on CPU tensors only")
+    native.check_cpu("linear", x=x, weight=weight, **({} if bias is None else {"bias": bias}))
     if weight.dim() != 2 or x.dim() < 1 or x.shape[-1] != weight.shape[1]:
         raise ValueError(
             f"linear: x [..., in_features] and weight [out_features, in_features] disagree: "

@@ -52,10 +52,10 @@ def supports(dims: LlamaDecodeDims, dtype: torch.dtype) -> bool:
     return (
         native._C is not None
         and dtype in native.NATIVE_DTYPES
-        and dims.head_dim in native._C.head_dims
+        and dims.head_dim in native.HEAD_DIMS
         and dims.num_kv_heads > 0
         and dims.num_heads % dims.num_kv_heads == 0
-        and dims.num_heads // dims.num_kv_heads <= native._C.max_group
+        and dims.num_heads // dims.num_kv_heads <= native.MAX_GROUP
     )
 
 
@@ -113,12 +113,6 @@ class LlamaDecodeTable:
         ]
 
 
-def _index(t: torch.Tensor, dtype: torch.dtype, name: str) -> torch.Tensor:
-    if not isinstance(t, torch.Tensor) or not t.is_cpu or t.dtype not in (torch.int32, torch.int64):
-        raise ValueError(f"llama_decode: {name} must be a CPU int32 or int64 tensor")
-    return t if t.dtype == dtype and t.is_contiguous() else t.to(dtype).contiguous()
-
-
 def llama_decode_layers(
     table: LlamaDecodeTable,
     x: torch.Tensor,
@@ -132,10 +126,16 @@ def llama_decode_layers(
     layer, for the final norm to add and normalize, exactly as the op-by-op forward leaves them."""
     d, m = table.dims, x.shape[0]
     _expect("x", x, (m, d.hidden), table.dtype)
-    positions = _index(positions, torch.int64, "positions")
-    slots = _index(slot_mapping, torch.int64, "slot_mapping")
-    block_tables = _index(block_tables, torch.int32, "block_tables")
-    context_lens = _index(context_lens, torch.int32, "context_lens")
+    native.check_cpu(
+        "llama_decode",
+        positions=positions,
+        slot_mapping=slot_mapping,
+        block_tables=block_tables,
+        context_lens=context_lens,
+    )
+    positions = native.int64(positions, "llama_decode: positions")
+    slots = native.int64(slot_mapping, "llama_decode: slot_mapping")
+    block_tables, context_lens = native.int32(block_tables), native.int32(context_lens)
     if not (positions.shape == slots.shape == context_lens.shape == (m,)) or block_tables.shape[0] != m:
         raise ValueError(
             f"llama_decode: positions, slot_mapping, context_lens and block_tables need {m} rows"
