@@ -1,6 +1,9 @@
-"""Shared fixtures: the real default models, fetched and converted once per machine."""
+"""Shared fixtures: the real default models (fetched and converted once per machine) and the
+portable build of the C++ kernels."""
 
 from __future__ import annotations
+
+import functools
 
 import pytest
 import torch
@@ -18,6 +21,34 @@ def minilm_dir():
     from swiftserve.loader import resolve_model
 
     return resolve_model("all-minilm-l6-v2")
+
+
+# The _C kernels built in two flavours (AVX-512 and portable): the fixture below runs the portable one.
+_PORTABLE_KERNELS = {
+    "paged_decode_attention",
+    "paged_prefill_attention",
+    "rms_norm",
+    "fused_add_rms_norm",
+    "silu_and_mul",
+    "rotary_embedding",
+    "linear",
+    "llama_decode_layers",
+}
+
+
+@pytest.fixture
+def generic_kernels(monkeypatch):
+    """Runs the cpp backend on the portable instantiation of the kernels instead of the AVX-512 one."""
+    from swiftserve.kernels import cpp_native
+
+    from swiftserve import _C
+
+    class PortableC:
+        def __getattr__(self, name):
+            attr = getattr(_C, name)
+            return functools.partial(attr, generic=True) if name in _PORTABLE_KERNELS else attr
+
+    monkeypatch.setattr(cpp_native, "_C", PortableC())  # every cpp wrapper calls cpp_native._C
 
 
 def pytest_collection_modifyitems(config, items):

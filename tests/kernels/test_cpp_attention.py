@@ -13,7 +13,7 @@ import functools
 
 import pytest
 import torch
-from swiftserve.kernels import cpp_native, cpp_ops, reference
+from swiftserve.kernels import cpp_ops, reference
 from swiftserve.kernels.dispatch import resolve
 
 from .cases import make_decode_case, make_prefill_case, random_lens
@@ -77,29 +77,6 @@ def _as_f32(case):
 def _check(out, expected, dtype):
     assert out.dtype == dtype and not out.isnan().any()
     torch.testing.assert_close(out.float(), expected, **TOL[dtype])
-
-
-@pytest.fixture
-def generic_kernels(monkeypatch):
-    """Runs cpp_ops on the portable instantiation of the kernels instead of the AVX-512 one."""
-    from swiftserve import _C
-
-    class PortableC:
-        def __getattr__(self, name):
-            attr = getattr(_C, name)
-            return functools.partial(attr, generic=True) if name in _KERNELS else attr
-
-    monkeypatch.setattr(cpp_native, "_C", PortableC())  # every cpp wrapper calls cpp_native._C
-
-
-_KERNELS = {
-    "paged_decode_attention",
-    "paged_prefill_attention",
-    "rms_norm",
-    "fused_add_rms_norm",
-    "silu_and_mul",
-    "linear",
-}
 
 
 @DTYPES

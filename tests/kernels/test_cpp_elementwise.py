@@ -14,8 +14,6 @@ import torch
 from swiftserve.kernels import cpp_ops, reference
 from swiftserve.kernels.dispatch import resolve
 
-from .test_cpp_attention import generic_kernels  # noqa: F401 - the fixture, shared
-
 pytestmark = pytest.mark.skipif(
     not cpp_ops.is_available(), reason="swiftserve._C is not built (pip install -e .)"
 )

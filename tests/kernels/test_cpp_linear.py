@@ -16,8 +16,6 @@ from swiftserve.kernels.dispatch import resolve
 from swiftserve import kernels
 from swiftserve.layers.linear import Linear
 
-from .test_cpp_attention import generic_kernels  # noqa: F401 - the fixture, shared
-
 pytestmark = pytest.mark.skipif(
     not cpp_ops.is_available(), reason="swiftserve._C is not built (pip install -e .)"
 )

@@ -8,11 +8,9 @@ fused path does not take (prefill, more than MAX_TOKENS sequences) must fall bac
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 import torch
-from swiftserve.kernels import cpp_llama_decode, cpp_native, cpp_ops
+from swiftserve.kernels import cpp_llama_decode, cpp_ops
 from swiftserve.scheduler.batch_scheduler import ScheduledSeq, SchedulerOutput
 from swiftserve.scheduler.block_manager import BlockManager
 from swiftserve.scheduler.sequence import Sequence
@@ -104,20 +102,6 @@ def test_fused_decode_past_the_linear_threshold_matches(monkeypatch):
     want_logits, _, want_tokens = _greedy("qwen2-bias", torch.float32, prompts, 6, fused=False)
     assert calls == [12] * 6 and tokens == want_tokens
     torch.testing.assert_close(logits, want_logits, atol=1e-4, rtol=1e-4)
-
-
-@pytest.fixture
-def generic_kernels(monkeypatch):
-    """Both paths on the portable instantiation of the kernels instead of the AVX-512 one."""
-    from swiftserve import _C
-
-    class PortableC:
-        def __getattr__(self, name):
-            attr = getattr(_C, name)
-            takes_generic = callable(attr) and "generic" in (attr.__doc__ or "")
-            return functools.partial(attr, generic=True) if takes_generic else attr
-
-    monkeypatch.setattr(cpp_native, "_C", PortableC())
 
 
 @pytest.mark.usefixtures("generic_kernels")
