@@ -18,8 +18,10 @@ test:
 	TRITON_INTERPRET=$$($(PYTHON) -c "import torch; print(0 if torch.cuda.is_available() else 1)") \
 		$(PYTHON) -m pytest -q
 
+# ruff check and ruff format --check over the whole tree (CI runs this before the tests).
 lint:
-	ruff check src kernels scheduler router tests benchmarks
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
 
 bench:
 	$(PYTHON) benchmarks/throughput.py

@@ -50,6 +50,7 @@ def check_paged_inputs(q, k_cache, v_cache, block_tables, context_lens) -> tuple
     return num_heads // num_kv_heads, block_size
 
 
+# fmt: off
 @triton.jit
 def attend_kv_tile(
     acc, m_i, l_i, q, q_pos,
@@ -109,3 +110,4 @@ def attend_kv_tile(
     else:
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
     return acc, m_new, l_i
+# fmt: on

@@ -28,6 +28,7 @@ BLOCK_N = 64  # tokens per K/V tile
 MAX_PARTITIONS = 64  # bounds the reduce kernel's register tile
 
 
+# fmt: off
 @triton.jit
 def _paged_decode_kernel(
     # pointers
@@ -94,8 +95,10 @@ def _paged_decode_kernel(
             out_ptr + seq * stride_o_seq + heads[:, None] * stride_o_head + offs_d[None, :],
             out.to(out_ptr.dtype.element_ty), mask=g_mask[:, None] & d_mask[None, :],
         )
+# fmt: on
 
 
+# fmt: off
 @triton.jit
 def _paged_decode_reduce_kernel(
     # pointers
@@ -125,6 +128,7 @@ def _paged_decode_reduce_kernel(
     out = tl.sum(acc * w[:, None], 0) / tl.where(total > 0.0, total, 1.0)
     out_ptrs = out_ptr + seq * stride_o_seq + head * stride_o_head + offs_d
     tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=offs_d < HEAD_DIM)
+# fmt: on
 
 
 @cache
@@ -176,6 +180,7 @@ def paged_decode_attention(
     else:
         part_max = part_sum = part_out = out  # unused placeholders
 
+    # fmt: off
     _paged_decode_kernel[(num_seqs, num_kv_heads, num_partitions)](
         out, part_out, part_max, part_sum,
         q, k_cache, v_cache, block_tables, context_lens,
@@ -187,7 +192,9 @@ def paged_decode_attention(
         PARTITION_SIZE=part_size, USE_PARTITIONS=use_partitions, USE_WINDOW=sliding_window is not None,
         **dot_flags(q.dtype), num_warps=4, num_stages=2,
     )
+    # fmt: on
     if use_partitions:
+        # fmt: off
         _paged_decode_reduce_kernel[(num_seqs, num_heads)](
             out, part_out, part_max, part_sum,
             out.stride(0), out.stride(1),
@@ -195,4 +202,5 @@ def paged_decode_attention(
             HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, PARTS_PAD=next_pow2(num_partitions),
             num_warps=4,
         )
+        # fmt: on
     return out

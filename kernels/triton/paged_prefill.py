@@ -40,6 +40,7 @@ def _find_seq(query_start_loc_ptr, tile_id, num_seqs, BLOCK_M: tl.constexpr):
     return left - 1
 
 
+# fmt: off
 @triton.jit
 def _paged_prefill_kernel(
     # pointers
@@ -119,6 +120,7 @@ def _paged_prefill_kernel(
         out_ptr + tokens[:, None] * stride_o_token + head * stride_o_head + offs_d[None, :],
         out.to(out_ptr.dtype.element_ty), mask=row_mask[:, None] & d_mask[None, :],
     )
+# fmt: on
 
 
 def _tile_config(head_dim_pad: int, dtype: torch.dtype) -> dict:
@@ -155,6 +157,7 @@ def paged_prefill_attention(
     config = _tile_config(head_dim_pad, q.dtype)
     num_tiles = num_tokens // config["BLOCK_M"] + num_seqs
 
+    # fmt: off
     _paged_prefill_kernel[(num_tiles, num_heads)](
         out, q, k_cache, v_cache, block_tables, query_start_loc.contiguous(), context_lens,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
@@ -163,4 +166,5 @@ def paged_prefill_attention(
         QUERY_GROUP=query_group, HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, BLOCK_SIZE=block_size,
         USE_WINDOW=sliding_window is not None, **dot_flags(q.dtype), **config,
     )
+    # fmt: on
     return out

@@ -13,6 +13,7 @@ import triton.language as tl
 from swiftserve.kernels.triton.common import next_pow2
 
 
+# fmt: off
 @triton.jit
 def _rms_norm_kernel(
     # pointers
@@ -32,8 +33,10 @@ def _rms_norm_kernel(
     normed = (x * inv_rms).to(x_ptr.dtype.element_ty).to(tl.float32)
     w = tl.load(weight_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     tl.store(out_ptr + row * stride_out_row + offs, (normed * w).to(out_ptr.dtype.element_ty), mask=mask)
+# fmt: on
 
 
+# fmt: off
 @triton.jit
 def _fused_add_rms_norm_kernel(
     # pointers
@@ -59,6 +62,7 @@ def _fused_add_rms_norm_kernel(
     normed = (r * inv_rms).to(residual_ptr.dtype.element_ty).to(tl.float32)
     w = tl.load(weight_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     tl.store(x_row, (normed * w).to(x_ptr.dtype.element_ty), mask=mask)
+# fmt: on
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -84,12 +88,14 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     out = torch.empty(x.shape, dtype=torch.promote_types(x.dtype, weight.dtype), device=x.device)
     if x2.shape[0] == 0:
         return out
+    # fmt: off
     _rms_norm_kernel[(x2.shape[0],)](
         out.view(-1, x.shape[-1]), x2, weight.contiguous(),
         x.shape[-1], x2.stride(0),
         x.shape[-1], eps,
         **_launch_config(x.shape[-1]),
     )
+    # fmt: on
     return out
 
 
@@ -103,10 +109,12 @@ def fused_add_rms_norm(
     x2, res2 = _rows(x), _rows(residual)
     if x2.shape[0] == 0:
         return residual
+    # fmt: off
     _fused_add_rms_norm_kernel[(x2.shape[0],)](
         x2, res2, weight.contiguous(),
         x2.stride(0), res2.stride(0),
         x.shape[-1], eps,
         **_launch_config(x.shape[-1]),
     )
+    # fmt: on
     return residual

@@ -14,6 +14,7 @@ import triton.language as tl
 from swiftserve.kernels.triton.common import next_pow2
 
 
+# fmt: off
 @triton.jit
 def _rotate_heads(
     t_ptr, cos, sin, offs_half, half_mask, num_heads,
@@ -35,8 +36,10 @@ def _rotate_heads(
     x2 = tl.load(p2, mask=mask, other=0.0).to(tl.float32)
     tl.store(p1, (x1 * cos[None, :] - x2 * sin[None, :]).to(t_ptr.dtype.element_ty), mask=mask)
     tl.store(p2, (x2 * cos[None, :] + x1 * sin[None, :]).to(t_ptr.dtype.element_ty), mask=mask)
+# fmt: on
 
 
+# fmt: off
 @triton.jit
 def _rotary_kernel(
     # pointers
@@ -60,6 +63,7 @@ def _rotary_kernel(
                   HEADS_PAD=HEADS_PAD, HALF=HALF, IS_NEOX=IS_NEOX)
     _rotate_heads(k_ptr + token * stride_k_token, cos, sin, offs_half, half_mask, num_kv_heads, stride_k_head,
                   HEADS_PAD=KV_HEADS_PAD, HALF=HALF, IS_NEOX=IS_NEOX)
+# fmt: on
 
 
 def rotary_embedding(
@@ -74,8 +78,10 @@ def rotary_embedding(
     q and k may be strided views (say of a fused qkv projection) as long as head_dim is contiguous.
     """
     if q.dim() != 3 or k.dim() != 3 or q.shape[0] != k.shape[0] or positions.shape != (q.shape[0],):
+        # fmt: off
         raise ValueError(f"expected positions [T], q [T, heads, d], k [T, kv_heads, d]; got "
                          f"{tuple(positions.shape)}, {tuple(q.shape)}, {tuple(k.shape)}")
+        # fmt: on
     rot_dim = cos_sin_cache.shape[-1]
     if rot_dim % 2 or rot_dim > min(q.shape[-1], k.shape[-1]):
         raise ValueError(f"rot_dim {rot_dim} must be even and at most head_dim")
@@ -85,6 +91,7 @@ def rotary_embedding(
     if num_tokens == 0:
         return
     half = rot_dim // 2
+    # fmt: off
     _rotary_kernel[(num_tokens,)](
         q, k, positions.contiguous(), cos_sin_cache,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), cos_sin_cache.stride(0),
@@ -93,3 +100,4 @@ def rotary_embedding(
         HEADS_PAD=next_pow2(q.shape[1]), KV_HEADS_PAD=next_pow2(k.shape[1]),
         IS_NEOX=is_neox, num_warps=4,
     )
+    # fmt: on

@@ -12,6 +12,7 @@ import triton.language as tl
 from swiftserve.kernels.triton.common import next_pow2
 
 
+# fmt: off
 @triton.jit
 def _silu_and_mul_kernel(
     # pointers
@@ -30,6 +31,7 @@ def _silu_and_mul_kernel(
     up = tl.load(x_ptr + row * stride_x_row + d + offs, mask=mask, other=0.0).to(tl.float32)
     act = (gate * tl.sigmoid(gate)).to(x_ptr.dtype.element_ty).to(tl.float32)
     tl.store(out_ptr + row * stride_out_row + offs, (act * up).to(out_ptr.dtype.element_ty), mask=mask)
+# fmt: on
 
 
 def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
@@ -43,10 +45,12 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     if x2.shape[0] == 0 or d == 0:
         return out
     block = min(next_pow2(d), 2048)
+    # fmt: off
     _silu_and_mul_kernel[(x2.shape[0], triton.cdiv(d, block))](
         out.view(-1, d), x2,
         d, x2.stride(0),
         d,
         BLOCK=block, num_warps=min(max(block // 256, 1), 8),
     )
+    # fmt: on
     return out

@@ -12,6 +12,7 @@ import triton.language as tl
 from swiftserve.kernels.triton.common import next_pow2
 
 
+# fmt: off
 @triton.jit
 def _store_kv_kernel(
     # pointers
@@ -39,6 +40,7 @@ def _store_kv_kernel(
     tl.store(k_cache_ptr + dst, k.to(k_cache_ptr.dtype.element_ty), mask=mask)
     v = tl.load(v_ptr + token * stride_v_token + offs_h[:, None] * stride_v_head + offs_d[None, :], mask=mask)
     tl.store(v_cache_ptr + dst, v.to(v_cache_ptr.dtype.element_ty), mask=mask)
+# fmt: on
 
 
 def store_kv(
@@ -61,6 +63,7 @@ def store_kv(
     if num_tokens == 0:
         return
     # The kernel casts to the cache dtype: fp32 K/V may go into a bf16 cache, as in the reference.
+    # fmt: off
     _store_kv_kernel[(num_tokens,)](
         k, v, k_cache, v_cache, slot_mapping.contiguous(),
         k.stride(0), k.stride(1), v.stride(0), v.stride(1),
@@ -69,3 +72,4 @@ def store_kv(
         HEAD_DIM_PAD=next_pow2(head_dim), BLOCK_SIZE=block_size,
         num_warps=min(max(next_pow2(num_kv_heads * head_dim) // 256, 1), 8),
     )
+    # fmt: on
