@@ -1,0 +1,113 @@
+"""Which resident model steps next on the one device: the device executor's choice, torch-free.
+
+Several engines share one device; one loop runs one engine step at a time. The choice is:
+1. Work-conserving: only engines with work are candidates, so a lone busy model gets the
+   whole device.
+2. Weighted fair by measured step time: each engine carries a virtual time that grows by
+   `step_seconds / weight` after each of its steps; the candidate with the smallest runs next.
+   An engine that was idle re-enters at the smallest virtual time among the busy ones, so idle
+   time banks no credit (as in CFS).
+3. Latency-sensitive work first: an engine whose next step serves an embedding batch or a
+   request still waiting for its first token is urgent, and is picked ahead of the fair order
+   while its virtual time is at most `urgent_slack_s` ahead of the fairest candidate. A single
+   first token or embedding batch therefore never waits behind a long run of another model's
+   decode steps, yet a flood of urgent work cannot starve the others for more than the slack.
+Ties go to the engine that has waited longest since its last step, then by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+DEFAULT_URGENT_SLACK_S = 0.25
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One engine with work, as the executor sees it before a step."""
+
+    name: str
+    is_urgent: bool = False
+
+
+@dataclass
+class _Account:
+    weight: float
+    virtual_time: float = 0.0
+    last_step: int = -1  # sequence number of its last step; -1 = never stepped
+    was_busy: bool = False
+
+
+@dataclass
+class StepPolicy:
+    """Virtual-time accounts per engine; `pick` chooses, `charge` records what a step cost."""
+
+    urgent_slack_s: float = DEFAULT_URGENT_SLACK_S
+    _accounts: dict[str, _Account] = field(default_factory=dict)
+    _num_steps: int = 0
+
+    def __post_init__(self) -> None:
+        if self.urgent_slack_s < 0:
+            raise ValueError(f"urgent_slack_s must be >= 0, got {self.urgent_slack_s}")
+
+    def register(self, name: str, weight: float = 1.0) -> None:
+        if weight <= 0:
+            raise ValueError(f"weight of {name!r} must be > 0, got {weight}")
+        if name in self._accounts:
+            raise ValueError(f"engine {name!r} is already registered")
+        self._accounts[name] = _Account(weight)
+
+    def remove(self, name: str) -> None:
+        self._accounts.pop(name, None)
+
+    def virtual_time(self, name: str) -> float:
+        return self._accounts[name].virtual_time
+
+    def pick(self, candidates: Iterable[Candidate]) -> str | None:
+        """The engine to step next among those with work; None when none has any."""
+        ready = [c for c in candidates if c.name in self._accounts]
+        self._mark_idle({c.name for c in ready})
+        if not ready:
+            return None
+        self._rejoin(ready)
+        fairest = min(ready, key=self._order)
+        floor = self._accounts[fairest.name].virtual_time
+        urgent = [
+            c
+            for c in ready
+            if c.is_urgent and self._accounts[c.name].virtual_time <= floor + self.urgent_slack_s
+        ]
+        return min(urgent, key=self._order).name if urgent else fairest.name
+
+    def charge(self, name: str, step_seconds: float) -> None:
+        """Record a step of `name` that took `step_seconds` of device time."""
+        if step_seconds < 0:
+            raise ValueError(f"step_seconds must be >= 0, got {step_seconds}")
+        account = self._accounts.get(name)
+        if account is None:
+            return  # removed while its step ran
+        account.virtual_time += step_seconds / account.weight
+        account.last_step = self._num_steps
+        self._num_steps += 1
+
+    def _order(self, candidate: Candidate) -> tuple[float, int, str]:
+        account = self._accounts[candidate.name]
+        return (account.virtual_time, account.last_step, candidate.name)
+
+    def _mark_idle(self, busy: set[str]) -> None:
+        for name, account in self._accounts.items():
+            if name not in busy:
+                account.was_busy = False
+
+    def _rejoin(self, ready: list[Candidate]) -> None:
+        """Engines that just became busy start at the busy ones' smallest virtual time."""
+        busy = [self._accounts[c.name] for c in ready if self._accounts[c.name].was_busy]
+        if busy:
+            floor = min(a.virtual_time for a in busy)
+            for c in ready:
+                account = self._accounts[c.name]
+                if not account.was_busy:
+                    account.virtual_time = max(account.virtual_time, floor)
+        for c in ready:
+            self._accounts[c.name].was_busy = True

@@ -1,0 +1,96 @@
+"""The device executor's choice of which engine steps next: exact expectations."""
+
+import pytest
+from swiftserve.scheduler.step_policy import Candidate, StepPolicy
+
+
+def _policy(*names: str, slack: float = 0.25, **weights: float) -> StepPolicy:
+    policy = StepPolicy(urgent_slack_s=slack)
+    for name in names:
+        policy.register(name, weights.get(name, 1.0))
+    return policy
+
+
+def _run(policy: StepPolicy, steps: int, cost: dict[str, float], urgent: frozenset = frozenset()) -> list:
+    order = []
+    for _ in range(steps):
+        name = policy.pick(Candidate(n, n in urgent) for n in cost)
+        order.append(name)
+        policy.charge(name, cost[name])
+    return order
+
+
+def test_a_lone_busy_engine_gets_every_step():
+    policy = _policy("a", "b")
+    assert _run(policy, 4, {"a": 0.1}) == ["a", "a", "a", "a"]
+
+
+def test_no_candidates_picks_nothing():
+    assert _policy("a").pick([]) is None
+    assert _policy("a").pick([Candidate("unregistered")]) is None
+
+
+def test_equal_weights_share_device_time_not_step_count():
+    # b's steps cost 3x a's: a runs three steps for each of b's.
+    policy = _policy("a", "b")
+    order = _run(policy, 8, {"a": 0.25, "b": 0.75})  # binary fractions: exact sums
+    # At a tie (0.75 after four steps) b goes first: it has waited longer.
+    assert order == ["a", "b", "a", "a", "b", "a", "a", "a"]
+    assert policy.virtual_time("a") == 1.5
+    assert policy.virtual_time("b") == 1.5
+
+
+def test_weights_scale_the_share():
+    policy = _policy("a", "b", a=2.0)
+    order = _run(policy, 6, {"a": 0.02, "b": 0.02})
+    assert order.count("a") == 4 and order.count("b") == 2
+
+
+def test_ties_go_to_the_engine_that_waited_longest_then_name():
+    policy = _policy("b", "a")
+    assert _run(policy, 4, {"a": 0.0, "b": 0.0}) == ["a", "b", "a", "b"]
+
+
+def test_an_idle_engine_banks_no_credit():
+    policy = _policy("a", "b")
+    _run(policy, 10, {"a": 0.1})  # b idle meanwhile: a's virtual time is 1.0
+    # b comes back at a's virtual time instead of 0, so it does not get 10 steps in a row.
+    order = _run(policy, 4, {"a": 0.1, "b": 0.1})
+    assert policy.virtual_time("b") >= 1.0
+    assert sorted(order) == ["a", "a", "b", "b"]
+
+
+def test_urgent_work_jumps_the_fair_order_within_the_slack():
+    policy = _policy("decoder", "embedder", slack=0.25)
+    _run(policy, 2, {"decoder": 0.05, "embedder": 0.1})  # decoder 0.05, embedder 0.1
+    # embedder is 0.05 ahead (within the slack): its urgent batch runs first.
+    assert policy.pick([Candidate("decoder"), Candidate("embedder", is_urgent=True)]) == "embedder"
+
+
+def test_an_urgent_flood_cannot_starve_the_others_past_the_slack():
+    policy = _policy("decoder", "embedder", slack=0.25)
+    order = _run(policy, 12, {"decoder": 0.1, "embedder": 0.1}, urgent=frozenset({"embedder"}))
+    # embedder runs ahead until it is more than 0.25 s of device time ahead, then they alternate.
+    assert order[:4] == ["embedder", "embedder", "embedder", "decoder"]
+    assert order.count("decoder") >= 4
+    gap = policy.virtual_time("embedder") - policy.virtual_time("decoder")
+    assert gap <= 0.25 + 0.1 + 1e-9
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="urgent_slack_s"):
+        StepPolicy(urgent_slack_s=-1)
+    policy = _policy("a")
+    with pytest.raises(ValueError, match="already registered"):
+        policy.register("a")
+    with pytest.raises(ValueError, match="weight"):
+        policy.register("b", 0)
+    with pytest.raises(ValueError, match="step_seconds"):
+        policy.charge("a", -0.1)
+
+
+def test_charging_a_removed_engine_is_ignored():
+    policy = _policy("a")
+    policy.remove("a")
+    policy.charge("a", 1.0)
+    assert policy.pick([Candidate("a")]) is None
