@@ -1,0 +1,170 @@
+"""`swiftserve launch --config swiftserve.yaml`: the file's schema, validated with errors naming the key.
+
+A file looks like:
+
+    memory_budget: 6GiB        # one budget for every model's weights and KV cache
+    idle_timeout: 60s          # default for on-demand models (scale to zero after it)
+    models:
+      - name: chat
+        source: smollm2-135m-instruct
+        policy: pinned         # dedicated: loaded at start, never evicted
+      - name: embed
+        source: all-minilm-l6-v2
+        policy: on-demand      # serverless: loaded on first request, unloaded when idle
+        idle_timeout: 30s
+        dtype: float32
+
+YAML is parsed by PyYAML through msgspec, which also checks types and unknown keys; the
+result is converted to the frozen `ModelConfig` dataclasses the rest of swiftserve takes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+import msgspec.yaml
+from swiftserve.router.registry import default_served_name
+
+Policy = Literal["pinned", "on-demand"]
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+POLICIES: tuple[str, ...] = ("pinned", "on-demand")
+DEFAULT_IDLE_TIMEOUT_S = 60.0
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_SCALE = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+class ConfigError(ValueError):
+    """A config file or flag that cannot be served; the message names the key."""
+
+
+def parse_duration(value: str | float | int, key: str = "duration") -> float:
+    """'250ms', '60s', '5m', '1h' or a number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a duration such as 60s or 5m, got {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ConfigError(f"{key}: expected a duration such as 60s or 5m, got {value!r}")
+        seconds = float(match.group(1)) * _DURATION_SCALE[match.group(2)]
+    if seconds < 0:
+        raise ConfigError(f"{key}: a duration must be >= 0, got {value!r}")
+    return seconds
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One served model: what to load, under which name, and how it stays resident."""
+
+    name: str
+    source: str
+    policy: Policy = "pinned"
+    idle_timeout_s: float | None = DEFAULT_IDLE_TIMEOUT_S  # on-demand only; None: never unload
+    dtype: Dtype = "auto"
+    max_model_len: int | None = None
+    max_num_seqs: int | None = None
+    priority: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ConfigError(
+                f"models[].name: a served name must be non-empty without '/', got {self.name!r}"
+            )
+        if not self.source:
+            raise ConfigError(f"models[{self.name}].source: empty")
+        if self.policy not in POLICIES:
+            raise ConfigError(f"models[{self.name}].policy: one of {POLICIES}, got {self.policy!r}")
+        for key in ("max_model_len", "max_num_seqs"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"models[{self.name}].{key}: must be >= 1, got {value}")
+
+
+@dataclass(frozen=True)
+class FileConfig:
+    """What a config file holds, validated: the models and the process-wide settings it sets."""
+
+    models: tuple[ModelConfig, ...]
+    memory_budget: str | int | None = None
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+
+
+class _ModelEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    name: str | None = None
+    source: str
+    policy: Policy = "pinned"
+    idle_timeout: str | float | None = None
+    dtype: Dtype = "auto"
+    max_model_len: int | None = None
+    max_num_seqs: int | None = None
+    priority: int = 0
+
+
+class _File(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    models: list[_ModelEntry]
+    memory_budget: str | int | None = None
+    idle_timeout: str | float = DEFAULT_IDLE_TIMEOUT_S
+
+
+def load_config_file(path: str | Path) -> FileConfig:
+    """Reads and validates a YAML config file; ConfigError names the file and the key."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    return parse_config(raw, str(path))
+
+
+def parse_config(text: bytes | str, where: str = "config") -> FileConfig:
+    try:
+        file = msgspec.yaml.decode(text, type=_File)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{where}: {_with_yaml_keys(str(exc))}") from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{where}: not valid YAML ({exc})") from None
+    try:
+        return _convert(file)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _convert(file: _File) -> FileConfig:
+    if not file.models:
+        raise ConfigError("models: at least one model is needed")
+    default_idle = parse_duration(file.idle_timeout, "idle_timeout")
+    models = tuple(_model(i, entry, default_idle) for i, entry in enumerate(file.models))
+    names = [m.name for m in models]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"models: served twice under {duplicates}; give each a distinct name")
+    return FileConfig(models, file.memory_budget, default_idle)
+
+
+def _model(index: int, entry: _ModelEntry, default_idle: float) -> ModelConfig:
+    name = entry.name or default_served_name(entry.source)
+    key = f"models[{index}].idle_timeout"
+    idle = default_idle if entry.idle_timeout is None else parse_duration(entry.idle_timeout, key)
+    if entry.idle_timeout is not None and entry.policy == "pinned":
+        raise ConfigError(f"{key}: a pinned model is never unloaded; idle_timeout is for on-demand models")
+    return ModelConfig(
+        name=name,
+        source=entry.source,
+        policy=entry.policy,
+        idle_timeout_s=idle if entry.policy == "on-demand" else None,
+        dtype=entry.dtype,
+        max_model_len=entry.max_model_len,
+        max_num_seqs=entry.max_num_seqs,
+        priority=entry.priority,
+    )
+
+
+def _with_yaml_keys(message: str) -> str:
+    """msgspec says `$.models[0].policy`; the file's reader thinks in `models[0].policy`."""
+    return re.sub(r"`\$\.?([^`]*)`", lambda m: f"`{m.group(1) or '(top level)'}`", message)
