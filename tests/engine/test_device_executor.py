@@ -1,0 +1,147 @@
+"""The device executor on fake engines: one thread steps them all, in the policy's order."""
+
+import threading
+import time
+
+import pytest
+from swiftserve.scheduler.step_policy import StepPolicy
+
+from swiftserve.engine.device_executor import DeviceExecutor, ExecutorStoppedError
+
+
+class FakeEngine:
+    """`work` steps to do, each sleeping `cost` seconds and producing one output."""
+
+    def __init__(self, name: str, work: int = 0, cost: float = 0.0, urgent: bool = False) -> None:
+        self.name, self.work, self.cost, self.urgent = name, work, cost, urgent
+        self.threads: set[str] = set()
+        self.log: list[str] | None = None
+
+    def has_work(self) -> bool:
+        return self.work > 0
+
+    def is_urgent(self) -> bool:
+        return self.urgent
+
+    def step(self) -> list:
+        self.threads.add(threading.current_thread().name)
+        if self.log is not None:
+            self.log.append(self.name)
+        time.sleep(self.cost)
+        self.work -= 1
+        return [f"{self.name}:{self.work}"]
+
+
+def _attach(executor, engine, weight=1.0):
+    delivered, errors = [], []
+    executor.attach(engine.name, engine, delivered.extend, errors.append, weight).result(timeout=5)
+    return delivered, errors
+
+
+def _wait_until(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def executor():
+    ex = DeviceExecutor("test")
+    ex.start()
+    yield ex
+    ex.stop()
+
+
+def test_every_step_runs_on_the_one_executor_thread(executor):
+    a, b = FakeEngine("a", 3), FakeEngine("b", 3)
+    out_a, _ = _attach(executor, a)
+    out_b, _ = _attach(executor, b)
+    executor.call(lambda: None).result(timeout=5)
+    _wait_until(lambda: len(out_a) == 3 and len(out_b) == 3)
+    assert out_a == ["a:2", "a:1", "a:0"]
+    assert a.threads == b.threads == {"executor-test"}
+    assert executor.stats()["a"][0] == 3
+
+
+def test_work_added_by_a_command_is_stepped(executor):
+    engine = FakeEngine("a")
+    out, _ = _attach(executor, engine)
+
+    def add_work():
+        engine.work = 2
+
+    executor.call(add_work).result(timeout=5)
+    _wait_until(lambda: len(out) == 2)
+    assert engine.work == 0
+
+
+def test_device_time_is_shared_fairly_between_busy_engines():
+    # Paused executor: queue both engines with plenty of work, then watch the order.
+    policy = StepPolicy()
+    executor = DeviceExecutor("fair", policy)
+    slow, fast = FakeEngine("slow", 4, cost=0.03), FakeEngine("fast", 100, cost=0.01)
+    log: list[str] = []
+    slow.log = fast.log = log
+    executor.start()
+    try:
+        gate = threading.Event()
+        executor.call(gate.wait)  # hold the loop until both are attached
+        executor.attach("slow", slow, lambda o: None, lambda e: None)
+        executor.attach("fast", fast, lambda o: None, lambda e: None)
+        gate.set()
+        _wait_until(lambda: slow.work == 0)
+    finally:
+        executor.stop()
+    before_last_slow = log[: len(log) - log[::-1].index("slow")]
+    # ~3 fast steps per slow one: 0.03 s of device time each way.
+    assert 8 <= before_last_slow.count("fast") <= 16
+
+
+def test_a_failing_step_is_reported_and_the_others_go_on(executor):
+    class Broken(FakeEngine):
+        def step(self):
+            raise RuntimeError("boom")
+
+    broken, healthy = Broken("broken", 1), FakeEngine("healthy", 2)
+    errors: list = []
+
+    def on_error(exc):
+        errors.append(exc)
+        broken.work = 0
+
+    executor.attach("broken", broken, lambda o: None, on_error).result(timeout=5)
+    out, _ = _attach(executor, healthy)
+    _wait_until(lambda: len(out) == 2 and errors)
+    assert str(errors[0]) == "boom"
+
+
+def test_command_results_and_exceptions_come_back(executor):
+    assert executor.call(lambda: 42).result(timeout=5) == 42
+
+    def fail():
+        raise ValueError("bad")
+
+    with pytest.raises(ValueError, match="bad"):
+        executor.call(fail).result(timeout=5)
+
+
+def test_detach_stops_stepping(executor):
+    engine = FakeEngine("a", 10**9)
+    out, _ = _attach(executor, engine)
+    _wait_until(lambda: len(out) > 0)
+    executor.detach("a").result(timeout=5)
+    count = len(out)
+    time.sleep(0.05)
+    assert len(out) == count
+    assert "a" not in executor.stats()
+
+
+def test_commands_to_a_stopped_executor_are_refused():
+    executor = DeviceExecutor("off")
+    with pytest.raises(ExecutorStoppedError):
+        executor.call(lambda: None)
+    executor.start()
+    executor.stop()
+    with pytest.raises(ExecutorStoppedError):
+        executor.call(lambda: None)
