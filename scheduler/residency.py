@@ -1,0 +1,284 @@
+"""The residency ledger: which models are in device memory, under one byte budget. No torch.
+
+The engine's driver does the real loading and unloading; this ledger decides and keeps count:
+    cold --admit--> loading --loaded--> resident --begin_unload / eviction--> unloading --unloaded--> cold
+                       '--load_failed--> cold
+A model counts its footprint (weights + KV floor) plus its extra KV grant against the budget
+whenever it is not cold, so `committed_bytes() <= budget` always holds.
+
+A load that needs memory other models hold waits for it: `admit` marks the victims UNLOADING and
+links them to the load; an unloading model keeps counting its bytes until `unloaded()`, and then
+hands them to the load it was evicted for. A LOADING model therefore counts only the bytes it has
+(`owed` is the rest), and `loaded()` is refused while it still waits; the budget is never
+promised twice, even while loads and unloads overlap. Where the memory comes from, in order:
+free bytes; unused extra KV blocks of resident models; models already unloading; evictions
+(`scheduler/eviction.py` chooses them).
+
+Not thread-safe, by design: the asyncio router drives it from one thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from swiftserve.scheduler.eviction import AdmissionPlan, obtainable_bytes, plan_admission
+from swiftserve.scheduler.memory_budget import check_fits, format_bytes
+from swiftserve.scheduler.residency_types import (
+    COUNTED_STATES,
+    DuplicateModelError,
+    LoadDecision,
+    ModelBudget,
+    ModelEntry,
+    ModelResidency,
+    PinnedModelError,
+    Policy,
+    ResidencyStateError,
+    State,
+    UnknownModelError,
+)
+
+
+class ResidencyManager:
+    """The ledger of one process's models under `budget_bytes`; see the module docstring."""
+
+    def __init__(self, budget_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
+        if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes < 1:
+            raise ValueError(f"budget_bytes must be a positive integer, got {budget_bytes!r}")
+        self.budget_bytes = budget_bytes
+        self._clock = clock
+        self._models: dict[str, ModelEntry] = {}
+
+    # -- configuration ----------------------------------------------------------------------------
+
+    def add(self, spec: ModelBudget) -> None:
+        """Register a cold model. BudgetError if it could never be resident: its footprint alone,
+        the pinned footprints together, or the largest on-demand one beside them exceed the budget."""
+        if spec.name in self._models:
+            raise DuplicateModelError(f"model {spec.name!r} is already registered")
+        check_fits(self.budget_bytes, [e.spec for e in self._models.values()] + [spec])
+        self._models[spec.name] = ModelEntry(spec)
+
+    def remove(self, name: str) -> None:
+        """Forget a cold model."""
+        self._expect(name, State.COLD, "remove")
+        del self._models[name]
+
+    # -- requests and holds -----------------------------------------------------------------------
+
+    def acquire(self, name: str) -> None:
+        """A request of the model starts: it is not evicted nor unloaded until released."""
+        entry = self._get(name)
+        entry.in_flight += 1
+        entry.last_used = self._clock()
+
+    def release(self, name: str) -> None:
+        """A request of the model ended."""
+        entry = self._get(name)
+        if entry.in_flight == 0:
+            raise ResidencyStateError(f"{name!r} released with no request in flight")
+        entry.in_flight -= 1
+        entry.last_used = self._clock()
+
+    def hold(self, name: str) -> None:
+        """Keep the model from eviction (a pipeline reservation); counted, allowed while cold."""
+        self._get(name).holds += 1
+
+    def unhold(self, name: str) -> None:
+        entry = self._get(name)
+        if entry.holds == 0:
+            raise ResidencyStateError(f"{name!r} unheld more often than held")
+        entry.holds -= 1
+
+    # -- admission --------------------------------------------------------------------------------
+
+    def admit(self, name: str) -> LoadDecision:
+        """Reserve the model's footprint so that it can load; LoadDecision says what to do first.
+
+        A cold model that fits in free memory becomes LOADING at once. Otherwise the memory comes
+        from unused extra KV, then models already unloading, then victims chosen by
+        `eviction.choose_victims` among resident on-demand models with no requests and no holds
+        (bytes, idle time and reload cost decide; see scheduler/eviction.py). If all of that cannot
+        cover it, nothing changes. Idempotent for a loading or resident model."""
+        entry = self._get(name)
+        if entry.state in (State.LOADING, State.RESIDENT):
+            return LoadDecision(True, reason=f"{name!r} is already {entry.state.value}")
+        if entry.state is State.UNLOADING:
+            return LoadDecision(False, reason=f"{name!r} is unloading; admit it again once unloaded")
+        plan = plan_admission(self._models, entry.spec.footprint, self.free_bytes(), self._clock())
+        if plan is None:
+            return self._refusal(entry.spec)
+        self._apply(entry, plan)
+        return LoadDecision(True, plan.evict, plan.shrink, self._admitted_reason(plan), plan.wait_for)
+
+    def _apply(self, entry: ModelEntry, plan: AdmissionPlan) -> None:
+        for name, blocks in plan.shrink.items():
+            self._models[name].extra_blocks -= blocks
+        for name in plan.evict:
+            self._models[name].state = State.UNLOADING
+        for name in plan.wait_for + plan.evict:
+            self._models[name].lent_to = entry.spec.name
+        entry.owed = max(0, entry.spec.footprint - self.free_bytes())
+        entry.state = State.LOADING
+
+    def _admitted_reason(self, plan: AdmissionPlan) -> str:
+        steps = [f"taking back KV blocks of {', '.join(plan.shrink)}"] if plan.shrink else []
+        steps += [f"waiting for {', '.join(plan.wait_for)} to unload"] if plan.wait_for else []
+        steps += [f"evicting {', '.join(plan.evict)}"] if plan.evict else []
+        return "fits after " + "; ".join(steps) if steps else "fits in free memory"
+
+    def _refusal(self, spec: ModelBudget) -> LoadDecision:
+        busy = [(n, e) for n, e in self._models.items() if e.state is State.RESIDENT and e.is_busy]
+        busy = [(n, e) for n, e in busy if e.spec.policy is Policy.ON_DEMAND]  # pinned ones stay anyway
+        detail = [f"{n} ({e.in_flight} in flight, {e.holds} held)" for n, e in busy]
+        reason = (
+            f"{spec.name!r} needs {format_bytes(spec.footprint)} but only"
+            f" {format_bytes(obtainable_bytes(self._models, self.free_bytes()))} can be freed now"
+            + (f"; kept by {', '.join(detail)}" if detail else "; the rest is pinned, loading or promised")
+        )
+        return LoadDecision(False, reason=reason, blocked_by=tuple(n for n, _ in busy))
+
+    # -- transitions ------------------------------------------------------------------------------
+
+    def loaded(self, name: str) -> None:
+        """LOADING -> RESIDENT; refused while the memory it waits for is still held."""
+        entry = self._expect(name, State.LOADING, "mark loaded")
+        if entry.owed:
+            raise ResidencyStateError(f"{name!r} cannot be loaded yet: waiting on {self._waiting_on(name)}")
+        self._unlink(name)  # models still unloading for it owe it nothing more
+        entry.state, entry.loads, entry.last_used = State.RESIDENT, entry.loads + 1, self._clock()
+
+    def load_failed(self, name: str, error: str) -> None:
+        """LOADING -> COLD: its bytes are freed; models unloading for it simply finish unloading."""
+        entry = self._expect(name, State.LOADING, "fail loading")
+        self._unlink(name)
+        entry.state, entry.owed, entry.last_error = State.COLD, 0, error
+
+    def _unlink(self, name: str) -> None:
+        for other in self._models.values():
+            if other.lent_to == name:
+                other.lent_to = None
+
+    def begin_unload(self, name: str, *, force: bool = False) -> bool:
+        """RESIDENT -> UNLOADING (an admin unload or an idle timeout); False, changing nothing,
+        while requests are in flight or holds exist. A pinned model needs force."""
+        entry = self._expect(name, State.RESIDENT, "unload")
+        if entry.spec.policy is Policy.PINNED and not force:
+            raise PinnedModelError(f"{name!r} is pinned; unloading it needs force")
+        if entry.is_busy:
+            return False
+        entry.state = State.UNLOADING
+        return True
+
+    def unloaded(self, name: str) -> None:
+        """UNLOADING -> COLD: its bytes go to the load it was evicted for, if any, else are free."""
+        entry = self._expect(name, State.UNLOADING, "mark unloaded")
+        if entry.lent_to is not None:
+            target = self._models[entry.lent_to]
+            target.owed -= min(target.owed, entry.full_bytes)
+        entry.state, entry.unloads, entry.lent_to = State.COLD, entry.unloads + 1, None
+        entry.extra_blocks = entry.used_blocks = 0
+
+    def expired(self) -> list[str]:
+        """Resident on-demand models idle past their idle_timeout_s with no requests nor holds,
+        longest idle first (then by name)."""
+        now = self._clock()
+        found = [
+            e
+            for e in self._models.values()
+            if e.is_evictable and e.spec.idle_timeout_s is not None
+            if now - e.last_used > e.spec.idle_timeout_s
+        ]
+        return [e.spec.name for e in sorted(found, key=lambda e: (e.last_used, e.spec.name))]
+
+    # -- KV that follows demand -------------------------------------------------------------------
+
+    def grow_kv(self, name: str, blocks: int) -> int:
+        """Grant up to `blocks` extra KV blocks from free memory (never by evicting); the number granted."""
+        entry = self._expect(name, State.RESIDENT, "grow the KV cache of")
+        _check_blocks(blocks)
+        size = entry.spec.kv_block_bytes
+        granted = blocks if size == 0 else min(blocks, self.free_bytes() // size)
+        entry.extra_blocks += granted
+        return granted
+
+    def shrink_kv(self, name: str, blocks: int) -> None:
+        """The engine gives back `blocks` extra KV blocks (none of them in use)."""
+        entry = self._expect(name, State.RESIDENT, "shrink the KV cache of")
+        _check_blocks(blocks)
+        if blocks > entry.extra_blocks or self.kv_blocks(name) - blocks < entry.used_blocks:
+            raise ValueError(
+                f"{name!r} cannot give back {blocks} KV blocks: {entry.extra_blocks} extra,"
+                f" {entry.used_blocks} of {self.kv_blocks(name)} in use"
+            )
+        entry.extra_blocks -= blocks
+
+    def report_kv_usage(self, name: str, used_blocks: int) -> None:
+        """How many of its KV blocks the engine uses now. Only extra blocks unused at the last report
+        are taken back for a load, so the driver reports every engine's usage before `admit`."""
+        entry = self._expect(name, State.RESIDENT, "report KV usage of")
+        _check_blocks(used_blocks)
+        if used_blocks > self.kv_blocks(name):
+            raise ValueError(f"{name!r} uses {used_blocks} KV blocks but has {self.kv_blocks(name)}")
+        entry.used_blocks = used_blocks
+
+    def kv_blocks(self, name: str) -> int:
+        """The model's KV blocks: floor + extra while it holds memory, 0 when cold."""
+        entry = self._get(name)
+        return entry.spec.kv_floor_blocks + entry.extra_blocks if entry.state in COUNTED_STATES else 0
+
+    # -- introspection ----------------------------------------------------------------------------
+
+    def committed_bytes(self) -> int:
+        return sum(e.charged for e in self._models.values())
+
+    def free_bytes(self) -> int:
+        return self.budget_bytes - self.committed_bytes()
+
+    def state(self, name: str) -> State:
+        return self._get(name).state
+
+    def models(self) -> list[ModelResidency]:
+        """One snapshot per model, in the order they were added."""
+        return [self._snapshot(e) for e in self._models.values()]
+
+    def _snapshot(self, e: ModelEntry) -> ModelResidency:
+        name = e.spec.name
+        return ModelResidency(
+            name,
+            e.state,
+            e.spec.policy,
+            e.charged,
+            self.kv_blocks(name),
+            e.in_flight,
+            e.holds,
+            e.last_used,
+            e.loads,
+            e.unloads,
+            e.last_error,
+            self._waiting_on(name),
+        )
+
+    def _waiting_on(self, name: str) -> tuple[str, ...]:
+        if not self._models[name].owed:
+            return ()
+        return tuple(n for n, e in self._models.items() if e.lent_to == name)
+
+    def _get(self, name: str) -> ModelEntry:
+        entry = self._models.get(name)
+        if entry is None:
+            raise UnknownModelError(f"unknown model {name!r}")
+        return entry
+
+    def _expect(self, name: str, state: State, action: str) -> ModelEntry:
+        entry = self._get(name)
+        if entry.state is not state:
+            raise ResidencyStateError(
+                f"cannot {action} {name!r}: it is {entry.state.value}, not {state.value}"
+            )
+        return entry
+
+
+def _check_blocks(blocks: int) -> None:
+    if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 0:
+        raise ValueError(f"a number of KV blocks must be an integer >= 0, got {blocks!r}")
