@@ -1,0 +1,252 @@
+"""The models of one process under one memory budget: loads, evictions and scale to zero.
+
+The residency ledger (scheduler/residency.py) decides; this pool carries the decisions out on the
+event loop:
+1. `use(name)` wraps a request: the model is acquired first (so it cannot be evicted once it is
+   loaded for this request), then made resident, and released when the request ends.
+2. `ensure_resident` admits a cold model into the budget; the ledger names the victims to evict
+   and the unloads to wait for. One task per model loads it; every request for that model waits
+   on the same task. When the memory is held by models with requests in flight, the request waits
+   until a release or an unload changes that (queued, not refused), up to `load_timeout_s`.
+3. A failed load puts the model back to cold with the error kept in its state and logged; the
+   next request tries again.
+4. A reaper unloads on-demand models idle past their timeout (scale to zero).
+Everything runs on one asyncio loop, so the ledger is never touched from two threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from swiftserve.router import errors
+from swiftserve.scheduler import residency_types as rt
+from swiftserve.scheduler.residency import ResidencyManager
+from swiftserve.scheduler.residency_types import LoadDecision, ModelBudget, Policy, State
+
+from swiftserve.engine.served_model import ServedModel
+
+logger = logging.getLogger("swiftserve.router")
+
+# Until a model has loaded once, its reload cost is estimated from its bytes at this rate.
+ASSUMED_LOAD_BYTES_PER_S = 1e9
+DEFAULT_LOAD_TIMEOUT_S = 300.0
+REAP_INTERVAL_S = 0.5
+
+
+@dataclass
+class PoolEntry:
+    model: ServedModel
+    budget: ModelBudget
+    load_task: asyncio.Task | None = None
+    unload_task: asyncio.Task | None = None
+    last_error: str | None = None
+    cold_waits: int = 0
+    load_seconds: list[float] = field(default_factory=list)
+
+
+class ModelPool:
+    """See the module docstring. `on_load(name, seconds)` / `on_unload(name)` feed metrics."""
+
+    def __init__(
+        self,
+        budget_bytes: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        load_timeout_s: float = DEFAULT_LOAD_TIMEOUT_S,
+        reap_interval_s: float = REAP_INTERVAL_S,
+    ) -> None:
+        self.ledger = ResidencyManager(budget_bytes, clock)
+        self.load_timeout_s = load_timeout_s
+        self.reap_interval_s = reap_interval_s
+        self._entries: dict[str, PoolEntry] = {}
+        self._changed = asyncio.Event()
+        self._reaper: asyncio.Task | None = None
+        self.on_load: Callable[[str, float], None] = lambda name, seconds: None
+        self.on_unload: Callable[[str], None] = lambda name: None
+
+    # -- configuration ----------------------------------------------------------------------------
+    def add(
+        self, model: ServedModel, policy: Policy | str, idle_timeout_s: float | None = None, priority: int = 0
+    ) -> None:
+        """Registers a cold model; BudgetError now if it could never fit beside the pinned ones."""
+        fp = model.footprint()
+        budget = ModelBudget(
+            name=model.name,
+            weight_bytes=fp.weight_bytes,
+            kv_block_bytes=fp.kv_block_bytes,
+            kv_floor_blocks=fp.kv_floor_blocks,
+            policy=policy,
+            idle_timeout_s=idle_timeout_s if Policy(policy) is Policy.ON_DEMAND else None,
+            reload_cost_s=fp.weight_bytes / ASSUMED_LOAD_BYTES_PER_S,
+            priority=priority,
+        )
+        self.ledger.add(budget)
+        self._entries[model.name] = PoolEntry(model, budget)
+
+    def get(self, name: str) -> ServedModel:
+        return self._entry(name).model
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def entry(self, name: str) -> PoolEntry:
+        return self._entry(name)
+
+    def state(self, name: str) -> State:
+        return self.ledger.state(self._entry(name).model.name)
+
+    def _entry(self, name: str) -> PoolEntry:
+        entry = self._entries.get(name)
+        if entry is None:
+            raise errors.UnknownModelError(name)
+        return entry
+
+    # -- start and stop ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Loads the pinned models (one after the other) and starts the idle reaper."""
+        for name, entry in self._entries.items():
+            if entry.budget.policy is Policy.PINNED:
+                await self.ensure_resident(name)
+        self._reaper = asyncio.create_task(self._reap_forever(), name="model-reaper")
+
+    async def shutdown(self) -> None:
+        """Stops the reaper and unloads every model; errors of one don't stop the rest."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        for name in self._entries:
+            with contextlib.suppress(Exception):
+                await self._settle(name)
+            if self.ledger.state(name) is State.RESIDENT and self.ledger.begin_unload(name, force=True):
+                await self._start_unload(name)
+
+    # -- the request path -------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def use(self, name: str) -> AsyncIterator[tuple[ServedModel, bool]]:
+        """The resident model for one request, and whether the request found it cold."""
+        entry = self._entry(name)
+        self.ledger.acquire(name)
+        try:
+            was_cold = self.ledger.state(name) is not State.RESIDENT
+            await self.ensure_resident(name)
+            if was_cold:
+                entry.cold_waits += 1
+            yield entry.model, was_cold
+        finally:
+            self.ledger.release(name)
+            self._notify()
+
+    async def ensure_resident(self, name: str) -> None:
+        """Returns once the model is resident; loads it (evicting others if needed) when cold."""
+        entry = self._entry(name)
+        deadline = time.monotonic() + self.load_timeout_s
+        while True:
+            state = self.ledger.state(name)
+            if state is State.RESIDENT:
+                return
+            if state is State.LOADING:
+                await asyncio.shield(entry.load_task)
+            elif state is State.UNLOADING:
+                await self._settle(name)
+            else:
+                decision = self.ledger.admit(name)
+                if decision.admitted:
+                    entry.load_task = asyncio.create_task(self._load(name, decision), name=f"load-{name}")
+                else:
+                    await self._wait_for_change(name, deadline, decision.reason)
+
+    async def _wait_for_change(self, name: str, deadline: float, reason: str) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise errors.LoadTimeoutError(name, self.load_timeout_s, reason)
+        changed = self._changed
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(changed.wait(), remaining)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    # -- loading and unloading --------------------------------------------------------------------
+    async def _load(self, name: str, decision: LoadDecision) -> None:
+        entry = self._entries[name]
+        try:
+            evictions = [self._start_unload(v) for v in decision.evict]
+            await asyncio.gather(*evictions)
+            for other in decision.wait_for:
+                await self._settle(other)
+            start = time.perf_counter()
+            await entry.model.load()
+            seconds = time.perf_counter() - start
+        except Exception as exc:  # noqa: BLE001 - the model goes back to cold; requests get the error
+            entry.last_error = f"{type(exc).__name__}: {exc}"
+            self.ledger.load_failed(name, entry.last_error)
+            logger.error("loading %s failed: %s", name, entry.last_error)
+            raise errors.ModelLoadError(name, entry.last_error) from exc
+        finally:
+            self._notify()
+        self.ledger.loaded(name)
+        entry.load_seconds.append(seconds)
+        logger.info("loaded %s in %.2f s", name, seconds)
+        self.on_load(name, seconds)
+
+    async def _settle(self, name: str) -> None:
+        """Waits for a load or an unload of `name` in progress, whatever its outcome."""
+        entry = self._entry(name)
+        for task in (entry.load_task, entry.unload_task):
+            if task is not None and not task.done():
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(task)
+
+    def _start_unload(self, name: str) -> asyncio.Task:
+        task = asyncio.create_task(self._unload_now(name), name=f"unload-{name}")
+        self._entries[name].unload_task = task
+        return task
+
+    async def _unload_now(self, name: str) -> None:
+        """The ledger has marked `name` UNLOADING: free its memory, then tell the ledger."""
+        entry = self._entries[name]
+        try:
+            await entry.model.unload()
+        finally:
+            self.ledger.unloaded(name)
+            self._notify()
+        logger.info("unloaded %s", name)
+        self.on_unload(name)
+
+    async def unload(self, name: str) -> bool:
+        """An admin unload: False when already cold; PinnedModelError, ModelBusyError as they say."""
+        await self._settle(name)
+        if self.ledger.state(name) is not State.RESIDENT:
+            return False
+        try:
+            started = self.ledger.begin_unload(name)
+        except rt.PinnedModelError:
+            raise errors.PinnedModelError(name) from None
+        if not started:
+            raise errors.ModelBusyError(name)
+        await asyncio.shield(self._start_unload(name))
+        return True
+
+    async def reap(self) -> list[str]:
+        """Unloads the on-demand models idle past their timeout; the names unloaded."""
+        done = []
+        for name in self.ledger.expired():
+            if self.ledger.begin_unload(name):
+                await self._start_unload(name)
+                done.append(name)
+        return done
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.reap_interval_s)
+            try:
+                await self.reap()
+            except Exception:  # noqa: BLE001 - keep reaping
+                logger.exception("idle unload failed")
