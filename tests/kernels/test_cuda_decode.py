@@ -48,9 +48,14 @@ def test_cu_source_compiles_with_nvcc(tmp_path):
     assert "paged_decode_attention" in text
 
 
-def test_unavailable_without_cuda():
+def test_is_available_agrees_with_status():
+    """is_available() is true exactly when status() names the compiled kernel; otherwise status()
+    says what is missing. On a GPU machine with CuPy this checks the positive case too."""
+    status = cuda_ops.status()
+    assert cuda_ops.is_available() == status.startswith("NVRTC-compiled decode attention on ")
     if not torch.cuda.is_available():
         assert not cuda_ops.is_available()
+        assert status == "no CUDA device" or "CuPy" in status
 
 
 def _run(case, fn, **kw):
