@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 
 from swiftserve.router.registry import ModelRegistry, ServedModel, UnknownModelError
 from swiftserve.server import protocol
 from swiftserve.server.errors import APIError, model_not_found, service_unavailable
+from swiftserve.server.http import Handler, JSONResponse, Request, Response, error_response
 from swiftserve.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 
 logger = logging.getLogger("swiftserve.server")
@@ -29,62 +29,6 @@ logger = logging.getLogger("swiftserve.server")
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 # Past this the body is not even drained: the connection is closed after the 413.
 _MAX_DRAIN_BYTES = 64 * 1024 * 1024
-
-_JSON = [(b"content-type", b"application/json")]
-_SSE = [
-    (b"content-type", b"text/event-stream"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
-
-
-@dataclass
-class JSONResponse:
-    body: bytes
-    status: int = 200
-    headers: list[tuple[bytes, bytes]] = field(default_factory=lambda: list(_JSON))
-
-    async def send(self, send) -> None:
-        headers = self.headers + [(b"content-length", str(len(self.body)).encode())]
-        await send({"type": "http.response.start", "status": self.status, "headers": headers})
-        await send({"type": "http.response.body", "body": self.body})
-
-
-@dataclass
-class StreamingResponse:
-    """SSE: each item of `chunks` is one or more complete `data: ...\\n\\n` events."""
-
-    chunks: AsyncIterator[bytes]
-    status: int = 200
-
-    async def send(self, send) -> None:
-        await send({"type": "http.response.start", "status": self.status, "headers": list(_SSE)})
-        async for chunk in self.chunks:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
-
-
-Response = JSONResponse | StreamingResponse
-
-
-def error_response(error: APIError) -> JSONResponse:
-    headers = list(_JSON) + [(k.encode(), v.encode()) for k, v in error.headers.items()]
-    return JSONResponse(error.to_json(), status=error.status, headers=headers)
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    arrival_time: float
-    app: App
-    # Set by handlers that know it, so the request counter carries the model label.
-    model: str = ""
-
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 
 class App:

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 import msgspec
 
 from swiftserve.server import protocol as p
-from swiftserve.server.app import JSONResponse, Request, Response, StreamingResponse
 from swiftserve.server.errors import bad_request
 from swiftserve.server.generation import (
     ChoiceDelta,
@@ -24,6 +23,7 @@ from swiftserve.server.generation import (
     tokenize,
     wants_usage,
 )
+from swiftserve.server.http import JSONResponse, Request, Response, StreamingResponse
 from swiftserve.server.metrics import RequestTimer
 from swiftserve.server.streaming import sse_event
 

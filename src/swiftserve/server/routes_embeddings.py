@@ -8,9 +8,9 @@ import base64
 import numpy as np
 
 from swiftserve.server import protocol as p
-from swiftserve.server.app import JSONResponse, Request, Response
 from swiftserve.server.errors import bad_request
 from swiftserve.server.generation import engine_error
+from swiftserve.server.http import JSONResponse, Request, Response
 
 _ENDPOINT = "embeddings"
 MAX_INPUTS = 2048

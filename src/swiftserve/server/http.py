@@ -1,0 +1,84 @@
+"""What the app and its route modules share: the request, the two response kinds, the handler type.
+
+The route modules import this, never `app.py`: the app imports the routes to install them, so a
+route importing the app would be an import cycle (tests/test_layering.py). A handler reaches the
+app through `request.app`, typed by the `AppView` protocol below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from swiftserve.router.registry import ModelRegistry, ServedModel
+from swiftserve.server.errors import APIError
+from swiftserve.server.metrics import ServerMetrics
+
+_JSON = [(b"content-type", b"application/json")]
+_SSE = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+@dataclass
+class JSONResponse:
+    body: bytes
+    status: int = 200
+    headers: list[tuple[bytes, bytes]] = field(default_factory=lambda: list(_JSON))
+
+    async def send(self, send) -> None:
+        headers = self.headers + [(b"content-length", str(len(self.body)).encode())]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+@dataclass
+class StreamingResponse:
+    """SSE: each item of `chunks` is one or more complete `data: ...\\n\\n` events."""
+
+    chunks: AsyncIterator[bytes]
+    status: int = 200
+
+    async def send(self, send) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": list(_SSE)})
+        async for chunk in self.chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+
+Response = JSONResponse | StreamingResponse
+
+
+def error_response(error: APIError) -> JSONResponse:
+    headers = list(_JSON) + [(k.encode(), v.encode()) for k, v in error.headers.items()]
+    return JSONResponse(error.to_json(), status=error.status, headers=headers)
+
+
+class AppView(Protocol):
+    """The part of `app.App` that handlers use."""
+
+    registry: ModelRegistry
+    metrics: ServerMetrics
+    created: int
+    is_ready: bool
+    is_draining: bool
+
+    def model(self, name: str, kind: str, endpoint: str) -> ServedModel: ...
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    arrival_time: float
+    app: AppView
+    # Set by handlers that know it, so the request counter carries the model label.
+    model: str = ""
+
+
+Handler = Callable[[Request], Awaitable[Response]]
