@@ -83,7 +83,10 @@ class LlamaForCausalLM(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         # Decode steps of a few sequences run all layers in one native call when every op would
         # be the 'cpp' kernel anyway; set to None to force the op-by-op path.
-        self.fused_decode = FusedDecode(cfg, self.layers[0]) if backend in (None, "cpp") else None
+        self.fused_decode = None
+        if backend in (None, "cpp"):
+            attn0 = self.layers[0].self_attn
+            self.fused_decode = FusedDecode(cfg, attn0.rotary, attn0.attn.scale)
 
     def attention_layers(self) -> list[PagedAttention]:
         return [layer.self_attn.attn for layer in self.layers]

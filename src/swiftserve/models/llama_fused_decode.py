@@ -4,6 +4,10 @@ On a CPU a small batch of single-token decodes is bound by reading the weights, 
 per-op work is a large share of what remains. When every layer would run the 'cpp' kernels
 anyway, the whole stack of layers runs in one call to the same kernels, in the same order:
 the numbers equal the op-by-op forward's (tests/models/test_llama_fused_decode.py).
+
+llama.py imports this module, so this one never imports llama.py (not even for type hints: that
+would be an import cycle, tests/test_layering.py). The model passes in what the table needs: the
+rotary embedding and attention scale of its layers, and the layers themselves, read by attribute.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from swiftserve.kernels import cpp_llama_decode as fused
 from swiftserve.layers.attention_metadata import AttentionMetadata
 
 if TYPE_CHECKING:
-    from swiftserve.models.llama import LlamaDecoderLayer
+    from swiftserve.layers.rotary import RotaryEmbedding
     from swiftserve.models.llama_config import LlamaConfig
 
 logger = logging.getLogger(__name__)
@@ -28,11 +32,11 @@ class FusedDecode:
     """Owns the layer table of one model; rebuilt when the KV cache is rebound. Holds no
     reference to the model (which owns it), so dropping the model frees everything at once."""
 
-    def __init__(self, cfg: LlamaConfig, layer0: LlamaDecoderLayer) -> None:
+    def __init__(self, cfg: LlamaConfig, rotary: RotaryEmbedding, attn_scale: float) -> None:
         self.table: fused.LlamaDecodeTable | None = None
         self.table_key: tuple[int, int] | None = None
         self.unusable: str | None = None  # why the table could not be built, once it failed
-        self.rotary = layer0.self_attn.rotary
+        self.rotary = rotary
         self.dims = fused.LlamaDecodeDims(
             hidden=cfg.hidden_size,
             num_heads=cfg.num_heads,
@@ -41,7 +45,7 @@ class FusedDecode:
             intermediate=cfg.intermediate_size,
             rot_dim=self.rotary.cos_sin_cache.shape[1],
             eps=cfg.rms_norm_eps,
-            scale=layer0.self_attn.attn.scale,
+            scale=attn_scale,
             sliding_window=cfg.sliding_window,
             is_neox=self.rotary.is_neox,
         )
@@ -86,7 +90,8 @@ class FusedDecode:
         return self.table
 
 
-def _layer_tensors(layer: LlamaDecoderLayer) -> fused.LlamaLayerTensors:
+def _layer_tensors(layer: nn.Module) -> fused.LlamaLayerTensors:
+    """The weights and KV cache of one llama.LlamaDecoderLayer, as the native table takes them."""
     attn, mlp = layer.self_attn, layer.mlp
     return fused.LlamaLayerTensors(
         input_norm=layer.input_layernorm.weight.data,
