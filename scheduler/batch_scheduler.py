@@ -118,7 +118,8 @@ class Scheduler:
         block_size = self.block_manager.block_size
         while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
             seq = self.waiting[0]
-            cached = self.block_manager.find_cached_prefix(seq)
+            # A hit would skip positions whose prompt logprobs are still wanted (sequence.py).
+            cached = [] if seq.needs_prompt_logprobs else self.block_manager.find_cached_prefix(seq)
             num_tokens = min(seq.num_tokens - len(cached) * block_size, budget)
             if not self.block_manager.allocate(seq, num_tokens, cached):
                 break

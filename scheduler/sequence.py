@@ -29,6 +29,9 @@ class Sequence:
     block_ids: list[int] = field(default_factory=list)
     block_hashes: list[bytes] = field(default_factory=list)  # of the leading full blocks, chained
     num_preemptions: int = 0
+    # Every prompt position must run through the model (prompt logprobs score each one), so
+    # admission skips prefix-cache hits while this is set; the engine clears it once scored.
+    needs_prompt_logprobs: bool = False
 
     @classmethod
     def from_prompt(cls, seq_id: int, prompt_token_ids: list[int]) -> Sequence:

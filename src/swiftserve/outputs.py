@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 
 @dataclass
 class TokenLogprob:
-    """Logprob of one generated token plus the top alternatives (token id, logprob), best first."""
+    """Logprob of one generated token plus the top alternatives (token id, logprob), best first.
+    `rank` (1-based, in its row's distribution) is set for prompt logprobs."""
 
     token_id: int
     logprob: float
     top: list[tuple[int, float]] = field(default_factory=list)
+    rank: int | None = None
 
 
 @dataclass
@@ -38,3 +40,5 @@ class RequestOutput:
     outputs: list[CompletionOutput]
     finished: bool = False
     num_cached_tokens: int = 0
+    # With SamplingParams.prompt_logprobs: one entry per prompt token, the first None (vLLM).
+    prompt_logprobs: list[TokenLogprob | None] | None = None

@@ -236,6 +236,21 @@ def test_prefix_caching_disabled_recomputes_everything():
     assert b.block_ids == [3, 4, 5] and b.num_cached_tokens == 0
 
 
+def test_a_sequence_needing_prompt_logprobs_skips_prefix_hits():
+    s = make(8, block_size=4)
+    a = add(s, 0, 10)
+    step(s)
+    b = add(s, 1, 0, tokens=list(a.token_ids[:10]))
+    b.needs_prompt_logprobs = True  # every prompt position must run through the model
+    _, rows = step(s)
+    assert rows == [(0, 10, 1, True), (1, 0, 10, True)]
+    assert b.block_ids == [3, 4, 5] and b.num_cached_tokens == 0
+    # b's blocks duplicate a's cached ones: the index keeps a's
+    c = add(s, 2, 0, tokens=list(a.token_ids[:10]))
+    step(s)
+    assert c.block_ids[:2] == [0, 1] and c.num_cached_tokens == 8
+
+
 # -- preemption -------------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ import torch
 from swiftserve.config import EngineConfig
 from swiftserve.engine.detokenizer import IncrementalDetokenizer
 from swiftserve.engine.errors import QueueFullError
-from swiftserve.engine.postprocess import append_token
+from swiftserve.engine.postprocess import append_prompt_logprobs, append_token
 from swiftserve.engine.request import Completion, Request
 from swiftserve.loader import apply_chat_template, load_config, load_tokenizer, resolve_model
 from swiftserve.model_runner.model_runner import ModelRunner, StepResult
@@ -107,6 +107,10 @@ class LLMEngine:
         request = Request(request_id, prompt if isinstance(prompt, str) else None, token_ids, params)
         for index in range(params.n):
             request.completions.append(self._new_completion(request_id, index, token_ids, params))
+        if params.prompt_logprobs is not None:
+            # The first completion's prefill scores the prompt (the others share it).
+            request.prompt_logprobs = [None]
+            request.completions[0].seq.needs_prompt_logprobs = len(token_ids) > 1
         self.requests[request_id] = request
         for completion in request.completions:
             self._completions[completion.seq.seq_id] = completion
@@ -165,6 +169,10 @@ class LLMEngine:
     def _postprocess(self, result: StepResult) -> list[RequestOutput]:
         touched: dict[str, Request] = {}
         now = time.monotonic()
+        for scored in result.prompt_logprobs:
+            completion = self._completions.get(scored.seq_id)
+            if completion is not None:  # else aborted while the step ran
+                append_prompt_logprobs(self.requests[completion.request_id], completion, scored)
         rows = zip(result.sampled, result.output.token_ids, result.output.logprobs, strict=True)
         for item, token_id, logprob in rows:
             completion = self._completions[item.seq.seq_id]

@@ -1,9 +1,11 @@
-"""Turning one sampled token into a completion's new state: ids, text, logprobs, stop."""
+"""Turning one sampled token into a completion's new state: ids, text, logprobs, stop; and
+recording a request's prompt logprobs as its prefill chunks are scored."""
 
 from __future__ import annotations
 
-from swiftserve.engine.request import Completion
+from swiftserve.engine.request import Completion, Request
 from swiftserve.engine.stop_checker import check_stop, emittable_length
+from swiftserve.model_runner.prompt_logprobs import PromptLogprobs
 from swiftserve.outputs import TokenLogprob
 
 
@@ -39,3 +41,15 @@ def append_token(
         full_text += completion.detokenizer.flush()
     completion.text = full_text if result.truncate_to is None else full_text[: result.truncate_to]
     completion.finish_reason, completion.stop_reason = result.finish_reason, result.stop_reason
+
+
+def append_prompt_logprobs(request: Request, completion: Completion, scored: PromptLogprobs) -> None:
+    """Extend request.prompt_logprobs with a chunk's entries. A sequence recomputed after
+    preemption scores positions again: those already held are kept. Once every prompt token has
+    its entry the sequence may use prefix-cache hits again."""
+    entries = request.prompt_logprobs
+    held = len(entries) - scored.first_position  # entries of this chunk already recorded
+    assert held >= 0, "prompt logprob chunks arrive in position order"
+    entries.extend(scored.entries[held:])
+    if len(entries) == len(request.prompt_token_ids):
+        completion.seq.needs_prompt_logprobs = False

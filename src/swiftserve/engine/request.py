@@ -44,6 +44,8 @@ class Request:
     completions: list[Completion] = field(default_factory=list)
     arrival_time: float = field(default_factory=time.monotonic)
     first_token_time: float | None = None
+    # With params.prompt_logprobs: the entries scored so far, [None] first (outputs.py).
+    prompt_logprobs: list[TokenLogprob | None] | None = None
 
     @property
     def finished(self) -> bool:
@@ -57,4 +59,5 @@ class Request:
             outputs=[c.to_output() for c in self.completions],
             finished=self.finished,
             num_cached_tokens=max((c.seq.num_cached_tokens for c in self.completions), default=0),
+            prompt_logprobs=list(self.prompt_logprobs) if self.prompt_logprobs is not None else None,
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -11,6 +11,7 @@ from swiftserve.config import EngineConfig
 from swiftserve.model_runner.input_batch import prepare_inputs
 from swiftserve.model_runner.kv_cache import allocate_kv_cache, num_blocks_for_budget
 from swiftserve.model_runner.model_loader import load_model, resolve_device, resolve_dtype
+from swiftserve.model_runner.prompt_logprobs import PromptLogprobs, compute_prompt_logprobs
 from swiftserve.model_runner.sampler import Sampler, SamplerOutput, SamplingState
 from swiftserve.scheduler.batch_scheduler import ScheduledSeq, SchedulerOutput
 
@@ -19,10 +20,11 @@ DEFAULT_KV_CACHE_MEMORY = 512 * 1024**2
 
 @dataclass
 class StepResult:
-    """The tokens one step produced, row i for sampled[i]."""
+    """The tokens one step produced, row i for sampled[i], and the prompt logprobs it scored."""
 
     sampled: list[ScheduledSeq]
     output: SamplerOutput
+    prompt_logprobs: list[PromptLogprobs] = field(default_factory=list)
 
 
 class ModelRunner:
@@ -48,8 +50,13 @@ class ModelRunner:
         """Forward the step; sample a token for every item that reached its sequence's end."""
         batch = prepare_inputs(out, self.block_size, self.device)
         hidden = self.model(batch.input_ids, batch.positions, batch.meta)
+        prompt_logprobs = compute_prompt_logprobs(batch.order, hidden, states, self.compute_logits)
         if not batch.sampling_items:
-            return StepResult([], SamplerOutput([], []))
-        logits = self.model.compute_logits(hidden[batch.logits_indices]).float()
+            return StepResult([], SamplerOutput([], []), prompt_logprobs)
+        logits = self.compute_logits(hidden[batch.logits_indices])
         rows = [states[item.seq.seq_id] for item in batch.sampling_items]
-        return StepResult(batch.sampling_items, self.sampler(logits, rows))
+        return StepResult(batch.sampling_items, self.sampler(logits, rows), prompt_logprobs)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """float32 logits [rows, vocab] of final hidden states [rows, hidden]."""
+        return self.model.compute_logits(hidden).float()
