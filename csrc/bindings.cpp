@@ -1,6 +1,7 @@
 // swiftserve._C: the one bindings file. Functions take tensors as integer addresses
 // (tensor.data_ptr()) plus sizes and element strides, so the module needs no libtorch; the
-// Python wrappers in kernels/cpp_ops.py check shapes, dtypes and devices before calling here.
+// Python wrappers in kernels/cpp_ops.py check shapes, dtypes and devices before calling here,
+// always by keyword: kernels/cpp_native.py builds its callers from the py::arg names below.
 // Every kernel releases the GIL while it runs.
 #include <pybind11/pybind11.h>
 
@@ -287,6 +288,11 @@ void llama_decode_layers_py(uintptr_t layers, int num_layers, int hidden, int nu
 PYBIND11_MODULE(_C, m) {
   m.doc() = "swiftserve native CPU kernels (raw pointers; see swiftserve.kernels.cpp_ops for the torch API)";
   m.attr("isa") = SWIFTSERVE_HAS_AVX512 ? "avx512" : "generic";
+#ifdef SWIFTSERVE_PORTABLE_BUILD
+  m.attr("portable") = true;  // SWIFTSERVE_PORTABLE=1: built without -march=native
+#else
+  m.attr("portable") = false;
+#endif
   py::list head_dims;
   for (int d : kHeadDims) head_dims.append(d);
   m.attr("head_dims") = head_dims;

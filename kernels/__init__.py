@@ -1,7 +1,8 @@
 """swiftserve.kernels: the ops models are built from, each with several backends.
 
 Every op takes an optional `backend` keyword ('torch', 'triton', 'cpp', 'cuda', 'flash_attn');
-left out, the fastest backend available for the tensors' device runs. `reference.py` holds the
+left out, the fastest backend for the tensors' device that has a kernel for the inputs runs (see
+dispatch.py). A named backend without one raises UnsupportedInputError. `reference.py` holds the
 pure-torch ground truth for all of them.
 """
 
@@ -9,8 +10,10 @@ from __future__ import annotations
 
 import torch
 from swiftserve.kernels.dispatch import available_backends, resolve
+from swiftserve.kernels.errors import UnsupportedInputError
 
 __all__ = [
+    "UnsupportedInputError",
     "available_backends",
     "fused_add_rms_norm",
     "linear",

@@ -47,16 +47,18 @@ class LlamaLayerTensors:
     v_cache: torch.Tensor
 
 
+def unsupported_reason(dims: LlamaDecodeDims, dtype: torch.dtype) -> str | None:
+    """Why _C has no fused decode for this shape and dtype, or None."""
+    if native._C is None:
+        return f"swiftserve._C not built ({native.IMPORT_ERROR})"
+    if dims.num_kv_heads <= 0 or dims.num_heads % dims.num_kv_heads:
+        return f"{dims.num_heads} query heads are not a multiple of {dims.num_kv_heads} KV heads"
+    return native.attention_reason(dtype, dims.head_dim, dims.num_heads // dims.num_kv_heads)
+
+
 def supports(dims: LlamaDecodeDims, dtype: torch.dtype) -> bool:
     """Whether _C has a fused decode for this shape and dtype."""
-    return (
-        native._C is not None
-        and dtype in native.NATIVE_DTYPES
-        and dims.head_dim in native.HEAD_DIMS
-        and dims.num_kv_heads > 0
-        and dims.num_heads % dims.num_kv_heads == 0
-        and dims.num_heads // dims.num_kv_heads <= native.MAX_GROUP
-    )
+    return unsupported_reason(dims, dtype) is None
 
 
 def _expect(name: str, t: torch.Tensor, shape: tuple, dtype: torch.dtype) -> None:
@@ -74,8 +76,8 @@ class LlamaDecodeTable:
             raise ValueError("llama_decode: no layers")
         self.dims, self.layers = dims, layers  # holding the tensors keeps the addresses valid
         self.dtype = layers[0].qkv.dtype
-        if not supports(dims, self.dtype):
-            raise ValueError(f"llama_decode: no fused decode for {dims} in {self.dtype}")
+        if (reason := unsupported_reason(dims, self.dtype)) is not None:
+            raise ValueError(f"llama_decode: no fused decode for {dims} in {self.dtype}: {reason}")
         self.cache_shape = tuple(layers[0].k_cache.shape)
         self.cache_strides = layers[0].k_cache.stride()
         self.table = torch.tensor([self._row(layer) for layer in layers], dtype=torch.int64)
@@ -144,13 +146,41 @@ def llama_decode_layers(
     q, kv = d.num_heads * d.head_dim, d.num_kv_heads * d.head_dim
     residual = torch.empty_like(x)
     scratch = [torch.empty(m, n, dtype=x.dtype) for n in (q + 2 * kv, q, 2 * d.intermediate, d.intermediate)]
+    qkv, attn, gate_up, act = (t.data_ptr() for t in scratch)
     num_blocks, block_size = table.cache_shape[:2]
-    native._C.llama_decode_layers(
-        table.table.data_ptr(), table.table.shape[0], d.hidden, d.num_heads, d.num_kv_heads, d.head_dim,
-        d.intermediate, d.rot_dim, d.eps, d.scale, d.sliding_window or 0, d.is_neox, m, x.data_ptr(),
-        residual.data_ptr(), *(s.data_ptr() for s in scratch), positions.data_ptr(), slots.data_ptr(),
-        cos_sin_cache.data_ptr(), cos_sin_cache.shape[0], block_tables.data_ptr(), block_tables.shape[1],
-        block_tables.stride(0), context_lens.data_ptr(), num_blocks, block_size, *table.cache_strides[:3],
-        native.NATIVE_DTYPES[table.dtype],
-    )  # fmt: skip
+    native.calls.llama_decode_layers(
+        layers=table.table.data_ptr(),
+        num_layers=table.table.shape[0],
+        hidden=d.hidden,
+        num_heads=d.num_heads,
+        num_kv_heads=d.num_kv_heads,
+        head_dim=d.head_dim,
+        intermediate=d.intermediate,
+        rot_dim=d.rot_dim,
+        eps=d.eps,
+        scale=d.scale,
+        sliding_window=d.sliding_window or 0,
+        is_neox=d.is_neox,
+        m=m,
+        x=x.data_ptr(),
+        residual=residual.data_ptr(),
+        qkv=qkv,
+        attn=attn,
+        gate_up=gate_up,
+        act=act,
+        positions=positions.data_ptr(),
+        slot_mapping=slots.data_ptr(),
+        cos_sin_cache=cos_sin_cache.data_ptr(),
+        max_position=cos_sin_cache.shape[0],
+        block_tables=block_tables.data_ptr(),
+        max_blocks_per_seq=block_tables.shape[1],
+        block_table_stride=block_tables.stride(0),
+        context_lens=context_lens.data_ptr(),
+        num_blocks=num_blocks,
+        block_size=block_size,
+        cache_stride_block=table.cache_strides[0],
+        cache_stride_token=table.cache_strides[1],
+        cache_stride_head=table.cache_strides[2],
+        dtype=native.NATIVE_DTYPES[table.dtype],
+    )
     return x, residual

@@ -1,25 +1,108 @@
-"""What the 'cpp' kernel wrappers share: the handle on swiftserve._C and the input checks.
+"""What the 'cpp' kernel wrappers share: the handle on swiftserve._C, its keyword calls, the input
+checks and the reasons an input has no native kernel.
 
-Every wrapper calls `cpp_native._C.<kernel>` at call time, so replacing `_C` here (the tests'
-portable-kernel fixture, benchmarks/op_timer.py) reaches all of them.
+Every wrapper calls `_C` through `calls.<kernel>(name=value, ...)`, which looks `cpp_native._C` up
+at call time, so replacing `_C` here (the tests' portable-kernel fixture, benchmarks/op_timer.py)
+reaches all of them.
 """
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
+from swiftserve.kernels.errors import UnsupportedInputError
 
 try:
     from swiftserve import _C
-except ImportError:  # the extension was not built: the cpp backend is unavailable
+except ImportError as exc:  # the extension was not built: the cpp backend is unavailable
     _C = None
+    IMPORT_ERROR: str | None = str(exc)
+else:
+    IMPORT_ERROR = None
 
 NATIVE_DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
 HEAD_DIMS = frozenset(_C.head_dims) if _C is not None else frozenset()
 MAX_GROUP = _C.max_group if _C is not None else 0
+KERNELS = (
+    "fused_add_rms_norm",
+    "linear",
+    "llama_decode_layers",
+    "paged_decode_attention",
+    "paged_prefill_attention",
+    "rms_norm",
+    "rotary_embedding",
+    "silu_and_mul",
+    "store_kv",
+)
 
 
 def is_available() -> bool:
     return _C is not None
+
+
+def status() -> str:
+    """What this install's _C is, or why there is none."""
+    if _C is None:
+        return f"swiftserve._C not built ({IMPORT_ERROR})"
+    build = "portable build" if getattr(_C, "portable", False) else "-march=native build"
+    isa = "AVX-512 kernels" if _C.isa == "avx512" else "generic kernels (no AVX-512)"
+    return f"native C++, {build}, {isa}, {_C.num_threads()} threads"
+
+
+def required_parameters(fn) -> tuple[str, ...]:
+    """The parameters of a pybind11 function that have no default, in order, read from the
+    signature pybind11 writes into its docstring from the py::arg declarations."""
+    signature = fn.__doc__.split("\n", 1)[0]
+    inside = signature[signature.index("(") + 1 : signature.rindex(") ->")]
+    names = []
+    for part in inside.split(", "):
+        name, _, annotation = part.partition(": ")
+        if not name.isidentifier():
+            raise RuntimeError(f"cannot read the signature of {signature!r}")
+        if " = " not in annotation:
+            names.append(name)
+    return tuple(names)
+
+
+def _keyword_only(name: str):
+    """_C.<name> taking keyword-only arguments named exactly as its py::arg declarations, passed on
+    positionally: a missing, misspelt or extra name raises TypeError before _C runs, so no value
+    can land in its neighbour's place. Generated (as collections.namedtuple generates __new__)
+    because a Python keyword call costs about half of what pybind11's own keyword matching does
+    (benchmarks/kernels/dispatch_overhead.py); defaulted parameters (`generic`) are left out."""
+    params = ", ".join(required_parameters(getattr(_C, name)))
+    source = f"def {name}(*, {params}):\n    return _C.{name}({params})\n"
+    namespace: dict = {}
+    exec(source, globals(), namespace)  # noqa: S102 - the source is built from _C's own signature
+    return namespace[name]
+
+
+# calls.<kernel>(**named arguments): every call into _C goes through these.
+calls = SimpleNamespace(**{name: _keyword_only(name) for name in KERNELS}) if _C is not None else None
+
+
+def unsupported(op: str, reason: str | None) -> None:
+    """Raises UnsupportedInputError when a support predicate gave a reason."""
+    if reason is not None:
+        raise UnsupportedInputError(op, "cpp", reason)
+
+
+def dtype_reason(dtype: torch.dtype) -> str | None:
+    if dtype not in NATIVE_DTYPES:
+        return f"{dtype} has no native kernel (float32, bfloat16)"
+    return None
+
+
+def attention_reason(dtype: torch.dtype, head_dim: int, group: int) -> str | None:
+    """Why _C has no attention kernel for this dtype, head size and query heads per KV head."""
+    if dtype not in NATIVE_DTYPES:
+        return dtype_reason(dtype)
+    if head_dim not in HEAD_DIMS:
+        return f"head_dim {head_dim} is not one _C is built for {sorted(HEAD_DIMS)}"
+    if group > MAX_GROUP:
+        return f"{group} query heads per KV head, more than _C's {MAX_GROUP}"
+    return None
 
 
 def check_cpu(op: str, **tensors: torch.Tensor) -> None:

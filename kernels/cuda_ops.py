@@ -31,6 +31,16 @@ def is_available() -> bool:
     return cupy is not None and torch.cuda.is_available() and SOURCE.is_file()
 
 
+def status() -> str:
+    if cupy is None:
+        return "CuPy is not installed (NVRTC compiles the kernel through it)"
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    if not SOURCE.is_file():
+        return f"kernel source {SOURCE} not found (needs a source checkout or an editable install)"
+    return f"NVRTC-compiled decode attention on {torch.cuda.get_device_name()}"
+
+
 @functools.cache
 def _kernels(dtype_code: int, head_dim: int, group: int):
     """(partition kernel, reduce kernel) for one configuration, compiled by NVRTC."""

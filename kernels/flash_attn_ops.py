@@ -18,13 +18,21 @@ try:
 except ImportError:  # the dispatcher then sees is_available() False
     flash_attn_varlen_func = flash_attn_with_kvcache = None
 
-__all__ = ["is_available", "paged_decode_attention", "paged_prefill_attention"]
+__all__ = ["is_available", "paged_decode_attention", "paged_prefill_attention", "status"]
 
 PAGE_MULTIPLE = 256
 
 
 def is_available() -> bool:
     return flash_attn_with_kvcache is not None and torch.cuda.is_available()
+
+
+def status() -> str:
+    if flash_attn_with_kvcache is None:
+        return "flash_attn is not installed"
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    return f"FlashAttention-2 paged KV (blocks of a multiple of {PAGE_MULTIPLE} tokens), named only"
 
 
 def _check(q: torch.Tensor, k_cache: torch.Tensor) -> None:

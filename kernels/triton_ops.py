@@ -23,9 +23,20 @@ __all__ = [
     "rms_norm",
     "rotary_embedding",
     "silu_and_mul",
+    "status",
     "store_kv",
 ]
 
 
 def is_available() -> bool:
     return INTERPRET or torch.cuda.is_available()
+
+
+def status() -> str:
+    import triton
+
+    if INTERPRET:
+        return f"triton {triton.__version__} on the CPU interpreter (TRITON_INTERPRET=1)"
+    if torch.cuda.is_available():
+        return f"triton {triton.__version__} on {torch.cuda.get_device_name()}"
+    return f"triton {triton.__version__} installed, no CUDA device"

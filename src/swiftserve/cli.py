@@ -50,7 +50,11 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swiftserve", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument(
+        "--version", action="store_true", help="print the version and the kernel backends, then exit"
+    )
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("doctor", help="what this install can run: version, torch, kernel backends")
 
     launch = sub.add_parser("launch", help="serve models over the OpenAI API")
     launch.add_argument(
@@ -92,7 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version or args.command == "doctor":
+        from swiftserve.doctor import report
+
+        print(report())
+        return 0
+    if args.command is None:
+        parser.error("a command is required (launch, generate, pull, doctor)")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

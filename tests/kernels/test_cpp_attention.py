@@ -14,7 +14,8 @@ import functools
 import pytest
 import torch
 from swiftserve.kernels import cpp_ops, reference
-from swiftserve.kernels.dispatch import resolve
+from swiftserve.kernels.dispatch import backend_chain
+from swiftserve.kernels.errors import UnsupportedInputError
 
 from .cases import make_decode_case, make_prefill_case, random_lens
 
@@ -207,14 +208,15 @@ def test_threads_do_not_change_the_result():
 
 
 def test_dispatcher_prefers_cpp_on_cpu():
-    assert resolve("paged_decode_attention", "cpu") is cpp_ops.paged_decode_attention
-    assert resolve("paged_prefill_attention", "cpu") is cpp_ops.paged_prefill_attention
+    assert backend_chain("paged_decode_attention", "cpu") == ["cpp", "torch"]
+    assert backend_chain("paged_prefill_attention", "cpu") == ["cpp", "torch"]
 
 
-def test_float16_falls_back_to_reference():
+def test_float16_is_refused_before_any_work():
     case = make_decode_case([20], 4, 2, 64, dtype=torch.float16, seed=8)
-    out = _decode(cpp_ops.paged_decode_attention, case)
-    torch.testing.assert_close(out, _decode(reference.paged_decode_attention, case))
+    with pytest.raises(UnsupportedInputError, match="float16") as info:
+        _decode(cpp_ops.paged_decode_attention, case)
+    assert (info.value.op, info.value.backend) == ("paged_decode_attention", "cpp")
 
 
 def test_bad_inputs_raise_value_error():

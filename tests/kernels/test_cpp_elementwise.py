@@ -12,7 +12,10 @@ from __future__ import annotations
 import pytest
 import torch
 from swiftserve.kernels import cpp_ops, reference
-from swiftserve.kernels.dispatch import resolve
+from swiftserve.kernels.dispatch import backend_chain
+from swiftserve.kernels.errors import UnsupportedInputError
+
+from swiftserve import kernels
 
 pytestmark = pytest.mark.skipif(
     not cpp_ops.is_available(), reason="swiftserve._C is not built (pip install -e .)"
@@ -85,11 +88,15 @@ def test_rows_of_a_strided_2d_view(dtype):
     _check(cpp_ops.silu_and_mul(gate_up), reference.silu_and_mul(gate_up))
 
 
-def test_other_dtypes_fall_back_to_reference():
+def test_other_dtypes_are_refused():
     x, w = _rand((3, 64), torch.float16, 0), _rand((64,), torch.float16, 1)
-    torch.testing.assert_close(cpp_ops.rms_norm(x, w, 1e-6), reference.rms_norm(x, w, 1e-6))
-    mixed_w = w.float()  # the reference promotes to float32: the fallback keeps that
-    assert cpp_ops.rms_norm(x.bfloat16(), mixed_w, 1e-6).dtype == torch.float32
+    with pytest.raises(UnsupportedInputError, match="float16"):
+        cpp_ops.rms_norm(x, w, 1e-6)
+    with pytest.raises(UnsupportedInputError):  # mixed: the reference promotes, _C cannot
+        cpp_ops.rms_norm(x.bfloat16(), w.float(), 1e-6)
+    # unnamed, the dispatcher runs them on the reference, with its promotion
+    assert kernels.rms_norm(x.bfloat16(), w.float(), 1e-6).dtype == torch.float32
+    torch.testing.assert_close(kernels.rms_norm(x, w, 1e-6), reference.rms_norm(x, w, 1e-6))
 
 
 def test_bad_inputs_raise_value_error():
@@ -108,7 +115,7 @@ def test_bad_inputs_raise_value_error():
 
 def test_dispatcher_prefers_cpp_on_cpu():
     for op in ("rms_norm", "fused_add_rms_norm", "silu_and_mul", "rotary_embedding", "store_kv"):
-        assert resolve(op, "cpu") is getattr(cpp_ops, op)
+        assert backend_chain(op, "cpu") == ["cpp", "torch"]
 
 
 @pytest.mark.usefixtures("generic_kernels")
@@ -184,11 +191,13 @@ def test_store_kv_matches_reference(dtype):
     assert torch.equal(caches[0], caches[2]) and torch.equal(caches[1], caches[3])
 
 
-def test_store_kv_casts_like_the_reference_and_checks_slots():
+def test_store_kv_mixed_dtypes_run_on_the_reference_and_slots_are_checked():
     _, k, v = _qkv_views(4, torch.float32, 0)
     caches = [torch.zeros(2, 16, 3, 64, dtype=torch.bfloat16) for _ in range(4)]
     slots = torch.tensor([0, 5, 31, -1])
-    cpp_ops.store_kv(k, v, caches[0], caches[1], slots)
+    with pytest.raises(UnsupportedInputError, match="the reference casts"):
+        cpp_ops.store_kv(k, v, caches[0], caches[1], slots)
+    kernels.store_kv(k, v, caches[0], caches[1], slots)  # the dispatcher runs the reference
     reference.store_kv(k, v, caches[2], caches[3], slots)
     assert torch.equal(caches[0], caches[2]) and torch.equal(caches[1], caches[3])
     with pytest.raises(ValueError, match="past the cache"):

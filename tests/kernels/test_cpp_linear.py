@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 from swiftserve.kernels import cpp_linear, cpp_native, cpp_ops
-from swiftserve.kernels.dispatch import resolve
+from swiftserve.kernels.dispatch import backend_chain
+from swiftserve.kernels.errors import UnsupportedInputError
 
 from swiftserve import kernels
 from swiftserve.layers.linear import Linear
@@ -90,12 +91,13 @@ def test_portable_kernel_matches_matmul(dtype, m):
     _check(cpp_linear.linear(x, weight, bias), x, weight, bias)
 
 
-def test_large_batches_and_other_dtypes_use_torch():
-    """Past MAX_ROWS rows, and for float16, the result is exactly torch's F.linear."""
+def test_large_batches_use_gemm_and_float16_is_refused():
+    """Past MAX_ROWS rows the result is exactly torch's F.linear; float16 has no kernel."""
     x, weight = _rand((cpp_linear.MAX_ROWS + 1, 33), torch.bfloat16, 0), _rand((9, 33), torch.bfloat16, 1)
     assert torch.equal(cpp_linear.linear(x, weight), torch.nn.functional.linear(x, weight))
     x16, w16 = x[:2].half(), weight.half()
-    assert torch.equal(cpp_linear.linear(x16, w16), torch.nn.functional.linear(x16, w16))
+    with pytest.raises(UnsupportedInputError, match="float16"):
+        cpp_linear.linear(x16, w16)
     empty = cpp_linear.linear(x[:0], weight)
     assert empty.shape == (0, 9)
 
@@ -111,7 +113,7 @@ def test_bad_inputs_raise_value_error():
 
 
 def test_dispatch_and_layer():
-    assert resolve("linear", "cpu") is cpp_ops.linear
+    assert backend_chain("linear", "cpu") == ["cpp", "torch"]
     layer = Linear(17, 5, bias=True).to(torch.bfloat16)
     with torch.no_grad():
         layer.weight.copy_(_rand((5, 17), torch.bfloat16, 0))

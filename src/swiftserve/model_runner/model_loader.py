@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 
+from swiftserve.kernels.dispatch import describe, preferred_backends
 from swiftserve.models.llama import LlamaForCausalLM
 from swiftserve.models.llama_config import LlamaConfig
+
+logger = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -40,6 +44,7 @@ def load_model(
     seed: int = 0,
 ) -> LlamaForCausalLM:
     cfg = LlamaConfig.from_hf(hf_config)
+    log_kernel_backend(folder.name, device, dtype, backend)
     with torch.device(device):
         model = LlamaForCausalLM(cfg, backend=backend).to(dtype)
     if load_format == "dummy":
@@ -49,6 +54,16 @@ def load_model(
 
         model.load_weights(iter_weights(folder))
     return model.eval()
+
+
+def log_kernel_backend(name: str, device: torch.device, dtype: torch.dtype, backend: str | None) -> None:
+    """Says once per model which kernels it runs; a warning when that is the slow torch path only
+    because a faster backend is missing from this install (say, _C was not built)."""
+    text = describe(device.type, backend)
+    fastest = preferred_backends(device.type)[0]
+    degraded = backend is None and not text.startswith(fastest)
+    level = logging.WARNING if degraded else logging.INFO
+    logger.log(level, "%s on %s in %s runs kernel backend %s", name, device, str(dtype)[6:], text)
 
 
 def _init_random(model: torch.nn.Module, seed: int) -> None:
