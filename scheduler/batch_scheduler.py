@@ -12,42 +12,15 @@ back to the front of the queue, to be recomputed later (its cached prefix blocks
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
 
 from swiftserve.scheduler.block_manager import BlockManager
 from swiftserve.scheduler.config import SchedulerConfig
+from swiftserve.scheduler.output import ScheduledSeq, SchedulerOutput
 from swiftserve.scheduler.sequence import Sequence, SequenceStatus
 
-
-@dataclass
-class ScheduledSeq:
-    """num_new_tokens tokens of seq, starting at seq.num_computed_tokens, run in this step."""
-
-    seq: Sequence
-    num_new_tokens: int
-
-    @property
-    def start(self) -> int:
-        return self.seq.num_computed_tokens
-
-    @property
-    def is_sampling(self) -> bool:
-        """Whether this chunk reaches the sequence's end, so its last position yields a token."""
-        return self.seq.num_computed_tokens + self.num_new_tokens == self.seq.num_tokens
-
-
-@dataclass
-class SchedulerOutput:
-    scheduled: list[ScheduledSeq] = field(default_factory=list)
-    preempted: list[Sequence] = field(default_factory=list)
-
-    @property
-    def num_batched_tokens(self) -> int:
-        return sum(item.num_new_tokens for item in self.scheduled)
-
-    @property
-    def is_empty(self) -> bool:
-        return not self.scheduled
+# The boundary dataclasses live in output.py (model_runner imports only that); they stay
+# importable from here for the scheduler's own callers.
+__all__ = ["ScheduledSeq", "Scheduler", "SchedulerOutput"]
 
 
 class Scheduler:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from swiftserve.layers.attention_metadata import AttentionMetadata
-from swiftserve.scheduler.batch_scheduler import ScheduledSeq, SchedulerOutput
+from swiftserve.scheduler.output import ScheduledSeq, SchedulerOutput
 
 
 @dataclass

@@ -13,7 +13,7 @@ from swiftserve.model_runner.kv_cache import allocate_kv_cache, num_blocks_for_b
 from swiftserve.model_runner.model_loader import load_model, resolve_device, resolve_dtype
 from swiftserve.model_runner.prompt_logprobs import PromptLogprobs, compute_prompt_logprobs
 from swiftserve.model_runner.sampler import Sampler, SamplerOutput, SamplingState
-from swiftserve.scheduler.batch_scheduler import ScheduledSeq, SchedulerOutput
+from swiftserve.scheduler.output import ScheduledSeq, SchedulerOutput
 
 DEFAULT_KV_CACHE_MEMORY = 512 * 1024**2
 

@@ -25,7 +25,7 @@ import torch
 from swiftserve.model_runner.sampler import SamplingState
 from swiftserve.model_runner.vocab_ops import blocked_topk
 from swiftserve.outputs import TokenLogprob
-from swiftserve.scheduler.batch_scheduler import ScheduledSeq
+from swiftserve.scheduler.output import ScheduledSeq
 
 # Rows of logits materialized at a time: 256 x 49152 (SmolLM2) fp32 is 50 MB, twice that with
 # the log_softmax, whatever the prompt length.
