@@ -82,10 +82,7 @@ ALLOWED_UPWARD = {("swiftserve.model_runner", "swiftserve.scheduler.output")}
 
 # Cycles known and being fixed by someone else. Each entry must still be a cycle (the strict
 # xfail below turns XPASS into a failure), so delete it as soon as its fix lands.
-KNOWN_CYCLES: set[frozenset[str]] = {
-    # penalties.py imports sampler.SamplingState for type hints; being fixed in sampler.py/penalties.py.
-    frozenset({"swiftserve.model_runner.sampler", "swiftserve.model_runner.penalties"}),
-}
+KNOWN_CYCLES: set[frozenset[str]] = set()
 
 
 @dataclass(frozen=True)

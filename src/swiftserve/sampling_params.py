@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 _MAX_TOP_LOGPROBS = 20
@@ -57,7 +58,11 @@ class SamplingParams:
             "min_tokens",
             f"({self.min_tokens}) must not exceed max_tokens ({self.max_tokens})",
         )
-        _check(self.temperature >= 0, "temperature", f"must be >= 0, got {self.temperature}")
+        _check(
+            math.isfinite(self.temperature) and self.temperature >= 0,
+            "temperature",
+            f"must be a finite number >= 0, got {self.temperature}",
+        )
         _check(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p}")
         _check(isinstance(self.top_k, int), "top_k", f"must be an integer, got {self.top_k!r}")
         _check(0 <= self.min_p <= 1, "min_p", f"must be in [0, 1], got {self.min_p}")

@@ -9,12 +9,10 @@ where nobody uses a processor pays nothing here.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:
-    from swiftserve.model_runner.sampler import SamplingState
+from swiftserve.model_runner.sampling_state import SamplingState
 
 
 def needs_processing(state: SamplingState) -> bool:

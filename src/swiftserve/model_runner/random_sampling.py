@@ -34,6 +34,13 @@ from swiftserve.model_runner.vocab_ops import block_sums_and_maxima, blocked_top
 # everything less likely; rows still rejected after this many rounds fall back to a full sort.
 _MAX_REJECTION_ROUNDS = 32
 
+# Temperatures are clamped up to this. 1 / T must stay finite in float32 (a spec-valid 1e-40 made
+# it inf, and inf * 0 a NaN weight); and below it every row has reached its limit anyway: float32
+# logits that differ at all differ by >= ~1e-7 of their size, so exp(-difference / T) is 0 and the
+# draw is uniform over the row's exactly tied best tokens.
+MIN_TEMPERATURE = 1e-30
+_EXACT_SHIFT_ABOVE = 100.0  # 1 / T past which the fused shift's rounding matters (see below)
+
 Uniform = Callable[[int], torch.Tensor]  # n -> n uniform numbers in [0, 1)
 
 
@@ -50,6 +57,7 @@ def sample_rows(
     temperature > 0; top_k <= 0 means off; top_p == 1 means off; min_p == 0 means off.
     Returns int64 [R].
     """
+    temperature = temperature.clamp(min=MIN_TEMPERATURE)
     has_top_k = top_k > 0
     if bool(has_top_k.all()):
         return _sample_top_k(logits, temperature, top_k, top_p, min_p, uniform(logits.shape[0]))
@@ -104,11 +112,19 @@ def _sample_full_vocab(
     row_max = logits.amax(dim=-1, keepdim=True)
     # weights = exp((logits - max) / T) in [0, 1], the best token 1; addcmul folds the shift and
     # the scale into one pass.
-    weights = torch.addcmul(-row_max * inv_temperature, logits, inv_temperature).exp_()
+    if bool((inv_temperature > _EXACT_SHIFT_ABOVE).any()):
+        # The fused form leaves the best token's exponent at +-ulp(max / T), which at a tiny T is
+        # huge (exp of it inf or 0); shifting first makes it exactly 0.
+        weights = (logits - row_max).mul_(inv_temperature).exp_()
+    else:
+        weights = torch.addcmul(-row_max * inv_temperature, logits, inv_temperature).exp_()
     has_top_p = top_p < 1
     total = weights.sum(dim=-1) if bool(has_top_p.any()) else None  # before min-p: top-p sees it all
     if bool((min_p > 0).any()):
-        weights.mul_((weights >= min_p[:, None]).to(weights.dtype))
+        # relative to the row's own best weight: the fused shift leaves it a rounding off 1, and
+        # min_p = 1 against 1 itself would drop every token
+        threshold = min_p[:, None] * weights.amax(dim=-1, keepdim=True)
+        weights.mul_((weights >= threshold).to(weights.dtype))
     token_ids = draw(weights, uniform(logits.shape[0]))
     if total is None:
         return token_ids

@@ -6,6 +6,10 @@ Per step, in vLLM / OpenAI order:
   3. random rows: temperature, top-k, top-p, min-p, one draw (random_sampling.py)
   4. logprobs, from the raw logits (before any processing), for rows that asked for them
 
+A row whose sampling raises does not take the batch with it: the batch is sampled again row by
+row, and the rows that still raise are reported in SamplerOutput.failed for the engine to end
+alone.
+
 Fast path: a row that is greedy and needs no processing takes argmax of the raw logits without a
 float32 copy. Unseeded random rows share one batched draw; each seeded row is sampled on its own
 with its own generator, so its token never depends on what else is in the batch.
@@ -13,34 +17,25 @@ with its own generator, so its token never depends on what else is in the batch.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import torch
 
 from swiftserve.model_runner import penalties
 from swiftserve.model_runner.random_sampling import sample_rows
+from swiftserve.model_runner.sampling_state import SamplingState
 from swiftserve.model_runner.vocab_ops import blocked_topk
 from swiftserve.outputs import TokenLogprob
-from swiftserve.sampling_params import SamplingParams
 
-
-@dataclass
-class SamplingState:
-    """What the sampler needs to know about one running sequence; the engine appends outputs."""
-
-    params: SamplingParams
-    prompt_token_ids: list[int]
-    output_token_ids: list[int] = field(default_factory=list)
-    # eos ids (unless ignore_eos) | params.stop_token_ids; masked out until min_tokens outputs exist.
-    stop_token_ids: frozenset[int] = frozenset()
-    # Seeded per sequence when params.seed is set; None draws from the shared default generator.
-    generator: torch.Generator | None = None
+logger = logging.getLogger(__name__)
 
 
 @dataclass
 class SamplerOutput:
     token_ids: list[int]  # one per row
     logprobs: list[TokenLogprob | None]  # per row; None unless params.logprobs is not None
+    failed: dict[int, str] = field(default_factory=dict)  # row -> why it could not be sampled (token -1)
 
 
 class Sampler:
@@ -56,9 +51,31 @@ class Sampler:
         if logits.dim() != 2 or logits.shape[0] != len(states):
             raise ValueError(f"logits must be [num_rows={len(states)}, vocab], got {tuple(logits.shape)}")
         logits = logits[:, : self.vocab_size]
-        token_ids = _pick_tokens(logits, states)
-        token_id_list = token_ids.tolist()
-        return SamplerOutput(token_id_list, _logprobs(logits, states, token_ids, token_id_list))
+        try:
+            return _sample(logits, states)
+        except Exception:  # noqa: BLE001 - find the row(s) at fault; the others go on
+            logger.exception("sampling a batch of %d rows failed; sampling row by row", len(states))
+            return _sample_each(logits, states)
+
+
+def _sample(logits: torch.Tensor, states: list[SamplingState]) -> SamplerOutput:
+    token_ids = _pick_tokens(logits, states)
+    token_id_list = token_ids.tolist()
+    return SamplerOutput(token_id_list, _logprobs(logits, states, token_ids, token_id_list))
+
+
+def _sample_each(logits: torch.Tensor, states: list[SamplingState]) -> SamplerOutput:
+    """Row by row, so a row that raises fails alone (seeded rows draw from their own generators,
+    so their tokens are what the batched call would have drawn)."""
+    result = SamplerOutput([-1] * len(states), [None] * len(states))
+    for i, state in enumerate(states):
+        try:
+            one = _sample(logits[i : i + 1], [state])
+        except Exception as exc:  # noqa: BLE001 - reported per row to the engine
+            result.failed[i] = f"sampling failed: {exc!r}"
+            continue
+        result.token_ids[i], result.logprobs[i] = one.token_ids[0], one.logprobs[0]
+    return result
 
 
 def _pick_tokens(logits: torch.Tensor, states: list[SamplingState]) -> torch.Tensor:
