@@ -7,7 +7,7 @@ import asyncio
 import logging
 import sys
 
-from swiftserve.server.launch import DEFAULT_MODELS, ServeConfig, parse_bytes
+from swiftserve.server.launch import DEFAULT_MAX_TOKENS, DEFAULT_MODELS, ServeConfig, parse_bytes
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 _DEVICES = ("auto", "cpu", "cuda")
@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--max-queue", type=_non_negative_int, help="waiting requests per model before 429")
     launch.add_argument(
         "--max-body-bytes", type=_bytes, default="8MiB", help="request body limit (413 past it)"
+    )
+    launch.add_argument(
+        "--default-max-tokens",
+        type=_positive_int,
+        default=DEFAULT_MAX_TOKENS,
+        help="output tokens of a chat completion that sets neither max_tokens nor max_completion_tokens, "
+        "capped by what the context leaves (default: %(default)s)",
     )
 
     generate = sub.add_parser("generate", help="generate from one prompt, streaming to the terminal")
@@ -138,6 +145,7 @@ def _launch(args) -> int:
         max_queue=args.max_queue,
         kv_cache_memory=args.kv_cache_memory,
         max_body_bytes=args.max_body_bytes,
+        default_max_tokens=args.default_max_tokens,
     )
     return serve(config)
 

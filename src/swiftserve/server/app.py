@@ -14,6 +14,8 @@ Every error is an OpenAI-format body (`errors.APIError`).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import importlib.metadata
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +29,9 @@ from swiftserve.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 logger = logging.getLogger("swiftserve.server")
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+# A chat request without max_tokens / max_completion_tokens gets at most this many tokens (and
+# never more than the context leaves): up to the whole context would run for minutes on a CPU.
+DEFAULT_MAX_TOKENS = 1024
 # Past this the body is not even drained: the connection is closed after the 413.
 _MAX_DRAIN_BYTES = 64 * 1024 * 1024
 
@@ -42,10 +47,17 @@ class App:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         metrics: ServerMetrics | None = None,
         on_startup: Callable[[App], Awaitable[None]] | None = None,
+        default_max_tokens: int = DEFAULT_MAX_TOKENS,
+        fingerprint_info: str = "",
     ) -> None:
+        if default_max_tokens < 1:
+            raise ValueError(f"default_max_tokens must be >= 1, got {default_max_tokens}")
         self.registry = registry
         self.api_key = api_key
         self.max_body_bytes = max_body_bytes
+        self.default_max_tokens = default_max_tokens
+        # What besides the version and the model changes the answers (dtype, device), as text.
+        self.fingerprint_info = fingerprint_info
         self.metrics = metrics or ServerMetrics(lambda: ((m.name, m.engine) for m in registry.models()))
         self.is_ready = False
         self.is_draining = False
@@ -87,6 +99,16 @@ class App:
                 code="model_not_supported",
             )
         return served
+
+    def system_fingerprint(self, model: str) -> str:
+        """OpenAI's `system_fingerprint` for answers of `model`: the same string for as long as the
+        swiftserve version, the model's source and the server's settings stay the same."""
+        try:
+            source = self.registry.get(model).source
+        except UnknownModelError:
+            source = ""
+        key = "\n".join((_VERSION, model, source, self.fingerprint_info))
+        return "fp_" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
     # ------------------------------------------------------------ lifecycle
 
@@ -153,7 +175,12 @@ class App:
             raise APIError(404, f"Invalid URL ({method} {path})", code="not_found")
         handler = methods.get(method)
         if handler is None:
-            raise APIError(405, f"Method {method} not allowed for {path}", code="method_not_allowed")
+            raise APIError(
+                405,
+                f"Method {method} not allowed for {path}",
+                code="method_not_allowed",
+                headers={"Allow": ", ".join(sorted(methods))},  # required on a 405 (RFC 9110)
+            )
         if path.startswith("/v1/"):
             self._check_auth(headers)
             if self.is_draining:
@@ -233,6 +260,16 @@ class App:
                 pass
             return 499
         return work.result()
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("swiftserve")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
+
+
+_VERSION = _version()
 
 
 class _ClientGone(Exception):

@@ -89,15 +89,20 @@ async def tokenize(engine, text: str, *, add_special_tokens: bool) -> list[int]:
     return list(await asyncio.to_thread(encode, text, add_special_tokens=add_special_tokens))
 
 
-def resolve_max_tokens(engine, num_prompt_tokens: int, max_tokens: int | None, param: str) -> int:
-    """The completion budget: the requested one if prompt + it fits the context, else a 400."""
+def resolve_max_tokens(
+    engine, num_prompt_tokens: int, max_tokens: int | None, param: str, *, default: int | None = None
+) -> int:
+    """The completion budget: the requested one if prompt + it fits the context, else a 400.
+    Not requested, it is `default` (the server's --default-max-tokens) or what the context has
+    left, whichever is smaller; what is left when `default` is None."""
     max_model_len = engine.max_model_len
     if num_prompt_tokens == 0:
         raise bad_request("The prompt is empty: it must hold at least one token.", param=param)
     if max_tokens is None:
         if num_prompt_tokens >= max_model_len:
             raise context_length_exceeded(num_prompt_tokens, 1, max_model_len, param)
-        return max_model_len - num_prompt_tokens
+        room = max_model_len - num_prompt_tokens
+        return room if default is None else min(default, room)
     if num_prompt_tokens + max_tokens > max_model_len:
         raise context_length_exceeded(num_prompt_tokens, max_tokens, max_model_len, param)
     return max_tokens

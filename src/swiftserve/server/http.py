@@ -65,8 +65,11 @@ class AppView(Protocol):
     created: int
     is_ready: bool
     is_draining: bool
+    default_max_tokens: int
 
     def model(self, name: str, kind: str, endpoint: str) -> ServedModel: ...
+
+    def system_fingerprint(self, model: str) -> str: ...
 
 
 @dataclass

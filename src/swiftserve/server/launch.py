@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import uvicorn
 
 from swiftserve.router.registry import ModelRegistry, ModelSpec, ServedModel
-from swiftserve.server.app import DEFAULT_MAX_BODY_BYTES, App
+from swiftserve.server.app import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TOKENS, App
 
 logger = logging.getLogger("swiftserve.launch")
 
@@ -66,6 +66,7 @@ class ServeConfig:
     max_queue: int | None = None
     kv_cache_memory: int | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    default_max_tokens: int = DEFAULT_MAX_TOKENS  # for chat requests that set no max_tokens
     specs: tuple[ModelSpec, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
@@ -73,6 +74,8 @@ class ServeConfig:
             raise ValueError("at least one model is needed")
         if not 0 <= self.port < 65536:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
+        if self.default_max_tokens < 1:
+            raise ValueError(f"default_max_tokens must be >= 1, got {self.default_max_tokens}")
         if self.max_queue is not None and self.max_queue < 0:
             raise ValueError(f"max_queue must be >= 0, got {self.max_queue}")
         specs = tuple(ModelSpec.parse(m) for m in self.models)
@@ -195,7 +198,12 @@ def serve(config: ServeConfig) -> int:
             print(ready_line(config, server.port(), app.registry), flush=True)
 
     app = App(
-        ModelRegistry(), api_key=config.api_key, max_body_bytes=config.max_body_bytes, on_startup=on_startup
+        ModelRegistry(),
+        api_key=config.api_key,
+        max_body_bytes=config.max_body_bytes,
+        on_startup=on_startup,
+        default_max_tokens=config.default_max_tokens,
+        fingerprint_info=f"dtype={config.dtype} device={config.device}",
     )
     uv_config = uvicorn.Config(
         app,

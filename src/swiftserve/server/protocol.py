@@ -263,7 +263,7 @@ class ChatCompletion(Struct):
     model: str
     choices: list[ChatChoice]
     usage: Usage
-    system_fingerprint: str | None = None
+    system_fingerprint: str | UnsetType = UNSET  # a string from the route; never null
     object: str = "chat.completion"
 
 
@@ -287,7 +287,7 @@ class ChatCompletionChunk(Struct):
     # UNSET fields are never encoded: usage is absent unless stream_options.include_usage, then
     # `null` on every chunk but the last, which carries it (with no choices).
     usage: Usage | None | UnsetType = UNSET
-    system_fingerprint: str | None = None
+    system_fingerprint: str | UnsetType = UNSET
     object: str = "chat.completion.chunk"
 
 
@@ -311,7 +311,7 @@ class Completion(Struct):
     model: str
     choices: list[CompletionChoice]
     usage: Usage | None | UnsetType = UNSET
-    system_fingerprint: str | None = None
+    system_fingerprint: str | UnsetType = UNSET
     object: str = "text_completion"
 
 

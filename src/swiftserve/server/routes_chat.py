@@ -90,7 +90,9 @@ async def chat_completions(request: Request) -> Response:
     prompt_ids = await tokenize(engine, prompt, add_special_tokens=False)
     requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     param = "max_completion_tokens" if body.max_completion_tokens is not None else "messages"
-    max_tokens = resolve_max_tokens(engine, len(prompt_ids), requested, param)
+    max_tokens = resolve_max_tokens(
+        engine, len(prompt_ids), requested, param, default=request.app.default_max_tokens
+    )
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     params = sampling_params(body, max_tokens=max_tokens, logprobs=logprobs)
     stream = await open_stream(engine, served.name, prompt_ids, params)
@@ -110,6 +112,7 @@ class _Chat:
         self.tokenizer = tokenizer
         self.id = new_id("chatcmpl")
         self.created = int(time.time())
+        self.fingerprint = request.app.system_fingerprint(model)
         self.tracker = DeltaTracker(RequestTimer(request.app.metrics, model, request.arrival_time), body.n)
 
     async def complete(self, stream: AsyncIterator) -> JSONResponse:
@@ -135,7 +138,12 @@ class _Chat:
             for i in range(self.body.n)
         ]
         response = p.ChatCompletion(
-            id=self.id, created=self.created, model=self.model, choices=choices, usage=self.tracker.usage()
+            id=self.id,
+            created=self.created,
+            model=self.model,
+            choices=choices,
+            usage=self.tracker.usage(),
+            system_fingerprint=self.fingerprint,
         )
         return JSONResponse(p.encode(response))
 
@@ -161,7 +169,12 @@ class _Chat:
 
     def _chunk(self, choices: list[p.ChatChunkChoice], usage) -> p.ChatCompletionChunk:
         return p.ChatCompletionChunk(
-            id=self.id, created=self.created, model=self.model, choices=choices, usage=usage
+            id=self.id,
+            created=self.created,
+            model=self.model,
+            choices=choices,
+            usage=usage,
+            system_fingerprint=self.fingerprint,
         )
 
     @staticmethod

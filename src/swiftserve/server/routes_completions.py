@@ -75,6 +75,7 @@ class _Completion:
         self.prompts = prompts
         self.id = new_id("cmpl")
         self.created = int(time.time())
+        self.fingerprint = request.app.system_fingerprint(model)
         self.tracker = DeltaTracker(RequestTimer(request.app.metrics, model, request.arrival_time), body.n)
         self._prompt_texts: dict[int, str] = {}
         # Per choice: characters emitted so far, for logprobs' text_offset.
@@ -176,4 +177,11 @@ class _Completion:
                 yield sse_event(p.encode(self._chunk(choices, usage_field)))
 
     def _chunk(self, choices: list[p.CompletionChoice], usage) -> p.Completion:
-        return p.Completion(id=self.id, created=self.created, model=self.model, choices=choices, usage=usage)
+        return p.Completion(
+            id=self.id,
+            created=self.created,
+            model=self.model,
+            choices=choices,
+            usage=usage,
+            system_fingerprint=self.fingerprint,
+        )
