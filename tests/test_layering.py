@@ -80,10 +80,6 @@ LAYERS = {
 # (importer package prefix, imported module): upward edges allowed by design, see the docstring.
 ALLOWED_UPWARD = {("swiftserve.model_runner", "swiftserve.scheduler.output")}
 
-# Cycles known and being fixed by someone else. Each entry must still be a cycle (the strict
-# xfail below turns XPASS into a failure), so delete it as soon as its fix lands.
-KNOWN_CYCLES: set[frozenset[str]] = set()
-
 
 @dataclass(frozen=True)
 class Edge:
@@ -178,7 +174,7 @@ def upward_violations(edges: list[Edge]) -> list[str]:
         src, dst = layer_of(e.source), layer_of(e.target)
         if src is None or dst is None or RANK[dst] <= RANK[src]:
             continue
-        if any(e.source.startswith(p) and e.target == t for p, t in ALLOWED_UPWARD):
+        if any(e.target == t and (e.source + ".").startswith(p + ".") for p, t in ALLOWED_UPWARD):
             continue
         found.append(f"{e.source} ({src}) imports {e.target} ({dst}) at {e.where()}")
     return found
@@ -256,11 +252,6 @@ MODULES = discover_modules()
 EDGES = collect_edges(MODULES)
 
 
-def _cycles_without_known() -> list[list[Edge]]:
-    known_pairs = {(a, b) for pair in KNOWN_CYCLES for a in pair for b in pair if a != b}
-    return find_cycles([e for e in EDGES if (e.source, e.target) not in known_pairs])
-
-
 # ---------------------------------------------------------------- the real tree
 
 
@@ -282,20 +273,9 @@ def test_imports_run_downward_only():
 
 
 def test_no_import_cycles():
-    cycles = _cycles_without_known()
+    cycles = find_cycles(EDGES)
     if cycles:
         pytest.fail("import cycles:\n  " + "\n  ".join(describe(c) for c in cycles))
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="sampler.py <-> penalties.py is a known cycle being fixed; when this XPASSes, "
-    "remove it from KNOWN_CYCLES and delete this xfail",
-)
-@pytest.mark.parametrize("pair", sorted(sorted(p) for p in KNOWN_CYCLES))
-def test_known_cycles_are_gone(pair):
-    cycles = find_cycles(EDGES)
-    assert not any(set(pair) <= {e.source for e in c} for c in cycles), f"still a cycle: {pair}"
 
 
 def test_model_runner_sees_only_the_boundary_module_of_the_scheduler():
