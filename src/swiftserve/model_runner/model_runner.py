@@ -10,6 +10,7 @@ import torch
 from swiftserve.config import EngineConfig
 from swiftserve.model_runner.input_batch import prepare_inputs
 from swiftserve.model_runner.kv_cache import allocate_kv_cache, num_blocks_for_budget
+from swiftserve.model_runner.logits import float32_logits
 from swiftserve.model_runner.model_loader import load_model, resolve_device, resolve_dtype
 from swiftserve.model_runner.prompt_logprobs import PromptLogprobs, compute_prompt_logprobs
 from swiftserve.model_runner.sampler import Sampler, SamplerOutput, SamplingState
@@ -58,5 +59,5 @@ class ModelRunner:
         return StepResult(batch.sampling_items, self.sampler(logits, rows), prompt_logprobs)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """float32 logits [rows, vocab] of final hidden states [rows, hidden]."""
-        return self.model.compute_logits(hidden).float()
+        """float32 logits [rows, vocab] of final hidden states [rows, hidden] (logits.py)."""
+        return float32_logits(self.model.compute_logits(hidden), hidden, self.model.lm_head.weight)
