@@ -67,13 +67,15 @@ class FusedDecode:
         )
 
     def _applies(self, x: torch.Tensor, meta: AttentionMetadata) -> bool:
-        return (
-            self.unusable is None
-            and meta.num_prefill_seqs == 0
-            and 0 < meta.num_decode_tokens <= fused.MAX_TOKENS
-            and x.is_cpu
-            and fused.supports(self.dims, x.dtype)
-        )
+        if self.unusable is not None or meta.num_prefill_seqs or not x.is_cpu:
+            return False
+        if not 0 < meta.num_decode_tokens <= fused.MAX_TOKENS:
+            return False
+        if (reason := fused.unsupported_reason(self.dims, x.dtype)) is not None:
+            self.unusable = reason  # the same for every step: said once
+            logger.warning("fused decode off for this model, decoding op by op: %s", reason)
+            return False
+        return True
 
     def _table(self, layers: nn.ModuleList) -> fused.LlamaDecodeTable | None:
         # Rebuilt when the cache is rebound or the weights move (model.to(...) after a step).
