@@ -305,6 +305,142 @@ def test_disconnect_while_queued_frees_everything(server):
     server.wait_idle()
 
 
+PROMPT = "The capital of France is"
+
+
+def _prompt_reference(smollm_dir, prompt: str):
+    """transformers' float32 (token ids, logprobs [P, vocab]) for a completions prompt."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    tok = transformers.AutoTokenizer.from_pretrained(smollm_dir)
+    model = transformers.AutoModelForCausalLM.from_pretrained(smollm_dir, dtype=torch.float32).eval()
+    ids = tok(prompt)["input_ids"]
+    with torch.no_grad():
+        return ids, torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), dim=-1)
+
+
+def test_completions_echo_logprobs_score_the_prompt(server, smollm_dir):
+    """echo + logprobs: the prompt's tokens with their logprobs (the first null), then the
+    completion's; the same values as vLLM's prompt_logprobs and, within bf16 noise, transformers'."""
+    client = server.client()
+    echo = client.completions.create(
+        model=CHAT_MODEL, prompt=PROMPT, max_tokens=2, temperature=0, echo=True, logprobs=3
+    )
+    lp = echo.choices[0].logprobs
+    num_prompt = echo.usage.prompt_tokens
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == num_prompt + 2
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert all(x is not None and x <= 0 for x in lp.token_logprobs[1:])
+    assert all(
+        1 <= len(top) <= 3 and max(top.values()) >= x - 1e-6
+        for top, x in zip(lp.top_logprobs[1:], lp.token_logprobs[1:], strict=True)
+    )
+    assert lp.text_offset == sorted(lp.text_offset) and lp.text_offset[0] == 0
+    ids, want = _prompt_reference(smollm_dir, PROMPT)
+    assert len(ids) == num_prompt
+    expected = [float(want[i, ids[i + 1]]) for i in range(num_prompt - 1)]
+    diffs = [abs(a - b) for a, b in zip(lp.token_logprobs[1:num_prompt], expected, strict=True)]
+    assert max(diffs) < 0.1  # the server runs bf16
+
+    extra = client.completions.create(
+        model=CHAT_MODEL, prompt=PROMPT, max_tokens=2, temperature=0, extra_body={"prompt_logprobs": 2}
+    )
+    prompt_logprobs = extra.choices[0].model_extra["prompt_logprobs"]
+    assert len(prompt_logprobs) == num_prompt and prompt_logprobs[0] is None
+    for position, entry in enumerate(prompt_logprobs[1:], start=1):
+        own = entry[str(ids[position])]
+        assert own["rank"] >= 1 and own["decoded_token"]
+        assert abs(own["logprob"] - lp.token_logprobs[position]) < 1e-3
+        # the prompt token plus the top 2 (ranks 1 and 2), which may include it
+        assert len(entry) in (2, 3) and {1, 2} <= {v["rank"] for v in entry.values()}
+    assert echo.choices[0].text.endswith(extra.choices[0].text)
+    server.wait_idle()
+
+
+def test_completions_echo_logprobs_streamed(server):
+    client = server.client()
+    whole = client.completions.create(
+        model=CHAT_MODEL, prompt=PROMPT, max_tokens=4, temperature=0, echo=True, logprobs=1
+    )
+    chunks = list(
+        client.completions.create(
+            model=CHAT_MODEL, prompt=PROMPT, max_tokens=4, temperature=0, echo=True, logprobs=1, stream=True
+        )
+    )
+    first = chunks[0].choices[0]
+    assert first.text.startswith(PROMPT)
+    assert first.logprobs.token_logprobs[0] is None
+    assert len(first.logprobs.tokens) >= whole.usage.prompt_tokens
+    tokens = [t for c in chunks if c.choices for t in c.choices[0].logprobs.tokens]
+    values = [v for c in chunks if c.choices for v in c.choices[0].logprobs.token_logprobs]
+    assert tokens == whole.choices[0].logprobs.tokens
+    assert values[0] is None and values[1:] == pytest.approx(
+        whole.choices[0].logprobs.token_logprobs[1:], abs=1e-3
+    )
+    server.wait_idle()
+
+
+def test_chat_prompt_logprobs(server):
+    reply = server.client().chat.completions.create(
+        **_chat("Say hi.", max_tokens=2, temperature=0), extra_body={"prompt_logprobs": 1}
+    )
+    prompt_logprobs = reply.model_extra["prompt_logprobs"]
+    assert prompt_logprobs[0] is None and len(prompt_logprobs) == reply.usage.prompt_tokens
+    assert all(1 <= len(entry) <= 2 for entry in prompt_logprobs[1:])
+    server.wait_idle()
+
+
+BAD_PROMPT_LOGPROBS = [
+    ("/v1/completions", {"prompt": PROMPT, "prompt_logprobs": -1}, "invalid_value"),
+    ("/v1/completions", {"prompt": PROMPT, "prompt_logprobs": 21}, "invalid_value"),
+    ("/v1/completions", {"prompt": PROMPT, "echo": True, "logprobs": 21}, "invalid_value"),
+    ("/v1/completions", {"prompt": PROMPT, "echo": True, "logprobs": 1, "max_tokens": 0}, "invalid_value"),
+    ("/v1/chat/completions", _chat("hi", prompt_logprobs=-3), "invalid_value"),
+    ("/v1/chat/completions", _chat("hi", prompt_logprobs=100), "invalid_value"),
+    ("/v1/chat/completions", _chat("hi", prompt_logprobs=1, stream=True), "unsupported_parameter"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "code"), BAD_PROMPT_LOGPROBS)
+def test_bad_prompt_logprobs_are_400(server, path, body, code):
+    response = server.post(path, json.dumps({"model": CHAT_MODEL, **body}).encode())
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] == code and error["message"]
+
+
+def test_prompt_logprobs_next_to_ordinary_requests_leak_nothing(server):
+    """A long prompt scored (prompt_logprobs) while ordinary requests run: they finish with their
+    full length and no prompt logprobs, and every KV block is free afterwards."""
+    long_prompt = "Once upon a time, in a small village by the sea, there lived an old fisherman. " * 12
+
+    async def burst():
+        client = server.async_client()
+        body = _chat("Count to twenty.", max_tokens=24)
+        ordinary = [
+            asyncio.create_task(client.chat.completions.create(**body, extra_body={"ignore_eos": True}))
+            for _ in range(2)
+        ]
+        await asyncio.sleep(0.3)  # running (the queue holds only two waiting sequences)
+        scored = client.completions.create(
+            model=CHAT_MODEL, prompt=long_prompt, max_tokens=4, echo=True, logprobs=2,
+            extra_body={"prompt_logprobs": 2},
+        )  # fmt: skip
+        return await asyncio.gather(scored, *ordinary)
+
+    scored, *ordinary = asyncio.run(burst())
+    for reply in ordinary:
+        assert reply.usage.completion_tokens == 24
+        assert "prompt_logprobs" not in (reply.model_extra or {})
+    num_prompt = scored.usage.prompt_tokens
+    assert len(scored.choices[0].model_extra["prompt_logprobs"]) == num_prompt
+    values = scored.choices[0].logprobs.token_logprobs
+    assert values[0] is None and all(v is not None for v in values[1:])
+    server.wait_idle()
+    assert server.gauge("swiftserve_kv_cache_free_blocks") == server.gauge("swiftserve_kv_cache_total_blocks")
+
+
 def test_metrics_after_traffic(server):
     text = httpx.get(server.url + "/metrics").text
     ok_chat = rf'endpoint="/v1/chat/completions",model="{CHAT_MODEL}",status="200"'

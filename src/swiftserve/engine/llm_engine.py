@@ -182,7 +182,10 @@ class LLMEngine:
                 del self._completions[completion.seq.seq_id]
             request = self.requests[completion.request_id]
             request.first_token_time = request.first_token_time or now
-            touched[request.request_id] = request
+            # Outputs are cumulative: another completion's tokens wait until the first one's
+            # prefill has scored the whole prompt, so every output carries all prompt logprobs.
+            if not request.is_scoring_prompt:
+                touched[request.request_id] = request
         outputs = [request.to_output() for request in touched.values()]
         for output in outputs:
             if output.finished:

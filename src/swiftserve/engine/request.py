@@ -51,6 +51,11 @@ class Request:
     def finished(self) -> bool:
         return all(c.finish_reason is not None for c in self.completions)
 
+    @property
+    def is_scoring_prompt(self) -> bool:
+        """Whether prompt logprobs were asked for and some are still being computed."""
+        return self.prompt_logprobs is not None and len(self.prompt_logprobs) < len(self.prompt_token_ids)
+
     def to_output(self) -> RequestOutput:
         return RequestOutput(
             request_id=self.request_id,

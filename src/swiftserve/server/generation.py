@@ -25,7 +25,7 @@ from swiftserve.server.errors import (
     service_unavailable,
 )
 from swiftserve.server.metrics import RequestTimer
-from swiftserve.server.protocol import Usage
+from swiftserve.server.protocol import PromptLogprob, PromptLogprobs, Usage
 from swiftserve.server.streaming import DONE, sse_error
 
 # Prompts longer than this (characters) are tokenized in a worker thread, off the event loop.
@@ -307,3 +307,19 @@ async def sse_stream(
 
 def token_text(tokenizer, token_id: int) -> str:
     return tokenizer.decode([token_id])
+
+
+def prompt_logprobs_json(tokenizer, entries: list[TokenLogprob | None], k: int) -> PromptLogprobs:
+    """vLLM's `prompt_logprobs`: per prompt token (the first None) a map token id -> logprob,
+    rank and text, holding the prompt token itself and the top k alternatives."""
+    result: PromptLogprobs = []
+    for entry in entries:
+        if entry is None:
+            result.append(None)
+            continue
+        own = PromptLogprob(entry.logprob, entry.rank, token_text(tokenizer, entry.token_id))
+        ranked = {entry.token_id: own}
+        for rank, (token_id, logprob) in enumerate(entry.top[:k], start=1):
+            ranked.setdefault(token_id, PromptLogprob(logprob, rank, token_text(tokenizer, token_id)))
+        result.append(ranked)
+    return result

@@ -7,7 +7,8 @@ clear message otherwise (see `unsupported_fields`). Ranges are msgspec constrain
 is reported with its path, e.g. "Expected `int` >= 1 - at `$.max_tokens`".
 
 Extensions (vLLM-style) on chat and completions: top_k, min_p, repetition_penalty, min_tokens,
-ignore_eos.
+ignore_eos, prompt_logprobs (answered as `prompt_logprobs` on each completion choice, or on the
+chat completion; not with chat streaming).
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class _SamplingFields(_Request, kw_only=True):
     repetition_penalty: Annotated[float, Meta(gt=0.0, le=10.0)] | None = None
     min_tokens: NonNegInt = 0
     ignore_eos: bool = False
+    prompt_logprobs: TopLogprobs | None = None
 
 
 class ChatCompletionRequest(_SamplingFields, kw_only=True):
@@ -257,6 +259,18 @@ class ChatChoice(Struct):
     finish_reason: str | None
 
 
+class PromptLogprob(Struct):
+    """vLLM's Logprob: one entry of a prompt position's {token id: logprob} map."""
+
+    logprob: float
+    rank: int | None
+    decoded_token: str
+
+
+# Per prompt token, the first None: the token itself and the top alternatives by token id.
+PromptLogprobs = list[dict[int, PromptLogprob] | None]
+
+
 class ChatCompletion(Struct):
     id: str
     created: int
@@ -265,6 +279,7 @@ class ChatCompletion(Struct):
     usage: Usage
     system_fingerprint: str | UnsetType = UNSET  # a string from the route; never null
     object: str = "chat.completion"
+    prompt_logprobs: PromptLogprobs | UnsetType = UNSET  # only when asked for
 
 
 class ChatDelta(Struct):
@@ -303,6 +318,7 @@ class CompletionChoice(Struct):
     text: str
     logprobs: CompletionLogprobs | None
     finish_reason: str | None
+    prompt_logprobs: PromptLogprobs | UnsetType = UNSET  # only when asked for; first chunk if streamed
 
 
 class Completion(Struct):

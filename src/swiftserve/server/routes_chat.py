@@ -15,6 +15,7 @@ from swiftserve.server.generation import (
     merge,
     new_id,
     open_stream,
+    prompt_logprobs_json,
     resolve_max_tokens,
     sampling_params,
     sse_stream,
@@ -81,6 +82,13 @@ async def chat_completions(request: Request) -> Response:
     messages = template_messages(body.messages)
     if body.top_logprobs is not None and not body.logprobs:
         raise bad_request("top_logprobs requires logprobs to be true.", param="top_logprobs")
+    if body.prompt_logprobs is not None and body.stream:
+        raise bad_request(
+            "prompt_logprobs is not supported with stream: true on chat completions; use a non-streamed "
+            "request (or /v1/completions, which streams them in the first chunk).",
+            param="prompt_logprobs",
+            code="unsupported_parameter",
+        )
     try:
         prompt = engine.apply_chat_template(messages, add_generation_prompt=True)
     except Exception as exc:  # noqa: BLE001 - a template error is the request's fault
@@ -94,7 +102,9 @@ async def chat_completions(request: Request) -> Response:
         engine, len(prompt_ids), requested, param, default=request.app.default_max_tokens
     )
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
-    params = sampling_params(body, max_tokens=max_tokens, logprobs=logprobs)
+    params = sampling_params(
+        body, max_tokens=max_tokens, logprobs=logprobs, prompt_logprobs=body.prompt_logprobs
+    )
     stream = await open_stream(engine, served.name, prompt_ids, params)
     chat = _Chat(request, body, served.name, engine.tokenizer)
     if body.stream:
@@ -118,8 +128,13 @@ class _Chat:
     async def complete(self, stream: AsyncIterator) -> JSONResponse:
         texts = [""] * self.body.n
         logprobs: list[list] = [[] for _ in range(self.body.n)]
+        prompt_logprobs = msgspec.UNSET
         try:
             async for _, output in merge([stream]):
+                if prompt_logprobs is msgspec.UNSET and output.prompt_logprobs is not None:
+                    prompt_logprobs = prompt_logprobs_json(
+                        self.tokenizer, output.prompt_logprobs, self.body.prompt_logprobs
+                    )
                 for delta in self.tracker.step(0, output):
                     texts[delta.index] += delta.text
                     if delta.logprobs:
@@ -144,6 +159,7 @@ class _Chat:
             choices=choices,
             usage=self.tracker.usage(),
             system_fingerprint=self.fingerprint,
+            prompt_logprobs=prompt_logprobs,
         )
         return JSONResponse(p.encode(response))
 

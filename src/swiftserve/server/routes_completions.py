@@ -19,6 +19,7 @@ from swiftserve.server.generation import (
     merge,
     new_id,
     open_stream,
+    prompt_logprobs_json,
     resolve_max_tokens,
     sampling_params,
     sse_stream,
@@ -48,7 +49,11 @@ async def completions(request: Request) -> Response:
             ids = item  # the engine checks them against its vocabulary
         resolve_max_tokens(engine, len(ids), body.max_tokens, "prompt")
         prompts.append(ids)
-    params = sampling_params(body, max_tokens=body.max_tokens, logprobs=body.logprobs)
+    # echo with logprobs scores the prompt (OpenAI), as does vLLM's prompt_logprobs: one pass, the larger k.
+    wanted = [k for k in (body.logprobs if body.echo else None, body.prompt_logprobs) if k is not None]
+    params = sampling_params(
+        body, max_tokens=body.max_tokens, logprobs=body.logprobs, prompt_logprobs=max(wanted, default=None)
+    )
     # All prompts are submitted at once, so their prefills share engine steps.
     opened = await asyncio.gather(
         *(open_stream(engine, served.name, ids, params) for ids in prompts), return_exceptions=True
@@ -80,6 +85,8 @@ class _Completion:
         self._prompt_texts: dict[int, str] = {}
         # Per choice: characters emitted so far, for logprobs' text_offset.
         self._offsets: dict[int, int] = {}
+        # Per prompt: its prompt logprobs (engine entries, the first None), from its first output.
+        self._prompt_logprobs: dict[int, list | None] = {}
 
     def _prompt_text(self, prompt_index: int) -> str:
         if prompt_index not in self._prompt_texts:
@@ -102,20 +109,26 @@ class _Completion:
             text = prompt_text + text
         if self.body.logprobs is not None:
             logprobs = self._logprobs(delta, prompt_index, first)
-        return p.CompletionChoice(
+        choice = p.CompletionChoice(
             index=delta.index, text=text, logprobs=logprobs, finish_reason=delta.finish_reason
         )
+        entries = self._prompt_logprobs.get(prompt_index)
+        if first and self.body.prompt_logprobs is not None and entries is not None:
+            choice.prompt_logprobs = prompt_logprobs_json(self.tokenizer, entries, self.body.prompt_logprobs)
+        return choice
 
     def _logprobs(self, delta: ChoiceDelta, prompt_index: int, first: bool) -> p.CompletionLogprobs:
         out = p.CompletionLogprobs(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[])
         offset = self._offsets.get(delta.index, 0)
         if first and self.body.echo:
-            # Prompt tokens carry no logprob here (the first never has one).
-            for token_id in self.prompts[prompt_index]:
+            # The prompt's tokens with their prompt logprobs (the first token has none).
+            entries = self._prompt_logprobs.get(prompt_index) or []
+            for i, token_id in enumerate(self.prompts[prompt_index]):
                 token = token_text(self.tokenizer, token_id)
+                entry = entries[i] if i < len(entries) else None
                 out.tokens.append(token)
-                out.token_logprobs.append(None)
-                out.top_logprobs.append(None)
+                out.token_logprobs.append(entry.logprob if entry else None)
+                out.top_logprobs.append(self._prompt_top(entry.top) if entry else None)
                 out.text_offset.append(offset)
                 offset += len(token)
         for entry in delta.logprobs or []:
@@ -129,11 +142,16 @@ class _Completion:
         self._offsets[delta.index] = offset
         return out
 
+    def _prompt_top(self, top: list[tuple[int, float]]) -> dict[str, float]:
+        """The top `logprobs` of a prompt token (scored with the larger of logprobs, prompt_logprobs)."""
+        return {token_text(self.tokenizer, tid): lp for tid, lp in top[: self.body.logprobs]}
+
     async def complete(self, streams: list[AsyncIterator]) -> JSONResponse:
         num_choices = len(streams) * self.body.n
         parts: list[list[p.CompletionChoice]] = [[] for _ in range(num_choices)]
         try:
             async for stream_index, output in merge(streams):
+                self._prompt_logprobs.setdefault(stream_index, output.prompt_logprobs)
                 for delta in self.tracker.step(stream_index, output):
                     parts[delta.index].append(self._choice(delta, first=not parts[delta.index]))
         except Exception as exc:  # noqa: BLE001 - answered as an OpenAI error
@@ -157,6 +175,7 @@ class _Completion:
             text="".join(piece.text for piece in pieces),
             logprobs=logprobs,
             finish_reason=self.tracker.finish_reasons.get(index),
+            prompt_logprobs=pieces[0].prompt_logprobs if pieces else msgspec.UNSET,
         )
 
     def sse(self, streams: list[AsyncIterator]) -> AsyncIterator[bytes]:
@@ -169,6 +188,7 @@ class _Completion:
     async def _events(self, streams: list[AsyncIterator], usage_field) -> AsyncIterator[bytes]:
         started: set[int] = set()
         async for stream_index, output in merge(streams):
+            self._prompt_logprobs.setdefault(stream_index, output.prompt_logprobs)
             choices = []
             for delta in self.tracker.step(stream_index, output):
                 choices.append(self._choice(delta, first=delta.index not in started))
