@@ -14,7 +14,8 @@ class SamplingParams:
 
     temperature 0 means greedy. top_k <= 0 and top_p == 1 and min_p == 0 disable those filters.
     `logprobs` is the number of top alternatives to return per token (None: no logprobs;
-    0: only the chosen token's logprob).
+    0: only the chosen token's logprob). `prompt_logprobs` likewise for the prompt's tokens
+    (RequestOutput.prompt_logprobs; such a request skips prefix-cache hits).
     """
 
     n: int = 1
