@@ -42,3 +42,6 @@ class RequestOutput:
     num_cached_tokens: int = 0
     # With SamplingParams.prompt_logprobs: one entry per prompt token, the first None (vLLM).
     prompt_logprobs: list[TokenLogprob | None] | None = None
+    # Set when this request failed inside a step (its completions end "abort"); the others in the
+    # batch went on. The async engine raises it as RequestFailedError.
+    error: str | None = None

@@ -213,3 +213,45 @@ def test_async_queue_bound(smollm_dir) -> None:
         await engine.shutdown()
 
     asyncio.run(main())
+
+
+def test_a_request_whose_sampling_fails_fails_alone(smollm_dir, monkeypatch) -> None:
+    """One row's sampling raising (as a 1e-40 temperature once did) ends that request with
+    RequestFailedError and frees its blocks; its neighbours in the same steps finish normally."""
+    from swiftserve.engine.errors import RequestFailedError
+    from swiftserve.model_runner import sampler as sampler_module
+
+    real = sampler_module.sample_rows
+
+    def faulty(logits, temperature, *args):
+        if bool((temperature == 0.123).any()):
+            raise IndexError("index 192 is out of bounds for dimension 1 with size 192")
+        return real(logits, temperature, *args)
+
+    monkeypatch.setattr(sampler_module, "sample_rows", faulty)
+    greedy = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
+    seeded = SamplingParams(max_tokens=12, temperature=0.8, seed=3, ignore_eos=True)
+    bad = SamplingParams(max_tokens=12, temperature=0.123, ignore_eos=True)
+    # float32: batched and alone then round alike (in bf16 a batch may flip a greedy near-tie)
+    config = dict(model=str(smollm_dir), max_model_len=512, kv_cache_memory=32 << 20, dtype="float32")
+    alone = LLM(**config, enable_prefix_caching=False)
+    want = [alone.generate([p], s)[0].outputs[0].token_ids for p, s in (("Hello", greedy), ("Once", seeded))]
+
+    async def main() -> None:
+        scheduler = SchedulerConfig(enable_prefix_caching=False)
+        engine = AsyncEngine(EngineConfig(**config, scheduler=scheduler))
+        await engine.start()
+
+        async def run(prompt, params):
+            return [o async for o in engine.generate(prompt, params)]
+
+        results = await asyncio.gather(
+            run("Hello", greedy), run("Bad", bad), run("Once", seeded), return_exceptions=True
+        )
+        assert isinstance(results[1], RequestFailedError) and "out of bounds" in str(results[1])
+        assert [r[-1].outputs[0].token_ids for r in (results[0], results[2])] == want
+        stats = engine.stats()
+        assert stats.num_free_blocks == stats.num_total_blocks and not engine.engine.requests
+        await engine.shutdown()
+
+    asyncio.run(main())

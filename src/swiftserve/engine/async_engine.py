@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 
 from swiftserve.config import EngineConfig
+from swiftserve.engine.errors import RequestFailedError
 from swiftserve.engine.llm_engine import EngineStats, LLMEngine
 from swiftserve.outputs import RequestOutput
 from swiftserve.sampling_params import SamplingParams
@@ -160,7 +161,8 @@ class AsyncEngine:
 
     def _dispatch(self, outputs: list[RequestOutput]) -> None:
         for output in outputs:
-            self._deliver(output.request_id, output)
+            item = output if output.error is None else RequestFailedError(output.error)
+            self._deliver(output.request_id, item)
 
     def _deliver(self, request_id: str, item) -> None:
         stream = self._streams.get(request_id)

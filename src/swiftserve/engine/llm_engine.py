@@ -173,9 +173,15 @@ class LLMEngine:
             completion = self._completions.get(scored.seq_id)
             if completion is not None:  # else aborted while the step ran
                 append_prompt_logprobs(self.requests[completion.request_id], completion, scored)
+        failed = result.output.failed
         rows = zip(result.sampled, result.output.token_ids, result.output.logprobs, strict=True)
-        for item, token_id, logprob in rows:
-            completion = self._completions[item.seq.seq_id]
+        for row, (item, token_id, logprob) in enumerate(rows):
+            completion = self._completions.get(item.seq.seq_id)
+            if completion is None:  # its request failed on an earlier row of this step
+                continue
+            if row in failed:
+                touched[completion.request_id] = self._fail(completion.request_id, failed[row])
+                continue
             append_token(completion, token_id, logprob, self.max_model_len)
             if completion.finish_reason is not None:
                 self.scheduler.finish(completion.seq)
@@ -191,6 +197,17 @@ class LLMEngine:
             if output.finished:
                 del self.requests[output.request_id]
         return outputs
+
+    def _fail(self, request_id: str, reason: str) -> Request:
+        """Ends one request that failed in a step, freeing its blocks; the rest of the batch goes on."""
+        request = self.requests[request_id]
+        request.error = reason
+        for completion in request.completions:
+            self._completions.pop(completion.seq.seq_id, None)
+            if completion.finish_reason is None:
+                completion.finish_reason = "abort"
+                self.scheduler.abort(completion.seq)
+        return request
 
     def stats(self) -> EngineStats:
         bm = self.scheduler.block_manager

@@ -46,6 +46,7 @@ class Request:
     first_token_time: float | None = None
     # With params.prompt_logprobs: the entries scored so far, [None] first (outputs.py).
     prompt_logprobs: list[TokenLogprob | None] | None = None
+    error: str | None = None  # why it failed alone in a step (outputs.RequestOutput.error)
 
     @property
     def finished(self) -> bool:
@@ -65,4 +66,5 @@ class Request:
             finished=self.finished,
             num_cached_tokens=max((c.seq.num_cached_tokens for c in self.completions), default=0),
             prompt_logprobs=list(self.prompt_logprobs) if self.prompt_logprobs is not None else None,
+            error=self.error,
         )
