@@ -1,0 +1,207 @@
+"""The request path for many models in one process: every generate and embed goes through here.
+
+The router owns the model pool (model_pool.py: residency, loads, evictions, scale to zero) and
+hands out one handle per model. A handle looks like an engine to the server (tokenizer,
+max_model_len, generate / embed, stats), and each call on it
+1. acquires the model in the pool, so it cannot be evicted under the request;
+2. loads it if it is cold (the request waits: queued, not refused) and times that cold start;
+3. runs the request on the resident model, and releases the model when the request ends.
+Typed errors (errors.py) come out of every call; the server maps them to HTTP in one place.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from swiftserve.router import errors
+from swiftserve.router.model_pool import ModelPool
+from swiftserve.scheduler.residency_types import Policy, State
+
+from swiftserve.engine.served_model import ChatModel, EmbeddingModel, ServedModel
+
+# cold_start(model, seconds): a request that found its model cold got its first result after
+# `seconds` from its arrival (feeds the cold-start histogram).
+ColdStartHook = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What /v1/models and the metrics show of one model."""
+
+    name: str
+    kind: str
+    policy: str
+    state: str
+    resident_bytes: int
+    num_loads: int
+    num_unloads: int
+    last_error: str | None
+
+
+class Router:
+    """See the module docstring. Build it, `add` models, then `start` on the serving loop."""
+
+    def __init__(self, pool: ModelPool, on_cold_start: ColdStartHook | None = None) -> None:
+        self.pool = pool
+        self.on_cold_start = on_cold_start or (lambda name, seconds: None)
+        self._handles: dict[str, ChatHandle | EmbeddingHandle] = {}
+        self._unloads: dict[str, int] = {}
+        self._closed = False
+        previous = pool.on_unload
+
+        def count_unload(name: str) -> None:
+            self._unloads[name] = self._unloads.get(name, 0) + 1
+            previous(name)
+
+        pool.on_unload = count_unload
+
+    # -- configuration ----------------------------------------------------------------------------
+    def add(
+        self, model: ServedModel, policy: Policy | str, idle_timeout_s: float | None = None, priority: int = 0
+    ) -> None:
+        """Registers a cold model (BudgetError if it could never fit beside the pinned ones)."""
+        if model.name in self._handles:
+            raise ValueError(f"two models are served as {model.name!r}")
+        self.pool.add(model, policy, idle_timeout_s, priority)
+        handle_type = ChatHandle if model.kind == "chat" else EmbeddingHandle
+        self._handles[model.name] = handle_type(self, model)
+
+    def handle(self, name: str, kind: str | None = None) -> ChatHandle | EmbeddingHandle:
+        """The handle of `name`; WrongKindError when it is not a `kind` model."""
+        handle = self._handles.get(name)
+        if handle is None:
+            raise errors.UnknownModelError(name)
+        if kind is not None and handle.kind != kind:
+            raise errors.WrongKindError(name, handle.kind, kind)
+        return handle
+
+    def names(self) -> list[str]:
+        return list(self._handles)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Loads the pinned models and starts scale to zero."""
+        await self.pool.start()
+
+    async def shutdown(self) -> None:
+        self._closed = True
+        await self.pool.shutdown()
+
+    async def load(self, name: str) -> None:
+        """An admin load: resident on return (evicting idle on-demand models if it must)."""
+        self._check_open()
+        self.handle(name)
+        await self.pool.ensure_resident(name)
+
+    async def unload(self, name: str) -> bool:
+        """An admin unload; False when it was cold. PinnedModelError, ModelBusyError as they say."""
+        self.handle(name)
+        return await self.pool.unload(name)
+
+    # -- what is where ----------------------------------------------------------------------------
+    def info(self, name: str) -> ModelInfo:
+        entry = self.pool.entry(name)
+        state = self.pool.state(name)
+        fp = entry.model.footprint()
+        resident = state in (State.RESIDENT, State.UNLOADING)
+        kv_bytes = self.pool.ledger.kv_blocks(name) * fp.kv_block_bytes if resident else 0
+        return ModelInfo(
+            name=name,
+            kind=entry.model.kind,
+            policy=Policy(entry.budget.policy).value,
+            state=state.value,
+            resident_bytes=fp.weight_bytes + kv_bytes if resident else 0,
+            num_loads=len(entry.load_seconds),
+            num_unloads=self._unloads.get(name, 0),
+            last_error=entry.last_error,
+        )
+
+    def models(self) -> list[ModelInfo]:
+        return [self.info(name) for name in self._handles]
+
+    # -- the request path -------------------------------------------------------------------------
+    async def generate(
+        self, name: str, prompt: str | list[int], params: Any, request_id: str | None = None
+    ) -> AsyncIterator[Any]:
+        """Cumulative outputs of one request to chat model `name`, loading it first if cold."""
+        self._check_open()
+        self.handle(name, "chat")
+        arrival = time.perf_counter()
+        async with self.pool.use(name) as (model, was_cold):
+            stream = model.generate(prompt, params, request_id=request_id)
+            try:
+                async for output in stream:
+                    if was_cold:
+                        self.on_cold_start(name, time.perf_counter() - arrival)
+                        was_cold = False
+                    yield output
+            finally:
+                await stream.aclose()
+
+    async def embed(self, name: str, inputs: list[str] | list[list[int]]) -> Any:
+        """Embeddings from model `name`, loading it first if cold."""
+        self._check_open()
+        self.handle(name, "embedding")
+        arrival = time.perf_counter()
+        async with self.pool.use(name) as (model, was_cold):
+            result = await model.embed(inputs)
+        if was_cold:
+            self.on_cold_start(name, time.perf_counter() - arrival)
+        return result
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise errors.RouterClosedError("the router is shutting down")
+
+
+class _Handle:
+    """One model as the server sees it; the model's own handle, whatever its state."""
+
+    def __init__(self, router: Router, model: ServedModel) -> None:
+        self.router, self.model = router, model
+        self.name, self.kind = model.name, model.kind
+
+    @property
+    def is_resident(self) -> bool:
+        return self.model.is_resident
+
+    def stats(self) -> Any | None:
+        """The engine's stats while resident, else None (nothing running, nothing held)."""
+        stats = getattr(self.model, "stats", None)
+        return stats() if stats is not None and self.model.is_resident else None
+
+
+class ChatHandle(_Handle):
+    model: ChatModel
+
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
+
+    @property
+    def max_model_len(self) -> int:
+        return self.model.max_model_len
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        return self.model.apply_chat_template(messages, add_generation_prompt)
+
+    def generate(self, prompt, params, request_id: str | None = None) -> AsyncIterator[Any]:
+        return self.router.generate(self.name, prompt, params, request_id)
+
+
+class EmbeddingHandle(_Handle):
+    model: EmbeddingModel
+
+    @property
+    def dim(self) -> int:
+        return self.model.dim
+
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
+
+    async def embed(self, inputs: list[str] | list[list[int]]) -> Any:
+        return await self.router.embed(self.name, inputs)
