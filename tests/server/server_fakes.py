@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from swiftserve.engine.errors import QueueFullError
+from swiftserve.engine.errors import ContextLengthError, QueueFullError
 from swiftserve.outputs import CompletionOutput, RequestOutput, TokenLogprob
 
 
@@ -74,7 +74,8 @@ class FakeChatEngine:
             raise RuntimeError("engine is shut down")
         ids = prompt if isinstance(prompt, list) else self.tokenizer.encode(prompt)
         if len(ids) + params.max_tokens > self.max_model_len:
-            raise ValueError(f"prompt has {len(ids)} tokens but max_model_len is {self.max_model_len}")
+            message = f"prompt has {len(ids)} tokens but max_model_len is {self.max_model_len}"
+            raise ContextLengthError(message, len(ids), params.max_tokens, self.max_model_len)
         if self.max_waiting is not None and len(self.waiting) >= self.max_waiting:
             raise QueueFullError("queue full")
         self.waiting.append(request_id)

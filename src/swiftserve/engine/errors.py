@@ -8,5 +8,16 @@ class RequestFailedError(RuntimeError):
     that step went on. A server error (HTTP 500), not the client's."""
 
 
+class ContextLengthError(ValueError):
+    """The prompt, or the prompt plus max_tokens, does not fit the model's context (HTTP 400,
+    code context_length_exceeded)."""
+
+    def __init__(self, message: str, num_prompt_tokens: int, max_tokens: int, max_model_len: int) -> None:
+        super().__init__(message)
+        self.num_prompt_tokens = num_prompt_tokens
+        self.max_tokens = max_tokens
+        self.max_model_len = max_model_len
+
+
 class QueueFullError(RuntimeError):
     """The engine already holds its maximum number of waiting requests; retry later (HTTP 429/503)."""

@@ -15,7 +15,7 @@ import torch
 
 from swiftserve.config import EngineConfig
 from swiftserve.engine.detokenizer import IncrementalDetokenizer
-from swiftserve.engine.errors import QueueFullError
+from swiftserve.engine.errors import ContextLengthError, QueueFullError
 from swiftserve.engine.postprocess import append_prompt_logprobs, append_token
 from swiftserve.engine.request import Completion, Request
 from swiftserve.loader import apply_chat_template, load_config, load_tokenizer, resolve_model
@@ -118,15 +118,16 @@ class LLMEngine:
         return request
 
     def _check_length(self, num_prompt_tokens: int, params: SamplingParams) -> None:
+        sizes = (num_prompt_tokens, params.max_tokens, self.max_model_len)
         if num_prompt_tokens >= self.max_model_len:
-            raise ValueError(
-                f"prompt has {num_prompt_tokens} tokens but max_model_len is {self.max_model_len}"
-            )
+            message = f"prompt has {num_prompt_tokens} tokens but max_model_len is {self.max_model_len}"
+            raise ContextLengthError(message, *sizes)
         if num_prompt_tokens + params.max_tokens > self.max_model_len:
-            raise ValueError(
+            message = (
                 f"prompt ({num_prompt_tokens} tokens) plus max_tokens ({params.max_tokens}) exceeds "
                 f"max_model_len ({self.max_model_len})"
             )
+            raise ContextLengthError(message, *sizes)
 
     def _new_completion(
         self, request_id: str, index: int, token_ids: list[int], params: SamplingParams

@@ -110,3 +110,40 @@ def from_validation_error(exc: msgspec.ValidationError) -> APIError:
 
 def _strip_at(text: str) -> str:
     return _AT_PATH.sub("", text)
+
+
+def from_exception(exc: BaseException, model: str) -> APIError | None:
+    """The HTTP answer for a typed error of the router or an engine, or None for anything else
+    (a bug: the caller answers 500). The one place these types meet HTTP statuses."""
+    from swiftserve.engine import errors as engine
+    from swiftserve.router import errors as router
+
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, engine.QueueFullError):
+        return queue_full(model)
+    if isinstance(exc, engine.ContextLengthError):
+        return bad_request(str(exc), code="context_length_exceeded")
+    if isinstance(exc, router.RouterError):
+        return _router_error(exc, router)
+    if isinstance(exc, ValueError):  # the engine's checks of a request's parameters
+        return bad_request(str(exc))
+    return None
+
+
+def _router_error(exc, router) -> APIError:
+    message = str(exc)[:1].upper() + str(exc)[1:] + "."
+    if isinstance(exc, router.UnknownModelError):
+        return model_not_found(exc.name)
+    if isinstance(exc, router.WrongKindError):
+        return APIError(400, message, param="model", code="model_not_supported")
+    if isinstance(exc, (router.ModelBusyError, router.PinnedModelError)):
+        code = "model_busy" if isinstance(exc, router.ModelBusyError) else "model_pinned"
+        return APIError(409, message, code=code)
+    if isinstance(exc, router.LoadTimeoutError):
+        return APIError(
+            503, message, type="server_error", code="model_load_timeout", headers={"retry-after": "5"}
+        )
+    if isinstance(exc, router.ModelLoadError):
+        return APIError(503, message, type="server_error", code="model_load_failed")
+    return service_unavailable(message)  # RouterClosedError

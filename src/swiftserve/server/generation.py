@@ -21,7 +21,7 @@ from swiftserve.server.errors import (
     APIError,
     bad_request,
     context_length_exceeded,
-    queue_full,
+    from_exception,
     service_unavailable,
 )
 from swiftserve.server.metrics import RequestTimer
@@ -109,18 +109,8 @@ def resolve_max_tokens(
 
 
 def engine_error(exc: BaseException, model: str) -> APIError | None:
-    """The HTTP answer for an exception the engine raised, or None to let it propagate."""
-    from swiftserve.engine.errors import QueueFullError
-
-    if isinstance(exc, APIError):
-        return exc
-    if isinstance(exc, QueueFullError):
-        return queue_full(model)
-    if isinstance(exc, ValueError):
-        message = str(exc)
-        code = "context_length_exceeded" if "max_model_len" in message else None
-        return bad_request(message, code=code)
-    return None
+    """The HTTP answer for an exception the engine or router raised, or None to let it propagate."""
+    return from_exception(exc, model)
 
 
 async def open_stream(
