@@ -21,10 +21,11 @@ import time
 from collections.abc import Awaitable, Callable
 
 from swiftserve.router.registry import ModelRegistry, ServedModel, UnknownModelError
-from swiftserve.server import protocol
+from swiftserve.router.router import Router
 from swiftserve.server.errors import APIError, model_not_found, service_unavailable
 from swiftserve.server.http import Handler, JSONResponse, Request, Response, error_response
 from swiftserve.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
+from swiftserve.server.routes_models import admin_target, list_models, model_action
 
 logger = logging.getLogger("swiftserve.server")
 
@@ -49,16 +50,21 @@ class App:
         on_startup: Callable[[App], Awaitable[None]] | None = None,
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
         fingerprint_info: str = "",
+        router: Router | None = None,
     ) -> None:
         if default_max_tokens < 1:
             raise ValueError(f"default_max_tokens must be >= 1, got {default_max_tokens}")
         self.registry = registry
+        self.router = router  # the models' lifecycle (states, load / unload); None: all loaded at start
         self.api_key = api_key
         self.max_body_bytes = max_body_bytes
         self.default_max_tokens = default_max_tokens
         # What besides the version and the model changes the answers (dtype, device), as text.
         self.fingerprint_info = fingerprint_info
-        self.metrics = metrics or ServerMetrics(lambda: ((m.name, m.engine) for m in registry.models()))
+        self.metrics = metrics or ServerMetrics(
+            lambda: ((m.name, m.engine) for m in registry.models()),
+            lambda: router.models() if router is not None else (),
+        )
         self.is_ready = False
         self.is_draining = False
         self.created = int(time.time())
@@ -81,7 +87,7 @@ class App:
         self.route("POST", "/v1/chat/completions", chat_completions)
         self.route("POST", "/v1/completions", completions)
         self.route("POST", "/v1/embeddings", embeddings)
-        self.route("GET", "/v1/models", _list_models)
+        self.route("GET", "/v1/models", list_models)
         self.route("GET", "/health", _health)
         self.route("GET", "/metrics", _metrics)
 
@@ -171,6 +177,8 @@ class App:
 
     def _resolve(self, method: str, path: str, headers: dict[str, str]) -> Handler:
         methods = self._routes.get(path)
+        if methods is None and admin_target(path) is not None:
+            methods = {"POST": model_action}  # POST /v1/models/{name}/load | unload
         if methods is None:
             raise APIError(404, f"Invalid URL ({method} {path})", code="not_found")
         handler = methods.get(method)
@@ -282,12 +290,6 @@ async def _wait_for_disconnect(receive) -> None:
 
 
 # ---------------------------------------------------------------- small routes
-
-
-async def _list_models(request: Request) -> Response:
-    app = request.app
-    cards = [protocol.ModelCard(id=m.name, created=m.created or app.created) for m in app.registry.models()]
-    return JSONResponse(protocol.encode(protocol.ModelList(data=cards)))
 
 
 async def _health(request: Request) -> Response:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from swiftserve.router.registry import ModelRegistry, ServedModel
+from swiftserve.router.router import Router
 from swiftserve.server.errors import APIError
 from swiftserve.server.metrics import ServerMetrics
 
@@ -61,6 +62,7 @@ class AppView(Protocol):
     """The part of `app.App` that handlers use."""
 
     registry: ModelRegistry
+    router: Router | None
     metrics: ServerMetrics
     created: int
     is_ready: bool

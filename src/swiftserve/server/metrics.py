@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["CONTENT_TYPE_LATEST", "ServerMetrics"]
@@ -43,9 +43,9 @@ class _EngineStatsCollector:
         preemptions = GaugeMetricFamily("swiftserve_num_preemptions", "Preemptions so far", labels=["model"])
         for name, engine in self._engines():
             stats_fn = getattr(engine, "stats", None)
-            if stats_fn is None:
+            stats = stats_fn() if stats_fn is not None else None
+            if stats is None:  # a cold model: it holds nothing
                 continue
-            stats = stats_fn()
             running.add_metric([name], stats.num_running)
             waiting.add_metric([name], stats.num_waiting)
             kv_usage.add_metric([name], stats.kv_cache_usage)
@@ -55,8 +55,39 @@ class _EngineStatsCollector:
         yield from (running, waiting, kv_usage, free_blocks, total_blocks, preemptions)
 
 
+_STATES = ("cold", "loading", "resident", "unloading")
+
+
+class _ModelLifecycleCollector:
+    """Each model's state, resident bytes, loads and unloads, from the router's ModelInfo."""
+
+    def __init__(self, infos: Callable[[], Iterable]) -> None:
+        self._infos = infos
+
+    def collect(self):
+        state = GaugeMetricFamily(
+            "swiftserve_model_state", "1 for the state the model is in", labels=["model", "state"]
+        )
+        resident = GaugeMetricFamily(
+            "swiftserve_model_resident_bytes", "Weights plus KV cache held", labels=["model"]
+        )
+        loads = CounterMetricFamily("swiftserve_model_loads", "Completed loads", labels=["model"])
+        unloads = CounterMetricFamily("swiftserve_model_unloads", "Completed unloads", labels=["model"])
+        for info in self._infos():
+            for name in _STATES:
+                state.add_metric([info.name, name], 1.0 if info.state == name else 0.0)
+            resident.add_metric([info.name], info.resident_bytes)
+            loads.add_metric([info.name], info.num_loads)
+            unloads.add_metric([info.name], info.num_unloads)
+        yield from (state, resident, loads, unloads)
+
+
 class ServerMetrics:
-    def __init__(self, engines: Callable[[], Iterable[tuple[str, object]]] = lambda: ()) -> None:
+    def __init__(
+        self,
+        engines: Callable[[], Iterable[tuple[str, object]]] = lambda: (),
+        models: Callable[[], Iterable] = lambda: (),
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         self.requests = Counter(
@@ -89,7 +120,15 @@ class ServerMetrics:
         self.generation_tokens = Counter(
             "swiftserve_generation_tokens", "Tokens generated", ["model"], registry=r
         )
+        self.cold_start = Histogram(
+            "swiftserve_cold_start_seconds",
+            "Arrival to first token (or embedding) of requests that found their model cold",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         r.register(_EngineStatsCollector(engines))
+        r.register(_ModelLifecycleCollector(models))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

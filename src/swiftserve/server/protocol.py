@@ -350,10 +350,26 @@ class EmbeddingResponse(Struct):
 
 
 class ModelCard(Struct):
+    """OpenAI's model object, plus swiftserve's kind ("chat" / "embedding"), policy ("pinned" /
+    "on-demand") and state ("cold", "loading", "resident", "unloading")."""
+
     id: str
     created: int
     owned_by: str = "swiftserve"
     object: str = "model"
+    kind: str = "chat"
+    policy: str = "pinned"
+    state: str = "resident"
+
+
+class ModelAction(Struct):
+    """The answer of POST /v1/models/{id}/load or /unload."""
+
+    id: str
+    action: str
+    result: str  # "loaded", "unloaded" or "already cold"
+    state: str
+    object: str = "model.action"
 
 
 class ModelList(Struct):
