@@ -1,0 +1,78 @@
+"""The one path from what a user configured (flags or a config file) to each model's EngineConfig.
+
+Flags and the config file both become `ModelConfig`s (config_file.py); process-wide flags are
+`ServeDefaults`; `engine_config` merges the two, a model's own setting winning. "auto" dtype is
+resolved here, per model kind, and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from swiftserve.router.config_file import DEFAULT_IDLE_TIMEOUT_S, ConfigError, ModelConfig
+from swiftserve.router.registry import ModelKind, ModelSpec
+from swiftserve.scheduler.config import SchedulerConfig
+
+from swiftserve.config import EngineConfig
+
+# What "auto" means per kind: chat models decode from bfloat16 weights (half the bytes a token
+# reads); embedders are small and float32 keeps their vectors equal to the reference models'.
+AUTO_DTYPE: dict[str, str] = {"chat": "bfloat16", "embedding": "float32"}
+
+
+def resolve_dtype(kind: ModelKind, dtype: str) -> str:
+    return AUTO_DTYPE[kind] if dtype == "auto" else dtype
+
+
+@dataclass(frozen=True)
+class ServeDefaults:
+    """The process-wide engine settings of `swiftserve launch`; a model's own config wins."""
+
+    dtype: str = "auto"
+    device: str = "auto"
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    max_model_len: int | None = None
+    max_queue: int | None = None
+    kv_cache_memory: int | None = None
+    seed: int = 0
+
+
+def engine_config(model: ModelConfig, kind: ModelKind, defaults: ServeDefaults) -> EngineConfig:
+    """The EngineConfig of one served model (chat or embedding)."""
+    max_model_len = model.max_model_len or defaults.max_model_len
+    scheduler = {
+        "max_num_seqs": model.max_num_seqs or defaults.max_num_seqs,
+        "max_num_batched_tokens": defaults.max_num_batched_tokens,
+        "max_model_len": max_model_len,
+        "max_num_waiting": defaults.max_queue,
+    }
+    return EngineConfig(
+        model=model.source,
+        dtype=resolve_dtype(kind, model.dtype if model.dtype != "auto" else defaults.dtype),
+        device=defaults.device,
+        kv_cache_memory=defaults.kv_cache_memory,
+        max_model_len=max_model_len,
+        scheduler=SchedulerConfig(**{k: v for k, v in scheduler.items() if v is not None}),
+        seed=defaults.seed,
+    )
+
+
+def models_from_flags(
+    pinned: tuple[str, ...], on_demand: tuple[str, ...] = (), idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+) -> tuple[ModelConfig, ...]:
+    """`--models a,b` (pinned) and `--on-demand c,name=path` as ModelConfigs; the same specs."""
+    configs = [_from_spec(text, "pinned", None) for text in pinned]
+    configs += [_from_spec(text, "on-demand", idle_timeout_s) for text in on_demand]
+    if not configs:
+        raise ConfigError("--models / --on-demand: at least one model is needed")
+    names = [c.name for c in configs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"models served twice under {duplicates}: name them with served_name=spec")
+    return tuple(configs)
+
+
+def _from_spec(text: str, policy: str, idle_timeout_s: float | None) -> ModelConfig:
+    spec = ModelSpec.parse(text)
+    return ModelConfig(spec.served_name, spec.source, policy, idle_timeout_s)

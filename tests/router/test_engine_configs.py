@@ -1,0 +1,33 @@
+"""The one path from flags / config file to EngineConfig: precedence, auto dtype per kind, specs."""
+
+import pytest
+from swiftserve.router.config_file import ConfigError, ModelConfig
+from swiftserve.router.engine_configs import ServeDefaults, engine_config, models_from_flags, resolve_dtype
+
+
+def test_auto_dtype_is_resolved_per_kind():
+    assert resolve_dtype("chat", "auto") == "bfloat16"
+    assert resolve_dtype("embedding", "auto") == "float32"
+    assert resolve_dtype("chat", "float32") == "float32"
+
+
+def test_a_models_own_settings_win_over_the_flags():
+    defaults = ServeDefaults(dtype="float32", max_num_seqs=8, max_model_len=512, max_queue=3, seed=7)
+    own = ModelConfig("m", "src", dtype="bfloat16", max_model_len=256, max_num_seqs=2)
+    config = engine_config(own, "chat", defaults)
+    assert (config.model, config.dtype, config.max_model_len, config.seed) == ("src", "bfloat16", 256, 7)
+    assert (config.scheduler.max_num_seqs, config.scheduler.max_num_waiting) == (2, 3)
+    plain = engine_config(ModelConfig("m", "src"), "embedding", ServeDefaults())
+    assert (plain.dtype, plain.max_model_len, plain.kv_cache_memory) == ("float32", None, None)
+
+
+def test_flags_become_pinned_and_on_demand_models(tmp_path):
+    models = models_from_flags(("smollm2-135m-instruct",), ("e=all-minilm-l6-v2",), idle_timeout_s=30.0)
+    assert [(m.name, m.source, m.policy, m.idle_timeout_s) for m in models] == [
+        ("smollm2-135m-instruct", "smollm2-135m-instruct", "pinned", None),
+        ("e", "all-minilm-l6-v2", "on-demand", 30.0),
+    ]
+    with pytest.raises(ConfigError, match="served twice"):
+        models_from_flags(("smollm2-135m-instruct",), ("smollm2-135m-instruct",))
+    with pytest.raises(ConfigError, match="at least one model"):
+        models_from_flags((), ())
