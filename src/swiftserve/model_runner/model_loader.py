@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 
 from swiftserve.kernels.dispatch import describe, preferred_backends
+from swiftserve.models.gemma3 import Gemma3ForCausalLM
+from swiftserve.models.gemma3_config import GEMMA3_ARCHITECTURES, GEMMA3_MODEL_TYPES, Gemma3Config
 from swiftserve.models.llama import LlamaForCausalLM
 from swiftserve.models.llama_config import LlamaConfig
 
@@ -42,11 +44,12 @@ def load_model(
     load_format: str = "auto",
     backend: str | None = None,
     seed: int = 0,
-) -> LlamaForCausalLM:
-    cfg = LlamaConfig.from_hf(hf_config)
+) -> LlamaForCausalLM | Gemma3ForCausalLM:
+    model_class, config_class = _model_classes(hf_config)
+    cfg = config_class.from_hf(hf_config)
     log_kernel_backend(folder.name, device, dtype, backend)
     with torch.device(device):
-        model = LlamaForCausalLM(cfg, backend=backend).to(dtype)
+        model = model_class(cfg, backend=backend).to(dtype)
     if load_format == "dummy":
         _init_random(model, seed)
     else:
@@ -54,6 +57,14 @@ def load_model(
 
         model.load_weights(iter_weights(folder))
     return model.eval()
+
+
+def _model_classes(hf_config: dict) -> tuple[type, type]:
+    """(model, config) classes by the checkpoint's architecture; Llama-family is the default."""
+    arch = (hf_config.get("architectures") or [""])[0]
+    if arch in GEMMA3_ARCHITECTURES or hf_config.get("model_type") in GEMMA3_MODEL_TYPES:
+        return Gemma3ForCausalLM, Gemma3Config
+    return LlamaForCausalLM, LlamaConfig
 
 
 def log_kernel_backend(name: str, device: torch.device, dtype: torch.dtype, backend: str | None) -> None:
@@ -70,7 +81,7 @@ def _init_random(model: torch.nn.Module, seed: int) -> None:
     """Small random weights: the shapes and speed of the real model without its checkpoint."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
     for name, param in model.named_parameters():
-        if name.endswith("layernorm.weight") or name == "norm.weight":
+        if name.endswith("norm.weight"):  # every norm (layernorms, final norm, q/k norms) starts at 1
             param.data.fill_(1.0)
             continue
         values = torch.randn(param.shape, generator=generator) * 0.02
