@@ -1,40 +1,62 @@
 """The asyncio face of one engine: requests stream back as tokens arrive.
 
-All engine state lives on one worker thread that alternates between applying queued commands
-(add, abort) and running steps; the event loop only enqueues commands and receives outputs, so
-it never waits on model compute. Outputs are cumulative, so a slow consumer simply skips to the
-latest one.
+The engine steps on a device executor (engine/device_executor.py): one thread per device steps
+every resident engine, so models never fight over the cores. Everything that touches engine state
+(adding, aborting) is an executor command run between two steps, so the engine needs no locks; the
+event loop only sends commands and receives outputs, so it never waits on model compute. Without
+an executor the engine starts a private one, as it ran its own worker thread before. Outputs are
+cumulative, so a slow consumer simply skips to the latest one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
-import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 
 from swiftserve.config import EngineConfig
+from swiftserve.engine.device_executor import DeviceExecutor, ExecutorStoppedError
 from swiftserve.engine.errors import RequestFailedError
 from swiftserve.engine.llm_engine import EngineStats, LLMEngine
 from swiftserve.outputs import RequestOutput
 from swiftserve.sampling_params import SamplingParams
-
-_STOP = object()
 
 
 class EngineDeadError(RuntimeError):
     """The engine was shut down, or a step failed, while the request was in flight."""
 
 
+class ChatSteppable:
+    """What the executor steps: an LLMEngine (called on the executor thread only)."""
+
+    def __init__(self, engine: LLMEngine) -> None:
+        self.engine = engine
+
+    def has_work(self) -> bool:
+        return self.engine.has_unfinished()
+
+    def is_urgent(self) -> bool:
+        # A request still waiting for its first token: time to first token is what users feel.
+        return any(r.first_token_time is None for r in self.engine.requests.values())
+
+    def step(self) -> list[RequestOutput]:
+        return self.engine.step()
+
+
 class AsyncEngine:
-    def __init__(self, config: EngineConfig) -> None:
+    """generate()/abort() on the event loop; steps on `executor` (a private one when None).
+    `name` keys the engine on the executor (default: the model), unique per executor."""
+
+    def __init__(
+        self, config: EngineConfig, executor: DeviceExecutor | None = None, name: str | None = None
+    ) -> None:
         self.engine = LLMEngine(config)
-        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self.name = name or config.model
+        self._owns_executor = executor is None
+        self._executor = executor or DeviceExecutor(f"engine-{self.name}")
         self._streams: dict[str, asyncio.Queue] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._is_attached = False
 
     # -- what the server reads -----------------------------------------------------------------
     @property
@@ -55,21 +77,33 @@ class AsyncEngine:
     def stats(self) -> EngineStats:
         return self.engine.stats()
 
+    @property
+    def num_in_flight(self) -> int:
+        """Requests streaming to a caller or still held by the engine."""
+        return max(len(self._streams), len(self.engine.requests))
+
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
-        if self._thread is not None:
+        if self._is_attached:
             return
         self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._worker, name=f"engine-{self.model_name}", daemon=True)
-        self._thread.start()
+        if self._owns_executor:
+            self._executor.start()
+        steppable = ChatSteppable(self.engine)
+        attached = self._executor.attach(self.name, steppable, self._on_outputs, self._on_error)
+        await asyncio.wrap_future(attached)
+        self._is_attached = True
 
     async def shutdown(self) -> None:
-        """Abort everything in flight (their streams end with finish_reason "abort") and stop."""
-        if self._thread is None:
+        """Abort everything in flight (their streams end with EngineDeadError) and stop stepping."""
+        if not self._is_attached:
             return
-        self._commands.put(_STOP)
-        await asyncio.to_thread(self._thread.join)
-        self._thread = None
+        self._is_attached = False
+        await asyncio.wrap_future(self._executor.detach(self.name))
+        # Detached first, so no step can run between the abort and the stop.
+        await asyncio.wrap_future(self._executor.call(lambda: self._abort_all("the engine is shutting down")))
+        if self._owns_executor:
+            await asyncio.to_thread(self._executor.stop)
 
     # -- requests ------------------------------------------------------------------------------
     async def generate(
@@ -77,18 +111,17 @@ class AsyncEngine:
     ) -> AsyncIterator[RequestOutput]:
         """Cumulative outputs after each step that advanced the request; the last has finished=True.
         Raises ValueError or QueueFullError before the first output. Closing early aborts it."""
-        if self._thread is None:
+        if not self._is_attached:
             raise EngineDeadError("the engine is not running; call start() first")
         request_id = request_id or uuid.uuid4().hex
         if request_id in self._streams:
             raise ValueError(f"request id {request_id!r} is already in use")
         stream: asyncio.Queue = asyncio.Queue()
         self._streams[request_id] = stream
-        added = self._loop.create_future()
         finished = False
         try:
-            self._commands.put(lambda: self._add(request_id, prompt, params, added))
-            await added
+            added = self._executor.call(lambda: self.engine.add_request(request_id, prompt, params))
+            await asyncio.wrap_future(added)
             while not finished:
                 output = await self._next(stream)
                 finished = output.finished
@@ -108,50 +141,18 @@ class AsyncEngine:
         return items[-1]
 
     def abort(self, request_id: str) -> None:
-        self._commands.put(lambda: self.engine.abort_request(request_id))
-
-    # -- the worker thread ---------------------------------------------------------------------
-    def _add(self, request_id: str, prompt, params: SamplingParams, added: asyncio.Future) -> None:
         try:
-            self.engine.add_request(request_id, prompt, params)
-        except Exception as exc:  # noqa: BLE001 - handed to the caller, who raises it
-            self._call_soon(_settle, added, exc)
-            return
-        self._call_soon(_settle, added, None)
+            self._executor.call(lambda: self.engine.abort_request(request_id))
+        except ExecutorStoppedError:  # shut down: nothing is stepping it any more
+            pass
 
-    def _worker(self) -> None:
-        while True:
-            if not self._apply_commands(block=not self.engine.has_unfinished()):
-                self._abort_all("the engine is shutting down")
-                return
-            if self.engine.has_unfinished():
-                self._step()
+    # -- callbacks (executor thread) -------------------------------------------------------------
+    def _on_outputs(self, outputs: list[RequestOutput]) -> None:
+        self._call_soon(self._dispatch, outputs)
 
-    def _apply_commands(self, block: bool) -> bool:
-        """Run queued commands (waiting for one if idle); False once asked to stop."""
-        try:
-            command = self._commands.get(block=block)
-        except queue.Empty:
-            return True
-        while True:
-            if command is _STOP:
-                return False
-            command()
-            try:
-                command = self._commands.get_nowait()
-            except queue.Empty:
-                return True
-
-    def _step(self) -> None:
-        try:
-            outputs = self.engine.step()
-        except Exception as exc:  # noqa: BLE001 - a failed step must not kill the engine
-            self._abort_all(f"engine step failed: {exc!r}")
-            return
-        if outputs:
-            self._call_soon(self._dispatch, outputs)
-        elif self.engine.has_unfinished():
-            time.sleep(0.001)  # nothing schedulable yet; don't spin
+    def _on_error(self, exc: BaseException) -> None:
+        # A failed step ends this engine's requests only; the executor goes on with the others.
+        self._abort_all(f"engine step failed: {exc!r}")
 
     def _abort_all(self, reason: str) -> None:
         error = EngineDeadError(reason)
@@ -159,6 +160,7 @@ class AsyncEngine:
             self.engine.abort_request(request_id)
             self._call_soon(self._deliver, request_id, error)
 
+    # -- the event loop --------------------------------------------------------------------------
     def _dispatch(self, outputs: list[RequestOutput]) -> None:
         for output in outputs:
             item = output if output.error is None else RequestFailedError(output.error)
@@ -174,12 +176,3 @@ class AsyncEngine:
             self._loop.call_soon_threadsafe(fn, *args)
         except RuntimeError:  # the loop is closed: nobody is listening any more
             pass
-
-
-def _settle(future: asyncio.Future, exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is None:
-        future.set_result(None)
-    else:
-        future.set_exception(exc)

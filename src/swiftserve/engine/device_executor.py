@@ -76,12 +76,14 @@ class DeviceExecutor:
         self._thread = threading.Thread(target=self._loop, name=f"executor-{self.name}", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stops after the step in progress; commands queued before are run first."""
+    def stop(self, wait: bool = True) -> None:
+        """Stops after the step in progress; commands queued before are run first. wait=False
+        returns at once (the thread ends on its own), for callers that must not wait on a step."""
         if self._thread is None:
             return
         self._commands.put(_STOP)
-        self._thread.join()
+        if wait:
+            self._thread.join()
         self._thread = None
 
     @property

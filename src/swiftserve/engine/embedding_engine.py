@@ -2,64 +2,48 @@
 
 Request lifecycle:
 1. embed() validates and tokenizes its inputs (long inputs in a worker thread), truncating each
-   to max_seq_length as sentence-transformers does, and queues one item per input.
-2. The worker coroutine takes the oldest items up to max_batch_size sequences and
-   max_batch_tokens tokens, whichever request they belong to, and runs one forward on the
-   engine's single compute thread, so the event loop never blocks on model work.
+   to max_seq_length as sentence-transformers does, and queues one item per input with an
+   executor command (the queue belongs to the executor thread, so it needs no lock).
+2. The device executor (engine/device_executor.py) steps this engine whenever items wait, ahead
+   of decode work (an embedding batch is urgent): a step takes the oldest items up to
+   max_batch_size sequences and max_batch_tokens tokens, whichever request they belong to, and
+   runs one forward. The event loop never blocks on model work.
 3. Each row is written into its request's output array; a request whose rows are all done gets
-   its result. While a forward runs new requests queue up and join the next batch.
-A cancelled embed() leaves its items in the queue; the worker skips them.
+   its result on its own event loop. While a forward runs, new requests queue up and join the next
+   batch. A failed forward fails the requests in that batch only.
+A cancelled embed() leaves its items in the queue; the step skips them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from swiftserve.engine.device_executor import DeviceExecutor
+from swiftserve.engine.embedding_inputs import (
+    EmbeddingResult,
+    EmbedRequest,
+    as_batch,
+    to_token_ids,
+    truncating_copy,
+)
 from swiftserve.engine.errors import QueueFullError
 from swiftserve.loader import iter_weights, load_config, load_tokenizer, resolve_model
 from swiftserve.models.bert import load_bert_encoder
+
+__all__ = ["EmbeddingEngine", "EmbeddingResult"]
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Inputs smaller than this (characters or token ids in all) are tokenized and checked on the
 # event loop: a thread hop would cost more.
 _INLINE_PREPARE_SIZE = 4096
 
-
-@dataclass
-class EmbeddingResult:
-    embeddings: np.ndarray  # float32 [num_inputs, dim], one row per input in order
-    num_prompt_tokens: int  # tokens the model read, special tokens included, after truncation
-
-
-class _Request:
-    """One embed() call: its token ids and the rows filled in so far."""
-
-    __slots__ = ("token_ids", "embeddings", "num_left", "future")
-
-    def __init__(self, token_ids: list[list[int]], dim: int, future: asyncio.Future | None) -> None:
-        self.token_ids = token_ids
-        self.embeddings = np.empty((len(token_ids), dim), dtype=np.float32)
-        self.num_left = len(token_ids)
-        self.future = future
-
-    @property
-    def is_abandoned(self) -> bool:
-        """Cancelled by its caller or already failed: its remaining rows need no compute."""
-        return self.future is not None and self.future.done()
-
-    def result(self) -> EmbeddingResult:
-        return EmbeddingResult(self.embeddings, sum(len(ids) for ids in self.token_ids))
-
-
-_Item = tuple[_Request, int]  # (request, index of one of its inputs)
+_Item = tuple[EmbedRequest, int]  # (request, index of one of its inputs)
+_Done = tuple[EmbedRequest, BaseException | None]  # a request finished by a step, or failed
 
 
 class EmbeddingEngine:
@@ -68,7 +52,8 @@ class EmbeddingEngine:
     folder_or_spec is anything swiftserve.loader.resolve_model accepts (an alias such as
     "all-minilm-l6-v2" or a Hugging Face folder). dtype "auto" is bfloat16, device "auto" is
     cuda when available. max_num_waiting bounds the embed() calls queued or running; past it
-    embed() raises QueueFullError at once (None: unbounded).
+    embed() raises QueueFullError at once (None: unbounded). executor is the device's stepping
+    loop (None: a private one); name keys the engine on it.
     """
 
     def __init__(
@@ -80,6 +65,8 @@ class EmbeddingEngine:
         max_batch_tokens: int = 8192,
         max_batch_size: int = 64,
         max_num_waiting: int | None = None,
+        executor: DeviceExecutor | None = None,
+        name: str | None = None,
     ) -> None:
         if dtype != "auto" and dtype not in _DTYPES:
             raise ValueError(f"dtype must be 'auto' or one of {sorted(_DTYPES)}, got {dtype!r}")
@@ -90,7 +77,7 @@ class EmbeddingEngine:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         folder = resolve_model(folder_or_spec)
-        self.name = Path(folder_or_spec).name if Path(folder_or_spec).exists() else folder_or_spec
+        self.name = name or (Path(folder_or_spec).name if Path(folder_or_spec).exists() else folder_or_spec)
         self.device = torch.device(device)
         self.dtype = _DTYPES["bfloat16" if dtype == "auto" else dtype]
         self.model = load_bert_encoder(
@@ -107,50 +94,51 @@ class EmbeddingEngine:
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
         self.max_num_waiting = max_num_waiting
-        self._tokenizer = load_tokenizer(folder).tokenizer
-        self._tokenizer = _truncating_copy(self._tokenizer, self.max_seq_length)
-        # Set by start(): one compute thread runs the worker's forwards, off the event loop.
-        self._executor: ThreadPoolExecutor | None = None
-        self._worker: asyncio.Task | None = None
-        self._wakeup: asyncio.Event | None = None
-        self._pending: deque[_Item] = deque()
-        self._requests: set[_Request] = set()  # async requests queued or running
+        self._tokenizer = truncating_copy(load_tokenizer(folder).tokenizer, self.max_seq_length)
+        self._owns_executor = executor is None
+        self._executor = executor
+        self._is_attached = False
+        self._detached: Future | None = None  # set by shutdown(): done once the executor let go
+        self._pending: deque[_Item] = deque()  # executor thread only
+        self._requests: set[EmbedRequest] = set()  # async requests queued or running (event loop)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the batching worker on the running loop and warm the model up.
-
-        embed() calls it when needed; after shutdown() (or when the loop that ran the worker
-        has closed) it starts afresh.
-        """
-        if self._worker is not None and not self._worker.done():
+        """Attach to the executor and warm the model up; embed() calls it when needed, and after
+        shutdown() it starts afresh."""
+        if self._is_attached:
             return
-        # Requests left by a loop that closed can never be answered: drop them.
-        self._pending.clear()
-        self._requests.clear()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"embed-{self.name}")
-        self._wakeup = asyncio.Event()
-        self._worker = asyncio.create_task(self._run(), name=f"embed-worker-{self.name}")
+        self._is_attached = True  # set first: concurrent embed() calls queue behind the attach
+        if self._owns_executor:
+            self._executor = DeviceExecutor(f"embed-{self.name}")
+            self._executor.start()
+        self._executor.attach(self.name, self, self._on_outputs, self._on_error)
         # The first forwards pay one-time setup (allocator, kernels): not on a request's clock.
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._warm_up)
+        await asyncio.wrap_future(self._executor.call(self._warm_up))
 
     async def shutdown(self) -> None:
-        """Stop the worker and its thread; calls still waiting fail with RuntimeError."""
-        if self._worker is None:
+        """Stop stepping; calls still waiting fail with RuntimeError. Returns without waiting for
+        a forward in progress (wait_detached() does)."""
+        if not self._is_attached:
             return
-        self._worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._worker
+        self._is_attached = False
         for request in list(self._requests):
             if not request.future.done():
                 request.future.set_exception(RuntimeError(f"embedding engine {self.name!r} shut down"))
-        self._requests.clear()
-        self._pending.clear()
-        self._executor.shutdown(wait=False)
-        self._worker = self._executor = self._wakeup = None
+        self._requests.clear()  # their queued items are abandoned now: the next step skips them
+        self._detached = self._executor.detach(self.name)
+        if self._owns_executor:
+            self._executor.stop(wait=False)  # its thread ends after the forward in progress
+
+    async def wait_detached(self) -> None:
+        """After shutdown(): returns once the executor holds no reference to this engine."""
+        if self._detached is not None:
+            await asyncio.wrap_future(self._detached)
+
+    @property
+    def num_in_flight(self) -> int:
+        return len(self._requests)
 
     # ---- public API ------------------------------------------------------------------------
 
@@ -160,12 +148,12 @@ class EmbeddingEngine:
         Raises ValueError for empty or malformed inputs, QueueFullError when max_num_waiting
         calls are already queued or running.
         """
-        inputs = _as_batch(inputs)
+        inputs = as_batch(inputs)
         if sum(len(x) for x in inputs if isinstance(x, str | list | tuple)) > _INLINE_PREPARE_SIZE:
             token_ids = await asyncio.to_thread(self._to_token_ids, inputs)
         else:
             token_ids = self._to_token_ids(inputs)
-        if self._worker is None or self._worker.done():
+        if not self._is_attached:
             await self.start()
         # Checked with no await before the request is registered, so the bound is exact.
         if self.max_num_waiting is not None and len(self._requests) >= self.max_num_waiting:
@@ -173,12 +161,11 @@ class EmbeddingEngine:
                 f"embedding engine {self.name!r} has {len(self._requests)} requests waiting "
                 f"(max_num_waiting={self.max_num_waiting})"
             )
-        loop = asyncio.get_running_loop()
-        request = _Request(token_ids, self.dim, loop.create_future())
+        request = EmbedRequest(token_ids, self.dim, asyncio.get_running_loop().create_future())
         self._requests.add(request)
         request.future.add_done_callback(lambda _: self._requests.discard(request))
-        self._pending.extend((request, i) for i in range(len(token_ids)))
-        self._wakeup.set()
+        items = [(request, i) for i in range(len(token_ids))]
+        self._executor.call(lambda: self._pending.extend(items))
         return await request.future
 
     def embed_sync(self, inputs: list[str] | list[list[int]]) -> EmbeddingResult:
@@ -186,33 +173,42 @@ class EmbeddingEngine:
 
         It batches only its own inputs and needs no start(); never call it on the event loop.
         """
-        request = _Request(self._to_token_ids(_as_batch(inputs)), self.dim, future=None)
+        request = EmbedRequest(self._to_token_ids(as_batch(inputs)), self.dim, future=None)
         items: deque[_Item] = deque((request, i) for i in range(request.num_left))
         while items:
             self._forward(self._next_batch(items))
         return request.result()
 
-    # ---- internals -------------------------------------------------------------------------
+    # ---- Steppable (executor thread) -------------------------------------------------------
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = self._next_batch(self._pending)
-            if not batch:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            requests = list(dict.fromkeys(request for request, _ in batch))
-            try:
-                await loop.run_in_executor(self._executor, self._forward, batch)
-            except Exception as exc:  # a failed forward fails its requests, not the worker
-                for request in requests:
-                    if not request.is_abandoned:
-                        request.future.set_exception(exc)
-                continue
-            for request in requests:
-                if request.num_left == 0 and not request.is_abandoned:
-                    request.future.set_result(request.result())
+    def has_work(self) -> bool:
+        while self._pending and self._pending[0][0].is_abandoned:
+            self._pending.popleft()
+        return bool(self._pending)
+
+    def is_urgent(self) -> bool:
+        return True  # a waiting embedding batch is latency-sensitive (it gates a chain's next step)
+
+    def step(self) -> list[_Done]:
+        batch = self._next_batch(self._pending)
+        requests = list(dict.fromkeys(request for request, _ in batch))
+        try:
+            self._forward(batch)
+        except Exception as exc:  # noqa: BLE001 - a failed forward fails its requests, not the engine
+            return [(request, exc) for request in requests]
+        return [(request, None) for request in requests if request.num_left == 0]
+
+    def _on_outputs(self, done: list[_Done]) -> None:
+        for request, exc in done:
+            _call_soon(request.future, _settle, request, exc)
+
+    def _on_error(self, exc: BaseException) -> None:
+        # Only has_work() can get here (step() catches its own): fail everything still queued.
+        failed = list(dict.fromkeys(request for request, _ in self._pending))
+        self._pending.clear()
+        self._on_outputs([(request, exc) for request in failed])
+
+    # ---- internals -------------------------------------------------------------------------
 
     def _next_batch(self, items: deque[_Item]) -> list[_Item]:
         """Pop the oldest live items within max_batch_size and max_batch_tokens."""
@@ -231,7 +227,7 @@ class EmbeddingEngine:
         return batch
 
     def _forward(self, batch: list[_Item]) -> None:
-        """Runs on the compute thread: one forward, rows written into their requests."""
+        """One forward, rows written into their requests."""
         embeddings = self.model([request.token_ids[index] for request, index in batch])
         embeddings = embeddings.cpu().numpy()
         for row, (request, index) in enumerate(batch):
@@ -244,52 +240,21 @@ class EmbeddingEngine:
         self.model([[0]])
 
     def _to_token_ids(self, inputs: list[str] | list[list[int]]) -> list[list[int]]:
-        """Validate and tokenize; every sequence comes back 1..max_seq_length tokens long."""
-        if isinstance(inputs[0], str):
-            for i, text in enumerate(inputs):
-                if not isinstance(text, str):
-                    raise ValueError(f"input[{i}]: expected a string as input[0] is, got {_type(text)}")
-                if not text:
-                    raise ValueError(f"input[{i}] is an empty string")
-            return [encoding.ids for encoding in self._tokenizer.encode_batch(inputs)]
-        token_ids = []
-        for i, ids in enumerate(inputs):
-            if not isinstance(ids, list | tuple):
-                raise ValueError(f"input[{i}]: expected a list of token ids, got {_type(ids)}")
-            if not ids:
-                raise ValueError(f"input[{i}] is an empty list of token ids")
-            bad = [t for t in ids if type(t) is not int or not 0 <= t < self.vocab_size]
-            if bad:
-                raise ValueError(
-                    f"input[{i}]: token ids must be ints in [0, {self.vocab_size}), got {bad[:5]!r}"
-                )
-            token_ids.append(list(ids[: self.max_seq_length]))
-        return token_ids
+        return to_token_ids(self._tokenizer, self.vocab_size, self.max_seq_length, inputs)
 
 
-def _as_batch(inputs) -> list:
-    """A lone string or token-id list becomes a batch of one; an empty batch is an error."""
-    if isinstance(inputs, str) or (isinstance(inputs, list | tuple) and inputs and type(inputs[0]) is int):
-        return [inputs]
-    if not isinstance(inputs, list | tuple):
-        kinds = "a string, a list of strings or a list of token-id lists"
-        raise ValueError(f"input must be {kinds}, not {_type(inputs)}")
-    if not inputs:
-        raise ValueError("input is empty: give at least one string or token-id list")
-    return list(inputs)
+def _settle(request: EmbedRequest, exc: BaseException | None) -> None:
+    """On the request's loop: its result, or the error of its forward (unless abandoned)."""
+    if request.is_abandoned:
+        return
+    if exc is None:
+        request.future.set_result(request.result())
+    else:
+        request.future.set_exception(exc)
 
 
-def _type(value) -> str:
-    return type(value).__name__
-
-
-def _truncating_copy(tokenizer, max_seq_length: int):
-    """A private copy that adds special tokens, truncates like sentence-transformers and never pads.
-
-    tokenizer.json files often carry a fixed padding or a shorter truncation (MiniLM's pads and
-    truncates to 128); the shared tokenizer object is left untouched.
-    """
-    copy = type(tokenizer).from_str(tokenizer.to_str())
-    copy.no_padding()
-    copy.enable_truncation(max_length=max_seq_length)
-    return copy
+def _call_soon(future: asyncio.Future, fn, *args) -> None:
+    try:
+        future.get_loop().call_soon_threadsafe(fn, *args)
+    except RuntimeError:  # that loop is closed: nobody is listening any more
+        pass

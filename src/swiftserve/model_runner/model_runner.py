@@ -44,7 +44,10 @@ class ModelRunner:
         )
         for i, attn in enumerate(self.model.attention_layers()):
             attn.k_cache, attn.v_cache = self.kv_cache[i, 0], self.kv_cache[i, 1]
-        self.sampler = Sampler(self.model_config.vocab_size)
+        # The engine's own RNG for unseeded random rows: reproducible from config.seed, and no
+        # other model (or torch.manual_seed) moves it.
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.sampler = Sampler(self.model_config.vocab_size, self.generator)
 
     @torch.inference_mode()
     def run(self, out: SchedulerOutput, states: dict[int, SamplingState]) -> StepResult:

@@ -39,12 +39,17 @@ class SamplerOutput:
 
 
 class Sampler:
-    """Stateless apart from the vocabulary size; one per model."""
+    """Stateless apart from the vocabulary size and the engine's generator; one per model.
 
-    def __init__(self, vocab_size: int) -> None:
+    generator draws the unseeded random rows: each engine owns one (seeded from its config), so
+    its samples never depend on another model's draws or on torch.manual_seed. None: torch's
+    global generator."""
+
+    def __init__(self, vocab_size: int, generator: torch.Generator | None = None) -> None:
         if vocab_size < 1:
             raise ValueError(f"vocab_size must be >= 1, got {vocab_size}")
         self.vocab_size = vocab_size
+        self.generator = generator
 
     def __call__(self, logits: torch.Tensor, states: list[SamplingState]) -> SamplerOutput:
         """logits [num_rows, >= vocab_size] of any float dtype; columns past vocab_size are padding."""
@@ -52,25 +57,29 @@ class Sampler:
             raise ValueError(f"logits must be [num_rows={len(states)}, vocab], got {tuple(logits.shape)}")
         logits = logits[:, : self.vocab_size]
         try:
-            return _sample(logits, states)
+            return _sample(logits, states, self.generator)
         except Exception:  # noqa: BLE001 - find the row(s) at fault; the others go on
             logger.exception("sampling a batch of %d rows failed; sampling row by row", len(states))
-            return _sample_each(logits, states)
+            return _sample_each(logits, states, self.generator)
 
 
-def _sample(logits: torch.Tensor, states: list[SamplingState]) -> SamplerOutput:
-    token_ids = _pick_tokens(logits, states)
+def _sample(
+    logits: torch.Tensor, states: list[SamplingState], generator: torch.Generator | None = None
+) -> SamplerOutput:
+    token_ids = _pick_tokens(logits, states, generator)
     token_id_list = token_ids.tolist()
     return SamplerOutput(token_id_list, _logprobs(logits, states, token_ids, token_id_list))
 
 
-def _sample_each(logits: torch.Tensor, states: list[SamplingState]) -> SamplerOutput:
+def _sample_each(
+    logits: torch.Tensor, states: list[SamplingState], generator: torch.Generator | None = None
+) -> SamplerOutput:
     """Row by row, so a row that raises fails alone (seeded rows draw from their own generators,
     so their tokens are what the batched call would have drawn)."""
     result = SamplerOutput([-1] * len(states), [None] * len(states))
     for i, state in enumerate(states):
         try:
-            one = _sample(logits[i : i + 1], [state])
+            one = _sample(logits[i : i + 1], [state], generator)
         except Exception as exc:  # noqa: BLE001 - reported per row to the engine
             result.failed[i] = f"sampling failed: {exc!r}"
             continue
@@ -78,7 +87,9 @@ def _sample_each(logits: torch.Tensor, states: list[SamplingState]) -> SamplerOu
     return result
 
 
-def _pick_tokens(logits: torch.Tensor, states: list[SamplingState]) -> torch.Tensor:
+def _pick_tokens(
+    logits: torch.Tensor, states: list[SamplingState], generator: torch.Generator | None = None
+) -> torch.Tensor:
     is_plain = [s.params.temperature == 0.0 and not penalties.needs_processing(s) for s in states]
     if all(is_plain):
         return logits.argmax(dim=-1)
@@ -97,11 +108,14 @@ def _pick_tokens(logits: torch.Tensor, states: list[SamplingState]) -> torch.Ten
     needs_copy = work_logits is logits and any(penalties.needs_processing(s) for s in work_states)
     work_logits = work_logits.to(torch.float32, copy=needs_copy).contiguous()
     penalties.apply_all(work_logits, work_states)
-    token_ids[work_index] = _pick_processed(work_logits, work_states)
+    token_ids[work_index] = _pick_processed(work_logits, work_states, generator)
     return token_ids
 
 
-def _pick_processed(logits: torch.Tensor, states: list[SamplingState]) -> torch.Tensor:
+def _pick_processed(
+    logits: torch.Tensor, states: list[SamplingState], generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """generator draws the unseeded rows (one batched draw); seeded rows use their own."""
     device = logits.device
     token_ids = torch.empty(len(states), dtype=torch.long, device=device)
     greedy = [i for i, s in enumerate(states) if s.params.temperature == 0.0]
@@ -120,13 +134,14 @@ def _pick_processed(logits: torch.Tensor, states: list[SamplingState]) -> torch.
             _long([s.params.top_k for s in group_states], device),
             torch.tensor([s.params.top_p for s in group_states], device=device),
             torch.tensor([s.params.min_p for s in group_states], device=device),
-            _uniform_source(group_states[0].generator, device),
+            _uniform_source(group_states[0].generator or generator, device),
         )
     return token_ids
 
 
 def _uniform_source(generator: torch.Generator | None, device: torch.device):
-    """n -> n uniform numbers on device, from the row's own generator when it has one."""
+    """n -> n uniform numbers on device, from the given generator (the row's own, or the
+    engine's) when there is one."""
     if generator is None:
         return lambda n: torch.rand(n, device=device)
     return lambda n: torch.rand(n, generator=generator, device=generator.device).to(device)
