@@ -170,8 +170,11 @@ class _Handle:
 
     def stats(self) -> Any | None:
         """The engine's stats while resident, else None (nothing running, nothing held)."""
-        stats = getattr(self.model, "stats", None)
-        return stats() if stats is not None and self.model.is_resident else None
+        if not self.model.is_resident:
+            return None
+        source = getattr(self.model, "engine", None) or self.model
+        stats = getattr(source, "stats", None)
+        return stats() if stats is not None else None
 
 
 class ChatHandle(_Handle):
