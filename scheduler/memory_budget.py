@@ -23,6 +23,10 @@ DEFAULT_CPU_FRACTION = 0.6
 _UNITS = {
     "": 1,
     "b": 1,
+    "k": 10**3,
+    "m": 10**6,
+    "g": 10**9,
+    "t": 10**12,
     "kb": 10**3,
     "mb": 10**6,
     "gb": 10**9,
@@ -39,7 +43,8 @@ _BINARY = (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
 def parse_bytes(value: str | int) -> int:
     """'6GiB', '512MiB', '2.5GB', '1073741824' or an int -> bytes (fractions of a byte dropped).
 
-    Units are case-insensitive: B; KB, MB, GB, TB (powers of 1000); KiB, MiB, GiB, TiB (of 1024).
+    Units are case-insensitive: B; K / KB, M / MB, G / GB, T / TB (powers of 1000); KiB, MiB,
+    GiB, TiB (of 1024).
     """
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ValueError(f"expected a byte count such as 6GiB or 512MiB, got {value!r}")

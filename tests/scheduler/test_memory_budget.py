@@ -34,6 +34,8 @@ from swiftserve.scheduler.residency_types import BudgetError, ModelBudget, Polic
         ("0.1KiB", 102),  # 102.4: fractions of a byte are dropped
         (".5GiB", 2**29),
         ("1.5b", 1),
+        ("6G", 6 * 10**9),  # the CLI's old shorthand: decimal, like GB
+        ("64k", 64_000),
     ],
 )
 def test_parse_bytes(text, expected):
@@ -41,7 +43,7 @@ def test_parse_bytes(text, expected):
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "GiB", "6G", "6 gigs", "-1GiB", "1e9", "6GiB extra", "1,024", "0x10", "nan"]
+    "bad", ["", "GiB", "6Gi", "6 gigs", "-1GiB", "1e9", "6GiB extra", "1,024", "0x10", "nan"]
 )
 def test_parse_bytes_rejects_bad_strings_with_a_clear_message(bad):
     with pytest.raises(ValueError, match="expected a byte count such as 6GiB or 512MiB") as info:
