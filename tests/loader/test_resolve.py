@@ -25,7 +25,8 @@ def test_known_aliases():
 
 
 def test_unknown_spec_lists_aliases(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown model 'gpt-17'.*all-minilm-l6-v2, smollm2-135m-instruct"):
+    listed = r"all-minilm-l6-v2, gemma-3-270m, smollm2-135m-instruct"
+    with pytest.raises(ValueError, match=rf"unknown model 'gpt-17'.*{listed}"):
         resolve_model("gpt-17", cache_dir=tmp_path)
     with pytest.raises(ValueError, match="unknown model"):
         resolve_model(str(tmp_path), cache_dir=tmp_path)  # a folder, but no config.json

