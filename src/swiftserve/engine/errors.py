@@ -21,3 +21,20 @@ class ContextLengthError(ValueError):
 
 class QueueFullError(RuntimeError):
     """The engine already holds its maximum number of waiting requests; retry later (HTTP 429/503)."""
+
+
+class ModelNotLoadedError(RuntimeError):
+    """generate()/embed() on a cold served model: the router loads it first (engine/served_model.py)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"the model {name!r} is not loaded; load() it first")
+        self.name = name
+
+
+class ModelInUseError(RuntimeError):
+    """unload() while requests are in flight; retry once they finish (the router waits for them)."""
+
+    def __init__(self, name: str, num_in_flight: int) -> None:
+        super().__init__(f"the model {name!r} has {num_in_flight} requests in flight; not unloading")
+        self.name = name
+        self.num_in_flight = num_in_flight

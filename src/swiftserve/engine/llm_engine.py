@@ -37,6 +37,12 @@ class EngineStats:
     num_preemptions: int
 
 
+def wanted_max_model_len(config: EngineConfig, model_limit: int) -> int:
+    """The context asked for: config.max_model_len, else the scheduler default capped at the model limit;
+    known before loading, so a cold model can validate requests with it."""
+    return config.max_model_len or min(model_limit, config.scheduler.max_model_len)
+
+
 class LLMEngine:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
@@ -54,7 +60,7 @@ class LLMEngine:
 
     def _max_model_len(self) -> int:
         model_limit = self.runner.model_config.max_position_embeddings
-        wanted = self.config.max_model_len or min(model_limit, self.config.scheduler.max_model_len)
+        wanted = wanted_max_model_len(self.config, model_limit)
         capacity = self.runner.num_blocks * self.config.scheduler.block_size
         if wanted > model_limit:
             raise ValueError(f"max_model_len {wanted} exceeds the model's limit of {model_limit} positions")

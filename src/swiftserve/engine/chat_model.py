@@ -1,0 +1,77 @@
+"""A local chat model as the router serves it (engine/served_model.ChatModel): cold until load().
+
+Cold, it knows what the server validates with (tokenizer, chat template, max_model_len) and its
+footprint, from the folder's config and safetensors headers; the folder must be prepared already
+(`swiftserve pull`), so building a handle never downloads on a request's path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from swiftserve.config import EngineConfig
+from swiftserve.engine.async_engine import AsyncEngine
+from swiftserve.engine.device_executor import DeviceExecutor
+from swiftserve.engine.footprint import chat_footprint
+from swiftserve.engine.llm_engine import wanted_max_model_len
+from swiftserve.engine.memory import release_llm_engine
+from swiftserve.engine.served_handle import ServedHandle
+from swiftserve.engine.served_model import Footprint
+from swiftserve.loader import apply_chat_template, load_config, load_tokenizer, resolve_model
+from swiftserve.model_runner.model_loader import resolve_device, resolve_dtype
+from swiftserve.outputs import RequestOutput
+from swiftserve.sampling_params import SamplingParams
+
+# LlamaConfig.from_hf's default when a config names no limit.
+_DEFAULT_MAX_POSITIONS = 2048
+
+
+class LocalChatModel(ServedHandle):
+    kind = "chat"
+
+    def __init__(self, name: str, config: EngineConfig, executor: DeviceExecutor) -> None:
+        super().__init__()
+        self.name = name
+        self.config = config
+        self.executor = executor
+        self.folder = resolve_model(config.model, config.cache_dir, progress=False)
+        hf_config = load_config(self.folder)
+        self.tokenizer = load_tokenizer(self.folder)
+        model_limit = hf_config.get("max_position_embeddings", _DEFAULT_MAX_POSITIONS)
+        self.max_model_len = wanted_max_model_len(config, model_limit)
+        dtype = resolve_dtype(config.dtype, resolve_device(config.device))
+        block_size = config.scheduler.block_size
+        self._footprint = chat_footprint(self.folder, hf_config, dtype, block_size, self.max_model_len)
+
+    def footprint(self) -> Footprint:
+        return self._footprint
+
+    @property
+    def model_name(self) -> str:
+        return self.name
+
+    @property
+    def engine(self) -> AsyncEngine | None:
+        """The running engine while resident (stats, tests), else None."""
+        return self._engine
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        return apply_chat_template(self.tokenizer, messages, add_generation_prompt=add_generation_prompt)
+
+    def generate(
+        self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
+    ) -> AsyncIterator[RequestOutput]:
+        """AsyncEngine.generate; ModelNotLoadedError at once while cold."""
+        return self._resident_engine().generate(prompt, params, request_id)
+
+    def abort(self, request_id: str) -> None:
+        if self._engine is not None:
+            self._engine.abort(request_id)
+
+    # -- ServedHandle -----------------------------------------------------------------------------
+    def _build(self) -> AsyncEngine:
+        return AsyncEngine(self.config, self.executor, self.name)
+
+    async def _stop(self, engine: AsyncEngine) -> None:
+        await engine.shutdown()
+        release_llm_engine(engine.engine)

@@ -1,0 +1,61 @@
+"""A model's resident bytes, known before it loads: from safetensors headers and its config.
+
+Nothing here reads a tensor: a safetensors file starts with an 8-byte little-endian header
+length and a JSON header naming every tensor's shape, so the parameter count is exact (tied
+embeddings are stored once, as they are held once) and costs a few kilobytes of reading.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+
+import torch
+
+from swiftserve.engine.served_model import Footprint
+
+_HEADER_LEN = struct.Struct("<Q")
+
+
+def num_parameters(folder: Path) -> int:
+    """Elements of every tensor in the folder's *.safetensors files (shapes from headers only)."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no .safetensors weights in {folder}")
+    return sum(_num_elements(path) for path in files)
+
+
+def _num_elements(path: Path) -> int:
+    with path.open("rb") as f:
+        (length,) = _HEADER_LEN.unpack(f.read(_HEADER_LEN.size))
+        header = json.loads(f.read(length))
+    return sum(math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
+
+
+def kv_block_bytes(hf_config: dict, block_size: int, dtype: torch.dtype) -> int:
+    """K and V of block_size tokens over all layers, as model_runner/kv_cache.py allocates them."""
+    num_heads = hf_config["num_attention_heads"]
+    num_kv_heads = hf_config.get("num_key_value_heads") or num_heads
+    head_dim = hf_config.get("head_dim") or hf_config["hidden_size"] // num_heads
+    per_token = 2 * hf_config["num_hidden_layers"] * num_kv_heads * head_dim * dtype.itemsize
+    return per_token * block_size
+
+
+def chat_footprint(
+    folder: Path, hf_config: dict, dtype: torch.dtype, block_size: int, max_model_len: int
+) -> Footprint:
+    """Weights in the serving dtype (not the file's), and KV blocks for one full-length sequence."""
+    return Footprint(
+        weight_bytes=num_parameters(folder) * dtype.itemsize,
+        kv_block_bytes=kv_block_bytes(hf_config, block_size, dtype),
+        kv_floor_blocks=math.ceil(max_model_len / block_size),
+    )
+
+
+def encoder_footprint(folder: Path, dtype: torch.dtype) -> Footprint:
+    """An encoder keeps no KV cache between calls: weights only."""
+    return Footprint(
+        weight_bytes=num_parameters(folder) * dtype.itemsize, kv_block_bytes=0, kv_floor_blocks=0
+    )

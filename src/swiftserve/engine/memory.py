@@ -1,0 +1,52 @@
+"""Handing a model's memory back: break every reference to its tensors, then return the pages.
+
+Dropping the engine object is not always enough: the KV cache is also referenced by every
+attention layer and by the fused-decode table (models/llama_fused_decode.py), and a traceback or
+a pending callback can keep the engine alive a while. Clearing those attributes frees the tensors
+as soon as the model's own references go. glibc then keeps freed heap chunks (tensors under its
+mmap threshold) for reuse; malloc_trim(0) returns them to the OS so RSS really falls.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+def release_llm_engine(engine) -> None:
+    """Breaks the references an LLMEngine's runner holds to its weights and KV cache."""
+    runner = getattr(engine, "runner", None)
+    if runner is None:
+        return
+    model = runner.model
+    if model is not None:
+        if getattr(model, "fused_decode", None) is not None:
+            model.fused_decode.table = None  # the native table holds the KV tensors too
+            model.fused_decode = None
+        for attn in model.attention_layers():
+            attn.k_cache = attn.v_cache = None
+    runner.model = runner.kv_cache = runner.sampler = None
+    engine.runner = None
+
+
+def return_freed_memory() -> None:
+    """Collects cycles, then asks glibc to give freed heap pages back (a no-op elsewhere)."""
+    gc.collect()
+    _malloc_trim()
+
+
+def _malloc_trim() -> None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
