@@ -47,7 +47,7 @@ def test_gguf_is_converted_once_and_keyed_by_file(tmp_path, monkeypatch):
     def no_conversion(*args, **kwargs):
         raise AssertionError("converted again")
 
-    monkeypatch.setattr(resolve_module, "convert_gguf", no_conversion)
+    monkeypatch.setattr(resolve_module, "convert_any_gguf", no_conversion)
     assert resolve_model(str(gguf_path), cache_dir=tmp_path / "cache") == folder
     os.utime(gguf_path, ns=(0, 0))  # the file changed: a new cache entry
     with pytest.raises(AssertionError, match="converted again"):
@@ -70,7 +70,7 @@ def test_failed_conversion_leaves_nothing(tmp_path, monkeypatch):
         (out_dir / "model.safetensors").write_bytes(b"half")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(resolve_module, "convert_gguf", crash_halfway)
+    monkeypatch.setattr(resolve_module, "convert_any_gguf", crash_halfway)
     with pytest.raises(KeyboardInterrupt):
         resolve_model(str(gguf_path), cache_dir=tmp_path / "cache")
     assert list((tmp_path / "cache").iterdir()) == []

@@ -61,10 +61,6 @@ def convert_gguf(gguf_path: Path, out_dir: Path, progress: bool = True) -> None:
     """Writes config.json, model*.safetensors, tokenizer files and generation_config.json into out_dir."""
     reader = GGUFReader(gguf_path)
     arch_name = field_value(reader, "general.architecture")
-    if arch_name == "gemma3":  # other tensor names, norms and config: gguf_gemma3.py
-        from swiftserve.loader.gguf_gemma3 import convert_gemma3_gguf
-
-        return convert_gemma3_gguf(reader, gguf_path, out_dir, progress)
     if arch_name not in _ARCHS:
         raise ValueError(
             f"{gguf_path.name}: GGUF architecture {arch_name!r} is not supported "

