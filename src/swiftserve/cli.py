@@ -7,7 +7,8 @@ import asyncio
 import logging
 import sys
 
-from swiftserve.server.launch import DEFAULT_MAX_TOKENS, DEFAULT_MODELS, ServeConfig, parse_bytes
+from swiftserve.scheduler.memory_budget import parse_bytes
+from swiftserve.server.launch import DEFAULT_MAX_TOKENS, DEFAULT_MODELS, ServeConfig
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 _DEVICES = ("auto", "cpu", "cuda")
@@ -27,16 +28,31 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _duration(text: str) -> float:
+    from swiftserve.router.config_file import ConfigError, parse_duration
+
+    try:
+        return parse_duration(text, "--idle-timeout")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _bytes(text: str) -> int:
     try:
-        return parse_bytes(text)
+        value = parse_bytes(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive size, got {text!r}")
+    return value
 
 
 def _add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--dtype", choices=_DTYPES, default="auto", help="weights and activations (auto: bfloat16)"
+        "--dtype",
+        choices=_DTYPES,
+        default="auto",
+        help="weights and activations (auto: bfloat16 for chat models, float32 for embedding models)",
     )
     parser.add_argument(
         "--device", choices=_DEVICES, default="auto", help="auto: cuda when available, else cpu"
@@ -59,9 +75,26 @@ def build_parser() -> argparse.ArgumentParser:
     launch = sub.add_parser("launch", help="serve models over the OpenAI API")
     launch.add_argument(
         "--models",
-        default=",".join(DEFAULT_MODELS),
-        help="comma-separated specs: alias, folder or .gguf, optionally served_name=spec "
-        f"(default: {','.join(DEFAULT_MODELS)})",
+        help="pinned (dedicated) models, loaded at start and never evicted: comma-separated specs, "
+        "each an alias, folder or .gguf, optionally served_name=spec "
+        f"(default, with no --on-demand or --config: {','.join(DEFAULT_MODELS)})",
+    )
+    launch.add_argument(
+        "--on-demand",
+        help="on-demand (serverless) models, the same specs: loaded on first request, unloaded "
+        "after --idle-timeout without requests, evicted when another model needs the memory",
+    )
+    launch.add_argument(
+        "--idle-timeout", type=_duration, default="60s", help="scale on-demand models to zero after this"
+    )
+    launch.add_argument(
+        "--memory-budget",
+        type=_bytes,
+        help="bytes for every model's weights and KV cache together (default: a share of free RAM "
+        "on CPU, of device memory on CUDA); a config that can never fit is refused at start",
+    )
+    launch.add_argument(
+        "--config", help="a YAML file of models and settings (see README); flags given as well win"
     )
     launch.add_argument("--host", default="127.0.0.1")
     launch.add_argument("--port", type=int, default=8000, help="0 picks a free port")
@@ -133,7 +166,11 @@ def _launch(args) -> int:
     from swiftserve.server.launch import serve
 
     config = ServeConfig(
-        models=tuple(m for m in args.models.split(",") if m.strip()),
+        models=_specs(args.models),
+        on_demand=_specs(args.on_demand),
+        idle_timeout_s=args.idle_timeout,
+        memory_budget=args.memory_budget,
+        config_file=args.config,
         host=args.host,
         port=args.port,
         api_key=args.api_key,
@@ -148,6 +185,10 @@ def _launch(args) -> int:
         default_max_tokens=args.default_max_tokens,
     )
     return serve(config)
+
+
+def _specs(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(m for m in text.split(",") if m.strip())
 
 
 async def _generate(args) -> int:

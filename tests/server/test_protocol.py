@@ -6,11 +6,12 @@ import json
 
 import msgspec
 import pytest
+from swiftserve.scheduler.memory_budget import parse_bytes
 
 from swiftserve.cli import build_parser
 from swiftserve.server import protocol as p
 from swiftserve.server.errors import APIError, from_validation_error
-from swiftserve.server.launch import ServeConfig, parse_bytes
+from swiftserve.server.launch import ServeConfig
 from swiftserve.server.streaming import DONE, sse_error, sse_event
 
 
@@ -121,10 +122,16 @@ def test_parse_bytes(text, value):
     assert parse_bytes(text) == value
 
 
-@pytest.mark.parametrize("text", ["", "lots", "-5MiB", "0"])
+@pytest.mark.parametrize("text", ["", "lots", "-5MiB"])
 def test_parse_bytes_rejects(text):
     with pytest.raises(ValueError):
         parse_bytes(text)
+
+
+@pytest.mark.parametrize("flag", ["--memory-budget", "--kv-cache-memory", "--max-body-bytes"])
+def test_size_flags_must_be_positive(flag):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["launch", flag, "0"])
 
 
 def test_cli_launch_arguments():
@@ -147,4 +154,31 @@ def test_serve_config_rejects_duplicate_names():
     with pytest.raises(ValueError, match="served twice"):
         ServeConfig(models=("smollm2-135m-instruct", "smollm2-135m-instruct"))
     config = ServeConfig()
-    assert [s.kind for s in config.specs] == ["chat", "embedding"]
+    assert [(m.name, m.policy) for m in config.model_configs] == [
+        ("smollm2-135m-instruct", "pinned"),
+        ("all-minilm-l6-v2", "pinned"),
+    ]
+
+
+def test_serve_config_models_from_flags_or_a_file(tmp_path):
+    flags = ServeConfig(
+        models=("a=smollm2-135m-instruct",), on_demand=("all-minilm-l6-v2",), idle_timeout_s=5
+    )
+    assert [(m.name, m.policy, m.idle_timeout_s) for m in flags.model_configs] == [
+        ("a", "pinned", None),
+        ("all-minilm-l6-v2", "on-demand", 5),
+    ]
+    only_on_demand = ServeConfig(on_demand=("smollm2-135m-instruct",))
+    assert [m.policy for m in only_on_demand.model_configs] == ["on-demand"]  # no defaults added
+    path = tmp_path / "swiftserve.yaml"
+    path.write_text(
+        "memory_budget: 2GiB\nmodels:\n  - source: smollm2-135m-instruct\n    policy: on-demand\n"
+    )
+    from_file = ServeConfig(config_file=str(path))
+    assert from_file.budget_bytes() == 2 * 2**30 and from_file.model_configs[0].policy == "on-demand"
+    assert ServeConfig(config_file=str(path), memory_budget=10**9).budget_bytes() == 10**9  # the flag wins
+    with pytest.raises(ValueError, match="not both"):
+        ServeConfig(config_file=str(path), models=("smollm2-135m-instruct",))
+    path.write_text("models:\n  - source: smollm2-135m-instruct\n    polcy: pinned\n")
+    with pytest.raises(ValueError, match="polcy"):
+        ServeConfig(config_file=str(path))

@@ -51,6 +51,7 @@ class App:
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
         fingerprint_info: str = "",
         router: Router | None = None,
+        on_shutdown: Callable[[], None] | None = None,
     ) -> None:
         if default_max_tokens < 1:
             raise ValueError(f"default_max_tokens must be >= 1, got {default_max_tokens}")
@@ -69,6 +70,7 @@ class App:
         self.is_draining = False
         self.created = int(time.time())
         self._on_startup = on_startup
+        self._on_shutdown = on_shutdown
         self._startup_task: asyncio.Task | None = None
         self._shutdown_task: asyncio.Future | None = None
         self._routes: dict[str, dict[str, Handler]] = {}
@@ -130,9 +132,11 @@ class App:
 
     async def _shutdown_engines(self) -> None:
         try:
-            await self.registry.shutdown()
+            await (self.router.shutdown() if self.router is not None else self.registry.shutdown())
         except Exception:  # noqa: BLE001 - shutting down regardless
             logger.exception("engine shutdown failed")
+        if self._on_shutdown is not None:
+            await asyncio.to_thread(self._on_shutdown)
 
     async def _lifespan(self, receive, send) -> None:
         while True:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import signal
 import sys
 import threading
@@ -23,38 +22,31 @@ from dataclasses import dataclass, field
 
 import uvicorn
 
-from swiftserve.router.registry import ModelRegistry, ModelSpec, ServedModel
+from swiftserve.engine.device_executor import DeviceExecutor
+from swiftserve.router.config_file import DEFAULT_IDLE_TIMEOUT_S, ConfigError, ModelConfig, load_config_file
+from swiftserve.router.engine_configs import ServeDefaults, engine_config, models_from_flags
+from swiftserve.router.model_pool import ModelPool
+from swiftserve.router.registry import ModelRegistry, ServedModel, detect_kind
+from swiftserve.router.router import Router
+from swiftserve.scheduler.memory_budget import default_cpu_budget, parse_bytes
 from swiftserve.server.app import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TOKENS, App
 
 logger = logging.getLogger("swiftserve.launch")
 
 DEFAULT_MODELS = ("smollm2-135m-instruct", "all-minilm-l6-v2")
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
-
-
-def parse_bytes(text: str) -> int:
-    """'536870912', '512MiB', '1.5GB', '2g' -> bytes (KiB/MiB/GiB are powers of 1024)."""
-    match = _SIZE.match(str(text))
-    if not match:
-        raise ValueError(f"not a size: {text!r} (try e.g. 512MiB or 2GiB)")
-    number, unit = float(match.group(1)), (match.group(2) or "").lower()
-    if "i" in unit:
-        scale = 1024 ** ("kmgt".index(unit[0]) + 1)
-    else:
-        scale = _UNITS[unit.rstrip("b") if unit != "b" else "b"]
-    value = int(number * scale)
-    if value <= 0:
-        raise ValueError(f"size must be positive, got {text!r}")
-    return value
+DEFAULT_CUDA_FRACTION = 0.9  # of the free device memory: the rest is the CUDA context's and torch's
 
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """Everything `swiftserve launch` takes; engines get their part of it."""
+    """Everything `swiftserve launch` takes. Models come from --config, or from --models (pinned)
+    and --on-demand; with none of them, the defaults are served pinned."""
 
-    models: tuple[str, ...] = DEFAULT_MODELS
+    models: tuple[str, ...] | None = None
+    on_demand: tuple[str, ...] | None = None
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    memory_budget: int | None = None  # None: the file's, else default_budget()
+    config_file: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = None
@@ -67,71 +59,93 @@ class ServeConfig:
     kv_cache_memory: int | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     default_max_tokens: int = DEFAULT_MAX_TOKENS  # for chat requests that set no max_tokens
-    specs: tuple[ModelSpec, ...] = field(default=(), compare=False)
+    model_configs: tuple[ModelConfig, ...] = field(default=(), compare=False)
+    file_budget: int | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        if not self.models:
-            raise ValueError("at least one model is needed")
         if not 0 <= self.port < 65536:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
         if self.default_max_tokens < 1:
             raise ValueError(f"default_max_tokens must be >= 1, got {self.default_max_tokens}")
         if self.max_queue is not None and self.max_queue < 0:
             raise ValueError(f"max_queue must be >= 0, got {self.max_queue}")
-        specs = tuple(ModelSpec.parse(m) for m in self.models)
-        names = [s.served_name for s in specs]
-        duplicates = {n for n in names if names.count(n) > 1}
-        if duplicates:
-            raise ValueError(
-                f"models served twice under {sorted(duplicates)}: name them with served_name=spec"
-            )
-        object.__setattr__(self, "specs", specs)
+        models, file_budget = self._models()
+        object.__setattr__(self, "model_configs", models)
+        object.__setattr__(self, "file_budget", file_budget)
+
+    def _models(self) -> tuple[tuple[ModelConfig, ...], int | None]:
+        if self.config_file is not None:
+            if self.models is not None or self.on_demand is not None:
+                raise ConfigError("--config: list the models in the file or in the flags, not both")
+            file = load_config_file(self.config_file)
+            budget = None if file.memory_budget is None else parse_bytes(file.memory_budget)
+            return file.models, budget
+        pinned = self.models if self.models is not None or self.on_demand else DEFAULT_MODELS
+        return models_from_flags(tuple(pinned or ()), tuple(self.on_demand or ()), self.idle_timeout_s), None
+
+    def defaults(self) -> ServeDefaults:
+        return ServeDefaults(
+            dtype=self.dtype,
+            device=self.device,
+            max_num_seqs=self.max_num_seqs,
+            max_num_batched_tokens=self.max_num_batched_tokens,
+            max_model_len=self.max_model_len,
+            max_queue=self.max_queue,
+            kv_cache_memory=self.kv_cache_memory,
+        )
+
+    def budget_bytes(self) -> int:
+        return self.memory_budget or self.file_budget or default_budget(self.device)
 
 
-def build_engine(spec: ModelSpec, config: ServeConfig):
-    """Constructs (loads) one engine; blocking, so called in a worker thread."""
-    if spec.kind == "embedding":
-        from swiftserve.engine.embedding_engine import EmbeddingEngine
+def default_budget(device: str) -> int:
+    """A share of what is free: RAM on CPU, device memory on CUDA."""
+    import torch
 
-        max_waiting = None if config.max_queue is None else max(1, config.max_queue)
-        dtype = "float32" if config.dtype == "auto" else config.dtype
-        return EmbeddingEngine(spec.source, dtype=dtype, device=config.device, max_num_waiting=max_waiting)
-
-    from swiftserve.config import EngineConfig
-    from swiftserve.engine.async_engine import AsyncEngine
-    from swiftserve.scheduler.config import SchedulerConfig
-
-    scheduler_kwargs = {
-        "max_num_seqs": config.max_num_seqs,
-        "max_num_batched_tokens": config.max_num_batched_tokens,
-        "max_model_len": config.max_model_len,
-        "max_num_waiting": config.max_queue,
-    }
-    scheduler = SchedulerConfig(**{k: v for k, v in scheduler_kwargs.items() if v is not None})
-    engine_config = EngineConfig(
-        model=spec.source,
-        dtype=config.dtype,
-        device=config.device,
-        kv_cache_memory=config.kv_cache_memory,
-        max_model_len=config.max_model_len,
-        scheduler=scheduler,
-    )
-    return AsyncEngine(engine_config)
+    if device != "cpu" and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info()
+        return int(free * DEFAULT_CUDA_FRACTION)
+    return default_cpu_budget()
 
 
-async def load_models(app: App, config: ServeConfig) -> None:
-    """Loads every model into the app's registry, then marks the app ready."""
-    for spec in config.specs:
-        start = time.perf_counter()
-        engine = await asyncio.to_thread(build_engine, spec, config)
-        await engine.start()
-        app.registry.add(ServedModel(spec.served_name, spec.kind, engine, spec.source, int(time.time())))
-        logger.info("loaded %s (%s) in %.1f s", spec.served_name, spec.kind, time.perf_counter() - start)
+def served_model(model: ModelConfig, kind: str, config: ServeConfig, executor: DeviceExecutor):
+    """One model, cold: its files resolved (pulled once, here, never on the request path), its
+    tokenizer and footprint known, nothing heavy in memory. Blocking: run in a worker thread."""
+    engine_cfg = engine_config(model, kind, config.defaults())
+    if kind == "embedding":
+        from swiftserve.engine.embedding_model import LocalEmbeddingModel
+
+        max_waiting = engine_cfg.scheduler.max_num_waiting
+        return LocalEmbeddingModel(
+            model.name,
+            engine_cfg.model,
+            executor,
+            dtype=engine_cfg.dtype,
+            device=engine_cfg.device,
+            max_num_waiting=None if max_waiting is None else max(1, max_waiting),
+        )
+    from swiftserve.engine.chat_model import LocalChatModel
+
+    return LocalChatModel(model.name, engine_cfg, executor)
+
+
+async def load_models(app: App, config: ServeConfig, executor: DeviceExecutor) -> None:
+    """Registers every model with the router, loads the pinned ones, then marks the app ready."""
+    router = app.router
+    for model in config.model_configs:
+        kind = detect_kind(model.source)
+        served = await asyncio.to_thread(served_model, model, kind, config, executor)
+        router.add(served, model.policy, model.idle_timeout_s, model.priority)
+        handle = router.handle(model.name)
+        app.registry.add(ServedModel(model.name, kind, handle, model.source, int(time.time())))
+    start = time.perf_counter()
+    await router.start()
+    logger.info("pinned models loaded in %.1f s", time.perf_counter() - start)
     app.is_ready = True
 
 
-def ready_line(config: ServeConfig, port: int, registry: ModelRegistry) -> str:
-    models = ", ".join(f"{m.name} ({m.kind})" for m in registry.models())
+def ready_line(config: ServeConfig, port: int, router: Router) -> str:
+    models = ", ".join(f"{m.name} ({m.kind}, {m.policy}, {m.state})" for m in router.models())
     auth = " (API key required)" if config.api_key else ""
     return f"swiftserve ready: http://{config.host}:{port}/v1 serving {models}{auth}"
 
@@ -182,10 +196,17 @@ class _Server(uvicorn.Server):
 def serve(config: ServeConfig) -> int:
     """Runs the server until a signal; returns the process exit code."""
     server: _Server | None = None
+    executor = DeviceExecutor(name=config.device)
+
+    def on_cold_start(name: str, seconds: float) -> None:
+        app.metrics.cold_start.labels(name).observe(seconds)
+
+    router = Router(ModelPool(config.budget_bytes()), on_cold_start)
 
     async def on_startup(app: App) -> None:
         try:
-            await load_models(app, config)
+            executor.start()
+            await load_models(app, config, executor)
         except Exception as exc:  # noqa: BLE001 - reported, then the server exits
             logger.debug("model loading failed", exc_info=True)
             print(f"swiftserve: failed to load models: {exc}", file=sys.stderr, flush=True)
@@ -195,7 +216,7 @@ def serve(config: ServeConfig) -> int:
         while not server.bound.is_set() and not server.should_exit:
             await asyncio.sleep(0.01)
         if not server.should_exit:
-            print(ready_line(config, server.port(), app.registry), flush=True)
+            print(ready_line(config, server.port(), router), flush=True)
 
     app = App(
         ModelRegistry(),
@@ -204,6 +225,8 @@ def serve(config: ServeConfig) -> int:
         on_startup=on_startup,
         default_max_tokens=config.default_max_tokens,
         fingerprint_info=f"dtype={config.dtype} device={config.device}",
+        router=router,
+        on_shutdown=executor.stop,
     )
     uv_config = uvicorn.Config(
         app,

@@ -1,0 +1,167 @@
+"""The real server with pinned and on-demand models under one memory budget (`swiftserve launch
+--models ... --on-demand ... --idle-timeout ... --memory-budget ...` in a subprocess): cold loads
+on first request, scale to zero with the memory really returned, admin load / unload, and a
+budget too small for both models at once still answering everyone by eviction."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import psutil
+import pytest
+
+pytestmark = pytest.mark.slow
+
+CHAT = "smollm2-135m-instruct"
+EMBED = "all-minilm-l6-v2"
+MIB = 2**20
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, *args: str) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "swiftserve.cli", "launch", "--port", str(self.port), *args]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 300
+        while not self._healthy():
+            if self.process.poll() is not None:
+                pytest.fail(f"server exited with {self.process.returncode}:\n{self.process.stdout.read()}")
+            assert time.monotonic() < deadline, "server did not become healthy"
+            time.sleep(0.2)
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(self.url + "/health", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def states(self) -> dict[str, str]:
+        return {m["id"]: m["state"] for m in httpx.get(self.url + "/v1/models").json()["data"]}
+
+    def wait_state(self, model: str, state: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.states()[model] != state:
+            assert time.monotonic() < deadline, f"{model} never became {state}: {self.states()}"
+            time.sleep(0.1)
+
+    def chat(self, content: str, model: str = CHAT) -> httpx.Response:
+        body = {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 8}
+        return httpx.post(self.url + "/v1/chat/completions", json={**body, "temperature": 0}, timeout=300)
+
+    def embed(self, text: str, model: str = EMBED) -> httpx.Response:
+        return httpx.post(self.url + "/v1/embeddings", json={"model": model, "input": text}, timeout=300)
+
+    def rss(self) -> int:
+        return psutil.Process(self.process.pid).memory_info().rss
+
+    def metric(self, line_start: str) -> float:
+        for line in httpx.get(self.url + "/metrics").text.splitlines():
+            if line.startswith(line_start):
+                return float(line.rsplit(" ", 1)[1])
+        raise AssertionError(f"{line_start} missing from /metrics")
+
+    def stop(self) -> str:
+        self.process.send_signal(signal.SIGTERM)
+        out, _ = self.process.communicate(timeout=60)
+        assert self.process.returncode == 0, out
+        return out
+
+
+@pytest.fixture(scope="module")
+def scaled(smollm_dir, minilm_dir):
+    """The chat model pinned, the embedder (and the chat model again, as `chat2`) on demand."""
+    server = Server(
+        "--models", CHAT, "--on-demand", f"{EMBED},chat2={CHAT}", "--idle-timeout", "3s",
+        "--max-model-len", "512", "--kv-cache-memory", "64MiB",
+    )  # fmt: skip
+    yield server
+    server.stop()
+
+
+def test_cold_model_loads_on_first_request_then_scales_to_zero(scaled):
+    assert scaled.states() == {CHAT: "resident", EMBED: "cold", "chat2": "cold"}
+    reply = scaled.embed("hello")
+    assert reply.status_code == 200 and len(reply.json()["data"][0]["embedding"]) == 384
+    assert scaled.states()[EMBED] == "resident"
+    assert scaled.metric(f'swiftserve_cold_start_seconds_count{{model="{EMBED}"}}') == 1
+    scaled.wait_state(EMBED, "cold", timeout=30)  # idle past 3 s: unloaded
+    assert scaled.metric(f'swiftserve_model_resident_bytes{{model="{EMBED}"}}') == 0
+    assert scaled.embed("hello again").status_code == 200  # and back on demand
+
+
+def test_scale_to_zero_returns_the_memory(scaled):
+    """RSS with chat2 resident (weights ~270 MB in bf16 plus its KV cache) against after its idle
+    unload: at least 70% of its weight bytes must come back (allocator slack keeps the rest)."""
+    scaled.wait_state("chat2", "cold")
+    before = scaled.rss()
+    assert scaled.chat("Say hi.", model="chat2").status_code == 200
+    loaded = scaled.rss()
+    weights = 134_515_008 * 2  # SmolLM2-135M parameters in bfloat16
+    assert loaded - before > 0.7 * weights, (before, loaded)
+    scaled.wait_state("chat2", "cold", timeout=30)
+    time.sleep(0.5)
+    after = scaled.rss()
+    assert loaded - after > 0.7 * weights, (before, loaded, after)
+
+
+def test_admin_load_and_unload_with_a_request_in_flight(scaled):
+    assert httpx.post(scaled.url + "/v1/models/chat2/load", timeout=120).json()["state"] == "resident"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        body = {"model": "chat2", "prompt": "Count slowly:", "max_tokens": 200, "ignore_eos": True}
+        slow = pool.submit(httpx.post, scaled.url + "/v1/completions", json=body, timeout=300)
+        time.sleep(0.5)
+        busy = httpx.post(scaled.url + "/v1/models/chat2/unload")
+        assert busy.status_code == 409 and busy.json()["error"]["code"] == "model_busy"
+        assert slow.result().status_code == 200  # the request in flight finished unharmed
+    assert httpx.post(scaled.url + "/v1/models/chat2/unload").json()["result"] == "unloaded"
+    pinned = httpx.post(scaled.url + "/v1/models/smollm2-135m-instruct/unload")
+    assert pinned.status_code == 409 and pinned.json()["error"]["code"] == "model_pinned"
+
+
+def test_a_budget_for_one_model_at_a_time_answers_everyone(smollm_dir, minilm_dir):
+    """Two chat models that do not fit together: interleaved and concurrent requests all get
+    their answer, by evicting the other model, with every KV block free afterwards."""
+    server = Server(
+        "--models", EMBED, "--on-demand", f"a={CHAT},b={CHAT}", "--memory-budget", "500MiB",
+        "--max-model-len", "512", "--kv-cache-memory", "64MiB",
+    )  # fmt: skip
+    try:
+        want = server.chat("What is the capital of France?", model="a").json()["choices"][0]["message"]
+        assert server.states()["a"] == "resident" and server.states()["b"] == "cold"
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            jobs = [pool.submit(server.chat, "What is the capital of France?", m) for m in "abab"]
+            jobs += [pool.submit(server.embed, "text") for _ in range(2)]
+            replies = [job.result() for job in jobs]
+        assert [r.status_code for r in replies] == [200] * 6, [r.text for r in replies]
+        for reply in replies[:4]:
+            assert reply.json()["choices"][0]["message"]["content"]
+        assert want["content"]
+        assert server.metric('swiftserve_model_unloads_total{model="a"}') >= 1
+        assert server.metric('swiftserve_model_unloads_total{model="b"}') >= 0
+        for model in ("a", "b"):
+            if server.states()[model] == "resident":
+                assert server.metric(f'swiftserve_kv_cache_usage_ratio{{model="{model}"}}') == 0
+    finally:
+        server.stop()
+
+
+def test_a_budget_too_small_for_a_pinned_model_is_refused_at_start(smollm_dir):
+    port = _free_port()
+    command = [sys.executable, "-m", "swiftserve.cli", "launch", "--port", str(port), "--models", CHAT,
+               "--memory-budget", "100MiB"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "budget" in (result.stdout + result.stderr).lower()
