@@ -51,6 +51,24 @@ def _check_paged(op: str, q, k_cache, v_cache, block_tables, context_lens) -> No
         )
 
 
+def _cache_args(k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor) -> dict:
+    """The paged cache and block table as both attention kernels take them (checked by _check_paged)."""
+    num_blocks, block_size = k_cache.shape[:2]
+    kv_stride = k_cache.stride()
+    return {
+        "k_cache": k_cache.data_ptr(),
+        "v_cache": v_cache.data_ptr(),
+        "num_blocks": num_blocks,
+        "block_size": block_size,
+        "kv_stride_block": kv_stride[0],
+        "kv_stride_token": kv_stride[1],
+        "kv_stride_head": kv_stride[2],
+        "block_tables": block_tables.data_ptr(),
+        "max_blocks_per_seq": block_tables.shape[1],
+        "block_table_stride": block_tables.stride(0),
+    }
+
+
 def _window(sliding_window: int | None) -> int:
     if sliding_window is None:
         return 0
@@ -79,8 +97,6 @@ def paged_decode_attention(
     context_lens = native.int32(context_lens)
     out = torch.empty(q.shape, dtype=q.dtype)
     num_seqs, num_heads, head_dim = q.shape
-    num_blocks, block_size, num_kv_heads, _ = k_cache.shape
-    kv_stride = k_cache.stride()
     native.calls.paged_decode_attention(
         out=out.data_ptr(),
         out_stride_seq=num_heads * head_dim,
@@ -88,20 +104,11 @@ def paged_decode_attention(
         q=q.data_ptr(),
         q_stride_seq=q.stride(0),
         q_stride_head=q.stride(1),
-        k_cache=k_cache.data_ptr(),
-        v_cache=v_cache.data_ptr(),
-        num_blocks=num_blocks,
-        block_size=block_size,
-        kv_stride_block=kv_stride[0],
-        kv_stride_token=kv_stride[1],
-        kv_stride_head=kv_stride[2],
-        block_tables=block_tables.data_ptr(),
-        max_blocks_per_seq=block_tables.shape[1],
-        block_table_stride=block_tables.stride(0),
+        **_cache_args(k_cache, v_cache, block_tables),
         context_lens=context_lens.data_ptr(),
         num_seqs=num_seqs,
         num_heads=num_heads,
-        num_kv_heads=num_kv_heads,
+        num_kv_heads=k_cache.shape[2],
         head_dim=head_dim,
         scale=float(scale),
         sliding_window=window,
@@ -136,8 +143,6 @@ def paged_prefill_attention(
     context_lens, query_start_loc = native.int32(context_lens), native.int32(query_start_loc)
     out = torch.empty(q.shape, dtype=q.dtype)
     num_tokens, num_heads, head_dim = q.shape
-    num_blocks, block_size, num_kv_heads, _ = k_cache.shape
-    kv_stride = k_cache.stride()
     native.calls.paged_prefill_attention(
         out=out.data_ptr(),
         out_stride_token=num_heads * head_dim,
@@ -145,22 +150,13 @@ def paged_prefill_attention(
         q=q.data_ptr(),
         q_stride_token=q.stride(0),
         q_stride_head=q.stride(1),
-        k_cache=k_cache.data_ptr(),
-        v_cache=v_cache.data_ptr(),
-        num_blocks=num_blocks,
-        block_size=block_size,
-        kv_stride_block=kv_stride[0],
-        kv_stride_token=kv_stride[1],
-        kv_stride_head=kv_stride[2],
-        block_tables=block_tables.data_ptr(),
-        max_blocks_per_seq=block_tables.shape[1],
-        block_table_stride=block_tables.stride(0),
+        **_cache_args(k_cache, v_cache, block_tables),
         query_start_loc=query_start_loc.data_ptr(),
         context_lens=context_lens.data_ptr(),
         num_seqs=num_seqs,
         num_tokens=num_tokens,
         num_heads=num_heads,
-        num_kv_heads=num_kv_heads,
+        num_kv_heads=k_cache.shape[2],
         head_dim=head_dim,
         scale=float(scale),
         sliding_window=window,
