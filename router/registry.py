@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from swiftserve.router.errors import UnknownModelError
+
 ModelKind = Literal["chat", "embedding"]
 KINDS: tuple[str, ...] = ("chat", "embedding")
 
@@ -112,12 +114,6 @@ class ServedModel:
     engine: Any
     source: str = ""
     created: int = 0
-
-
-class UnknownModelError(KeyError):
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
 
 
 @dataclass

@@ -108,11 +108,6 @@ def resolve_max_tokens(
     return max_tokens
 
 
-def engine_error(exc: BaseException, model: str) -> APIError | None:
-    """The HTTP answer for an exception the engine or router raised, or None to let it propagate."""
-    return from_exception(exc, model)
-
-
 async def open_stream(
     engine, model: str, prompt_ids: list[int], params: SamplingParams
 ) -> AsyncIterator[RequestOutput]:
@@ -126,7 +121,7 @@ async def open_stream(
         raise APIError(500, "The engine returned no output.", type="server_error") from None
     except BaseException as exc:
         await gen.aclose()
-        error = engine_error(exc, model)
+        error = from_exception(exc, model)
         if error is None:
             raise
         raise error from None
@@ -253,7 +248,7 @@ class DeltaTracker:
 
 def stream_error(exc: Exception, app, model: str) -> APIError:
     """The error a request that failed after it started is answered with."""
-    error = engine_error(exc, model)
+    error = from_exception(exc, model)
     if error is not None:
         return error
     if isinstance(exc, RequestAborted) or app.is_draining:

@@ -8,8 +8,7 @@ import base64
 import numpy as np
 
 from swiftserve.server import protocol as p
-from swiftserve.server.errors import bad_request
-from swiftserve.server.generation import engine_error
+from swiftserve.server.errors import bad_request, from_exception
 from swiftserve.server.http import JSONResponse, Request, Response
 
 _ENDPOINT = "embeddings"
@@ -31,7 +30,7 @@ async def embeddings(request: Request) -> Response:
     try:
         result = await engine.embed(inputs)
     except Exception as exc:  # noqa: BLE001 - mapped to an HTTP error when it is the request's fault
-        error = engine_error(exc, served.name)
+        error = from_exception(exc, served.name)
         if error is None:
             raise
         raise error from None

@@ -4,7 +4,7 @@ POST /v1/models/{name}/load and /unload, behind the API key like every /v1 route
 from __future__ import annotations
 
 from swiftserve.server import protocol
-from swiftserve.server.errors import APIError, from_exception, model_not_found
+from swiftserve.server.errors import from_exception, model_not_found
 from swiftserve.server.http import JSONResponse, Request, Response
 
 ADMIN_PREFIX = "/v1/models/"
@@ -46,8 +46,6 @@ async def model_action(request: Request) -> Response:
             raise
         raise error from None
     info = router.info(name)
-    if info.last_error is not None and info.state == "cold" and action == "load":
-        raise APIError(503, info.last_error, type="server_error", code="model_load_failed")
     done = {"load": "loaded", "unload": "unloaded" if changed else "already cold"}[action]
     body = protocol.ModelAction(id=name, action=action, result=done, state=info.state)
     return JSONResponse(protocol.encode(body))
