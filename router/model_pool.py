@@ -47,6 +47,7 @@ class PoolEntry:
     last_error: str | None = None
     cold_waits: int = 0
     load_seconds: list[float] = field(default_factory=list)
+    num_unloads: int = 0
 
 
 class ModelPool:
@@ -217,6 +218,7 @@ class ModelPool:
         finally:
             self.ledger.unloaded(name)
             self._notify()
+        entry.num_unloads += 1
         logger.info("unloaded %s", name)
         self.on_unload(name)
 

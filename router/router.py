@@ -48,15 +48,7 @@ class Router:
         self.pool = pool
         self.on_cold_start = on_cold_start or (lambda name, seconds: None)
         self._handles: dict[str, ChatHandle | EmbeddingHandle] = {}
-        self._unloads: dict[str, int] = {}
         self._closed = False
-        previous = pool.on_unload
-
-        def count_unload(name: str) -> None:
-            self._unloads[name] = self._unloads.get(name, 0) + 1
-            previous(name)
-
-        pool.on_unload = count_unload
 
     # -- configuration ----------------------------------------------------------------------------
     def add(
@@ -115,7 +107,7 @@ class Router:
             state=state.value,
             resident_bytes=fp.weight_bytes + kv_bytes if resident else 0,
             num_loads=len(entry.load_seconds),
-            num_unloads=self._unloads.get(name, 0),
+            num_unloads=entry.num_unloads,
             last_error=entry.last_error,
         )
 
