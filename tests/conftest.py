@@ -58,3 +58,25 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def hf_greedy():
+    """transformers' greedy continuation of each prompt, exactly num_new tokens (eos masked until
+    then, as min_tokens does here): (model, prompt_ids, num_new) -> token ids per prompt."""
+
+    def generate(model, prompt_ids: list[list[int]], num_new: int) -> list[list[int]]:
+        outs = []
+        for ids in prompt_ids:
+            with torch.no_grad():
+                gen = model.generate(
+                    torch.tensor([ids]),
+                    do_sample=False,
+                    max_new_tokens=num_new,
+                    min_new_tokens=num_new,
+                    attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                )
+            outs.append(gen[0, len(ids) :].tolist())
+        return outs
+
+    return generate

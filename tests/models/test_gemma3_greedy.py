@@ -47,20 +47,8 @@ def prompt_ids(hf):
 
 
 @pytest.fixture(scope="module")
-def expected(hf, prompt_ids):
-    _, model = hf
-    outs = []
-    for ids in prompt_ids:
-        with torch.no_grad():
-            gen = model.generate(
-                torch.tensor([ids]),
-                do_sample=False,
-                max_new_tokens=NUM_NEW,
-                min_new_tokens=NUM_NEW,
-                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-            )
-        outs.append(gen[0, len(ids) :].tolist())
-    return outs
+def expected(hf, prompt_ids, hf_greedy):
+    return hf_greedy(hf[1], prompt_ids, NUM_NEW)
 
 
 def _check(llm: LLM, prompt_ids, expected) -> None:
