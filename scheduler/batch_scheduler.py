@@ -30,6 +30,13 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
+        # The last step ran short of KV blocks (preempted, or left a sequence waiting for them):
+        # the signal that the cache should grow.
+        self.is_short_of_blocks = False
+
+    def resize(self, num_blocks: int) -> int:
+        """Grow or shrink the KV block pool at its tail; the number of block ids still backed."""
+        return self.block_manager.resize(num_blocks)
 
     # -- queue ---------------------------------------------------------------------------------
     def can_accept(self, num_seqs: int = 1) -> bool:
@@ -46,6 +53,7 @@ class Scheduler:
     # -- one step ------------------------------------------------------------------------------
     def schedule(self) -> SchedulerOutput:
         out = SchedulerOutput()
+        self.is_short_of_blocks = False
         budget = self.config.max_num_batched_tokens
         decoding = [s for s in self.running if s.num_uncomputed_tokens == 1]
         prefilling = [s for s in self.running if s.num_uncomputed_tokens > 1]
@@ -63,6 +71,7 @@ class Scheduler:
         budget used, net of what preempted sequences gave back."""
         refund = 0
         while not self.block_manager.allocate(seq, num_tokens):
+            self.is_short_of_blocks = True
             victim = self.running[-1]
             refund += self._unschedule(victim, out)
             self._preempt(victim, out)
@@ -95,6 +104,7 @@ class Scheduler:
             cached = [] if seq.needs_prompt_logprobs else self.block_manager.find_cached_prefix(seq)
             num_tokens = min(seq.num_tokens - len(cached) * block_size, budget)
             if not self.block_manager.allocate(seq, num_tokens, cached):
+                self.is_short_of_blocks = True
                 break
             self.waiting.popleft()
             seq.status = SequenceStatus.RUNNING

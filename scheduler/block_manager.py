@@ -42,6 +42,19 @@ class BlockManager:
     def num_blocks(self) -> int:
         return self.pool.num_blocks
 
+    @property
+    def num_backed_blocks(self) -> int:
+        return self.pool.num_backed_blocks
+
+    @property
+    def num_used_blocks(self) -> int:
+        """Allocatable blocks held by live sequences (cached idle blocks count as free)."""
+        return self.num_blocks - self.num_free_blocks
+
+    def resize(self, num_blocks: int) -> int:
+        """Grow or shrink the pool at its tail (BlockPool.resize); the number of ids still backed."""
+        return self.pool.resize(num_blocks)
+
     def _block_tokens(self, seq: Sequence, index: int) -> tuple[int, ...]:
         return tuple(seq.token_ids[index * self.block_size : (index + 1) * self.block_size])
 
