@@ -3,13 +3,18 @@
 Several engines share one device; one loop runs one engine step at a time. The choice is:
 1. Work-conserving: only engines with work are candidates, so a lone busy model gets the
    whole device.
-2. Weighted fair by measured step time: each engine carries a virtual time that grows by
-   `step_seconds / weight` after each of its steps; the candidate with the smallest runs next.
-   An engine that was idle re-enters at the smallest virtual time among the busy ones, so idle
-   time banks no credit (as in CFS).
+2. Weighted fair by measured step time, per request: each engine carries a virtual time that
+   grows by `step_seconds / (weight * demand)` after each of its steps, where demand is the
+   number of sequences that step served; the candidate with the smallest runs next. The unit
+   of fairness is the request, not the model: two busy models get device time in proportion to
+   the requests they serve, so a model with 2 requests in flight cannot take half the device
+   from one with 30 (a model's steps cost nearly as much at 2 rows as at 30, so sharing per
+   model would spend half the device on a tenth of the work). An engine that was idle re-enters
+   at the smallest virtual time among the busy ones, so idle time banks no credit (as in CFS).
 3. Latency-sensitive work first: an engine whose next step serves an embedding batch or a
    request still waiting for its first token is urgent, and is picked ahead of the fair order
-   while its virtual time is at most `urgent_slack_s` ahead of the fairest candidate. A single
+   while its virtual time is at most `urgent_slack_s` (device seconds per sequence) ahead of
+   the fairest candidate. A single
    first token or embedding batch therefore never waits behind a long run of another model's
    decode steps, yet a flood of urgent work cannot starve the others for more than the slack.
 Ties go to the engine that has waited longest since its last step, then by name.
@@ -20,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-DEFAULT_URGENT_SLACK_S = 0.25
+DEFAULT_URGENT_SLACK_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,11 @@ class Candidate:
 
     name: str
     is_urgent: bool = False
+    demand: int = 1  # sequences its next step serves (its share of the device scales with it)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.demand, bool) or not isinstance(self.demand, int) or self.demand < 1:
+            raise ValueError(f"demand of {self.name!r} must be an int >= 1, got {self.demand!r}")
 
 
 @dataclass
@@ -37,6 +47,7 @@ class _Account:
     virtual_time: float = 0.0
     last_step: int = -1  # sequence number of its last step; -1 = never stepped
     was_busy: bool = False
+    demand: int = 1  # of its last pick: what its next charge is divided by
 
 
 @dataclass
@@ -78,16 +89,19 @@ class StepPolicy:
             for c in ready
             if c.is_urgent and self._accounts[c.name].virtual_time <= floor + self.urgent_slack_s
         ]
-        return min(urgent, key=self._order).name if urgent else fairest.name
+        chosen = min(urgent, key=self._order) if urgent else fairest
+        self._accounts[chosen.name].demand = chosen.demand
+        return chosen.name
 
     def charge(self, name: str, step_seconds: float) -> None:
-        """Record a step of `name` that took `step_seconds` of device time."""
+        """Record a step of `name` that took `step_seconds` of device time (serving the demand
+        its candidate had when it was picked)."""
         if step_seconds < 0:
             raise ValueError(f"step_seconds must be >= 0, got {step_seconds}")
         account = self._accounts.get(name)
         if account is None:
             return  # removed while its step ran
-        account.virtual_time += step_seconds / account.weight
+        account.virtual_time += step_seconds / (account.weight * account.demand)
         account.last_step = self._num_steps
         self._num_steps += 1
 

@@ -12,8 +12,10 @@ from swiftserve.engine.device_executor import DeviceExecutor, ExecutorStoppedErr
 class FakeEngine:
     """`work` steps to do, each sleeping `cost` seconds and producing one output."""
 
-    def __init__(self, name: str, work: int = 0, cost: float = 0.0, urgent: bool = False) -> None:
-        self.name, self.work, self.cost, self.urgent = name, work, cost, urgent
+    def __init__(
+        self, name: str, work: int = 0, cost: float = 0.0, urgent: bool = False, rows: int = 1
+    ) -> None:
+        self.name, self.work, self.cost, self.urgent, self.rows = name, work, cost, urgent, rows
         self.threads: set[str] = set()
         self.log: list[str] | None = None
 
@@ -22,6 +24,9 @@ class FakeEngine:
 
     def is_urgent(self) -> bool:
         return self.urgent
+
+    def demand(self) -> int:
+        return self.rows
 
     def step(self) -> list:
         self.threads.add(threading.current_thread().name)
@@ -96,6 +101,26 @@ def test_device_time_is_shared_fairly_between_busy_engines():
     before_last_slow = log[: len(log) - log[::-1].index("slow")]
     # ~3 fast steps per slow one: 0.03 s of device time each way.
     assert 8 <= before_last_slow.count("fast") <= 16
+
+
+def test_device_time_follows_the_requests_each_engine_serves():
+    # Same step cost, but `big` serves 4 sequences per step and `small` 1: ~4 big steps per small one.
+    executor = DeviceExecutor("per-request", StepPolicy())
+    big, small = FakeEngine("big", 100, cost=0.01, rows=4), FakeEngine("small", 5, cost=0.01)
+    log: list[str] = []
+    big.log = small.log = log
+    executor.start()
+    try:
+        gate = threading.Event()
+        executor.call(gate.wait)
+        executor.attach("big", big, lambda o: None, lambda e: None)
+        executor.attach("small", small, lambda o: None, lambda e: None)
+        gate.set()
+        _wait_until(lambda: small.work == 0)
+    finally:
+        executor.stop()
+    before_last_small = log[: len(log) - log[::-1].index("small")]
+    assert 14 <= before_last_small.count("big") <= 22
 
 
 def test_a_failing_step_is_reported_and_the_others_go_on(executor):

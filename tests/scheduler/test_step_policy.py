@@ -11,10 +11,16 @@ def _policy(*names: str, slack: float = 0.25, **weights: float) -> StepPolicy:
     return policy
 
 
-def _run(policy: StepPolicy, steps: int, cost: dict[str, float], urgent: frozenset = frozenset()) -> list:
-    order = []
+def _run(
+    policy: StepPolicy,
+    steps: int,
+    cost: dict[str, float],
+    urgent: frozenset = frozenset(),
+    demand: dict[str, int] | None = None,
+) -> list:
+    order, demand = [], demand or {}
     for _ in range(steps):
-        name = policy.pick(Candidate(n, n in urgent) for n in cost)
+        name = policy.pick(Candidate(n, n in urgent, demand.get(n, 1)) for n in cost)
         order.append(name)
         policy.charge(name, cost[name])
     return order
@@ -38,6 +44,26 @@ def test_equal_weights_share_device_time_not_step_count():
     assert order == ["a", "b", "a", "a", "b", "a", "a", "a"]
     assert policy.virtual_time("a") == 1.5
     assert policy.virtual_time("b") == 1.5
+
+
+def test_device_time_is_shared_per_request_not_per_model():
+    # a serves 6 sequences per step, b 2; steps cost the same: a gets 3 steps for each of b's.
+    policy = _policy("a", "b")
+    order = _run(policy, 8, {"a": 0.75, "b": 0.75}, demand={"a": 6, "b": 2})
+    # At each tie b goes first: it has waited longer.
+    assert order == ["a", "b", "a", "a", "b", "a", "a", "a"]
+    assert policy.virtual_time("a") == 0.75  # six steps of 0.75 s over 6 sequences
+    assert policy.virtual_time("b") == 0.75  # two steps of 0.75 s over 2 sequences
+
+
+def test_demand_is_the_one_of_the_step_charged():
+    policy = _policy("a")
+    assert policy.pick([Candidate("a", demand=4)]) == "a"
+    policy.charge("a", 1.0)
+    assert policy.virtual_time("a") == 0.25
+    assert policy.pick([Candidate("a", demand=1)]) == "a"
+    policy.charge("a", 1.0)
+    assert policy.virtual_time("a") == 1.25
 
 
 def test_weights_scale_the_share():
@@ -87,6 +113,9 @@ def test_bad_arguments_are_refused():
         policy.register("b", 0)
     with pytest.raises(ValueError, match="step_seconds"):
         policy.charge("a", -0.1)
+    for demand in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="demand"):
+            Candidate("a", demand=demand)
 
 
 def test_charging_a_removed_engine_is_ignored():

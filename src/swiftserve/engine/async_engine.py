@@ -39,6 +39,10 @@ class ChatSteppable:
         # A request still waiting for its first token: time to first token is what users feel.
         return any(r.first_token_time is None for r in self.engine.requests.values())
 
+    def demand(self) -> int:
+        # Sequences a step can serve: the unfinished ones, as many as one batch holds.
+        return max(1, min(len(self.engine.requests), self.engine.config.scheduler.max_num_seqs))
+
     def step(self) -> list[RequestOutput]:
         return self.engine.step()
 

@@ -43,6 +43,10 @@ class Steppable(Protocol):
         """Its next step serves an embedding batch or a request waiting for its first token."""
         ...
 
+    def demand(self) -> int:
+        """Sequences (or inputs) its next step serves, >= 1: its fair share scales with it."""
+        ...
+
     def step(self) -> list[Any]: ...
 
 
@@ -161,7 +165,8 @@ class DeviceExecutor:
         for name, attached in self._engines.items():
             try:
                 if attached.engine.has_work():
-                    ready.append(Candidate(name, attached.engine.is_urgent()))
+                    engine = attached.engine
+                    ready.append(Candidate(name, engine.is_urgent(), engine.demand()))
             except Exception as exc:  # noqa: BLE001 - a broken engine must not stop the others
                 self._fail(name, attached, exc)
         return ready

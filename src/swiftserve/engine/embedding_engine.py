@@ -189,6 +189,9 @@ class EmbeddingEngine:
     def is_urgent(self) -> bool:
         return True  # a waiting embedding batch is latency-sensitive (it gates a chain's next step)
 
+    def demand(self) -> int:
+        return max(1, min(len(self._pending), self.max_batch_size))
+
     def step(self) -> list[_Done]:
         batch = self._next_batch(self._pending)
         requests = list(dict.fromkeys(request for request, _ in batch))
