@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
+from swiftserve.engine import errors as engine
+
 
 class RouterError(Exception):
     """Base of the errors a request can get from the router."""
@@ -58,3 +63,64 @@ class LoadTimeoutError(RouterError, TimeoutError):
 
 class RouterClosedError(RouterError):
     """The router is shutting down."""
+
+
+class InvalidParameterError(RouterError, ValueError):
+    """A request parameter the model cannot serve (a sampling value out of range, an empty
+    prompt, messages the chat template cannot render); `param` names it."""
+
+    def __init__(self, param: str | None, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class ContextLengthError(RouterError, ValueError):
+    """The prompt plus the completion budget does not fit the model's context. `param` is what to
+    shorten: "max_tokens" when a requested budget overflows, else the prompt's own name."""
+
+    def __init__(self, num_prompt_tokens: int, max_tokens: int, max_model_len: int, param: str) -> None:
+        super().__init__(
+            f"the model's maximum context length is {max_model_len} tokens; the request needs "
+            f"{num_prompt_tokens + max_tokens} ({num_prompt_tokens} in the prompt, "
+            f"{max_tokens} for the completion)"
+        )
+        self.num_prompt_tokens, self.max_tokens = num_prompt_tokens, max_tokens
+        self.max_model_len = max_model_len
+        self.param = param
+
+
+class QueueFullError(RouterError):
+    """The model's engine holds its maximum number of waiting requests; retry shortly."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"the request queue of the model {name!r} is full; retry shortly")
+        self.name = name
+
+
+class RequestAbortedError(RouterError):
+    """The engine ended the request early (finish reason "abort": shutdown or an engine failure)."""
+
+
+def from_engine_error(exc: BaseException, name: str) -> BaseException:
+    """The router's error for an engine's typed one (so callers catch one family); else `exc`."""
+    if isinstance(exc, RouterError):
+        return exc
+    if isinstance(exc, engine.QueueFullError):
+        return QueueFullError(name)
+    if isinstance(exc, engine.ContextLengthError):
+        return ContextLengthError(exc.num_prompt_tokens, exc.max_tokens, exc.max_model_len, "max_tokens")
+    if isinstance(exc, ValueError):  # the engine's own checks of a request (token ids, sizes)
+        return InvalidParameterError(None, str(exc))
+    return exc
+
+
+@contextlib.contextmanager
+def engine_errors_as_router_errors(name: str) -> Iterator[None]:
+    """Re-raises an engine's typed error of model `name` as the router's (from_engine_error)."""
+    try:
+        yield
+    except Exception as exc:
+        error = from_engine_error(exc, name)
+        if error is exc:
+            raise
+        raise error from exc

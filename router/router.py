@@ -1,11 +1,14 @@
 """The request path for many models in one process: every generate and embed goes through here.
 
 The router owns the model pool (model_pool.py: residency, loads, evictions, scale to zero) and
-hands out one handle per model. A handle looks like an engine to the server (tokenizer,
-max_model_len, generate / embed, stats), and each call on it
-1. acquires the model in the pool, so it cannot be evicted under the request;
-2. loads it if it is cold (the request waits: queued, not refused) and times that cold start;
-3. runs the request on the resident model, and releases the model when the request ends.
+hands out one handle per model. Two levels of call:
+- requests (`chat`, `complete`, `open_chat`, `open_completion`; generation.py): messages or
+  prompts in, token ids, context check, completion budget, n choices, deltas and usage out, as
+  plain dataclasses (request_types.py). The HTTP routes and the Python `Server` call these.
+- per model (`generate`, `embed`): one request on one model, which
+  1. acquires the model in the pool, so it cannot be evicted under the request;
+  2. loads it if it is cold (the request waits: queued, not refused) and times that cold start;
+  3. runs the request on the resident model, and releases the model when the request ends.
 Typed errors (errors.py) come out of every call; the server maps them to HTTP in one place.
 """
 
@@ -16,8 +19,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from swiftserve.router import errors
+from swiftserve.router import errors, generation
 from swiftserve.router.model_pool import ModelPool
+from swiftserve.router.prompts import DEFAULT_MAX_TOKENS
+from swiftserve.router.request_types import Generation, GenerationStream
 from swiftserve.scheduler.residency_types import Policy, State
 
 from swiftserve.engine.served_model import ChatModel, EmbeddingModel, ServedModel
@@ -39,27 +44,44 @@ class ModelInfo:
     num_loads: int
     num_unloads: int
     last_error: str | None
+    source: str = ""  # what was loaded (alias, folder, .gguf): part of the server's fingerprint
 
 
 class Router:
     """See the module docstring. Build it, `add` models, then `start` on the serving loop."""
 
-    def __init__(self, pool: ModelPool, on_cold_start: ColdStartHook | None = None) -> None:
+    def __init__(
+        self,
+        pool: ModelPool,
+        on_cold_start: ColdStartHook | None = None,
+        default_max_tokens: int = DEFAULT_MAX_TOKENS,
+    ) -> None:
+        if default_max_tokens < 1:
+            raise ValueError(f"default_max_tokens must be >= 1, got {default_max_tokens}")
         self.pool = pool
         self.on_cold_start = on_cold_start or (lambda name, seconds: None)
+        # The completion budget of a request that names none (capped by what the context leaves).
+        self.default_max_tokens = default_max_tokens
         self._handles: dict[str, ChatHandle | EmbeddingHandle] = {}
+        self._sources: dict[str, str] = {}
         self._closed = False
 
     # -- configuration ----------------------------------------------------------------------------
     def add(
-        self, model: ServedModel, policy: Policy | str, idle_timeout_s: float | None = None, priority: int = 0
+        self,
+        model: ServedModel,
+        policy: Policy | str,
+        idle_timeout_s: float | None = None,
+        priority: int = 0,
+        source: str = "",
     ) -> None:
         """Registers a cold model (BudgetError if it could never fit beside the pinned ones)."""
         if model.name in self._handles:
-            raise ValueError(f"two models are served as {model.name!r}")
+            raise ValueError(f"two models are served as {model.name!r}; name them with served_name=spec")
         self.pool.add(model, policy, idle_timeout_s, priority)
         handle_type = ChatHandle if model.kind == "chat" else EmbeddingHandle
         self._handles[model.name] = handle_type(self, model)
+        self._sources[model.name] = source
 
     def handle(self, name: str, kind: str | None = None) -> ChatHandle | EmbeddingHandle:
         """The handle of `name`; WrongKindError when it is not a `kind` model."""
@@ -109,12 +131,43 @@ class Router:
             num_loads=len(entry.load_seconds),
             num_unloads=entry.num_unloads,
             last_error=entry.last_error,
+            source=self._sources.get(name, ""),
         )
 
     def models(self) -> list[ModelInfo]:
         return [self.info(name) for name in self._handles]
 
-    # -- the request path -------------------------------------------------------------------------
+    # -- requests ---------------------------------------------------------------------------------
+    async def open_chat(
+        self, model: str, messages: list[dict], max_tokens: int | None = None, **sampling: Any
+    ) -> GenerationStream:
+        """Starts a reply to `messages` ({"role", "content"} dicts); `sampling` holds SamplingParams
+        fields (n, temperature, stop, logprobs, ...). Returns once the request is admitted."""
+        default = self.default_max_tokens
+        return await generation.open_chat(self, model, messages, max_tokens, sampling, default)
+
+    async def chat(
+        self, model: str, messages: list[dict], max_tokens: int | None = None, **sampling: Any
+    ) -> Generation:
+        """The whole reply to `messages`; see open_chat."""
+        return await generation.collect(await self.open_chat(model, messages, max_tokens, **sampling))
+
+    async def open_completion(
+        self, model: str, prompt: str | list, max_tokens: int | None = None, **sampling: Any
+    ) -> GenerationStream:
+        """Starts completions of a prompt (text or token ids) or a list of prompts; choice
+        `prompt_index * n + i` is the i-th completion of that prompt."""
+        return await generation.open_completion(
+            self, model, prompt, max_tokens, sampling, self.default_max_tokens
+        )
+
+    async def complete(
+        self, model: str, prompt: str | list, max_tokens: int | None = None, **sampling: Any
+    ) -> Generation:
+        """The whole of the completions; see open_completion."""
+        return await generation.collect(await self.open_completion(model, prompt, max_tokens, **sampling))
+
+    # -- one request on one model -------------------------------------------------------------------
     async def generate(
         self, name: str, prompt: str | list[int], params: Any, request_id: str | None = None
     ) -> AsyncIterator[Any]:
@@ -139,7 +192,8 @@ class Router:
         self.handle(name, "embedding")
         arrival = time.perf_counter()
         async with self.pool.use(name) as (model, was_cold):
-            result = await model.embed(inputs)
+            with errors.engine_errors_as_router_errors(name):
+                result = await model.embed(inputs)
         if was_cold:
             self.on_cold_start(name, time.perf_counter() - arrival)
         return result

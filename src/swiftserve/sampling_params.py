@@ -94,6 +94,14 @@ class SamplingParams:
         return self.temperature == 0.0
 
 
+class SamplingParamError(ValueError):
+    """An invalid field; `param` names it, so callers need not read the message."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(f"{param} {message}")
+        self.param = param
+
+
 def _check(ok: bool, name: str, message: str) -> None:
     if not ok:
-        raise ValueError(f"{name} {message}")
+        raise SamplingParamError(name, message)

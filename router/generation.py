@@ -1,0 +1,165 @@
+"""The request path of chat and text completions, over the router's per-model `generate`.
+
+1. The prompt becomes token ids: a conversation through the model's chat template (whose text
+   already holds the special tokens), a text prompt with the tokenizer's special tokens; token
+   ids pass as they are (the engine checks them against its vocabulary).
+2. Each prompt gets its completion budget (prompts.resolve_max_tokens) and its SamplingParams.
+3. Every prompt is submitted at once (so their prefills share engine steps) and each one's first
+   output is awaited: a full queue or a bad parameter is raised here, before a caller has sent
+   anything (an HTTP route can still answer with a status).
+4. The outputs are merged and turned into per-choice deltas (deltas.py); `collect` folds them
+   into one Generation for callers that do not stream.
+The router is duck-typed here (`handle`, `generate`): router.py imports this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from swiftserve.router.deltas import DeltaTracker
+from swiftserve.router.errors import InvalidParameterError, engine_errors_as_router_errors
+from swiftserve.router.merge import merge
+from swiftserve.router.prompts import render_chat, resolve_max_tokens, sampling_params, tokenize
+from swiftserve.router.request_types import Choice, Generation, GenerationStep, GenerationStream
+
+from swiftserve.outputs import RequestOutput
+
+Prompt = str | list[int]
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+async def open_chat(
+    router: Any,
+    model: str,
+    messages: list[dict],
+    max_tokens: int | None,
+    sampling: Mapping[str, Any],
+    default_max_tokens: int,
+) -> GenerationStream:
+    """Starts a reply to `messages` on chat model `model`."""
+    handle = router.handle(model, "chat")
+    text = render_chat(handle, messages)
+    ids = await tokenize(handle.tokenizer, text, add_special_tokens=False)
+    return await _open(router, handle, [ids], max_tokens, sampling, "messages", default_max_tokens)
+
+
+async def open_completion(
+    router: Any,
+    model: str,
+    prompts: Prompt | list[Prompt],
+    max_tokens: int | None,
+    sampling: Mapping[str, Any],
+    default_max_tokens: int,
+) -> GenerationStream:
+    """Starts completions of one prompt (text or token ids) or of a list of them."""
+    handle = router.handle(model, "chat")
+    ids = [await _prompt_ids(handle, prompt) for prompt in _as_prompts(prompts)]
+    return await _open(router, handle, ids, max_tokens, sampling, "prompt", default_max_tokens)
+
+
+def _as_prompts(prompts: Prompt | list[Prompt]) -> list[Prompt]:
+    if not prompts:
+        raise InvalidParameterError("prompt", "The prompt is empty: it must hold at least one token.")
+    if isinstance(prompts, str) or all(isinstance(t, int) for t in prompts):
+        return [prompts]
+    return list(prompts)
+
+
+async def _prompt_ids(handle: Any, prompt: Prompt) -> list[int]:
+    if isinstance(prompt, str):
+        return await tokenize(handle.tokenizer, prompt, add_special_tokens=True)
+    return list(prompt)
+
+
+async def _open(
+    router: Any,
+    handle: Any,
+    prompt_ids: list[list[int]],
+    max_tokens: int | None,
+    sampling: Mapping[str, Any],
+    prompt_param: str,
+    default_max_tokens: int,
+) -> GenerationStream:
+    params = [
+        sampling_params(
+            resolve_max_tokens(handle.max_model_len, len(ids), max_tokens, prompt_param, default_max_tokens),
+            sampling,
+        )
+        for ids in prompt_ids
+    ]
+    opened = await asyncio.gather(
+        *(_first_output(router, handle.name, ids, p) for ids, p in zip(prompt_ids, params, strict=True)),
+        return_exceptions=True,
+    )
+    failures = [r for r in opened if isinstance(r, BaseException)]
+    if failures:
+        for stream in opened:
+            if not isinstance(stream, BaseException):
+                await stream.aclose()
+        raise failures[0]
+    n = params[0].n
+    return GenerationStream(handle.name, n, prompt_ids, _steps(list(opened), DeltaTracker(n)))
+
+
+async def _first_output(router: Any, name: str, ids: list[int], params: Any) -> AsyncIterator[RequestOutput]:
+    """The request's outputs, the first one already awaited (so its errors are raised here)."""
+    gen = router.generate(name, ids, params, new_id("req"))
+    try:
+        with engine_errors_as_router_errors(name):
+            first = await gen.__anext__()
+    except StopAsyncIteration:
+        raise RuntimeError(f"the model {name!r} returned no output") from None
+    except BaseException:  # cancelled too: the engine's generator must close (abort) either way
+        await gen.aclose()
+        raise
+    return _chain(first, gen)
+
+
+async def _chain(first: RequestOutput, gen: AsyncIterator[RequestOutput]) -> AsyncIterator[RequestOutput]:
+    async with contextlib.aclosing(gen):
+        yield first
+        async for output in gen:
+            yield output
+
+
+async def _steps(
+    streams: list[AsyncIterator[RequestOutput]], tracker: DeltaTracker
+) -> AsyncIterator[GenerationStep]:
+    async with contextlib.aclosing(merge(streams)) as outputs:
+        async for prompt_index, output in outputs:
+            yield tracker.step(prompt_index, output)
+
+
+async def collect(stream: GenerationStream) -> Generation:
+    """Runs an open request to its end and returns the whole of it."""
+    num_choices = len(stream.prompt_token_ids) * stream.n
+    texts = [""] * num_choices
+    token_ids: list[list[int]] = [[] for _ in range(num_choices)]
+    logprobs: list[list | None] = [None] * num_choices
+    finish_reasons: list[str | None] = [None] * num_choices
+    prompt_logprobs: list = [None] * len(stream.prompt_token_ids)
+    usage = None
+    async with contextlib.aclosing(stream.steps) as steps:
+        async for step in steps:
+            usage = step.usage
+            if step.prompt_logprobs is not None:
+                prompt_logprobs[step.prompt_index] = step.prompt_logprobs
+            for delta in step.deltas:
+                i = delta.index
+                texts[i] += delta.text
+                token_ids[i] += delta.token_ids
+                if delta.logprobs is not None:
+                    logprobs[i] = (logprobs[i] or []) + delta.logprobs
+                finish_reasons[i] = delta.finish_reason or finish_reasons[i]
+    choices = [
+        Choice(i, i // stream.n, texts[i], token_ids[i], logprobs[i], finish_reasons[i])
+        for i in range(num_choices)
+    ]
+    return Generation(stream.model, choices, usage, stream.prompt_token_ids, prompt_logprobs)
