@@ -8,6 +8,8 @@ text, stop checks, freeing finished sequences).
 from __future__ import annotations
 
 import itertools
+import logging
+import math
 import time
 from dataclasses import dataclass, replace
 
@@ -24,7 +26,10 @@ from swiftserve.model_runner.sampler import SamplingState
 from swiftserve.outputs import RequestOutput
 from swiftserve.sampling_params import SamplingParams
 from swiftserve.scheduler.batch_scheduler import Scheduler
+from swiftserve.scheduler.kv_demand import KvUsage
 from swiftserve.scheduler.sequence import Sequence
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,6 +40,8 @@ class EngineStats:
     num_total_blocks: int
     kv_cache_usage: float
     num_preemptions: int
+    num_used_blocks: int = 0
+    is_waiting_for_blocks: bool = False  # the last step left a request waiting for KV blocks
 
 
 def wanted_max_model_len(config: EngineConfig, model_limit: int) -> int:
@@ -51,9 +58,13 @@ class LLMEngine:
         self.tokenizer = load_tokenizer(self.folder)
         self.runner = ModelRunner(config, self.folder, hf_config)
         self.max_model_len = self._max_model_len()
+        # The pool starts at the runner's maximum (lazily committed on CPU); resize_kv moves it.
         self.scheduler = Scheduler(
-            replace(config.scheduler, max_model_len=self.max_model_len), self.runner.num_blocks
+            replace(config.scheduler, max_model_len=self.max_model_len), self.runner.max_num_blocks
         )
+        # One max_model_len sequence must always fit, or a long request could wait forever.
+        self.num_floor_blocks = math.ceil(self.max_model_len / config.scheduler.block_size)
+        self._warned_kv_cap = False
         self.requests: dict[str, Request] = {}
         self._completions: dict[int, Completion] = {}  # seq id -> completion
         self._ids = itertools.count()
@@ -61,7 +72,7 @@ class LLMEngine:
     def _max_model_len(self) -> int:
         model_limit = self.runner.model_config.max_position_embeddings
         wanted = wanted_max_model_len(self.config, model_limit)
-        capacity = self.runner.num_blocks * self.config.scheduler.block_size
+        capacity = self.runner.max_num_blocks * self.config.scheduler.block_size
         if wanted > model_limit:
             raise ValueError(f"max_model_len {wanted} exceeds the model's limit of {model_limit} positions")
         if wanted > capacity:
@@ -216,6 +227,41 @@ class LLMEngine:
                 self.scheduler.abort(completion.seq)
         return request
 
+    # -- the KV cache that follows demand ------------------------------------------------------
+    def resize_kv(self, num_blocks: int) -> int:
+        """Resize the KV block pool to num_blocks, kept within [floor, the cache's maximum]; the
+        number of blocks still backed by memory (more than asked while in-use tail blocks keep a
+        shrink waiting: call again later to finish it). The memory of dropped blocks goes back.
+        Run it where the engine steps (the executor thread), never during a step."""
+        wanted = max(num_blocks, self.num_floor_blocks)
+        if wanted > self.runner.max_num_blocks and not self._warned_kv_cap:
+            self._warned_kv_cap = True  # once: a starved model asks on every tick
+            logger.warning(
+                "%s: the KV cache cannot grow past %d blocks (%s)",
+                self.model_name,
+                self.runner.max_num_blocks,
+                "its kv_cache_memory" if self.runner.kv_cache.commits_on_use else "allocated at load on CUDA",
+            )
+        backed_before = self.scheduler.block_manager.num_backed_blocks
+        backed = self.scheduler.resize(min(wanted, self.runner.max_num_blocks))
+        self.runner.release_kv_blocks(backed, backed_before)
+        return backed
+
+    def kv_usage(self) -> KvUsage:
+        bm = self.scheduler.block_manager
+        return KvUsage(
+            num_used_blocks=bm.num_used_blocks,
+            num_blocks=bm.num_blocks,
+            num_backed_blocks=bm.num_backed_blocks,
+            num_floor_blocks=self.num_floor_blocks,
+            num_max_blocks=self.runner.max_num_blocks,
+            is_waiting_for_blocks=self._is_waiting_for_blocks(),
+            commits_on_use=self.runner.kv_cache.commits_on_use,
+        )
+
+    def _is_waiting_for_blocks(self) -> bool:
+        return self.scheduler.is_short_of_blocks and bool(self.scheduler.waiting)
+
     def stats(self) -> EngineStats:
         bm = self.scheduler.block_manager
         return EngineStats(
@@ -225,4 +271,6 @@ class LLMEngine:
             num_total_blocks=bm.num_blocks,
             kv_cache_usage=bm.usage,
             num_preemptions=self.scheduler.num_preemptions,
+            num_used_blocks=bm.num_used_blocks,
+            is_waiting_for_blocks=self._is_waiting_for_blocks(),
         )

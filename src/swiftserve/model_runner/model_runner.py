@@ -9,7 +9,7 @@ import torch
 
 from swiftserve.config import EngineConfig
 from swiftserve.model_runner.input_batch import prepare_inputs
-from swiftserve.model_runner.kv_cache import allocate_kv_cache, num_blocks_for_budget
+from swiftserve.model_runner.kv_cache import num_blocks_for_budget, reserve_kv_cache
 from swiftserve.model_runner.logits import float32_logits
 from swiftserve.model_runner.model_loader import load_model, resolve_device, resolve_dtype
 from swiftserve.model_runner.prompt_logprobs import PromptLogprobs, compute_prompt_logprobs
@@ -37,17 +37,28 @@ class ModelRunner:
             folder, hf_config, self.dtype, self.device, config.load_format, config.kernel_backend, config.seed
         )
         self.model_config = self.model.config
+        # kv_cache_memory is the most this model's cache may grow to: reserved (CPU) or allocated
+        # (CUDA) whole, used as far as the engine's block pool is sized (kv_cache.py).
         budget = config.kv_cache_memory or DEFAULT_KV_CACHE_MEMORY
-        self.num_blocks = num_blocks_for_budget(self.model_config, self.block_size, self.dtype, budget)
-        self.kv_cache = allocate_kv_cache(
-            self.model_config, self.num_blocks, self.block_size, self.dtype, self.device
+        num_blocks = num_blocks_for_budget(self.model_config, self.block_size, self.dtype, budget)
+        self.kv_cache = reserve_kv_cache(
+            self.model_config, num_blocks, self.block_size, self.dtype, self.device
         )
         for i, attn in enumerate(self.model.attention_layers()):
-            attn.k_cache, attn.v_cache = self.kv_cache[i, 0], self.kv_cache[i, 1]
+            attn.k_cache, attn.v_cache = self.kv_cache.layer(i)
         # The engine's own RNG for unseeded random rows: reproducible from config.seed, and no
         # other model (or torch.manual_seed) moves it.
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.sampler = Sampler(self.model_config.vocab_size, self.generator)
+
+    @property
+    def max_num_blocks(self) -> int:
+        """The most KV blocks this runner's cache can hold."""
+        return self.kv_cache.num_blocks
+
+    def release_kv_blocks(self, first_block: int, end_block: int) -> None:
+        """Hand back the memory of blocks [first_block, end_block), which no sequence holds (CPU)."""
+        self.kv_cache.release(first_block, end_block)
 
     @torch.inference_mode()
     def run(self, out: SchedulerOutput, states: dict[int, SamplingState]) -> StepResult:
