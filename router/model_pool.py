@@ -11,6 +11,9 @@ event loop:
 3. A failed load puts the model back to cold with the error kept in its state and logged; the
    next request tries again.
 4. A reaper unloads on-demand models idle past their timeout (scale to zero).
+5. Each chat model's KV cache follows demand (router/kv_controller.py): it gets a first step at
+   load, grows or shrinks on the reaper's tick, and gives blocks back before a load that the
+   ledger planned to take them for proceeds.
 Everything runs on one asyncio loop, so the ledger is never touched from two threads.
 """
 
@@ -20,14 +23,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from swiftserve.router import errors
+from swiftserve.router.kv_controller import KvController, ResizableKV
 from swiftserve.scheduler import residency_types as rt
 from swiftserve.scheduler.residency import ResidencyManager
 from swiftserve.scheduler.residency_types import LoadDecision, ModelBudget, Policy, State
 
+from swiftserve.engine.errors import ModelNotLoadedError
 from swiftserve.engine.served_model import ServedModel
 
 logger = logging.getLogger("swiftserve.router")
@@ -62,6 +67,7 @@ class ModelPool:
         reap_interval_s: float = REAP_INTERVAL_S,
     ) -> None:
         self.ledger = ResidencyManager(budget_bytes, clock)
+        self.kv = KvController(self.ledger)
         self.load_timeout_s = load_timeout_s
         self.reap_interval_s = reap_interval_s
         self._entries: dict[str, PoolEntry] = {}
@@ -156,6 +162,9 @@ class ModelPool:
             elif state is State.UNLOADING:
                 await self._settle(name)
             else:
+                await self._report_kv_usage()  # so the ledger takes back only blocks unused now
+                if self.ledger.state(name) is not State.COLD:  # another request got there first
+                    continue
                 decision = self.ledger.admit(name)
                 if decision.admitted:
                     entry.load_task = asyncio.create_task(self._load(name, decision), name=f"load-{name}")
@@ -178,6 +187,8 @@ class ModelPool:
     async def _load(self, name: str, decision: LoadDecision) -> None:
         entry = self._entries[name]
         try:
+            for other in decision.shrink:
+                await self._kv_step(other, self.kv.reclaim)
             evictions = [self._start_unload(v) for v in decision.evict]
             await asyncio.gather(*evictions)
             for other in decision.wait_for:
@@ -196,6 +207,7 @@ class ModelPool:
         entry.load_seconds.append(seconds)
         logger.info("loaded %s in %.2f s", name, seconds)
         self.on_load(name, seconds)
+        await self._kv_step(name, self.kv.on_loaded)
 
     async def _settle(self, name: str) -> None:
         """Waits for a load or an unload of `name` in progress, whatever its outcome."""
@@ -252,3 +264,29 @@ class ModelPool:
                 await self.reap()
             except Exception:  # noqa: BLE001 - keep reaping
                 logger.exception("idle unload failed")
+            await self.follow_kv_demand()
+
+    # -- KV that follows demand -------------------------------------------------------------------
+    async def follow_kv_demand(self) -> None:
+        """One controller tick for every resident chat model; wakes waiting loads if memory freed."""
+        free_before = self.ledger.free_bytes()
+        for name in list(self._entries):
+            await self._kv_step(name, self.kv.tick)
+        if self.ledger.free_bytes() > free_before:
+            self._notify()
+
+    async def _report_kv_usage(self) -> None:
+        for name in list(self._entries):
+            await self._kv_step(name, self.kv.report)
+
+    async def _kv_step(self, name: str, step: Callable[[ResizableKV], Awaitable[None]]) -> None:
+        """Runs one controller step on `name` if it is a resident model with a resizable KV cache."""
+        model = self._entries[name].model
+        if self.ledger.state(name) is not State.RESIDENT or not isinstance(model, ResizableKV):
+            return
+        try:
+            await step(model)
+        except ModelNotLoadedError:  # it began unloading meanwhile: nothing left to resize
+            pass
+        except Exception:  # noqa: BLE001 - the KV size is an optimisation; serving goes on
+            logger.exception("resizing the KV cache of %s failed", name)

@@ -3,11 +3,16 @@
 Cold, it knows what the server validates with (tokenizer, chat template, max_model_len) and its
 footprint, from the folder's config and safetensors headers; the folder must be prepared already
 (`swiftserve pull`), so building a handle never downloads on a request's path.
+
+Loaded, its KV cache starts at the floor its footprint counts (one max_model_len sequence) and is
+resized by whoever keeps the memory budget (router/kv_controller.py), through `resize_kv`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 from swiftserve.config import EngineConfig
 from swiftserve.engine.async_engine import AsyncEngine
@@ -21,9 +26,12 @@ from swiftserve.loader import apply_chat_template, load_config, load_tokenizer, 
 from swiftserve.model_runner.model_loader import resolve_device, resolve_dtype
 from swiftserve.outputs import RequestOutput
 from swiftserve.sampling_params import SamplingParams
+from swiftserve.scheduler.kv_demand import KvUsage
 
 # LlamaConfig.from_hf's default when a config names no limit.
 _DEFAULT_MAX_POSITIONS = 2048
+
+T = TypeVar("T")
 
 
 class LocalChatModel(ServedHandle):
@@ -68,9 +76,32 @@ class LocalChatModel(ServedHandle):
         if self._engine is not None:
             self._engine.abort(request_id)
 
+    # -- the KV cache -----------------------------------------------------------------------------
+    async def kv_usage(self) -> KvUsage:
+        """The engine's KV use, read between two steps; ModelNotLoadedError while cold."""
+        engine = self._resident_engine().engine
+        return await self._on_executor(engine.kv_usage)
+
+    async def resize_kv(self, num_blocks: int) -> KvUsage:
+        """LLMEngine.resize_kv between two steps; the usage after it."""
+        engine = self._resident_engine().engine
+
+        def resize() -> KvUsage:
+            engine.resize_kv(num_blocks)
+            return engine.kv_usage()
+
+        return await self._on_executor(resize)
+
+    async def _on_executor(self, fn: Callable[[], T]) -> T:
+        return await asyncio.wrap_future(self.executor.call(fn))
+
     # -- ServedHandle -----------------------------------------------------------------------------
     def _build(self) -> AsyncEngine:
-        return AsyncEngine(self.config, self.executor, self.name)
+        engine = AsyncEngine(self.config, self.executor, self.name)
+        # Not attached to the executor yet, so nothing else touches it: start at the floor the
+        # footprint counts; the budget's keeper grows it (a reserved range on CPU costs nothing).
+        engine.engine.resize_kv(self._footprint.kv_floor_blocks)
+        return engine
 
     async def _stop(self, engine: AsyncEngine) -> None:
         await engine.shutdown()

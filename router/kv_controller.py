@@ -1,0 +1,104 @@
+"""Carries the residency ledger's KV decisions out on the engines: the cache follows demand.
+
+The ledger (scheduler/residency.py) counts each resident chat model's KV blocks; this controller
+keeps every engine's block pool within that count:
+1. On load: the model starts at its floor; it asks the ledger for a first step
+   (`kv_demand.initial_target`) and resizes the engine to what was granted.
+2. On each pool tick: it reports the engine's use to the ledger, then grows a starved engine by
+   what `grow_kv` grants, or shrinks a mostly idle one and hands the blocks back (`KvDemand`).
+3. When a load's admission plan takes unused blocks back from a model, the ledger has already
+   counted them as gone: the engine is shrunk to its new count before the load proceeds. A shrink
+   waits for in-use tail blocks, so what is still backed is trimmed again on later ticks.
+The engine never has more usable blocks than the ledger counts; the memory behind retired tail
+blocks may lag for as long as a sequence holds one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol, runtime_checkable
+
+from swiftserve.scheduler.kv_demand import KvDemand, KvUsage, initial_target
+from swiftserve.scheduler.residency import ResidencyManager
+from swiftserve.scheduler.residency_types import State
+
+logger = logging.getLogger("swiftserve.router")
+
+
+@runtime_checkable
+class ResizableKV(Protocol):
+    """A served model whose KV cache can be resized (engine/chat_model.LocalChatModel)."""
+
+    name: str
+
+    async def kv_usage(self) -> KvUsage: ...
+
+    async def resize_kv(self, num_blocks: int) -> KvUsage: ...
+
+
+class KvController:
+    """See the module docstring. Runs on the event loop, as the ledger does."""
+
+    def __init__(self, ledger: ResidencyManager) -> None:
+        self.ledger = ledger
+        self._demand: dict[str, KvDemand] = {}
+
+    async def on_loaded(self, model: ResizableKV) -> None:
+        """Give a model that just became resident its first step beyond the floor."""
+        self._demand[model.name] = KvDemand()
+        usage = await model.kv_usage()
+        if self._is_resident(model.name):
+            await self._resize(model, usage, initial_target(usage))
+
+    async def tick(self, model: ResizableKV) -> None:
+        """Report use, then grow, shrink or finish a waiting shrink (the module docstring, step 2)."""
+        usage = await model.kv_usage()
+        if not self._is_resident(model.name):
+            return
+        self._report(model.name, usage)
+        target = self._demand.setdefault(model.name, KvDemand()).target(usage)
+        is_waiting_shrink = usage.num_backed_blocks > usage.num_blocks
+        is_over_grant = usage.num_blocks > self.ledger.kv_blocks(model.name)
+        if target != usage.num_blocks or is_waiting_shrink or is_over_grant:
+            await self._resize(model, usage, target)
+
+    async def report(self, model: ResizableKV) -> None:
+        """Tell the ledger the engine's use now (before an admission decides what to take back)."""
+        usage = await model.kv_usage()
+        if self._is_resident(model.name):
+            self._report(model.name, usage)
+
+    async def reclaim(self, model: ResizableKV) -> None:
+        """Shrink the engine to the count the ledger left it after taking blocks back (step 3)."""
+        target = self.ledger.kv_blocks(model.name)
+        usage = await model.resize_kv(target)
+        if usage.num_backed_blocks > target:
+            logger.info(
+                "%s: %d KV blocks still in use past its new size %d; they go as they are freed",
+                model.name,
+                usage.num_backed_blocks - target,
+                target,
+            )
+
+    async def _resize(self, model: ResizableKV, usage: KvUsage, target: int) -> None:
+        name = model.name
+        granted = self.ledger.kv_blocks(name)
+        if target > usage.num_blocks and target > granted:
+            granted += self.ledger.grow_kv(name, target - granted)
+        after = await model.resize_kv(min(target, granted))
+        if not self._is_resident(name):
+            return
+        self._report(name, after)
+        surplus = self.ledger.kv_blocks(name) - after.num_backed_blocks
+        if surplus > 0:  # grown less than granted, or shrunk: the ledger takes the rest back
+            self.ledger.shrink_kv(name, surplus)
+
+    def _report(self, name: str, usage: KvUsage) -> None:
+        # A cache that does not commit memory on use (CUDA) cannot hand any back: reporting all of
+        # it in use keeps admission plans from counting on its unused blocks.
+        used = usage.num_used_blocks if usage.commits_on_use else usage.num_backed_blocks
+        self.ledger.report_kv_usage(name, min(used, self.ledger.kv_blocks(name)))
+
+    def _is_resident(self, name: str) -> bool:
+        # Every await above may see the model start unloading; the ledger then refuses KV changes.
+        return self.ledger.state(name) is State.RESIDENT
