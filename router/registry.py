@@ -1,4 +1,5 @@
-"""Served models: the name a client sends -> the engine that answers it, and its kind.
+"""Model specs and their kinds: what `--models` / `--on-demand` entries mean. (The table of
+served models is the Router's, router.py.)
 
 A model spec on the command line is an alias, a folder or a .gguf file, optionally prefixed with
 the name to serve it under (`served_name=spec`). Its kind decides which endpoints accept it:
@@ -8,11 +9,9 @@ the name to serve it under (`served_name=spec`). Its kind decides which endpoint
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-from swiftserve.router.errors import UnknownModelError
+from typing import Literal
 
 ModelKind = Literal["chat", "embedding"]
 KINDS: tuple[str, ...] = ("chat", "embedding")
@@ -103,57 +102,3 @@ def _known_aliases() -> dict:
     from swiftserve.loader import known_aliases
 
     return known_aliases()
-
-
-@dataclass
-class ServedModel:
-    """A loaded model: its served name, kind and engine (AsyncEngine or EmbeddingEngine)."""
-
-    name: str
-    kind: ModelKind
-    engine: Any
-    source: str = ""
-    created: int = 0
-
-
-@dataclass
-class ModelRegistry:
-    """Served name -> ServedModel. asyncio-only; no global state."""
-
-    _models: dict[str, ServedModel] = field(default_factory=dict)
-
-    def add(self, model: ServedModel) -> None:
-        if model.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {model.kind!r}")
-        if model.name in self._models:
-            raise ValueError(f"two models are served as {model.name!r}; name them with served_name=spec")
-        self._models[model.name] = model
-
-    def get(self, name: str) -> ServedModel:
-        try:
-            return self._models[name]
-        except KeyError:
-            raise UnknownModelError(name) from None
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._models
-
-    def __len__(self) -> int:
-        return len(self._models)
-
-    def models(self) -> list[ServedModel]:
-        return list(self._models.values())
-
-    def names(self) -> list[str]:
-        return list(self._models)
-
-    async def shutdown(self) -> None:
-        """Shuts every engine down (aborting what is in flight); errors of one don't stop the rest."""
-        errors = []
-        for model in self._models.values():
-            try:
-                await model.engine.shutdown()
-            except Exception as exc:  # noqa: BLE001 - keep shutting the others down
-                errors.append(f"{model.name}: {exc!r}")
-        if errors:
-            raise RuntimeError("engine shutdown failed: " + "; ".join(errors))

@@ -14,12 +14,15 @@ Typed errors (errors.py) come out of every call; the server maps them to HTTP in
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from swiftserve.router import errors, generation
+from swiftserve.router.abortable import until_closed
 from swiftserve.router.model_pool import ModelPool
 from swiftserve.router.prompts import DEFAULT_MAX_TOKENS
 from swiftserve.router.request_types import Generation, GenerationStream
@@ -30,6 +33,8 @@ from swiftserve.engine.served_model import ChatModel, EmbeddingModel, ServedMode
 # cold_start(model, seconds): a request that found its model cold got its first result after
 # `seconds` from its arrival (feeds the cold-start histogram).
 ColdStartHook = Callable[[str, float], None]
+# How long a shutdown waits for the aborted streams to release their models before unloading.
+SHUTDOWN_DRAIN_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,9 @@ class Router:
         self._handles: dict[str, ChatHandle | EmbeddingHandle] = {}
         self._sources: dict[str, str] = {}
         self._closed = False
+        self._closing = asyncio.Event()  # set at shutdown: ends every stream still in flight
+        self._num_streams = 0
+        self._drained = asyncio.Event()
 
     # -- configuration ----------------------------------------------------------------------------
     def add(
@@ -100,8 +108,14 @@ class Router:
         """Loads the pinned models and starts scale to zero."""
         await self.pool.start()
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, drain_timeout_s: float = SHUTDOWN_DRAIN_S) -> None:
+        """Refuses new requests, ends the streams in flight (RequestAbortedError), waits for them
+        to release their models, then unloads every model."""
         self._closed = True
+        self._closing.set()
+        if self._num_streams:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), drain_timeout_s)
         await self.pool.shutdown()
 
     async def load(self, name: str) -> None:
@@ -175,16 +189,23 @@ class Router:
         self._check_open()
         self.handle(name, "chat")
         arrival = time.perf_counter()
-        async with self.pool.use(name) as (model, was_cold):
-            stream = model.generate(prompt, params, request_id=request_id)
-            try:
-                async for output in stream:
-                    if was_cold:
-                        self.on_cold_start(name, time.perf_counter() - arrival)
-                        was_cold = False
-                    yield output
-            finally:
-                await stream.aclose()
+        self._num_streams += 1
+        try:
+            async with self.pool.use(name) as (model, was_cold):
+                stream = model.generate(prompt, params, request_id=request_id)
+                try:
+                    async with contextlib.aclosing(until_closed(stream, self._closing)) as outputs:
+                        async for output in outputs:
+                            if was_cold:
+                                self.on_cold_start(name, time.perf_counter() - arrival)
+                                was_cold = False
+                            yield output
+                finally:
+                    await stream.aclose()
+        finally:
+            self._num_streams -= 1
+            if not self._num_streams:
+                self._drained.set()
 
     async def embed(self, name: str, inputs: list[str] | list[list[int]]) -> Any:
         """Embeddings from model `name`, loading it first if cold."""

@@ -1,19 +1,11 @@
-"""Model specs, kind detection and the served-model registry."""
+"""Model specs and kind detection."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
-from swiftserve.router.registry import (
-    ModelRegistry,
-    ModelSpec,
-    ServedModel,
-    UnknownModelError,
-    detect_kind,
-    kind_from_config,
-)
+from swiftserve.router.registry import ModelSpec, detect_kind, kind_from_config
 
 
 def test_aliases_have_their_kind():
@@ -63,32 +55,3 @@ def test_bad_specs(tmp_path):
         ModelSpec.parse("  ")
     with pytest.raises(ValueError, match="names no model"):
         ModelSpec.parse("name=")
-
-
-class _Engine:
-    def __init__(self, fail: bool = False) -> None:
-        self.fail = fail
-        self.is_shut_down = False
-
-    async def shutdown(self) -> None:
-        self.is_shut_down = True
-        if self.fail:
-            raise RuntimeError("boom")
-
-
-def test_registry_lookup_and_shutdown():
-    registry = ModelRegistry()
-    good, bad = _Engine(), _Engine(fail=True)
-    registry.add(ServedModel("a", "chat", bad))
-    registry.add(ServedModel("b", "embedding", good))
-    assert registry.names() == ["a", "b"] and "a" in registry and len(registry) == 2
-    assert registry.get("b").engine is good
-    with pytest.raises(UnknownModelError):
-        registry.get("c")
-    with pytest.raises(ValueError, match="served as 'a'"):
-        registry.add(ServedModel("a", "chat", _Engine()))
-    with pytest.raises(ValueError, match="kind"):
-        registry.add(ServedModel("z", "vision", _Engine()))
-    with pytest.raises(RuntimeError, match="a: "):
-        asyncio.run(registry.shutdown())
-    assert good.is_shut_down  # one failing engine does not keep the others running

@@ -8,8 +8,9 @@ import time
 
 import pytest
 import uvicorn
-from server_fakes import FakeChatEngine, FakeEmbeddingEngine
-from swiftserve.router.registry import ModelRegistry, ServedModel
+from server_fakes import FakeChatEngine, FakeEmbeddingEngine, FakeServed
+from swiftserve.router.model_pool import ModelPool
+from swiftserve.router.router import Router
 
 from swiftserve.server.app import App
 
@@ -53,11 +54,11 @@ class ThreadServer:
 
 
 def make_app(api_key: str | None = None, **chat_kwargs) -> tuple[App, FakeChatEngine]:
-    registry = ModelRegistry()
+    router = Router(ModelPool(10**9, reap_interval_s=3600))
     chat = FakeChatEngine(**chat_kwargs)
-    registry.add(ServedModel("fake-chat", "chat", chat))
-    registry.add(ServedModel("fake-embed", "embedding", FakeEmbeddingEngine()))
-    app = App(registry, api_key=api_key, max_body_bytes=1024 * 1024)
+    router.add(FakeServed("fake-chat", "chat", chat), "pinned")
+    router.add(FakeServed("fake-embed", "embedding", FakeEmbeddingEngine()), "pinned")
+    app = App(router, api_key=api_key, max_body_bytes=1024 * 1024)
     return app, chat
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from swiftserve.engine.errors import ContextLengthError, QueueFullError
+from swiftserve.engine.served_model import Footprint
 from swiftserve.outputs import CompletionOutput, RequestOutput, TokenLogprob
 
 
@@ -151,3 +152,25 @@ class FakeEmbeddingEngine:
             tokens += len(ids)
             rows.append([len(ids), sum(ids) % 97, 1.0, -0.25])
         return FakeEmbeddingResult(np.asarray(rows, dtype=np.float32), tokens)
+
+
+class FakeServed:
+    """A fake engine as the router serves it (engine/served_model.py): always running, so its
+    stats show from the start; unload shuts the engine down (aborting what is in flight)."""
+
+    def __init__(self, name: str, kind: str, engine) -> None:
+        self.name, self.kind, self.engine = name, kind, engine
+        self.is_resident = True
+
+    def footprint(self) -> Footprint:
+        return Footprint(weight_bytes=1000, kv_block_bytes=10, kv_floor_blocks=1)
+
+    async def load(self) -> None:
+        pass
+
+    async def unload(self) -> None:
+        await self.engine.shutdown()
+
+    def __getattr__(self, name):
+        # tokenizer, max_model_len, dim, apply_chat_template, generate, embed: the engine's
+        return getattr(self.engine, name)

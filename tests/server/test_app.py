@@ -14,7 +14,8 @@ import numpy as np
 import openai
 import pytest
 from conftest import ThreadServer, make_app
-from swiftserve.router.registry import ModelRegistry
+from swiftserve.router.model_pool import ModelPool
+from swiftserve.router.router import Router
 
 from swiftserve.server.app import App
 
@@ -392,7 +393,7 @@ def test_health_is_503_until_the_models_are_loaded():
             await asyncio.sleep(0.01)
         app.is_ready = True
 
-    with ThreadServer(App(ModelRegistry(), on_startup=load)) as server:
+    with ThreadServer(App(Router(ModelPool(10**9)), on_startup=load)) as server:
         assert httpx.get(server.url + "/health").status_code == 503
         response = httpx.get(server.url + "/v1/models")
         assert response.status_code == 503 and "loading" in _error(response)["message"]

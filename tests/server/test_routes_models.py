@@ -9,7 +9,6 @@ import httpx
 import pytest
 from conftest import ThreadServer
 from swiftserve.router.model_pool import ModelPool
-from swiftserve.router.registry import ModelRegistry, ServedModel
 from swiftserve.router.router import Router
 
 from swiftserve.engine.served_model import Footprint
@@ -40,20 +39,18 @@ class FakeModel:
 @pytest.fixture
 def served():
     router = Router(ModelPool(10_000, reap_interval_s=3600))
-    registry = ModelRegistry()
     for model, policy in (
         (FakeModel("chat", "chat"), "pinned"),
         (FakeModel("embed", "embedding"), "on-demand"),
         (FakeModel("broken", "chat", fail=True), "on-demand"),
     ):
-        router.add(model, policy)
-        registry.add(ServedModel(model.name, model.kind, router.handle(model.name), "fake"))
+        router.add(model, policy, source="fake")
 
     async def on_startup(app: App) -> None:
         await router.start()
         app.is_ready = True
 
-    app = App(registry, api_key=KEY, router=router, on_startup=on_startup)
+    app = App(router, api_key=KEY, on_startup=on_startup)
     with ThreadServer(app) as server:
         for _ in range(200):  # the pinned model loads in the background
             if httpx.get(server.url + "/health").status_code == 200:

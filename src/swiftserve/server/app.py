@@ -20,9 +20,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from swiftserve.router.registry import ModelRegistry, ServedModel, UnknownModelError
 from swiftserve.router.router import Router
-from swiftserve.server.errors import APIError, model_not_found, service_unavailable
+from swiftserve.server.errors import APIError, from_exception, service_unavailable
 from swiftserve.server.http import Handler, JSONResponse, Request, Response, error_response
 from swiftserve.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from swiftserve.server.routes_models import admin_target, list_models, model_action
@@ -30,41 +29,33 @@ from swiftserve.server.routes_models import admin_target, list_models, model_act
 logger = logging.getLogger("swiftserve.server")
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
-# A chat request without max_tokens / max_completion_tokens gets at most this many tokens (and
-# never more than the context leaves): up to the whole context would run for minutes on a CPU.
-DEFAULT_MAX_TOKENS = 1024
 # Past this the body is not even drained: the connection is closed after the 413.
 _MAX_DRAIN_BYTES = 64 * 1024 * 1024
 
 
 class App:
-    """The ASGI application; one per server, holding its registry and metrics (no globals)."""
+    """The ASGI application over one router (the only table of models); holds its metrics (no
+    globals). Routes decode, call the router, encode; typed errors become HTTP answers in
+    `_run`, through errors.from_exception."""
 
     def __init__(
         self,
-        registry: ModelRegistry,
+        router: Router,
         *,
         api_key: str | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         metrics: ServerMetrics | None = None,
         on_startup: Callable[[App], Awaitable[None]] | None = None,
-        default_max_tokens: int = DEFAULT_MAX_TOKENS,
         fingerprint_info: str = "",
-        router: Router | None = None,
         on_shutdown: Callable[[], None] | None = None,
     ) -> None:
-        if default_max_tokens < 1:
-            raise ValueError(f"default_max_tokens must be >= 1, got {default_max_tokens}")
-        self.registry = registry
-        self.router = router  # the models' lifecycle (states, load / unload); None: all loaded at start
+        self.router = router
         self.api_key = api_key
         self.max_body_bytes = max_body_bytes
-        self.default_max_tokens = default_max_tokens
         # What besides the version and the model changes the answers (dtype, device), as text.
         self.fingerprint_info = fingerprint_info
         self.metrics = metrics or ServerMetrics(
-            lambda: ((m.name, m.engine) for m in registry.models()),
-            lambda: router.models() if router is not None else (),
+            lambda: ((name, router.handle(name)) for name in router.names()), router.models
         )
         self.is_ready = False
         self.is_draining = False
@@ -93,28 +84,10 @@ class App:
         self.route("GET", "/health", _health)
         self.route("GET", "/metrics", _metrics)
 
-    def model(self, name: str, kind: str, endpoint: str) -> ServedModel:
-        """The served model `name`, checked to be of `kind` (404 / 400 otherwise)."""
-        try:
-            served = self.registry.get(name)
-        except UnknownModelError:
-            raise model_not_found(name) from None
-        if served.kind != kind:
-            raise APIError(
-                400,
-                f"The model `{name}` is a {served.kind} model and does not support {endpoint}.",
-                param="model",
-                code="model_not_supported",
-            )
-        return served
-
     def system_fingerprint(self, model: str) -> str:
         """OpenAI's `system_fingerprint` for answers of `model`: the same string for as long as the
         swiftserve version, the model's source and the server's settings stay the same."""
-        try:
-            source = self.registry.get(model).source
-        except UnknownModelError:
-            source = ""
+        source = self.router.info(model).source if model in self.router.names() else ""
         key = "\n".join((_VERSION, model, source, self.fingerprint_info))
         return "fp_" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
@@ -132,7 +105,7 @@ class App:
 
     async def _shutdown_engines(self) -> None:
         try:
-            await (self.router.shutdown() if self.router is not None else self.registry.shutdown())
+            await self.router.shutdown()
         except Exception:  # noqa: BLE001 - shutting down regardless
             logger.exception("engine shutdown failed")
         if self._on_shutdown is not None:
@@ -246,11 +219,12 @@ class App:
         async def respond() -> int:
             try:
                 response = await handler(request)
-            except APIError as error:
+            except Exception as exc:  # noqa: BLE001 - typed errors get their answer, the rest 500
+                error = from_exception(exc, request.model)
+                if error is None:
+                    logger.exception("unhandled error in %s %s", request.method, request.path)
+                    error = APIError(500, "Internal server error.", type="server_error")
                 response = error_response(error)
-            except Exception:  # noqa: BLE001 - answer 500, keep serving
-                logger.exception("unhandled error in %s %s", request.method, request.path)
-                response = error_response(APIError(500, "Internal server error.", type="server_error"))
             await response.send(send)
             return response.status
 

@@ -120,21 +120,27 @@ def from_exception(exc: BaseException, model: str) -> APIError | None:
 
     if isinstance(exc, APIError):
         return exc
+    if isinstance(exc, router.RouterError):
+        return _router_error(exc, router, model)
     if isinstance(exc, engine.QueueFullError):
         return queue_full(model)
     if isinstance(exc, engine.ContextLengthError):
         return bad_request(str(exc), code="context_length_exceeded")
-    if isinstance(exc, router.RouterError):
-        return _router_error(exc, router)
     if isinstance(exc, ValueError):  # the engine's checks of a request's parameters
         return bad_request(str(exc))
     return None
 
 
-def _router_error(exc, router) -> APIError:
-    message = str(exc)[:1].upper() + str(exc)[1:] + "."
+def _router_error(exc, router, model: str) -> APIError:
+    if isinstance(exc, router.InvalidParameterError):
+        return bad_request(str(exc), param=exc.param)
+    if isinstance(exc, router.ContextLengthError):
+        return context_length_exceeded(exc.num_prompt_tokens, exc.max_tokens, exc.max_model_len, exc.param)
+    if isinstance(exc, router.QueueFullError):
+        return queue_full(model)
     if isinstance(exc, router.UnknownModelError):
         return model_not_found(exc.name)
+    message = str(exc)[:1].upper() + str(exc)[1:] + "."
     if isinstance(exc, router.WrongKindError):
         return APIError(400, message, param="model", code="model_not_supported")
     if isinstance(exc, (router.ModelBusyError, router.PinnedModelError)):
@@ -146,4 +152,6 @@ def _router_error(exc, router) -> APIError:
         )
     if isinstance(exc, router.ModelLoadError):
         return APIError(503, message, type="server_error", code="model_load_failed")
+    if isinstance(exc, router.RequestAbortedError):
+        return APIError(500, "The request was aborted by the engine.", type="server_error", code="aborted")
     return service_unavailable(message)  # RouterClosedError

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from swiftserve.router.registry import ModelRegistry, ServedModel
 from swiftserve.router.router import Router
 from swiftserve.server.errors import APIError
 from swiftserve.server.metrics import ServerMetrics
@@ -61,15 +60,11 @@ def error_response(error: APIError) -> JSONResponse:
 class AppView(Protocol):
     """The part of `app.App` that handlers use."""
 
-    registry: ModelRegistry
-    router: Router | None
+    router: Router
     metrics: ServerMetrics
     created: int
     is_ready: bool
     is_draining: bool
-    default_max_tokens: int
-
-    def model(self, name: str, kind: str, endpoint: str) -> ServedModel: ...
 
     def system_fingerprint(self, model: str) -> str: ...
 
@@ -82,8 +77,14 @@ class Request:
     body: bytes
     arrival_time: float
     app: AppView
-    # Set by handlers that know it, so the request counter carries the model label.
+    # Set by handlers (label), so the request counter carries the model label.
     model: str = ""
+
+    def label(self, model: str) -> None:
+        """Counts this request under `model` once it names a served one: unknown names would grow
+        the counter's label set without bound. Typed errors are answered naming it too."""
+        if model in self.app.router.names():
+            self.model = model
 
 
 Handler = Callable[[Request], Awaitable[Response]]

@@ -6,7 +6,9 @@ waiting requests, KV cache usage) are read from each engine's `stats()` when /me
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -164,3 +166,17 @@ class RequestTimer:
         self.metrics.e2e.labels(self.model).observe(now - self.start)
         self.metrics.prompt_tokens.labels(self.model).inc(num_prompt_tokens)
         self.metrics.generation_tokens.labels(self.model).inc(self.num_tokens)
+
+
+async def timed(steps: AsyncIterator, timer: RequestTimer) -> AsyncIterator:
+    """The router's GenerationSteps, each counted by `timer` as it arrives; the end (or an early
+    close) records the request's latency and token counts. Closing it closes `steps`."""
+    num_prompt_tokens = 0
+    try:
+        async with contextlib.aclosing(steps):
+            async for step in steps:
+                timer.on_tokens(time.perf_counter(), step.num_new_tokens)
+                num_prompt_tokens = step.usage.prompt_tokens
+                yield step
+    finally:
+        timer.on_finish(time.perf_counter(), num_prompt_tokens)

@@ -228,6 +228,11 @@ class Usage(Struct):
     total_tokens: int
 
 
+def usage_of(usage: Any) -> Usage:
+    """The wire form of the router's Usage."""
+    return Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
+
+
 class TopLogprob(Struct):
     token: str
     logprob: float

@@ -1,85 +1,48 @@
-"""POST /v1/chat/completions."""
+"""POST /v1/chat/completions: decode the body, ask the router, encode its answer (JSON or SSE)."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 import msgspec
 
+from swiftserve.router.generation import collect
+from swiftserve.router.request_types import ChoiceDelta, Generation, GenerationStream
+from swiftserve.router.router import Router
 from swiftserve.server import protocol as p
 from swiftserve.server.errors import bad_request
-from swiftserve.server.generation import (
-    ChoiceDelta,
-    DeltaTracker,
-    merge,
-    new_id,
-    open_stream,
-    prompt_logprobs_json,
-    resolve_max_tokens,
-    sampling_params,
-    sse_stream,
-    stream_error,
-    token_text,
-    tokenize,
-    wants_usage,
-)
 from swiftserve.server.http import JSONResponse, Request, Response, StreamingResponse
-from swiftserve.server.metrics import RequestTimer
-from swiftserve.server.streaming import sse_event
-
-_ENDPOINT = "chat completions"
-_TEMPLATE_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-
-
-def template_messages(messages: list[p.ChatMessage]) -> list[dict]:
-    """Request messages -> the dicts the chat template takes; text parts are joined."""
-    if not messages:
-        raise bad_request("'messages' must hold at least one message.", param="messages")
-    result = []
-    for i, message in enumerate(messages):
-        role = _TEMPLATE_ROLES.get(message.role)
-        if (
-            role is None
-            or message.tool_calls
-            or message.function_call is not None
-            or message.audio is not None
-        ):
-            raise bad_request(
-                f"messages[{i}]: tool and function messages are not supported.",
-                param=f"messages[{i}].role",
-                code="unsupported_parameter",
-            )
-        content = message.content
-        if isinstance(content, list):
-            content = _join_text_parts(content, i)
-        if content is None:
-            if role != "assistant":
-                raise bad_request(f"messages[{i}].content is required.", param=f"messages[{i}].content")
-            content = ""
-        result.append({"role": role, "content": content})
-    return result
-
-
-def _join_text_parts(parts: list[p.ContentPart], i: int) -> str:
-    texts = []
-    for j, part in enumerate(parts):
-        if part.type != "text" or part.text is None:
-            raise bad_request(
-                f"messages[{i}].content[{j}]: only text content parts are supported, got type '{part.type}'.",
-                param=f"messages[{i}].content[{j}].type",
-                code="unsupported_parameter",
-            )
-        texts.append(part.text)
-    return "\n".join(texts)
+from swiftserve.server.logprobs import chat_logprobs, prompt_logprobs_json
+from swiftserve.server.metrics import RequestTimer, timed
+from swiftserve.server.params import sampling_fields, template_messages
+from swiftserve.server.streaming import sse_event, sse_stream, stream_error, wants_usage
 
 
 async def chat_completions(request: Request) -> Response:
     body = p.decode_request(request.body, p.ChatCompletionRequest)
-    served = request.app.model(body.model, "chat", _ENDPOINT)
-    request.model = served.name
-    engine = served.engine
+    request.label(body.model)
     messages = template_messages(body.messages)
+    _check_logprob_fields(body)
+    requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    logprobs = (body.top_logprobs or 0) if body.logprobs else None
+    sampling = sampling_fields(body, logprobs=logprobs, prompt_logprobs=body.prompt_logprobs)
+    router: Router = request.app.router
+    stream = await router.open_chat(body.model, messages, requested, **sampling)
+    chat = _Chat(request, body, stream)
+    if body.stream:
+        return StreamingResponse(chat.sse())
+    try:
+        generation = await collect(chat.stream)
+    except Exception as exc:  # noqa: BLE001 - answered as an OpenAI error
+        raise stream_error(exc, request.app, stream.model) from None
+    return JSONResponse(p.encode(chat.completion(generation)))
+
+
+def _check_logprob_fields(body: p.ChatCompletionRequest) -> None:
     if body.top_logprobs is not None and not body.logprobs:
         raise bad_request("top_logprobs requires logprobs to be true.", param="top_logprobs")
     if body.prompt_logprobs is not None and body.stream:
@@ -89,99 +52,67 @@ async def chat_completions(request: Request) -> Response:
             param="prompt_logprobs",
             code="unsupported_parameter",
         )
-    try:
-        prompt = engine.apply_chat_template(messages, add_generation_prompt=True)
-    except Exception as exc:  # noqa: BLE001 - a template error is the request's fault
-        raise bad_request(
-            f"The chat template could not render these messages: {exc}", param="messages"
-        ) from None
-    prompt_ids = await tokenize(engine, prompt, add_special_tokens=False)
-    requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-    param = "max_completion_tokens" if body.max_completion_tokens is not None else "messages"
-    max_tokens = resolve_max_tokens(
-        engine, len(prompt_ids), requested, param, default=request.app.default_max_tokens
-    )
-    logprobs = (body.top_logprobs or 0) if body.logprobs else None
-    params = sampling_params(
-        body, max_tokens=max_tokens, logprobs=logprobs, prompt_logprobs=body.prompt_logprobs
-    )
-    stream = await open_stream(engine, served.name, prompt_ids, params)
-    chat = _Chat(request, body, served.name, engine.tokenizer)
-    if body.stream:
-        return StreamingResponse(chat.sse(stream))
-    return await chat.complete(stream)
 
 
 class _Chat:
-    """Shapes engine outputs into chat completion objects or chunks."""
+    """Shapes the router's answer into a chat completion object or its chunks."""
 
-    def __init__(self, request: Request, body: p.ChatCompletionRequest, model: str, tokenizer) -> None:
+    def __init__(self, request: Request, body: p.ChatCompletionRequest, stream: GenerationStream) -> None:
         self.app = request.app
         self.body = body
-        self.model = model
-        self.tokenizer = tokenizer
-        self.id = new_id("chatcmpl")
+        self.model = stream.model
+        self.tokenizer = request.app.router.handle(stream.model).tokenizer
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
-        self.fingerprint = request.app.system_fingerprint(model)
-        self.tracker = DeltaTracker(RequestTimer(request.app.metrics, model, request.arrival_time), body.n)
+        self.fingerprint = request.app.system_fingerprint(stream.model)
+        timer = RequestTimer(request.app.metrics, self.model, request.arrival_time)
+        self.stream = dataclasses.replace(stream, steps=timed(stream.steps, timer))
+        self.usage = None
 
-    async def complete(self, stream: AsyncIterator) -> JSONResponse:
-        texts = [""] * self.body.n
-        logprobs: list[list] = [[] for _ in range(self.body.n)]
-        prompt_logprobs = msgspec.UNSET
-        try:
-            async for _, output in merge([stream]):
-                if prompt_logprobs is msgspec.UNSET and output.prompt_logprobs is not None:
-                    prompt_logprobs = prompt_logprobs_json(
-                        self.tokenizer, output.prompt_logprobs, self.body.prompt_logprobs
-                    )
-                for delta in self.tracker.step(0, output):
-                    texts[delta.index] += delta.text
-                    if delta.logprobs:
-                        logprobs[delta.index].extend(delta.logprobs)
-        except Exception as exc:  # noqa: BLE001 - answered as an OpenAI error
-            raise stream_error(exc, self.app, self.model) from None
-        finally:
-            self.tracker.finish()
+    def completion(self, generation: Generation) -> p.ChatCompletion:
         choices = [
             p.ChatChoice(
-                index=i,
-                message=p.ChatResponseMessage(role="assistant", content=texts[i]),
-                logprobs=self._logprobs(logprobs[i]) if self.body.logprobs else None,
-                finish_reason=self.tracker.finish_reasons.get(i),
+                index=choice.index,
+                message=p.ChatResponseMessage(role="assistant", content=choice.text),
+                logprobs=self._logprobs(choice.logprobs),
+                finish_reason=choice.finish_reason,
             )
-            for i in range(self.body.n)
+            for choice in generation.choices
         ]
-        response = p.ChatCompletion(
+        entries = generation.prompt_logprobs[0] if generation.prompt_logprobs else None
+        prompt_logprobs = msgspec.UNSET
+        if self.body.prompt_logprobs is not None and entries is not None:
+            prompt_logprobs = prompt_logprobs_json(self.tokenizer, entries, self.body.prompt_logprobs)
+        return p.ChatCompletion(
             id=self.id,
             created=self.created,
             model=self.model,
             choices=choices,
-            usage=self.tracker.usage(),
+            usage=p.usage_of(generation.usage),
             system_fingerprint=self.fingerprint,
             prompt_logprobs=prompt_logprobs,
         )
-        return JSONResponse(p.encode(response))
 
-    def sse(self, stream: AsyncIterator) -> AsyncIterator[bytes]:
+    def sse(self) -> AsyncIterator[bytes]:
         usage_event = None
         if wants_usage(self.body):
-            usage_event = lambda: sse_event(p.encode(self._chunk([], self.tracker.usage())))  # noqa: E731
+            usage_event = lambda: sse_event(p.encode(self._chunk([], p.usage_of(self.usage))))  # noqa: E731
         usage_field = None if usage_event else msgspec.UNSET  # `usage: null` on every other chunk
-        return sse_stream(self._events(stream, usage_field), self.app, self.model, self.tracker, usage_event)
+        return sse_stream(self._events(usage_field), self.app, self.model, usage_event)
 
-    async def _events(self, stream: AsyncIterator, usage_field) -> AsyncIterator[bytes]:
+    async def _events(self, usage_field) -> AsyncIterator[bytes]:
         started: set[int] = set()
-        async for _, output in merge([stream]):
-            deltas = self.tracker.step(0, output)
-            # OpenAI's first chunk of each choice carries only the role.
-            roles = [self._role_choice(d.index) for d in deltas if d.index not in started]
-            if roles:
-                started.update(choice.index for choice in roles)
-                yield sse_event(p.encode(self._chunk(roles, usage_field)))
-            if deltas:
-                choices = [self._chunk_choice(delta) for delta in deltas]
-                yield sse_event(p.encode(self._chunk(choices, usage_field)))
+        async with contextlib.aclosing(self.stream.steps) as steps:
+            async for step in steps:
+                self.usage = step.usage
+                # OpenAI's first chunk of each choice carries only the role.
+                roles = [self._role_choice(d.index) for d in step.deltas if d.index not in started]
+                if roles:
+                    started.update(choice.index for choice in roles)
+                    yield sse_event(p.encode(self._chunk(roles, usage_field)))
+                if step.deltas:
+                    choices = [self._chunk_choice(delta) for delta in step.deltas]
+                    yield sse_event(p.encode(self._chunk(choices, usage_field)))
 
     def _chunk(self, choices: list[p.ChatChunkChoice], usage) -> p.ChatCompletionChunk:
         return p.ChatCompletionChunk(
@@ -198,23 +129,13 @@ class _Chat:
         return p.ChatChunkChoice(index=index, delta=p.ChatDelta(role="assistant", content=""))
 
     def _chunk_choice(self, delta: ChoiceDelta) -> p.ChatChunkChoice:
-        logprobs = self._logprobs(delta.logprobs or []) if self.body.logprobs else None
         content = p.ChatDelta(content=delta.text) if delta.text or not delta.finish_reason else p.ChatDelta()
         return p.ChatChunkChoice(
-            index=delta.index, delta=content, logprobs=logprobs, finish_reason=delta.finish_reason
+            index=delta.index,
+            delta=content,
+            logprobs=self._logprobs(delta.logprobs),
+            finish_reason=delta.finish_reason,
         )
 
-    def _logprobs(self, entries) -> p.ChatLogprobs:
-        content = []
-        for entry in entries:
-            token = token_text(self.tokenizer, entry.token_id)
-            top = [
-                p.TopLogprob(token=(t := token_text(self.tokenizer, tid)), logprob=lp, bytes=list(t.encode()))
-                for tid, lp in entry.top
-            ]
-            content.append(
-                p.ChatTokenLogprob(
-                    token=token, logprob=entry.logprob, bytes=list(token.encode()), top_logprobs=top
-                )
-            )
-        return p.ChatLogprobs(content=content)
+    def _logprobs(self, entries) -> p.ChatLogprobs | None:
+        return chat_logprobs(self.tokenizer, entries or []) if self.body.logprobs else None

@@ -7,41 +7,35 @@ import base64
 
 import numpy as np
 
+from swiftserve.router.router import Router
 from swiftserve.server import protocol as p
-from swiftserve.server.errors import bad_request, from_exception
+from swiftserve.server.errors import bad_request
 from swiftserve.server.http import JSONResponse, Request, Response
 
-_ENDPOINT = "embeddings"
 MAX_INPUTS = 2048
 
 
 async def embeddings(request: Request) -> Response:
     body = p.decode_request(request.body, p.EmbeddingRequest)
-    served = request.app.model(body.model, "embedding", _ENDPOINT)
-    request.model = served.name
-    engine = served.engine
+    request.label(body.model)
+    router: Router = request.app.router
     inputs = p.text_or_token_inputs(body.input, "input", MAX_INPUTS)
-    if body.dimensions is not None and body.dimensions != engine.dim:
+    dim = router.handle(body.model, "embedding").dim
+    if body.dimensions is not None and body.dimensions != dim:
         raise bad_request(
-            f"dimensions={body.dimensions} is not supported: `{served.name}` returns "
-            f"{engine.dim}-dimensional embeddings.",
+            f"dimensions={body.dimensions} is not supported: `{body.model}` returns "
+            f"{dim}-dimensional embeddings.",
             param="dimensions",
         )
-    try:
-        result = await engine.embed(inputs)
-    except Exception as exc:  # noqa: BLE001 - mapped to an HTTP error when it is the request's fault
-        error = from_exception(exc, served.name)
-        if error is None:
-            raise
-        raise error from None
+    result = await router.embed(body.model, inputs)
     vectors = np.asarray(result.embeddings, dtype=np.float32)
     if len(inputs) > 16:
         data = await asyncio.to_thread(_data, vectors, body.encoding_format)
     else:
         data = _data(vectors, body.encoding_format)
     usage = p.EmbeddingUsage(prompt_tokens=result.num_prompt_tokens, total_tokens=result.num_prompt_tokens)
-    request.app.metrics.prompt_tokens.labels(served.name).inc(result.num_prompt_tokens)
-    return JSONResponse(p.encode(p.EmbeddingResponse(data=data, model=served.name, usage=usage)))
+    request.app.metrics.prompt_tokens.labels(body.model).inc(result.num_prompt_tokens)
+    return JSONResponse(p.encode(p.EmbeddingResponse(data=data, model=body.model, usage=usage)))
 
 
 def _data(vectors: np.ndarray, encoding_format: str) -> list[p.EmbeddingData]:

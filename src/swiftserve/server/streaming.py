@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from swiftserve.server.errors import APIError
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from swiftserve.server.errors import APIError, from_exception, service_unavailable
 
 DONE = b"data: [DONE]\n\n"
 
@@ -15,3 +19,36 @@ def sse_event(payload: bytes) -> bytes:
 def sse_error(error: APIError) -> bytes:
     """The error event a stream ends with; OpenAI SDKs raise APIError on an `error` key."""
     return sse_event(error.to_json())
+
+
+def stream_error(exc: BaseException, app: Any, model: str) -> APIError:
+    """The answer to a request that failed after it was admitted (mid-stream, or while a
+    non-streamed one was collected): a shutdown aborts everything in flight, so it is a 503."""
+    if app.is_draining:
+        return service_unavailable("The request was aborted: the server is shutting down.")
+    error = from_exception(exc, model)
+    if error is not None:
+        return error
+    return APIError(500, f"Generation failed: {exc}", type="server_error")
+
+
+async def sse_stream(
+    events: AsyncIterator[bytes], app: Any, model: str, usage_event: Callable[[], bytes] | None
+) -> AsyncIterator[bytes]:
+    """The SSE body around a route's chunk events: a failure becomes a final error event, then
+    the usage chunk (stream_options.include_usage) and `[DONE]`. Closing it closes `events`."""
+    try:
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield event
+    except Exception as exc:  # noqa: BLE001 - the stream ends with an error event
+        yield sse_error(stream_error(exc, app, model))
+        yield DONE
+        return
+    if usage_event is not None:
+        yield usage_event()
+    yield DONE
+
+
+def wants_usage(body: Any) -> bool:
+    return body.stream_options is not None and body.stream_options.include_usage

@@ -1,0 +1,44 @@
+"""Logprobs in the OpenAI wire formats: chat's per-token objects and vLLM's prompt_logprobs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from swiftserve.outputs import TokenLogprob
+from swiftserve.server import protocol as p
+
+
+def token_text(tokenizer: Any, token_id: int) -> str:
+    return tokenizer.decode([token_id])
+
+
+def chat_logprobs(tokenizer: Any, entries: list[TokenLogprob]) -> p.ChatLogprobs:
+    content = []
+    for entry in entries:
+        token = token_text(tokenizer, entry.token_id)
+        top = [
+            p.TopLogprob(token=(t := token_text(tokenizer, tid)), logprob=lp, bytes=list(t.encode()))
+            for tid, lp in entry.top
+        ]
+        content.append(
+            p.ChatTokenLogprob(
+                token=token, logprob=entry.logprob, bytes=list(token.encode()), top_logprobs=top
+            )
+        )
+    return p.ChatLogprobs(content=content)
+
+
+def prompt_logprobs_json(tokenizer: Any, entries: list[TokenLogprob | None], k: int) -> p.PromptLogprobs:
+    """vLLM's `prompt_logprobs`: per prompt token (the first None) a map token id -> logprob,
+    rank and text, holding the prompt token itself and the top k alternatives."""
+    result: p.PromptLogprobs = []
+    for entry in entries:
+        if entry is None:
+            result.append(None)
+            continue
+        own = p.PromptLogprob(entry.logprob, entry.rank, token_text(tokenizer, entry.token_id))
+        ranked = {entry.token_id: own}
+        for rank, (token_id, logprob) in enumerate(entry.top[:k], start=1):
+            ranked.setdefault(token_id, p.PromptLogprob(logprob, rank, token_text(tokenizer, token_id)))
+        result.append(ranked)
+    return result

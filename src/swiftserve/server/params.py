@@ -1,0 +1,98 @@
+"""OpenAI request bodies -> the router's arguments: chat messages and sampling fields.
+
+Only what is particular to the wire format is checked here (message roles and content parts,
+stop-list length, logit_bias keys as strings); the values themselves are checked once, by the
+router and SamplingParams, for HTTP and Python callers alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from swiftserve.server import protocol as p
+from swiftserve.server.errors import bad_request
+
+MAX_STOP_SEQUENCES = 16
+_TEMPLATE_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+def sampling_fields(body: Any, *, logprobs: int | None, prompt_logprobs: int | None = None) -> dict[str, Any]:
+    """SamplingParams fields (all but max_tokens) from what chat and completions share."""
+    return {
+        "n": body.n,
+        "min_tokens": body.min_tokens,
+        "temperature": 1.0 if body.temperature is None else body.temperature,
+        "top_p": 1.0 if body.top_p is None else body.top_p,
+        "top_k": body.top_k if body.top_k is not None and body.top_k > 0 else 0,
+        "min_p": body.min_p or 0.0,
+        "presence_penalty": body.presence_penalty or 0.0,
+        "frequency_penalty": body.frequency_penalty or 0.0,
+        "repetition_penalty": body.repetition_penalty or 1.0,
+        "logit_bias": _logit_bias(body.logit_bias),
+        "seed": body.seed,
+        "stop": _stops(body.stop),
+        "ignore_eos": body.ignore_eos,
+        "logprobs": logprobs,
+        "prompt_logprobs": prompt_logprobs,
+    }
+
+
+def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
+    stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
+    if len(stops) > MAX_STOP_SEQUENCES:
+        raise bad_request(
+            f"stop may hold at most {MAX_STOP_SEQUENCES} sequences, got {len(stops)}", param="stop"
+        )
+    if any(not s for s in stops):
+        raise bad_request("stop sequences must be non-empty strings", param="stop")
+    return stops
+
+
+def _logit_bias(bias: dict[str, float] | None) -> dict[int, float] | None:
+    """JSON object keys are strings; the engine's are token ids."""
+    if not bias:
+        return None
+    try:
+        return {int(token_id): value for token_id, value in bias.items()}
+    except ValueError:
+        raise bad_request(
+            "logit_bias keys must be token ids (integers as strings)", param="logit_bias"
+        ) from None
+
+
+def template_messages(messages: list[p.ChatMessage]) -> list[dict]:
+    """Request messages -> the dicts the chat template takes; text parts are joined."""
+    if not messages:
+        raise bad_request("'messages' must hold at least one message.", param="messages")
+    return [_template_message(i, message) for i, message in enumerate(messages)]
+
+
+def _template_message(i: int, message: p.ChatMessage) -> dict:
+    role = _TEMPLATE_ROLES.get(message.role)
+    if role is None or message.tool_calls or message.function_call is not None or message.audio is not None:
+        raise bad_request(
+            f"messages[{i}]: tool and function messages are not supported.",
+            param=f"messages[{i}].role",
+            code="unsupported_parameter",
+        )
+    content = message.content
+    if isinstance(content, list):
+        content = _join_text_parts(content, i)
+    if content is None:
+        if role != "assistant":
+            raise bad_request(f"messages[{i}].content is required.", param=f"messages[{i}].content")
+        content = ""
+    return {"role": role, "content": content}
+
+
+def _join_text_parts(parts: list[p.ContentPart], i: int) -> str:
+    texts = []
+    for j, part in enumerate(parts):
+        if part.type != "text" or part.text is None:
+            raise bad_request(
+                f"messages[{i}].content[{j}]: only text content parts are supported, got type '{part.type}'.",
+                param=f"messages[{i}].content[{j}].type",
+                code="unsupported_parameter",
+            )
+        texts.append(part.text)
+    return "\n".join(texts)
