@@ -5,6 +5,7 @@ from swiftserve.sampling_params import SamplingParams
 
 __all__ = [
     "LLM",
+    "Server",
     "AsyncEngine",
     "EngineConfig",
     "SamplingParams",
@@ -21,6 +22,10 @@ def __getattr__(name: str):
         from swiftserve.engine.llm import LLM
 
         return LLM
+    if name == "Server":
+        from swiftserve.router.local_server import Server
+
+        return Server
     if name == "AsyncEngine":
         from swiftserve.engine.async_engine import AsyncEngine
 

@@ -1,0 +1,137 @@
+"""`swiftserve.Server`: several models behind one router, in this process, without HTTP.
+
+    async with Server(models=["smollm2-135m-instruct"], on_demand=["all-minilm-l6-v2"]) as s:
+        reply = await s.chat("smollm2-135m-instruct", [{"role": "user", "content": "Hi"}], max_tokens=16)
+        vectors = (await s.embed("all-minilm-l6-v2", ["a text"])).embeddings
+
+It takes what `swiftserve launch` takes (the same RouterConfig: model specs, policies, memory
+budget, idle timeout, engine defaults, or a config file) and is built by the same builder
+(runtime.py), so a model behaves here as it does behind the HTTP server. Errors are the
+router's typed errors (router/errors.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from swiftserve.router.config_file import DEFAULT_IDLE_TIMEOUT_S, parse_duration
+from swiftserve.router.request_types import Generation, GenerationStream
+from swiftserve.router.router import ModelInfo, Router
+from swiftserve.router.router_config import RouterConfig
+from swiftserve.router.runtime import RouterRuntime
+from swiftserve.scheduler.memory_budget import parse_bytes
+
+Specs = str | Sequence[str] | None
+
+
+class Server:
+    """In-process multi-model serving. `models` are pinned (loaded at start, never evicted),
+    `on_demand` ones load on first use and unload after `idle_timeout` idle; specs are aliases,
+    folders or .gguf files, optionally `served_name=spec`, as on the command line. Sizes take
+    "6GiB"-style strings, durations "60s"-style ones. Other keywords are RouterConfig's engine
+    defaults (dtype, device, max_model_len, max_num_seqs, kv_cache_memory, default_max_tokens...).
+    Use it as an async context manager, or call start() and stop()."""
+
+    def __init__(
+        self,
+        models: Specs = None,
+        *,
+        on_demand: Specs = None,
+        memory_budget: int | str | None = None,
+        idle_timeout: float | str = DEFAULT_IDLE_TIMEOUT_S,
+        config_file: str | Path | None = None,
+        **engine_defaults: Any,
+    ) -> None:
+        self.config = RouterConfig(
+            models=_specs(models),
+            on_demand=_specs(on_demand),
+            memory_budget=_bytes(memory_budget),
+            idle_timeout_s=parse_duration(idle_timeout, "idle_timeout"),
+            config_file=None if config_file is None else str(config_file),
+            **_sized(engine_defaults),
+        )
+        self._runtime = RouterRuntime(self.config)
+
+    @classmethod
+    def from_config(cls, path: str | Path, **settings: Any) -> Server:
+        """The models of a config file (`swiftserve launch --config`); keywords as the flags
+        (memory_budget wins over the file's, engine defaults yield to each model's own)."""
+        return cls(config_file=path, **settings)
+
+    @property
+    def router(self) -> Router:
+        return self._runtime.router
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Builds every model cold and loads the pinned ones; stops again if one fails."""
+        try:
+            await self._runtime.start()
+        except BaseException:
+            await self._runtime.stop()
+            raise
+
+    async def stop(self) -> None:
+        await self._runtime.stop()
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # -- requests ---------------------------------------------------------------------------------
+    async def chat(self, model: str, messages: list[dict], **sampling: Any) -> Generation:
+        """The reply to `messages` ({"role", "content"} dicts). `sampling`: max_tokens and the
+        SamplingParams fields (n, temperature, top_p, stop, seed, logprobs, ...)."""
+        return await self.router.chat(model, messages, **sampling)
+
+    async def open_chat(self, model: str, messages: list[dict], **sampling: Any) -> GenerationStream:
+        """The reply streamed: iterate `.steps` for each step's ChoiceDeltas and usage."""
+        return await self.router.open_chat(model, messages, **sampling)
+
+    async def complete(self, model: str, prompt: str | list, **sampling: Any) -> Generation:
+        """Completions of a prompt (text or token ids) or of a list of prompts."""
+        return await self.router.complete(model, prompt, **sampling)
+
+    async def open_completion(self, model: str, prompt: str | list, **sampling: Any) -> GenerationStream:
+        return await self.router.open_completion(model, prompt, **sampling)
+
+    async def embed(self, model: str, texts: list[str] | list[list[int]]) -> Any:
+        """One float32 row per input (`.embeddings`) and the tokens read (`.num_prompt_tokens`)."""
+        return await self.router.embed(model, list(texts))
+
+    # -- models -----------------------------------------------------------------------------------
+    def models(self) -> list[ModelInfo]:
+        """Every model with its kind, policy and state (cold, loading, resident, unloading)."""
+        return self.router.models()
+
+    async def load(self, name: str) -> None:
+        """Makes `name` resident now (evicting idle on-demand models if it must)."""
+        await self.router.load(name)
+
+    async def unload(self, name: str) -> bool:
+        """Unloads `name`; False when it was cold. PinnedModelError, ModelBusyError as they say."""
+        return await self.router.unload(name)
+
+
+def _specs(specs: Specs) -> tuple[str, ...] | None:
+    """A list of specs, or one comma-separated string as on the command line."""
+    if specs is None:
+        return None
+    items = specs.split(",") if isinstance(specs, str) else specs
+    return tuple(s.strip() for s in items if s.strip())
+
+
+def _bytes(value: int | str | None) -> int | None:
+    return parse_bytes(value) if isinstance(value, str) else value
+
+
+def _sized(defaults: dict[str, Any]) -> dict[str, Any]:
+    """kv_cache_memory may be written "512MiB" as on the command line."""
+    if "kv_cache_memory" in defaults:
+        defaults = {**defaults, "kv_cache_memory": _bytes(defaults["kv_cache_memory"])}
+    return defaults
