@@ -6,7 +6,11 @@ import time
 import pytest
 from swiftserve.scheduler.step_policy import StepPolicy
 
-from swiftserve.engine.device_executor import DeviceExecutor, ExecutorStoppedError
+from swiftserve.engine.device_executor import (
+    DeviceExecutor,
+    ExecutorStoppedError,
+    default_urgent_lane_threads,
+)
 
 
 class FakeEngine:
@@ -170,3 +174,67 @@ def test_commands_to_a_stopped_executor_are_refused():
     executor.stop()
     with pytest.raises(ExecutorStoppedError):
         executor.call(lambda: None)
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(1, 0), (2, 1), (3, 1), (4, 1), (8, 2), (16, 4)])
+def test_the_urgent_lane_gets_a_quarter_of_the_cores_and_none_on_one_core(cores, threads):
+    assert default_urgent_lane_threads(cores) == threads
+
+
+def test_an_urgent_lane_step_runs_beside_a_long_main_lane_step():
+    executor = DeviceExecutor("lanes", urgent_lane_threads=1)
+    decoder, embedder = FakeEngine("decoder", 1, cost=1.0), FakeEngine("embedder", 1, cost=0.01)
+    executor.start()
+    try:
+        _attach(executor, decoder)
+        _wait_until(lambda: decoder.threads)  # the decoder's one-second step is under way
+        done: list = []
+        executor.attach("embedder", embedder, done.extend, lambda e: None, urgent_lane=True)
+        start = time.monotonic()
+        _wait_until(lambda: done, timeout=0.5)  # well before the decoder's step ends
+        assert time.monotonic() - start < 0.5 and decoder.work == 1
+    finally:
+        executor.stop()
+    assert decoder.threads == {"executor-lanes"}
+    assert embedder.threads == {"executor-lanes-urgent"}
+
+
+def test_commands_run_on_the_lane_of_their_engine():
+    executor = DeviceExecutor("owners", urgent_lane_threads=1)
+    executor.start()
+    try:
+        _attach(executor, FakeEngine("chat"))
+        executor.attach("embed", FakeEngine("embed"), lambda o: None, lambda e: None, urgent_lane=True)
+        thread = lambda: threading.current_thread().name  # noqa: E731
+        assert executor.call(thread, owner="chat").result(timeout=5) == "executor-owners"
+        assert executor.call(thread, owner="embed").result(timeout=5) == "executor-owners-urgent"
+        assert executor.call(thread).result(timeout=5) == "executor-owners"
+        executor.detach("embed").result(timeout=5)
+        assert executor.call(thread, owner="embed").result(timeout=5) == "executor-owners"
+    finally:
+        executor.stop()
+
+
+def test_the_urgent_lane_sizes_only_its_own_thread_team():
+    torch = pytest.importorskip("torch")
+    executor = DeviceExecutor("omp", urgent_lane_threads=1)
+    executor.start()
+    try:
+        executor.attach("embed", FakeEngine("embed"), lambda o: None, lambda e: None, urgent_lane=True)
+        urgent = executor.call(torch.get_num_threads, owner="embed").result(timeout=5)
+        main = executor.call(torch.get_num_threads).result(timeout=5)
+    finally:
+        executor.stop()
+    assert urgent == 1
+    assert main == torch.get_num_threads()  # the process's count, untouched by the urgent lane
+    # A thread started afterwards still gets the process's count, not the urgent lane's.
+    later: list[int] = []
+    fresh = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+    fresh.start()
+    fresh.join()
+    assert later == [torch.get_num_threads()]
+
+
+def test_a_negative_urgent_lane_is_refused():
+    with pytest.raises(ValueError, match="urgent_lane_threads"):
+        DeviceExecutor("bad", urgent_lane_threads=-1)

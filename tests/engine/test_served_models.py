@@ -130,25 +130,25 @@ def test_unload_with_a_request_in_flight_refuses(smollm_dir, executor) -> None:
     asyncio.run(main())
 
 
-def test_chat_and_embedding_answer_concurrently_on_the_one_executor_thread(
+def test_chat_and_embedding_answer_concurrently_on_the_executor_lanes(
     smollm_dir, minilm_dir, executor, want
 ) -> None:
     chat = _chat(smollm_dir, executor, name="chat")
     embed = LocalEmbeddingModel("embed", str(minilm_dir), executor)
     assert isinstance(embed, EmbeddingModel) and embed.footprint().kv_block_bytes == 0
     expected = EmbeddingEngine(str(minilm_dir)).embed_sync(["hello", "world"]).embeddings
-    stepping: set[str] = set()
+    stepping: dict[str, set[str]] = {"chat": set(), "embed": set()}
 
-    def record(engine) -> None:
+    def record(engine, key: str) -> None:
         step = engine.step
-        engine.step = lambda: stepping.add(threading.current_thread().name) or step()
+        engine.step = lambda: stepping[key].add(threading.current_thread().name) or step()
 
     async def main():
         with pytest.raises(ModelNotLoadedError):
             await embed.embed(["cold"])
         await asyncio.gather(chat.load(), embed.load())
-        record(chat.engine.engine)
-        record(embed.engine)
+        record(chat.engine.engine, "chat")
+        record(embed.engine, "embed")
         chats = [_generate(chat) for _ in range(3)]
         embeds = [embed.embed(["hello", "world"]) for _ in range(5)]
         results = await asyncio.gather(*chats, *embeds)
@@ -160,5 +160,8 @@ def test_chat_and_embedding_answer_concurrently_on_the_one_executor_thread(
     assert results[:3] == [want] * 3
     for result in results[3:]:
         np.testing.assert_allclose(result.embeddings, expected, atol=1e-5)
-    assert stepping == {"executor-served"}
+    # Chat decodes on the main lane; embedding batches on the urgent lane beside it (2+ cores).
+    assert stepping["chat"] == {"executor-served"}
+    urgent = "executor-served-urgent" if executor.urgent is not None else "executor-served"
+    assert stepping["embed"] == {urgent}
     assert not [t for t in threads if t.startswith(("engine-", "embed-"))]  # no per-engine threads

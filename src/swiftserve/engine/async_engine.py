@@ -57,7 +57,7 @@ class AsyncEngine:
         self.engine = LLMEngine(config)
         self.name = name or config.model
         self._owns_executor = executor is None
-        self._executor = executor or DeviceExecutor(f"engine-{self.name}")
+        self._executor = executor or DeviceExecutor(f"engine-{self.name}", urgent_lane_threads=0)
         self._streams: dict[str, asyncio.Queue] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._is_attached = False

@@ -1,111 +1,85 @@
-"""One loop per device: it owns the device and decides which resident engine steps next.
+"""One executor per device: it owns the device and decides which resident engine steps when.
 
-Engines (chat and embedding alike) no longer run their own worker threads, so models never fight
-over the cores or the GPU: every engine step runs here, one at a time, in the order
-`scheduler.step_policy.StepPolicy` picks (work-conserving, weighted fair by measured step time,
-latency-sensitive work first). Everything that touches an engine's state (adding or aborting a
-request, unloading) is a command run on this thread between two steps, so engines need no locks.
+Engines (chat and embedding alike) have no worker threads of their own, so models never fight
+over the cores or the GPU: every engine step runs on one of the executor's two lanes
+(engine/executor_lane.py), in the order `scheduler.step_policy.StepPolicy` picks
+(work-conserving, fair per request by measured step time, latency-sensitive work first).
 
-The loop:
-1. run every queued command (waiting for one when no engine has work);
-2. ask each attached engine whether it has work and whether that work is urgent;
-3. step the engine the policy picks, time the step, charge it to that engine;
-4. hand the step's outputs to the engine's `deliver` callback (which forwards them to asyncio).
-A step that raises is reported to the engine's `on_error` callback; the loop goes on with the rest.
+- The main lane steps chat engines: long decode runs, batched, weighted fair.
+- The urgent lane steps engines whose every step is short and gates a caller (embedding
+  batches: a pipeline's next stage waits on them). It runs beside the main lane's step, with a
+  small OpenMP team of its own (a quarter of the cores, at least one), so an embedding never
+  waits out a 100 ms decode step of another model; the main lane's step slows only by what the
+  embedding takes. On a single core it is off and every engine shares the main lane.
+Commands that touch an engine's state (adding or aborting a request, unloading) run on the lane
+the engine is attached to, between two of its steps, so engines need no locks.
 """
 
 from __future__ import annotations
 
-import logging
-import queue
-import threading
-import time
+import os
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
-from typing import Any, Protocol
+from functools import partial
+from typing import Any
 
-from swiftserve.scheduler.step_policy import Candidate, StepPolicy
+from swiftserve.engine.executor_lane import AttachedEngine, ExecutorLane, ExecutorStoppedError, Steppable
+from swiftserve.engine.omp_threads import set_this_thread_num_threads
+from swiftserve.scheduler.step_policy import StepPolicy
 
-logger = logging.getLogger("swiftserve.executor")
-
-_STOP = object()
-# A step that produced nothing this fast did no work.
-_IDLE_STEP_S = 1e-4
+__all__ = ["DeviceExecutor", "ExecutorStoppedError", "Steppable", "default_urgent_lane_threads"]
 
 
-class Steppable(Protocol):
-    """What the executor needs of an engine."""
-
-    def has_work(self) -> bool: ...
-
-    def is_urgent(self) -> bool:
-        """Its next step serves an embedding batch or a request waiting for its first token."""
-        ...
-
-    def demand(self) -> int:
-        """Sequences (or inputs) its next step serves, >= 1: its fair share scales with it."""
-        ...
-
-    def step(self) -> list[Any]: ...
-
-
-@dataclass
-class _Attached:
-    engine: Steppable
-    deliver: Callable[[list[Any]], None]
-    on_error: Callable[[BaseException], None]
-    num_steps: int = 0
-    busy_seconds: float = 0.0
-
-
-class ExecutorStoppedError(RuntimeError):
-    """A command was sent to an executor that is not running."""
+def default_urgent_lane_threads(num_cores: int | None = None) -> int:
+    """A quarter of the cores this process may run on, at least 1; 0 (no urgent lane) on one core."""
+    cores = num_cores if num_cores is not None else len(os.sched_getaffinity(0))
+    return 0 if cores < 2 else max(1, cores // 4)
 
 
 class DeviceExecutor:
-    """The single stepping loop of one device (see the module docstring)."""
+    """The stepping lanes of one device (see the module docstring). urgent_lane_threads: the
+    urgent lane's OpenMP team (None: default_urgent_lane_threads(); 0: no urgent lane)."""
 
-    def __init__(self, name: str = "cpu", policy: StepPolicy | None = None) -> None:
+    def __init__(
+        self, name: str = "cpu", policy: StepPolicy | None = None, urgent_lane_threads: int | None = None
+    ) -> None:
         self.name = name
-        self.policy = policy or StepPolicy()
-        self._engines: dict[str, _Attached] = {}
-        self._commands: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self.main = ExecutorLane(name, policy)
+        threads = default_urgent_lane_threads() if urgent_lane_threads is None else urgent_lane_threads
+        if threads < 0:
+            raise ValueError(f"urgent_lane_threads must be >= 0, got {threads}")
+        on_start = partial(set_this_thread_num_threads, threads)
+        self.urgent = ExecutorLane(f"{name}-urgent", StepPolicy(), on_start) if threads else None
+        self._lane_of: dict[str, ExecutorLane] = {}
+
+    @property
+    def policy(self) -> StepPolicy:
+        return self.main.policy
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._loop, name=f"executor-{self.name}", daemon=True)
-        self._thread.start()
+        for lane in self._lanes():
+            lane.start()
 
     def stop(self, wait: bool = True) -> None:
-        """Stops after the step in progress; commands queued before are run first. wait=False
-        returns at once (the thread ends on its own), for callers that must not wait on a step."""
-        if self._thread is None:
-            return
-        self._commands.put(_STOP)
-        if wait:
-            self._thread.join()
-        self._thread = None
+        """Stops after the steps in progress; commands queued before are run first. wait=False
+        returns at once (the threads end on their own), for callers that must not wait on a step."""
+        for lane in self._lanes():
+            lane.stop(wait)
 
     @property
     def is_running(self) -> bool:
-        return self._thread is not None
+        return self.main.is_running
 
     @property
     def on_executor_thread(self) -> bool:
-        return threading.current_thread() is self._thread
+        return any(lane.on_thread for lane in self._lanes())
 
     # -- commands (any thread) --------------------------------------------------------------------
-    def call(self, fn: Callable[[], Any]) -> Future:
-        """Runs fn on the executor thread between two steps; its result or exception lands in the future."""
-        if self._thread is None:
-            raise ExecutorStoppedError(f"the {self.name} executor is not running")
-        future: Future = Future()
-        self._commands.put((fn, future))
-        return future
+    def call(self, fn: Callable[[], Any], owner: str | None = None) -> Future:
+        """Runs fn between two steps on the lane of engine `owner` (main lane when None or not
+        attached); its result or exception lands in the future."""
+        return self._lane_of.get(owner, self.main).call(fn)
 
     def attach(
         self,
@@ -114,96 +88,21 @@ class DeviceExecutor:
         deliver: Callable[[list[Any]], None],
         on_error: Callable[[BaseException], None],
         weight: float = 1.0,
+        urgent_lane: bool = False,
     ) -> Future:
-        """Starts stepping `engine` under `name`; weight scales its fair share of device time."""
-
-        def add() -> None:
-            self.policy.register(name, weight)
-            self._engines[name] = _Attached(engine, deliver, on_error)
-
-        return self.call(add)
+        """Starts stepping `engine` under `name`; weight scales its fair share of device time.
+        urgent_lane: its steps are short and latency-sensitive (see the module docstring)."""
+        lane = self.urgent if urgent_lane and self.urgent is not None else self.main
+        self._lane_of[name] = lane
+        return lane.attach(name, AttachedEngine(engine, deliver, on_error), weight)
 
     def detach(self, name: str) -> Future:
         """Stops stepping `name` (after its step in progress); unknown names are ignored."""
-
-        def remove() -> None:
-            self._engines.pop(name, None)
-            self.policy.remove(name)
-
-        return self.call(remove)
+        return self._lane_of.pop(name, self.main).detach(name)
 
     def stats(self) -> dict[str, tuple[int, float]]:
         """name -> (steps run, seconds spent stepping), a snapshot."""
-        return {name: (a.num_steps, a.busy_seconds) for name, a in list(self._engines.items())}
+        return {name: s for lane in self._lanes() for name, s in lane.stats().items()}
 
-    # -- the loop (executor thread) ---------------------------------------------------------------
-    def _loop(self) -> None:
-        while True:
-            candidates = self._candidates()
-            if not self._run_commands(block=not candidates):
-                return
-            if self._commands.empty():
-                self._step(self._candidates())
-
-    def _run_commands(self, block: bool) -> bool:
-        """Runs the queued commands (waiting for one if block); False once asked to stop."""
-        try:
-            command = self._commands.get(block=block)
-        except queue.Empty:
-            return True
-        while True:
-            if command is _STOP:
-                return False
-            _run(*command)
-            try:
-                command = self._commands.get_nowait()
-            except queue.Empty:
-                return True
-
-    def _candidates(self) -> list[Candidate]:
-        ready = []
-        for name, attached in self._engines.items():
-            try:
-                if attached.engine.has_work():
-                    engine = attached.engine
-                    ready.append(Candidate(name, engine.is_urgent(), engine.demand()))
-            except Exception as exc:  # noqa: BLE001 - a broken engine must not stop the others
-                self._fail(name, attached, exc)
-        return ready
-
-    def _step(self, candidates: list[Candidate]) -> None:
-        name = self.policy.pick(candidates)
-        if name is None:
-            return
-        attached = self._engines[name]
-        start = time.perf_counter()
-        try:
-            outputs = attached.engine.step()
-        except Exception as exc:  # noqa: BLE001 - reported to the engine's owner; others go on
-            self._fail(name, attached, exc)
-            return
-        finally:
-            elapsed = time.perf_counter() - start
-            self.policy.charge(name, elapsed)
-            attached.num_steps += 1
-            attached.busy_seconds += elapsed
-        if outputs:
-            attached.deliver(outputs)
-        elif elapsed < _IDLE_STEP_S:
-            time.sleep(0.001)  # nothing was schedulable (e.g. waiting for KV blocks): don't spin
-
-    def _fail(self, name: str, attached: _Attached, exc: BaseException) -> None:
-        logger.error("engine %s failed a step: %r", name, exc)
-        try:
-            attached.on_error(exc)
-        except Exception:  # noqa: BLE001
-            logger.exception("on_error of %s raised", name)
-
-
-def _run(fn: Callable[[], Any], future: Future) -> None:
-    if not future.set_running_or_notify_cancel():
-        return
-    try:
-        future.set_result(fn())
-    except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
-        future.set_exception(exc)
+    def _lanes(self) -> list[ExecutorLane]:
+        return [self.main] if self.urgent is None else [self.main, self.urgent]

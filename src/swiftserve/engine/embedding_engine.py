@@ -111,11 +111,11 @@ class EmbeddingEngine:
             return
         self._is_attached = True  # set first: concurrent embed() calls queue behind the attach
         if self._owns_executor:
-            self._executor = DeviceExecutor(f"embed-{self.name}")
+            self._executor = DeviceExecutor(f"embed-{self.name}", urgent_lane_threads=0)
             self._executor.start()
-        self._executor.attach(self.name, self, self._on_outputs, self._on_error)
+        self._executor.attach(self.name, self, self._on_outputs, self._on_error, urgent_lane=True)
         # The first forwards pay one-time setup (allocator, kernels): not on a request's clock.
-        await asyncio.wrap_future(self._executor.call(self._warm_up))
+        await asyncio.wrap_future(self._executor.call(self._warm_up, owner=self.name))
 
     async def shutdown(self) -> None:
         """Stop stepping; calls still waiting fail with RuntimeError. Returns without waiting for
@@ -165,7 +165,7 @@ class EmbeddingEngine:
         self._requests.add(request)
         request.future.add_done_callback(lambda _: self._requests.discard(request))
         items = [(request, i) for i in range(len(token_ids))]
-        self._executor.call(lambda: self._pending.extend(items))
+        self._executor.call(lambda: self._pending.extend(items), owner=self.name)
         return await request.future
 
     def embed_sync(self, inputs: list[str] | list[list[int]]) -> EmbeddingResult:
