@@ -18,15 +18,17 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from swiftserve.router.deltas import DeltaTracker
 from swiftserve.router.errors import InvalidParameterError, engine_errors_as_router_errors
 from swiftserve.router.merge import merge
 from swiftserve.router.prompts import render_chat, resolve_max_tokens, sampling_params, tokenize
-from swiftserve.router.request_types import Choice, Generation, GenerationStep, GenerationStream
+from swiftserve.router.request_types import Choice, ChoiceDelta, Generation, GenerationStep, GenerationStream
 
-from swiftserve.outputs import RequestOutput
+from swiftserve.outputs import RequestOutput, TokenLogprob
+from swiftserve.sampling_params import SamplingParams
 
 Prompt = str | list[int]
 
@@ -65,10 +67,14 @@ async def open_completion(
 
 
 def _as_prompts(prompts: Prompt | list[Prompt]) -> list[Prompt]:
+    """One prompt (text or token ids) or a list of them -> the list."""
     if not prompts:
         raise InvalidParameterError("prompt", "The prompt is empty: it must hold at least one token.")
     if isinstance(prompts, str) or all(isinstance(t, int) for t in prompts):
         return [prompts]
+    for prompt in prompts:
+        if not isinstance(prompt, str) and not all(isinstance(t, int) for t in prompt):
+            raise InvalidParameterError("prompt", "each prompt must be a string or a list of token ids")
     return list(prompts)
 
 
@@ -87,15 +93,23 @@ async def _open(
     prompt_param: str,
     default_max_tokens: int,
 ) -> GenerationStream:
-    params = [
-        sampling_params(
-            resolve_max_tokens(handle.max_model_len, len(ids), max_tokens, prompt_param, default_max_tokens),
-            sampling,
+    params = []
+    for ids in prompt_ids:
+        budget = resolve_max_tokens(
+            handle.max_model_len, len(ids), max_tokens, prompt_param, default_max_tokens
         )
-        for ids in prompt_ids
-    ]
+        params.append(sampling_params(budget, sampling))
+    streams = await _submit_all(router, handle.name, prompt_ids, params)
+    n = params[0].n
+    return GenerationStream(handle.name, n, prompt_ids, _steps(streams, DeltaTracker(n)))
+
+
+async def _submit_all(
+    router: Any, name: str, prompt_ids: list[list[int]], params: list[SamplingParams]
+) -> list[AsyncIterator[RequestOutput]]:
+    """Every prompt's outputs, all admitted; if one is refused, the others are aborted."""
     opened = await asyncio.gather(
-        *(_first_output(router, handle.name, ids, p) for ids, p in zip(prompt_ids, params, strict=True)),
+        *(_first_output(router, name, ids, p) for ids, p in zip(prompt_ids, params, strict=True)),
         return_exceptions=True,
     )
     failures = [r for r in opened if isinstance(r, BaseException)]
@@ -104,11 +118,12 @@ async def _open(
             if not isinstance(stream, BaseException):
                 await stream.aclose()
         raise failures[0]
-    n = params[0].n
-    return GenerationStream(handle.name, n, prompt_ids, _steps(list(opened), DeltaTracker(n)))
+    return list(opened)
 
 
-async def _first_output(router: Any, name: str, ids: list[int], params: Any) -> AsyncIterator[RequestOutput]:
+async def _first_output(
+    router: Any, name: str, ids: list[int], params: SamplingParams
+) -> AsyncIterator[RequestOutput]:
     """The request's outputs, the first one already awaited (so its errors are raised here)."""
     gen = router.generate(name, ids, params, new_id("req"))
     try:
@@ -139,11 +154,7 @@ async def _steps(
 
 async def collect(stream: GenerationStream) -> Generation:
     """Runs an open request to its end and returns the whole of it."""
-    num_choices = len(stream.prompt_token_ids) * stream.n
-    texts = [""] * num_choices
-    token_ids: list[list[int]] = [[] for _ in range(num_choices)]
-    logprobs: list[list | None] = [None] * num_choices
-    finish_reasons: list[str | None] = [None] * num_choices
+    choices = [_SoFar() for _ in range(len(stream.prompt_token_ids) * stream.n)]
     prompt_logprobs: list = [None] * len(stream.prompt_token_ids)
     usage = None
     async with contextlib.aclosing(stream.steps) as steps:
@@ -152,14 +163,31 @@ async def collect(stream: GenerationStream) -> Generation:
             if step.prompt_logprobs is not None:
                 prompt_logprobs[step.prompt_index] = step.prompt_logprobs
             for delta in step.deltas:
-                i = delta.index
-                texts[i] += delta.text
-                token_ids[i] += delta.token_ids
-                if delta.logprobs is not None:
-                    logprobs[i] = (logprobs[i] or []) + delta.logprobs
-                finish_reasons[i] = delta.finish_reason or finish_reasons[i]
-    choices = [
-        Choice(i, i // stream.n, texts[i], token_ids[i], logprobs[i], finish_reasons[i])
-        for i in range(num_choices)
-    ]
-    return Generation(stream.model, choices, usage, stream.prompt_token_ids, prompt_logprobs)
+                choices[delta.index].add(delta)
+    return Generation(
+        model=stream.model,
+        choices=[c.choice(i, i // stream.n) for i, c in enumerate(choices)],
+        usage=usage,
+        prompt_token_ids=stream.prompt_token_ids,
+        prompt_logprobs=prompt_logprobs,
+    )
+
+
+@dataclass
+class _SoFar:
+    """One choice's deltas joined."""
+
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: str | None = None
+
+    def add(self, delta: ChoiceDelta) -> None:
+        self.text += delta.text
+        self.token_ids += delta.token_ids
+        if delta.logprobs is not None:
+            self.logprobs = (self.logprobs or []) + delta.logprobs
+        self.finish_reason = delta.finish_reason or self.finish_reason
+
+    def choice(self, index: int, prompt_index: int) -> Choice:
+        return Choice(index, prompt_index, self.text, self.token_ids, self.logprobs, self.finish_reason)

@@ -195,3 +195,32 @@ def test_a_full_engine_queue_is_the_routers_queue_full_error():
             await router.embed("embed", ["hi"])
 
     _run(go, chat=EchoChat(queue_full=True), embed=Embedder("embed", queue_full=True))
+
+
+class Stalling(EchoChat):
+    """One output, then nothing: an engine that would keep the request forever."""
+
+    async def generate(self, prompt, params, request_id=None):
+        try:
+            yield RequestOutput(request_id, None, list(prompt), [CompletionOutput(0, "a", [97])])
+            await asyncio.Event().wait()
+        finally:
+            self.closed += 1
+
+
+def test_shutdown_ends_the_streams_in_flight_then_unloads():
+    async def main():
+        model = Stalling()
+        router = Router(ModelPool(10**6, reap_interval_s=3600))
+        router.add(model, "pinned")
+        await router.start()
+        stream = await router.open_completion("chat", "hi", max_tokens=8)
+        assert (await stream.steps.__anext__()).deltas[0].text == "a"
+        waiting = asyncio.ensure_future(stream.steps.__anext__())
+        await asyncio.sleep(0.01)
+        await asyncio.wait_for(router.shutdown(), 5)
+        with pytest.raises(errors.RequestAbortedError):
+            await waiting
+        assert model.closed == 1 and not model.is_resident  # aborted, released, then unloaded
+
+    asyncio.run(main())
