@@ -90,7 +90,8 @@ class Server:
         return await self.router.chat(model, messages, **sampling)
 
     async def open_chat(self, model: str, messages: list[dict], **sampling: Any) -> GenerationStream:
-        """The reply streamed: iterate `.steps` for each step's ChoiceDeltas and usage."""
+        """The reply streamed: iterate it for each step's ChoiceDeltas and usage; `aclose()` it
+        to stop early (that aborts the request)."""
         return await self.router.open_chat(model, messages, **sampling)
 
     async def complete(self, model: str, prompt: str | list, **sampling: Any) -> Generation:

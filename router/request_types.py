@@ -56,13 +56,19 @@ class GenerationStep:
 @dataclass
 class GenerationStream:
     """An admitted request: every prompt has produced its first output, so a full queue or a bad
-    parameter was raised before this was returned. Iterate `steps`; closing it aborts the request
-    and frees its KV blocks."""
+    parameter was raised before this was returned. Iterate it (or `steps`); `aclose()` before the
+    end aborts the request and frees its KV blocks (`async with contextlib.aclosing(stream)`)."""
 
     model: str
     n: int
     prompt_token_ids: list[list[int]]
     steps: AsyncIterator[GenerationStep]
+
+    def __aiter__(self) -> AsyncIterator[GenerationStep]:
+        return self.steps
+
+    async def aclose(self) -> None:
+        await self.steps.aclose()
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,7 @@ def test_streamed_deltas_add_up_to_the_reply(running):
         s = running.server
         whole = await s.chat(CHAT, CONVERSATIONS[0], max_tokens=12, temperature=0)
         stream = await s.open_chat(CHAT, CONVERSATIONS[0], max_tokens=12, temperature=0)
-        steps = [step async for step in stream.steps]
+        steps = [step async for step in stream]
         return whole, steps
 
     whole, steps = running.run(go())
