@@ -190,6 +190,7 @@ class Router:
         self.handle(name, "chat")
         arrival = time.perf_counter()
         self._num_streams += 1
+        self._drained.clear()
         try:
             async with self.pool.use(name) as (model, was_cold):
                 stream = model.generate(prompt, params, request_id=request_id)
