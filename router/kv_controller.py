@@ -10,12 +10,16 @@ keeps every engine's block pool within that count:
    counted them as gone: the engine is shrunk to its new count before the load proceeds. A shrink
    waits for in-use tail blocks, so what is still backed is trimmed again on later ticks.
 The engine never has more usable blocks than the ledger counts; the memory behind retired tail
-blocks may lag for as long as a sequence holds one.
+blocks may lag for as long as a sequence holds one. Steps on one model run one at a time (a lock
+per model), so a tick's resize and a reclaim never interleave across their awaits.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
 from swiftserve.scheduler.kv_demand import KvDemand, KvUsage, initial_target
@@ -42,36 +46,47 @@ class KvController:
     def __init__(self, ledger: ResidencyManager) -> None:
         self.ledger = ledger
         self._demand: dict[str, KvDemand] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, model: ResizableKV) -> AsyncIterator[None]:
+        async with self._locks.setdefault(model.name, asyncio.Lock()):
+            yield
 
     async def on_loaded(self, model: ResizableKV) -> None:
         """Give a model that just became resident its first step beyond the floor."""
         self._demand[model.name] = KvDemand()
-        usage = await model.kv_usage()
-        if self._is_resident(model.name):
-            await self._resize(model, usage, initial_target(usage))
+        async with self._exclusive(model):
+            usage = await model.kv_usage()
+            if self._is_resident(model.name):
+                await self._resize(model, usage, initial_target(usage))
 
     async def tick(self, model: ResizableKV) -> None:
         """Report use, then grow, shrink or finish a waiting shrink (the module docstring, step 2)."""
-        usage = await model.kv_usage()
-        if not self._is_resident(model.name):
-            return
-        self._report(model.name, usage)
-        target = self._demand.setdefault(model.name, KvDemand()).target(usage)
-        is_waiting_shrink = usage.num_backed_blocks > usage.num_blocks
-        is_over_grant = usage.num_blocks > self.ledger.kv_blocks(model.name)
-        if target != usage.num_blocks or is_waiting_shrink or is_over_grant:
-            await self._resize(model, usage, target)
+        async with self._exclusive(model):
+            usage = await model.kv_usage()
+            if not self._is_resident(model.name):
+                return
+            self._report(model.name, usage)
+            target = self._demand.setdefault(model.name, KvDemand()).target(usage)
+            # Out of step: a shrink still waits for its tail, or the count and the engine differ.
+            kv_blocks = self.ledger.kv_blocks(model.name)
+            in_step = usage.num_blocks == usage.num_backed_blocks == kv_blocks
+            if target != usage.num_blocks or not in_step:
+                await self._resize(model, usage, target)
 
     async def report(self, model: ResizableKV) -> None:
         """Tell the ledger the engine's use now (before an admission decides what to take back)."""
-        usage = await model.kv_usage()
-        if self._is_resident(model.name):
-            self._report(model.name, usage)
+        async with self._exclusive(model):
+            usage = await model.kv_usage()
+            if self._is_resident(model.name):
+                self._report(model.name, usage)
 
     async def reclaim(self, model: ResizableKV) -> None:
         """Shrink the engine to the count the ledger left it after taking blocks back (step 3)."""
-        target = self.ledger.kv_blocks(model.name)
-        usage = await model.resize_kv(target)
+        async with self._exclusive(model):
+            target = self.ledger.kv_blocks(model.name)
+            usage = await model.resize_kv(target)
         if usage.num_backed_blocks > target:
             logger.info(
                 "%s: %d KV blocks still in use past its new size %d; they go as they are freed",

@@ -75,5 +75,5 @@ def test_a_busy_models_kv_grows_and_an_idle_ones_shrinks(tiny_dir, executor) -> 
 
     got, seen, after = asyncio.run(main())
     assert got == want
-    assert len(seen) > IDLE_TICKS and max(seen) >= 84  # grew to hold every sequence at once
+    assert len(seen) > IDLE_TICKS and max(seen) > 3 * (FLOOR + 4)  # grew (to 84 it holds all at once)
     assert after == (FLOOR, FLOOR)  # all done: back to the floor after a quiet window
