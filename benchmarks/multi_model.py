@@ -13,7 +13,11 @@ absolute times; the host is shared and absolute figures move between runs):
                  OMP_NUM_THREADS: `a` alone on core 0 (1 thread), `b` and `emb` sharing core 1
                  (1 thread each). A static deployment must pick its split before it sees the
                  load; this one is the best fixed split for a 90/5/5 mix on two cores.
-   Reports requests/s, output tok/s, p50/p95 end-to-end latency per model, and swiftserve/static.
+     ceiling:    the swiftserve process with every request sent to `a` (same clients, prompts and
+                 lengths): what one engine does with the whole machine, the bound on any
+                 deployment of this mix (b's and emb's requests cost at least as much as a's).
+   Reports requests/s, output tok/s, p50/p95 end-to-end latency per model, swiftserve/static
+   and ceiling/static.
    With --rounds 2 the deployments alternate (swiftserve, static, static, swiftserve) and the
    figures are summed over rounds, so a slow patch of the shared host hits both.
 2. Embedding latency under chat load, in the swiftserve process: one client sending embedding
@@ -193,7 +197,12 @@ async def warm_up(routes: dict[str, str], max_tokens: int) -> None:
 
 
 async def skewed_load(
-    routes: dict[str, str], clients: int, duration: float, seed: int, max_tokens: int
+    routes: dict[str, str],
+    clients: int,
+    duration: float,
+    seed: int,
+    max_tokens: int,
+    mix: tuple[tuple[str, float], ...] = MIX,
 ) -> dict:
     """Closed loop: each client sends its own seeded sequence of requests back to back until
     `duration` has passed, then the requests in flight finish (and count)."""
@@ -202,8 +211,8 @@ async def skewed_load(
     async def client_loop(client, index: int, start: float) -> None:
         rng = random.Random(seed * 100_003 + index)
         while time.perf_counter() - start < duration:
-            x, cls = rng.random(), CLASSES[-1]
-            for name, share in MIX:
+            x, cls = rng.random(), mix[-1][0]
+            for name, share in mix:
                 if x < share:
                     cls = name
                     break
@@ -241,6 +250,8 @@ def summarize_load(runs: list[dict]) -> dict:
     }
     for cls in CLASSES:
         lat = [x["latency"] for x in ok if x["cls"] == cls]
+        if not lat:
+            continue
         out["per_model"][cls] = {
             "requests": len(lat),
             "requests_per_s": len(lat) / elapsed,
@@ -251,6 +262,11 @@ def summarize_load(runs: list[dict]) -> dict:
     if errors:
         out["first_errors"] = errors[:5]
     return out
+
+
+def overall_p95(runs: list[dict]) -> float:
+    """p95 end-to-end latency over every successful request of every model."""
+    return percentile([x["latency"] for r in runs for x in r["records"] if x["ok"]], 95)
 
 
 # --------------------------------------------------------------------------- part 2
@@ -487,25 +503,26 @@ def main() -> None:
             deployments = {
                 "swiftserve": ([swift], {c: swift.base for c in CLASSES}),
                 "static": (static, {"a": static[0].base, "b": static[1].base, "emb": static[2].base}),
+                "ceiling": ([swift], {"a": swift.base}),
             }
             for _, routes in deployments.values():
                 asyncio.run(warm_up(routes, args.max_tokens))
             runs: dict[str, list] = {name: [] for name in deployments}
             idle_cpu: dict[str, list] = {name: [] for name in deployments}
-            pair = ["swiftserve", "static"]
-            order = [name for r in range(args.rounds) for name in (pair if r % 2 == 0 else pair[::-1])]
+            trio = ["swiftserve", "static", "ceiling"]
+            order = [name for r in range(args.rounds) for name in (trio if r % 2 == 0 else trio[::-1])]
             for i, name in enumerate(order):
-                others = [s for n, (ss, _) in deployments.items() if n != name for s in ss]
-                before = sum(s.cpu_seconds() for s in others)
                 mine = deployments[name][0]
+                others = [s for n, (ss, _) in deployments.items() if n != name for s in ss if s not in mine]
+                before = sum(s.cpu_seconds() for s in others)
                 own_before = [s.cpu_seconds() for s in mine]
                 gen_before = psutil.Process().cpu_times()
-                print(
-                    f"skewed load, {name}, round {i // 2 + 1}: {args.clients} clients, {args.duration:.0f} s"
-                )
+                r = i // len(trio)
+                print(f"skewed load, {name}, round {r + 1}: {args.clients} clients, {args.duration:.0f} s")
+                mix = (("a", 1.0),) if name == "ceiling" else MIX
                 run = asyncio.run(
                     skewed_load(
-                        deployments[name][1], args.clients, args.duration, args.seed + i // 2, args.max_tokens
+                        deployments[name][1], args.clients, args.duration, args.seed + r, args.max_tokens, mix
                     )
                 )
                 gen = psutil.Process().cpu_times()
@@ -521,7 +538,7 @@ def main() -> None:
                 runs[name].append(run)
                 idle_cpu[name].append(sum(s.cpu_seconds() for s in others) - before)
             load = {name: summarize_load(r) for name, r in runs.items()}
-            ours, base = load["swiftserve"], load["static"]
+            ours, base, ceiling = load["swiftserve"], load["static"], load["ceiling"]
             load["ratio"] = {
                 "requests_per_s": ours["requests_per_s"] / base["requests_per_s"],
                 "output_tok_per_s": ours["output_tok_per_s"] / base["output_tok_per_s"],
@@ -529,6 +546,11 @@ def main() -> None:
                     f"p95_{c}": ours["per_model"][c]["p95_ms"] / base["per_model"][c]["p95_ms"]
                     for c in CLASSES
                 },
+                "p95_all": overall_p95(runs["swiftserve"]) / overall_p95(runs["static"]),
+            }
+            load["ceiling_ratio"] = {
+                "requests_per_s": ceiling["requests_per_s"] / base["requests_per_s"],
+                "output_tok_per_s": ceiling["output_tok_per_s"] / base["output_tok_per_s"],
             }
             load["cpu_seconds_of_idle_deployment"] = idle_cpu
             load["deployments"] = {n: [s.describe() for s in ss] for n, (ss, _) in deployments.items()}
@@ -587,12 +609,12 @@ def report(result: dict) -> None:
     if "skewed_load" in result:
         load = result["skewed_load"]
         rows = []
-        for name in ("swiftserve", "static"):
+        for name in ("swiftserve", "static", "ceiling"):
             r = load[name]
             row = {"deployment": name, "req/s": r["requests_per_s"], "out tok/s": r["output_tok_per_s"]}
-            for c in CLASSES:
-                row[f"{c} p50 ms"] = r["per_model"][c]["p50_ms"]
-                row[f"{c} p95 ms"] = r["per_model"][c]["p95_ms"]
+            for c, stats in r["per_model"].items():
+                row[f"{c} p50 ms"] = stats["p50_ms"]
+                row[f"{c} p95 ms"] = stats["p95_ms"]
             row["errors"] = r["errors"]
             rows.append(row)
         ratio = load["ratio"]
@@ -602,10 +624,16 @@ def report(result: dict) -> None:
             "out tok/s": ratio["output_tok_per_s"],
             **{f"{c} p95 ms": ratio[f"p95_{c}"] for c in CLASSES},
         })  # fmt: skip
+        rows.append({
+            "deployment": "ceiling / static",
+            "req/s": load["ceiling_ratio"]["requests_per_s"],
+            "out tok/s": load["ceiling_ratio"]["output_tok_per_s"],
+        })  # fmt: skip
         print("\n1. skewed load (90% a, 5% b, 5% emb)")
         cols = ["deployment", "req/s", "out tok/s"]
         cols += [f"{c} p{q} ms" for c in CLASSES for q in (50, 95)] + ["errors"]
         print_table(rows, cols)
+        print(f"p95 over all requests, swiftserve / static: {ratio['p95_all']:.2f}")
     if "embedding_under_load" in result:
         e = result["embedding_under_load"]
         print(f"\n2. embedding latency, alone and with {e['chat_streams']} chat streams on `a`")

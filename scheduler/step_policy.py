@@ -14,10 +14,17 @@ Several engines share one device; one loop runs one engine step at a time. The c
 3. Latency-sensitive work first: an engine whose next step serves an embedding batch or a
    request still waiting for its first token is urgent, and is picked ahead of the fair order
    while its virtual time is at most `urgent_slack_s` (device seconds per sequence) ahead of
-   the fairest candidate. A single
-   first token or embedding batch therefore never waits behind a long run of another model's
-   decode steps, yet a flood of urgent work cannot starve the others for more than the slack.
-Ties go to the engine that has waited longest since its last step, then by name.
+   the fairest candidate. A single first token or embedding batch therefore never waits behind
+   a long run of another model's decode steps, yet a flood of urgent work cannot starve the
+   others for more than the slack.
+4. A floor on every busy engine's step rate: sharing per request leaves a model with one
+   request in flight a sliver of the device, and its steps cost nearly a full batch's, so on
+   its own its requests would crawl. An engine that has waited more than `max_step_gap_s` since
+   its last step (or since it became busy) is picked first, the longest waiting first, so every
+   request of every model gets at least 1 / max_step_gap_s tokens per second while the device
+   can give it, and the busiest model still keeps most of the device.
+Ties go to the engine that has waited longest since its last step, then by name. The clock is
+the caller's (`now` of pick and charge, in seconds), so the policy is tested with exact times.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 DEFAULT_URGENT_SLACK_S = 0.05
+DEFAULT_MAX_STEP_GAP_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,7 @@ class _Account:
     last_step: int = -1  # sequence number of its last step; -1 = never stepped
     was_busy: bool = False
     demand: int = 1  # of its last pick: what its next charge is divided by
+    waiting_since: float | None = None  # busy and not stepping since then; None: idle or unknown
 
 
 @dataclass
@@ -55,12 +64,15 @@ class StepPolicy:
     """Virtual-time accounts per engine; `pick` chooses, `charge` records what a step cost."""
 
     urgent_slack_s: float = DEFAULT_URGENT_SLACK_S
+    max_step_gap_s: float = DEFAULT_MAX_STEP_GAP_S
     _accounts: dict[str, _Account] = field(default_factory=dict)
     _num_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.urgent_slack_s < 0:
             raise ValueError(f"urgent_slack_s must be >= 0, got {self.urgent_slack_s}")
+        if self.max_step_gap_s <= 0:
+            raise ValueError(f"max_step_gap_s must be > 0, got {self.max_step_gap_s}")
 
     def register(self, name: str, weight: float = 1.0) -> None:
         if weight <= 0:
@@ -75,13 +87,18 @@ class StepPolicy:
     def virtual_time(self, name: str) -> float:
         return self._accounts[name].virtual_time
 
-    def pick(self, candidates: Iterable[Candidate]) -> str | None:
-        """The engine to step next among those with work; None when none has any."""
+    def pick(self, candidates: Iterable[Candidate], now: float | None = None) -> str | None:
+        """The engine to step next among those with work; None when none has any. Without
+        `now` the step-rate floor (4. in the module docstring) is not applied."""
         ready = [c for c in candidates if c.name in self._accounts]
         self._mark_idle({c.name for c in ready})
         if not ready:
             return None
-        self._rejoin(ready)
+        self._rejoin(ready, now)
+        starving = self._starving(ready, now)
+        if starving is not None:
+            self._accounts[starving.name].demand = starving.demand
+            return starving.name
         fairest = min(ready, key=self._order)
         floor = self._accounts[fairest.name].virtual_time
         urgent = [
@@ -93,9 +110,9 @@ class StepPolicy:
         self._accounts[chosen.name].demand = chosen.demand
         return chosen.name
 
-    def charge(self, name: str, step_seconds: float) -> None:
+    def charge(self, name: str, step_seconds: float, now: float | None = None) -> None:
         """Record a step of `name` that took `step_seconds` of device time (serving the demand
-        its candidate had when it was picked)."""
+        its candidate had when it was picked), ending at `now`."""
         if step_seconds < 0:
             raise ValueError(f"step_seconds must be >= 0, got {step_seconds}")
         account = self._accounts.get(name)
@@ -103,18 +120,32 @@ class StepPolicy:
             return  # removed while its step ran
         account.virtual_time += step_seconds / (account.weight * account.demand)
         account.last_step = self._num_steps
+        account.waiting_since = now
         self._num_steps += 1
 
     def _order(self, candidate: Candidate) -> tuple[float, int, str]:
         account = self._accounts[candidate.name]
         return (account.virtual_time, account.last_step, candidate.name)
 
+    def _starving(self, ready: list[Candidate], now: float | None) -> Candidate | None:
+        """The candidate waiting longest past max_step_gap_s, if any."""
+        if now is None:
+            return None
+        waits = [
+            (now - a.waiting_since, c)
+            for c in ready
+            if (a := self._accounts[c.name]).waiting_since is not None
+        ]
+        late = [(wait, c) for wait, c in waits if wait > self.max_step_gap_s]
+        return max(late, key=lambda item: (item[0], item[1].name))[1] if late else None
+
     def _mark_idle(self, busy: set[str]) -> None:
         for name, account in self._accounts.items():
             if name not in busy:
                 account.was_busy = False
+                account.waiting_since = None
 
-    def _rejoin(self, ready: list[Candidate]) -> None:
+    def _rejoin(self, ready: list[Candidate], now: float | None = None) -> None:
         """Engines that just became busy start at the busy ones' smallest virtual time."""
         busy = [self._accounts[c.name] for c in ready if self._accounts[c.name].was_busy]
         if busy:
@@ -124,4 +155,7 @@ class StepPolicy:
                 if not account.was_busy:
                     account.virtual_time = max(account.virtual_time, floor)
         for c in ready:
-            self._accounts[c.name].was_busy = True
+            account = self._accounts[c.name]
+            if not account.was_busy or account.waiting_since is None:
+                account.waiting_since = now
+            account.was_busy = True

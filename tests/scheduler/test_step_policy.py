@@ -106,6 +106,8 @@ def test_an_urgent_flood_cannot_starve_the_others_past_the_slack():
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="urgent_slack_s"):
         StepPolicy(urgent_slack_s=-1)
+    with pytest.raises(ValueError, match="max_step_gap_s"):
+        StepPolicy(max_step_gap_s=0)
     policy = _policy("a")
     with pytest.raises(ValueError, match="already registered"):
         policy.register("a")
@@ -123,3 +125,49 @@ def test_charging_a_removed_engine_is_ignored():
     policy.remove("a")
     policy.charge("a", 1.0)
     assert policy.pick([Candidate("a")]) is None
+
+
+def test_a_busy_engine_steps_at_least_every_max_step_gap():
+    # big serves 30 sequences, small 1; per request, small would get one step in 30.
+    policy = StepPolicy(max_step_gap_s=0.25)
+    policy.register("big")
+    policy.register("small")
+    both = [Candidate("big", demand=30), Candidate("small", demand=1)]
+    now, order = 0.0, []
+    for _ in range(12):
+        name = policy.pick(both, now)
+        order.append(name)
+        now += 0.1  # every step takes 0.1 s
+        policy.charge(name, 0.1, now)
+    # small steps first (ties: name), then waits out the gap: 0.1 s steps, so every 3rd step.
+    assert order == ["big", "small", "big", "big", "big", "small", "big", "big", "big", "small", "big", "big"]
+
+
+def test_the_step_gap_counts_from_when_an_engine_became_busy():
+    policy = StepPolicy(max_step_gap_s=0.25)
+    policy.register("big")
+    policy.register("late")
+    for step in range(5):
+        policy.pick([Candidate("big", demand=30)], now=0.1 * step)
+        policy.charge("big", 0.1, now=0.1 * (step + 1))
+    both = [Candidate("big", demand=30), Candidate("late", demand=1)]
+    assert policy.pick(both, now=0.5) == "late"  # it rejoins at big's virtual time: fair pick
+    policy.charge("late", 0.1, now=0.6)
+    assert policy.pick(both, now=0.6) == "big"
+    policy.charge("big", 0.1, now=0.7)
+    assert policy.pick(both, now=0.7) == "big"  # late has waited 0.1 s
+    policy.charge("big", 0.1, now=0.8)
+    assert policy.pick(both, now=0.86) == "late"  # 0.26 s > 0.25 s
+
+
+def test_without_a_clock_there_is_no_step_gap_floor():
+    policy = StepPolicy(max_step_gap_s=0.01)
+    policy.register("big")
+    policy.register("small")
+    both = [Candidate("big", demand=30), Candidate("small", demand=1)]
+    order = []
+    for _ in range(6):
+        name = policy.pick(both)
+        order.append(name)
+        policy.charge(name, 0.3)
+    assert order == ["big", "small", "big", "big", "big", "big"]

@@ -162,7 +162,7 @@ class ExecutorLane:
         return ready
 
     def _step(self, candidates: list[Candidate]) -> None:
-        name = self.policy.pick(candidates)
+        name = self.policy.pick(candidates, time.perf_counter())
         if name is None:
             return
         attached = self._engines[name]
@@ -173,8 +173,9 @@ class ExecutorLane:
             self._fail(name, attached, exc)
             return
         finally:
-            elapsed = time.perf_counter() - start
-            self.policy.charge(name, elapsed)
+            end = time.perf_counter()
+            elapsed = end - start
+            self.policy.charge(name, elapsed, end)
             attached.num_steps += 1
             attached.busy_seconds += elapsed
         if outputs:
