@@ -6,7 +6,8 @@ against the residency ledger):
 1. Starved (a request waits for blocks, or more than STARVED_USAGE of the blocks are in use):
    grow by GROW_FRACTION, at least MIN_STEP_BLOCKS, up to the model's maximum.
 2. Mostly idle (over the last IDLE_TICKS ticks the peak use, with SHRINK_HEADROOM, stayed at least
-   MIN_STEP_BLOCKS below the size): shrink to max(floor, SHRINK_HEADROOM x that peak).
+   MIN_STEP_BLOCKS below the size, or down to the floor): shrink to max(floor, SHRINK_HEADROOM x
+   that peak).
 3. Otherwise keep the size.
 A cache that does not commit memory on use (CUDA) is asked for its whole maximum at once (its
 memory is allocated at load anyway, and it cannot grow past that later) and never shrinks: a
@@ -75,4 +76,6 @@ class KvDemand:
         if not usage.commits_on_use or len(self._recent) < (self._recent.maxlen or 0):
             return usage.num_blocks
         target = shrink_target(usage, max(self._recent))
-        return target if usage.num_blocks - target >= MIN_STEP_BLOCKS else usage.num_blocks
+        # Not by less than a step (no churn on noise), except the last way down to the floor.
+        worth_it = usage.num_blocks - target >= MIN_STEP_BLOCKS or target == usage.num_floor_blocks
+        return target if worth_it else usage.num_blocks

@@ -65,4 +65,6 @@ def test_no_shrink_by_less_than_a_step_nor_of_a_cache_that_is_not_lazy():
     demand = KvDemand(idle_ticks=1)
     assert demand.target(usage(24, 39)) == 39  # 1.5 x 24 = 36: only 3 blocks to gain
     assert demand.target(usage(24, 40)) == 36
+    assert demand.target(usage(0, 34)) == 32  # less than a step, but the last way to the floor
+    assert demand.target(usage(0, 32)) == 32
     assert KvDemand(idle_ticks=1).target(usage(0, 256, lazy=False)) == 256

@@ -93,7 +93,8 @@ class LocalChatModel(ServedHandle):
         return await self._on_executor(resize)
 
     async def _on_executor(self, fn: Callable[[], T]) -> T:
-        return await asyncio.wrap_future(self.executor.call(fn))
+        """fn on the lane that steps this engine, between two of its steps."""
+        return await asyncio.wrap_future(self.executor.call(fn, self.name))
 
     # -- ServedHandle -----------------------------------------------------------------------------
     def _build(self) -> AsyncEngine:
