@@ -198,6 +198,27 @@ def test_async_streams_cancels_and_isolates_bad_requests(smollm_dir, llm: LLM) -
     asyncio.run(main())
 
 
+def test_abort_from_outside_ends_the_stream_with_an_abort_output(smollm_dir) -> None:
+    async def main() -> None:
+        engine = _async_engine(smollm_dir)
+        await engine.start()
+        outs = []
+        async for out in engine.generate(
+            "Write a long essay about the sea.", SamplingParams(max_tokens=200, ignore_eos=True), "essay"
+        ):
+            outs.append(out)
+            if len(out.outputs[0].token_ids) == 3:
+                engine.abort("essay")  # not the reader closing: someone else stops it
+        last = outs[-1]
+        assert last.finished and last.outputs[0].finish_reason == "abort"
+        assert 3 <= len(last.outputs[0].token_ids) < 200
+        stats = engine.stats()
+        assert stats.num_running == 0 and stats.num_free_blocks == stats.num_total_blocks
+        await engine.shutdown()
+
+    asyncio.run(asyncio.wait_for(main(), timeout=120))
+
+
 def test_async_queue_bound(smollm_dir) -> None:
     async def main() -> None:
         engine = _async_engine(smollm_dir, max_num_waiting=1, max_num_seqs=1)

@@ -145,8 +145,15 @@ class AsyncEngine:
         return items[-1]
 
     def abort(self, request_id: str) -> None:
+        """Stops the request; a stream still reading it ends with its "abort" output."""
+
+        def abort_now() -> None:
+            output = self.engine.abort_request(request_id)
+            if output is not None:
+                self._call_soon(self._deliver, request_id, output)
+
         try:
-            self._executor.call(lambda: self.engine.abort_request(request_id))
+            self._executor.call(abort_now)
         except ExecutorStoppedError:  # shut down: nothing is stepping it any more
             pass
 

@@ -161,16 +161,18 @@ class LLMEngine:
         logprobs = [] if params.logprobs is not None else None
         return Completion(request_id, index, seq, state, detok, logprobs=logprobs)
 
-    def abort_request(self, request_id: str) -> None:
-        """Stop a request wherever it is and free its blocks; unknown ids are ignored."""
+    def abort_request(self, request_id: str) -> RequestOutput | None:
+        """Stop a request wherever it is and free its blocks; its last output (finish_reason
+        "abort" on every completion still running), or None for an unknown id."""
         request = self.requests.pop(request_id, None)
         if request is None:
-            return
+            return None
         for completion in request.completions:
             self._completions.pop(completion.seq.seq_id, None)
             if completion.finish_reason is None:
                 completion.finish_reason = "abort"
                 self.scheduler.abort(completion.seq)
+        return request.to_output()
 
     def has_unfinished(self) -> bool:
         return bool(self.requests)
@@ -242,9 +244,13 @@ class LLMEngine:
                 self.runner.max_num_blocks,
                 "its kv_cache_memory" if self.runner.kv_cache.commits_on_use else "allocated at load on CUDA",
             )
-        backed_before = self.scheduler.block_manager.num_backed_blocks
+        bm = self.scheduler.block_manager
+        backed_before = bm.num_backed_blocks
         backed = self.scheduler.resize(min(wanted, self.runner.max_num_blocks))
         self.runner.release_kv_blocks(backed, backed_before)
+        # Retired blocks no one holds wait only for a tail block in use: their memory goes now.
+        for start, end in bm.free_retired_runs():
+            self.runner.release_kv_blocks(start, end)
         return backed
 
     def kv_usage(self) -> KvUsage:
