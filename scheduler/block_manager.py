@@ -55,6 +55,9 @@ class BlockManager:
         """Grow or shrink the pool at its tail (BlockPool.resize); the number of ids still backed."""
         return self.pool.resize(num_blocks)
 
+    def free_retired_runs(self) -> list[tuple[int, int]]:
+        return self.pool.free_retired_runs()
+
     def _block_tokens(self, seq: Sequence, index: int) -> tuple[int, ...]:
         return tuple(seq.token_ids[index * self.block_size : (index + 1) * self.block_size])
 

@@ -126,6 +126,18 @@ class BlockPool:
                 block.block_hash, block.token_ids = None, ()
         self._num_allocatable = num_blocks
 
+    def free_retired_runs(self) -> list[tuple[int, int]]:
+        """[start, end) runs of retired ids no sequence holds: backed, yet their memory can go."""
+        runs: list[tuple[int, int]] = []
+        for block in self.blocks[self._num_allocatable :]:
+            if block.ref_count:
+                continue
+            if runs and runs[-1][1] == block.block_id:
+                runs[-1] = (runs[-1][0], block.block_id + 1)
+            else:
+                runs.append((block.block_id, block.block_id + 1))
+        return runs
+
     def check_integrity(self, expected_refs: dict[int, int]) -> None:
         """Raise AssertionError unless refs, the free queue and the cache index agree."""
         assert all(0 <= b < len(self.blocks) for b in expected_refs), "a block id past the pool"

@@ -80,3 +80,27 @@ def test_kv_memory_rises_only_with_use_and_falls_after_a_shrink(tiny_dir) -> Non
     # the 64 kept blocks are reused first, then 56 new ones are written
     assert kv_resident_bytes(engine) == 120 * BLOCK_BYTES
     engine.scheduler.check_integrity()
+
+
+def test_a_shrink_held_up_by_one_sequence_frees_everything_else_at_once(tiny_dir) -> None:
+    engine = LLMEngine(EngineConfig(model=str(tiny_dir), **CONFIG))
+    rng = random.Random("c")
+    for i in range(16):
+        engine.add_request(f"c{i}", [rng.randrange(3, 49152) for _ in range(900)], PARAMS)
+    while engine.scheduler.waiting or any(s.num_uncomputed_tokens > 1 for s in engine.scheduler.running):
+        engine.step()  # every prompt prefilled: about 900 blocks written
+    last = max(engine.scheduler.running, key=lambda s: max(s.block_ids))
+    for request_id in list(engine.requests):
+        if request_id != engine._completions[last.seq_id].request_id:
+            engine.abort_request(request_id)
+    held = len(last.block_ids)
+    assert min(last.block_ids) >= 64
+    backed = engine.resize_kv(64)
+    assert backed == max(last.block_ids) + 1  # the live sequence holds the tail
+    # the floor's 64 blocks and the live sequence's stay; every other retired block's memory went
+    assert kv_resident_bytes(engine) == (64 + held) * BLOCK_BYTES
+    while engine.has_unfinished():
+        engine.step()
+    assert engine.resize_kv(64) == 64
+    assert kv_resident_bytes(engine) == 64 * BLOCK_BYTES
+    engine.scheduler.check_integrity()

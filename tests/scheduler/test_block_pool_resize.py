@@ -63,6 +63,22 @@ def test_shrink_stops_at_an_in_use_tail_block_and_finishes_once_it_is_released()
     pool.check_integrity({})
 
 
+def test_free_retired_runs_name_the_retired_ids_no_one_holds():
+    pool = BlockPool(10)
+    [pool.allocate() for _ in range(10)]
+    for block_id in (0, 3, 4, 6, 8):
+        pool.release(block_id)
+    assert pool.free_retired_runs() == []  # nothing retired yet
+    assert pool.resize(2) == 10  # 9 in use holds the tail; 2..8 retired
+    assert pool.free_retired_runs() == [(3, 5), (6, 7), (8, 9)]
+    pool.release(5)
+    assert pool.free_retired_runs() == [(3, 7), (8, 9)]
+    pool.release(9)
+    assert pool.resize(2) == 8  # 9 and 8 go; 7 still in use
+    assert pool.free_retired_runs() == [(3, 7)]
+    pool.check_integrity({1: 1, 2: 1, 7: 1})
+
+
 def test_growth_after_a_partial_shrink_readmits_the_retired_ids():
     pool = BlockPool(6)
     [pool.allocate() for _ in range(6)]
