@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 
 from swiftserve.config import EngineConfig
 from swiftserve.engine.device_executor import DeviceExecutor, ExecutorStoppedError
+from swiftserve.engine.device_stream import EngineStream
 from swiftserve.engine.errors import RequestFailedError
 from swiftserve.engine.llm_engine import EngineStats, LLMEngine
 from swiftserve.outputs import RequestOutput
@@ -31,6 +32,7 @@ class ChatSteppable:
 
     def __init__(self, engine: LLMEngine) -> None:
         self.engine = engine
+        self.stream = EngineStream(engine.runner.device)
 
     def has_work(self) -> bool:
         return self.engine.has_unfinished()
@@ -44,7 +46,7 @@ class ChatSteppable:
         return max(1, min(len(self.engine.requests), self.engine.config.scheduler.max_num_seqs))
 
     def step(self) -> list[RequestOutput]:
-        return self.engine.step()
+        return self.stream.run(self.engine.step)
 
 
 class AsyncEngine:

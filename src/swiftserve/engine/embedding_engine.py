@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from swiftserve.engine.device_executor import DeviceExecutor
+from swiftserve.engine.device_stream import EngineStream
 from swiftserve.engine.embedding_inputs import (
     EmbeddingResult,
     EmbedRequest,
@@ -100,6 +101,7 @@ class EmbeddingEngine:
         self._is_attached = False
         self._detached: Future | None = None  # set by shutdown(): done once the executor let go
         self._pending: deque[_Item] = deque()  # executor thread only
+        self._stream = EngineStream(self.device)
         self._requests: set[EmbedRequest] = set()  # async requests queued or running (event loop)
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -196,7 +198,7 @@ class EmbeddingEngine:
         batch = self._next_batch(self._pending)
         requests = list(dict.fromkeys(request for request, _ in batch))
         try:
-            self._forward(batch)
+            self._stream.run(lambda: self._forward(batch))
         except Exception as exc:  # noqa: BLE001 - a failed forward fails its requests, not the engine
             return [(request, exc) for request in requests]
         return [(request, None) for request in requests if request.num_left == 0]
