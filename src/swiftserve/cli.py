@@ -60,7 +60,12 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-model-len", type=_positive_int, help="prompt + output tokens (default: the model's)"
     )
-    parser.add_argument("--kv-cache-memory", type=_bytes, help="KV cache budget per chat model, e.g. 512MiB")
+    parser.add_argument(
+        "--kv-cache-memory",
+        type=_bytes,
+        help="the most KV cache a chat model may hold, e.g. 512MiB (default 512MiB; reserved, "
+        "committed as it is used)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,8 +14,9 @@ _LOAD_FORMATS = ("auto", "dummy")
 class EngineConfig:
     """Everything one engine needs; several engines with different configs share a process.
 
-    kv_cache_memory is the byte budget for this model's KV cache (a multi-model scheduler hands
-    these out); None takes a default of 512 MiB. max_model_len None takes the model's own limit.
+    kv_cache_memory is the most this model's KV cache may hold (on CPU it is reserved, and
+    committed only as blocks are used; under a memory budget the router grants blocks within it
+    as demand asks); None takes a default of 512 MiB. max_model_len None takes the model's own limit.
     dtype "auto" is bfloat16 everywhere. device "auto" is cuda when available, else cpu.
     """
 
