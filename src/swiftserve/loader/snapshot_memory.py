@@ -1,0 +1,164 @@
+"""A snapshot's tensors in memory: views of a file mapping, or fresh memory filled by reads.
+
+Both take the validated index and hand each stored tensor's bytes to `check` (checksums) before
+any tensor is returned, so a failed check leaves nothing behind. Names that share an offset get
+one tensor.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import torch
+
+from swiftserve.loader.snapshot_errors import SnapshotTruncatedError
+from swiftserve.loader.snapshot_format import TENSOR_ALIGN, TensorEntry, align_up
+
+_MADV_POPULATE_READ = 22  # Linux 5.14+; not in Python's mmap constants yet
+# (file offset, length, destination address): what the native reader takes.
+Chunk = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class StoredBytes:
+    entry: TensorEntry
+    data: memoryview | bytes
+
+
+Check = Callable[[StoredBytes], None]
+
+
+def map_tensors(
+    file: BinaryIO, entries: Sequence[TensorEntry], check: Check | None
+) -> dict[str, torch.Tensor]:
+    """Tensors as views of a copy-on-write mapping of the open file.
+
+    Copy-on-write (MAP_PRIVATE) rather than read-only: torch assumes its tensors are writable,
+    and a stray in-place write then copies one page instead of crashing the process; the file is
+    never written. Page tables are populated up front (MADV_POPULATE_READ: read faults, no copy),
+    so the first forward does not pay a fault per page.
+    """
+    unique = _unique(entries)
+    mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY)
+    try:
+        _populate(mapping)
+        if check is not None:
+            _check_mapped(mapping, unique, check)
+    except BaseException:
+        mapping.close()
+        raise
+    by_offset = {entry.offset: _view_of_mapping(mapping, entry) for entry in unique}
+    return {entry.name: by_offset[entry.offset] for entry in entries}
+
+
+def _check_mapped(mapping: mmap.mmap, unique: list[TensorEntry], check: Check) -> None:
+    # Every view is released on the way out, even on failure: a live one would keep the mapping open.
+    with memoryview(mapping) as whole:
+        for entry in unique:
+            with whole[entry.offset : entry.end] as part:
+                check(StoredBytes(entry, part))
+
+
+def read_tensors(
+    path: Path,
+    entries: Sequence[TensorEntry],
+    check: Check | None,
+    device: torch.device,
+    num_threads: int,
+) -> dict[str, torch.Tensor]:
+    """Tensors in one fresh host allocation, each 4 KiB-aligned in it, then moved to device."""
+    unique = _unique(entries)
+    places = _compact_places(unique)
+    total = places[-1] + unique[-1].nbytes if unique else 0
+    arena = torch.empty(total + TENSOR_ALIGN, dtype=torch.uint8)
+    shift = (-arena.data_ptr()) % TENSOR_ALIGN  # direct I/O wants aligned destinations
+    base = arena.data_ptr() + shift
+    chunks = [(e.offset, e.nbytes, base + place) for e, place in zip(unique, places, strict=True)]
+    fill_buffers(path, chunks, num_threads=num_threads, direct=False)
+    by_offset: dict[int, torch.Tensor] = {}
+    for entry, place in zip(unique, places, strict=True):
+        data = arena[shift + place : shift + place + entry.nbytes]
+        if check is not None:
+            check(StoredBytes(entry, memoryview(data.numpy())))
+        by_offset[entry.offset] = data.view(_dtype(entry)).view(entry.shape).to(device)
+    return {entry.name: by_offset[entry.offset] for entry in entries}
+
+
+def fill_buffers(path: Path, chunks: list[Chunk], *, num_threads: int, direct: bool) -> None:
+    """Reads each (file_offset, length) of path into its destination address.
+
+    The seam for the native reader (_C.read_chunks: several threads, large aligned reads,
+    optionally O_DIRECT); without it, plain positioned reads from Python.
+    """
+    native = _native_reader()
+    if native is not None:
+        native(path=str(path), chunks=chunks, num_threads=num_threads, direct=direct)
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for file_offset, length, address in chunks:
+            _read_exactly(fd, path, file_offset, length, address)
+    finally:
+        os.close(fd)
+
+
+def _read_exactly(fd: int, path: Path, file_offset: int, length: int, address: int) -> None:
+    if length == 0:
+        return
+    view = memoryview((ctypes.c_char * length).from_address(address)).cast("B")
+    done = 0
+    while done < length:
+        n = os.preadv(fd, [view[done:]], file_offset + done)
+        if n == 0:
+            raise SnapshotTruncatedError(path, f"the file ended at byte {file_offset + done} while reading")
+        done += n
+
+
+def _native_reader() -> Callable[..., None] | None:
+    try:
+        from swiftserve import _C
+    except ImportError:
+        return None
+    return getattr(_C, "read_chunks", None)
+
+
+def _unique(entries: Sequence[TensorEntry]) -> list[TensorEntry]:
+    """The first entry of each stored tensor, in file order."""
+    seen: dict[int, TensorEntry] = {}
+    for entry in entries:
+        seen.setdefault(entry.offset, entry)
+    return sorted(seen.values(), key=lambda e: e.offset)
+
+
+def _compact_places(unique: list[TensorEntry]) -> list[int]:
+    """Each tensor's offset in the arena: packed at 4 KiB, without the file's 2 MiB gaps."""
+    places, end = [], 0
+    for entry in unique:
+        places.append(end)
+        end = align_up(end + entry.nbytes, TENSOR_ALIGN)
+    return places
+
+
+def _view_of_mapping(mapping: mmap.mmap, entry: TensorEntry) -> torch.Tensor:
+    dtype = _dtype(entry)
+    if entry.nbytes == 0:
+        return torch.empty(entry.shape, dtype=dtype)
+    count = entry.nbytes // dtype.itemsize
+    return torch.frombuffer(mapping, dtype=dtype, count=count, offset=entry.offset).view(entry.shape)
+
+
+def _populate(mapping: mmap.mmap) -> None:
+    try:
+        mapping.madvise(_MADV_POPULATE_READ)
+    except (OSError, ValueError):  # an older kernel: the first touch of each page faults it in
+        mapping.madvise(mmap.MADV_WILLNEED)
+
+
+def _dtype(entry: TensorEntry) -> torch.dtype:
+    return getattr(torch, entry.dtype)

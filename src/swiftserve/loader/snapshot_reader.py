@@ -1,0 +1,185 @@
+"""Reading a snapshot (snapshot_format.py): a validated header, then the tensors.
+
+Before any tensor is made, the preamble, version and header are checked and every index entry
+must lie inside the file; the tensors the caller requires must all be there. A failure raises a
+SnapshotError subclass naming the file (and the tensor) and leaves nothing mapped or allocated.
+
+Two ways to get the tensors (snapshot_memory.py):
+- "mmap" (the default on CPU): the file mapped copy-on-write, tensors are views of the mapping,
+  so a file in the page cache loads without a copy and its pages are shared with the cache. The
+  tensors own the mapping: it is unmapped when the last of them is freed (the model unloaded).
+- "read": fresh memory, filled by large reads (the native multi-threaded reader when _C has
+  it); then moved to the device. The only way for a non-CPU device.
+Checksums are verified when verify=True, and with verify=None on the first use of a file
+(snapshot_verified.py records the files already verified).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import msgspec
+import torch
+import xxhash
+
+from swiftserve.loader.snapshot_errors import (
+    SnapshotChecksumError,
+    SnapshotCorruptError,
+    SnapshotFormatError,
+    SnapshotMissingTensorError,
+    SnapshotTruncatedError,
+    SnapshotVersionError,
+)
+from swiftserve.loader.snapshot_format import (
+    FORMAT_VERSION,
+    MAGIC,
+    MAX_HEADER_BYTES,
+    PREAMBLE,
+    SUFFIX,
+    SnapshotHeader,
+    TensorEntry,
+    decode_header,
+)
+from swiftserve.loader.snapshot_memory import StoredBytes, map_tensors, read_tensors
+from swiftserve.loader.snapshot_verified import file_identity, is_verified, record_verified
+
+METHODS = ("auto", "mmap", "read")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A loaded snapshot: its header and every tensor by name (views that share storage where
+    the index shares offsets)."""
+
+    path: Path
+    header: SnapshotHeader
+    tensors: dict[str, torch.Tensor]
+    method: str  # "mmap" or "read"
+
+
+def is_snapshot(path: str | Path) -> bool:
+    """A file named *.swsnap, or any file that starts with the snapshot magic."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    if path.suffix == SUFFIX:
+        return True
+    with open(path, "rb") as file:
+        return file.read(len(MAGIC)) == MAGIC
+
+
+def read_header(path: str | Path) -> SnapshotHeader:
+    """The validated header (see the module docstring); reads no tensor."""
+    path = Path(path)
+    with open(path, "rb") as file:
+        return _read_header(file, path)
+
+
+def load_snapshot(
+    path: str | Path,
+    *,
+    required: Collection[str] = (),
+    device: str | torch.device = "cpu",
+    method: str = "auto",
+    verify: bool | None = None,
+    num_threads: int | None = None,
+) -> Snapshot:
+    """Every tensor of the snapshot at path, on device.
+
+    required: names that must be in the index (SnapshotMissingTensorError otherwise). method:
+    "auto" (mmap on CPU, else read), "mmap" or "read". verify: True checks every checksum,
+    False none, None only on the first use of this file.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    path, device = Path(path), torch.device(device)
+    if method == "auto":
+        method = "mmap" if device.type == "cpu" else "read"
+    if method == "mmap" and device.type != "cpu":
+        raise ValueError(f"method 'mmap' maps the file into host memory; device {device} needs 'read'")
+    with open(path, "rb") as file:
+        header = _read_header(file, path)
+        _check_required(path, header, required)
+        identity = file_identity(file.fileno())
+        must_verify = verify if verify is not None else not is_verified(path, identity)
+        check = (lambda stored: _verify(path, stored)) if must_verify else None
+        if method == "mmap":
+            tensors = map_tensors(file, header.tensors, check)
+        else:
+            tensors = read_tensors(path, header.tensors, check, device, num_threads or _default_threads())
+    if must_verify:
+        record_verified(path, identity)
+    return Snapshot(path, header, tensors, method)
+
+
+def _read_header(file: BinaryIO, path: Path) -> SnapshotHeader:
+    size = os.fstat(file.fileno()).st_size
+    preamble = file.read(PREAMBLE.size)
+    if preamble[: len(MAGIC)] != MAGIC:
+        raise SnapshotFormatError(path, "not a swiftserve snapshot (wrong magic)")
+    if len(preamble) < PREAMBLE.size:
+        raise SnapshotTruncatedError(path, f"truncated inside the preamble ({size} bytes)")
+    _, version, _, header_length = PREAMBLE.unpack(preamble)
+    if version != FORMAT_VERSION:
+        raise SnapshotVersionError(
+            path, f"format version {version}, this swiftserve reads version {FORMAT_VERSION}"
+        )
+    if header_length > MAX_HEADER_BYTES:
+        raise SnapshotCorruptError(path, f"header length {header_length} is past the limit")
+    if PREAMBLE.size + header_length > size:
+        raise SnapshotTruncatedError(path, f"the header claims {header_length} bytes, the file has {size}")
+    try:
+        header = decode_header(file.read(header_length))
+    except msgspec.DecodeError as error:
+        raise SnapshotCorruptError(path, f"undecodable header: {error}") from error
+    _check_index(path, header, PREAMBLE.size + header_length, size)
+    return header
+
+
+def _check_index(path: Path, header: SnapshotHeader, header_end: int, size: int) -> None:
+    if header.data_offset < header_end:
+        raise SnapshotCorruptError(path, f"data offset {header.data_offset} is inside the header")
+    for entry in header.tensors:
+        if entry.offset < header.data_offset or entry.end > header.file_size:
+            raise SnapshotCorruptError(
+                path,
+                f"bytes [{entry.offset}, {entry.end}) lie outside the data section "
+                f"[{header.data_offset}, {header.file_size})",
+                entry.name,
+            )
+    if size < header.file_size:
+        cut = next(e for e in header.tensors if e.end > size)
+        raise SnapshotTruncatedError(
+            path, f"truncated: the file has {size} bytes, the index needs {header.file_size}", cut.name
+        )
+
+
+def _check_required(path: Path, header: SnapshotHeader, required: Collection[str]) -> None:
+    missing = sorted(set(required) - header.entries().keys())
+    if missing:
+        more = f" (and {len(missing) - 1} more: {missing[1:5]})" if len(missing) > 1 else ""
+        raise SnapshotMissingTensorError(path, f"missing from the snapshot{more}", missing[0])
+
+
+def _verify(path: Path, stored: StoredBytes) -> None:
+    if xxhash.xxh3_64_intdigest(stored.data) != stored.entry.xxh3:
+        raise SnapshotChecksumError(path, "checksum mismatch (the file is corrupt)", stored.entry.name)
+
+
+def _default_threads() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def unique_parameters(header: SnapshotHeader) -> list[TensorEntry]:
+    """One entry per stored parameter (tied names share one), buffers left out: what the weights cost."""
+    seen: set[int] = set()
+    unique = []
+    for entry in header.tensors:
+        if not entry.is_buffer and entry.offset not in seen:
+            seen.add(entry.offset)
+            unique.append(entry)
+    return unique
