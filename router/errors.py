@@ -53,6 +53,13 @@ class PinnedModelError(RouterError):
         self.name = name
 
 
+class NoConfigFileError(RouterError):
+    """A config reload was asked of a router that was not built from a config file."""
+
+    def __init__(self) -> None:
+        super().__init__("this server was not started with --config: there is no file to reload")
+
+
 class LoadTimeoutError(RouterError, TimeoutError):
     """A request waited longer than its limit for memory to load its model."""
 

@@ -20,7 +20,7 @@ from swiftserve.router.config_file import DEFAULT_IDLE_TIMEOUT_S, parse_duration
 from swiftserve.router.request_types import Generation, GenerationStream
 from swiftserve.router.router import ModelInfo, Router
 from swiftserve.router.router_config import RouterConfig
-from swiftserve.router.runtime import RouterRuntime
+from swiftserve.router.runtime import ReloadResult, RouterRuntime
 from swiftserve.scheduler.memory_budget import parse_bytes
 
 Specs = str | Sequence[str] | None
@@ -117,6 +117,10 @@ class Server:
     async def unload(self, name: str) -> bool:
         """Unloads `name`; False when it was cold. PinnedModelError, ModelBusyError as they say."""
         return await self.router.unload(name)
+
+    async def reload_config(self) -> ReloadResult:
+        """Adds the config file's new models (from_config only; NoConfigFileError otherwise)."""
+        return await self._runtime.reload_config()
 
 
 def _specs(specs: Specs) -> tuple[str, ...] | None:

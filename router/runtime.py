@@ -5,7 +5,10 @@ The one builder behind `swiftserve launch` and the Python `Server`:
 2. `start()` starts the executor, builds every model cold (files resolved, tokenizer and
    footprint known; in a worker thread, as this blocks) and registers it, then loads the pinned
    ones (router.start).
-3. `stop()` shuts the router down (aborting what is in flight, unloading every model), then the
+3. `reload_config()` re-reads the config file and adds the models it names that are not served
+   yet (cold; pinned ones are loaded), without a restart. Models whose entry changed or that left
+   the file are reported, not touched: swapping a model under requests in flight is a restart.
+4. `stop()` shuts the router down (aborting what is in flight, unloading every model), then the
    executor.
 """
 
@@ -14,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
-from swiftserve.router.config_file import ModelConfig
+from swiftserve.router import errors
+from swiftserve.router.config_file import ModelConfig, load_config_file
 from swiftserve.router.engine_configs import engine_config
 from swiftserve.router.model_pool import ModelPool
 from swiftserve.router.registry import ModelKind, detect_kind
@@ -28,6 +33,15 @@ from swiftserve.engine.served_model import ServedModel
 logger = logging.getLogger("swiftserve.router")
 
 
+@dataclass(frozen=True)
+class ReloadResult:
+    """What a config reload did, by model name."""
+
+    added: tuple[str, ...]
+    unchanged: tuple[str, ...]
+    needs_restart: tuple[str, ...]  # changed or removed in the file: served as before
+
+
 class RouterRuntime:
     """See the module docstring."""
 
@@ -35,17 +49,47 @@ class RouterRuntime:
         self.config = config
         self.executor = DeviceExecutor(name=config.device)
         self.router = Router(ModelPool(config.budget_bytes()), on_cold_start, config.default_max_tokens)
+        self._served: dict[str, ModelConfig] = {}
+        self._reload_lock = asyncio.Lock()
 
     async def start(self) -> None:
         """Registers every model and loads the pinned ones; raises if one cannot be served."""
         self.executor.start()
         for model in self.config.model_configs:
-            kind = detect_kind(model.source)
-            served = await asyncio.to_thread(served_model, model, kind, self.config, self.executor)
-            self.router.add(served, model.policy, model.idle_timeout_s, model.priority, model.source)
+            await self._add(model)
         start = time.perf_counter()
         await self.router.start()
         logger.info("pinned models loaded in %.1f s", time.perf_counter() - start)
+
+    async def reload_config(self) -> ReloadResult:
+        """Adds the config file's new models (see the module docstring); ConfigError for a bad
+        file (nothing added), NoConfigFileError without one."""
+        if self.config.config_file is None:
+            raise errors.NoConfigFileError()
+        async with self._reload_lock:
+            file = await asyncio.to_thread(load_config_file, self.config.config_file)
+            before, listed = dict(self._served), {model.name: model for model in file.models}
+            new = [model for name, model in listed.items() if name not in before]
+            kept = [name for name in listed if name in before]
+            changed = [name for name in kept if before[name] != listed[name]]
+            removed = [name for name in before if name not in listed]
+            for model in new:
+                await self._add(model)
+                if model.policy == "pinned":
+                    await self.router.load(model.name)
+            unchanged = tuple(name for name in kept if name not in changed)
+            result = ReloadResult(tuple(m.name for m in new), unchanged, tuple(changed + removed))
+        if result.needs_restart:
+            restart = list(result.needs_restart)
+            logger.warning("config reload: %s changed or left the file; a restart applies that", restart)
+        logger.info("config reload: added %s", list(result.added) or "nothing")
+        return result
+
+    async def _add(self, model: ModelConfig) -> None:
+        kind = detect_kind(model.source)
+        served = await asyncio.to_thread(served_model, model, kind, self.config, self.executor)
+        self.router.add(served, model.policy, model.idle_timeout_s, model.priority, model.source)
+        self._served[model.name] = model
 
     async def stop(self) -> None:
         await self.router.shutdown()

@@ -6,78 +6,17 @@ budget too small for both models at once still answering everyone by eviction.""
 from __future__ import annotations
 
 import concurrent.futures
-import signal
-import socket
 import subprocess
 import sys
 import time
 
 import httpx
-import psutil
 import pytest
+from live_server import CHAT, EMBED, Server, free_port
 
 pytestmark = pytest.mark.slow
 
-CHAT = "smollm2-135m-instruct"
-EMBED = "all-minilm-l6-v2"
 MIB = 2**20
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    def __init__(self, *args: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "swiftserve.cli", "launch", "--port", str(self.port), *args]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 300
-        while not self._healthy():
-            if self.process.poll() is not None:
-                pytest.fail(f"server exited with {self.process.returncode}:\n{self.process.stdout.read()}")
-            assert time.monotonic() < deadline, "server did not become healthy"
-            time.sleep(0.2)
-
-    def _healthy(self) -> bool:
-        try:
-            return httpx.get(self.url + "/health", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def states(self) -> dict[str, str]:
-        return {m["id"]: m["state"] for m in httpx.get(self.url + "/v1/models").json()["data"]}
-
-    def wait_state(self, model: str, state: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.states()[model] != state:
-            assert time.monotonic() < deadline, f"{model} never became {state}: {self.states()}"
-            time.sleep(0.1)
-
-    def chat(self, content: str, model: str = CHAT) -> httpx.Response:
-        body = {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 8}
-        return httpx.post(self.url + "/v1/chat/completions", json={**body, "temperature": 0}, timeout=300)
-
-    def embed(self, text: str, model: str = EMBED) -> httpx.Response:
-        return httpx.post(self.url + "/v1/embeddings", json={"model": model, "input": text}, timeout=300)
-
-    def rss(self) -> int:
-        return psutil.Process(self.process.pid).memory_info().rss
-
-    def metric(self, line_start: str) -> float:
-        for line in httpx.get(self.url + "/metrics").text.splitlines():
-            if line.startswith(line_start):
-                return float(line.rsplit(" ", 1)[1])
-        raise AssertionError(f"{line_start} missing from /metrics")
-
-    def stop(self) -> str:
-        self.process.send_signal(signal.SIGTERM)
-        out, _ = self.process.communicate(timeout=60)
-        assert self.process.returncode == 0, out
-        return out
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +98,7 @@ def test_a_budget_for_one_model_at_a_time_answers_everyone(smollm_dir, minilm_di
 
 
 def test_a_budget_too_small_for_a_pinned_model_is_refused_at_start(smollm_dir):
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "swiftserve.cli", "launch", "--port", str(port), "--models", CHAT,
                "--memory-budget", "100MiB"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)

@@ -20,11 +20,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from swiftserve.router.errors import NoConfigFileError
 from swiftserve.router.router import Router
+from swiftserve.router.runtime import ReloadResult
 from swiftserve.server.errors import APIError, from_exception, service_unavailable
 from swiftserve.server.http import Handler, JSONResponse, Request, Response, error_response
 from swiftserve.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
-from swiftserve.server.routes_models import admin_target, list_models, model_action
+from swiftserve.server.routes_models import admin_target, list_models, model_action, reload_config
 
 logger = logging.getLogger("swiftserve.server")
 
@@ -48,8 +50,10 @@ class App:
         on_startup: Callable[[App], Awaitable[None]] | None = None,
         fingerprint_info: str = "",
         on_shutdown: Callable[[], None] | None = None,
+        reload_config: Callable[[], Awaitable[ReloadResult]] | None = None,
     ) -> None:
         self.router = router
+        self._reload_config = reload_config
         self.api_key = api_key
         self.max_body_bytes = max_body_bytes
         # What besides the version and the model changes the answers (dtype, device), as text.
@@ -81,6 +85,7 @@ class App:
         self.route("POST", "/v1/completions", completions)
         self.route("POST", "/v1/embeddings", embeddings)
         self.route("GET", "/v1/models", list_models)
+        self.route("POST", "/v1/models/reload", reload_config)
         self.route("GET", "/health", _health)
         self.route("GET", "/metrics", _metrics)
 
@@ -90,6 +95,12 @@ class App:
         source = self.router.info(model).source if model in self.router.names() else ""
         key = "\n".join((_VERSION, model, source, self.fingerprint_info))
         return "fp_" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+    async def reload_config(self) -> ReloadResult:
+        """Re-reads the config file the models came from (NoConfigFileError when there is none)."""
+        if self._reload_config is None:
+            raise NoConfigFileError()
+        return await self._reload_config()
 
     # ------------------------------------------------------------ lifecycle
 

@@ -143,6 +143,8 @@ def _router_error(exc, router, model: str) -> APIError:
     message = str(exc)[:1].upper() + str(exc)[1:] + "."
     if isinstance(exc, router.WrongKindError):
         return APIError(400, message, param="model", code="model_not_supported")
+    if isinstance(exc, router.NoConfigFileError):
+        return APIError(400, message, code="no_config_file")
     if isinstance(exc, (router.ModelBusyError, router.PinnedModelError)):
         code = "model_busy" if isinstance(exc, router.ModelBusyError) else "model_pinned"
         return APIError(409, message, code=code)

@@ -130,6 +130,7 @@ def serve(config: ServeConfig) -> int:
         on_startup=on_startup,
         fingerprint_info=f"dtype={config.dtype} device={config.device}",
         on_shutdown=runtime.executor.stop,
+        reload_config=runtime.reload_config if config.config_file else None,
     )
     uv_config = uvicorn.Config(
         app,

@@ -367,6 +367,15 @@ class ModelCard(Struct):
     state: str = "resident"
 
 
+class ConfigReload(Struct):
+    """The answer of POST /v1/models/reload: what re-reading the config file did."""
+
+    added: list[str]
+    unchanged: list[str]
+    needs_restart: list[str]  # changed or removed in the file; served as before until a restart
+    object: str = "config.reload"
+
+
 class ModelAction(Struct):
     """The answer of POST /v1/models/{id}/load or /unload."""
 

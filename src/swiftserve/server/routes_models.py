@@ -1,5 +1,6 @@
 """/v1/models (OpenAI's list, plus each model's kind, policy and state) and the admin routes
-POST /v1/models/{name}/load and /unload, behind the API key like every /v1 route."""
+POST /v1/models/{name}/load and /unload, and POST /v1/models/reload (re-read the config file, add
+its new models), behind the API key like every /v1 route."""
 
 from __future__ import annotations
 
@@ -38,4 +39,10 @@ async def model_action(request: Request) -> Response:
     info = router.info(name)
     done = {"load": "loaded", "unload": "unloaded" if changed else "already cold"}[action]
     body = protocol.ModelAction(id=name, action=action, result=done, state=info.state)
+    return JSONResponse(protocol.encode(body))
+
+
+async def reload_config(request: Request) -> Response:
+    result = await request.app.reload_config()
+    body = protocol.ConfigReload(list(result.added), list(result.unchanged), list(result.needs_restart))
     return JSONResponse(protocol.encode(body))
