@@ -48,7 +48,8 @@ async def one(engine, i, params):
     return n
 
 async def main():
-    engine = AsyncEngine(EngineConfig(model=model, max_model_len=512, scheduler=SchedulerConfig(max_num_seqs=64)))
+    scheduler = SchedulerConfig(max_num_seqs=64)
+    engine = AsyncEngine(EngineConfig(model=model, max_model_len=512, scheduler=scheduler))
     await engine.start()
     params = SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True)
     await asyncio.gather(*(one(engine, 10_000 + i, params) for i in range(4)))  # warm-up
