@@ -1,9 +1,10 @@
 """Model specs and their kinds: what `--models` / `--on-demand` entries mean. (The table of
 served models is the Router's, router.py.)
 
-A model spec on the command line is an alias, a folder or a .gguf file, optionally prefixed with
-the name to serve it under (`served_name=spec`). Its kind decides which endpoints accept it:
-"chat" models answer /v1/chat/completions and /v1/completions, "embedding" models /v1/embeddings.
+A model spec on the command line is an alias, a folder, a .gguf file or a .swsnap snapshot,
+optionally prefixed with the name to serve it under (`served_name=spec`). Its kind decides which
+endpoints accept it: "chat" models answer /v1/chat/completions and /v1/completions, "embedding"
+models /v1/embeddings.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 ModelKind = Literal["chat", "embedding"]
+SNAPSHOT_SUFFIX = ".swsnap"  # loader/snapshot_format.py's; spelled here to keep the loader unimported
 KINDS: tuple[str, ...] = ("chat", "embedding")
 
 # config.json architectures that are encoders: served as embedding models.
@@ -53,9 +55,9 @@ class ModelSpec:
 
 
 def default_served_name(source: str) -> str:
-    """The alias itself, a folder's name, or a .gguf file's stem."""
+    """The alias itself, a folder's name, or a .gguf or .swsnap file's stem."""
     path = Path(source)
-    if source.endswith(".gguf"):
+    if source.endswith((".gguf", SNAPSHOT_SUFFIX)):
         return path.stem
     if path.exists():
         return path.resolve().name
@@ -63,12 +65,16 @@ def default_served_name(source: str) -> str:
 
 
 def detect_kind(source: str) -> ModelKind:
-    """chat or embedding: the loader's alias table first, then the folder's config.json."""
+    """chat or embedding: the loader's alias table first, a snapshot's header, then the folder's
+    config.json."""
     alias = _known_aliases().get(source)
     if alias is not None:
         return alias.kind
     if source.endswith(".gguf"):
         return "chat"
+    kind = _snapshot_kind(source)
+    if kind is not None:
+        return kind
     folder = Path(source)
     if (folder / "modules.json").is_file() and not (folder / "generation_config.json").is_file():
         return "embedding"  # a sentence-transformers folder
@@ -78,7 +84,7 @@ def detect_kind(source: str) -> ModelKind:
     if folder.exists():
         raise ValueError(f"{source}: a model folder needs a config.json")
     aliases = ", ".join(sorted(_known_aliases()))
-    raise ValueError(f"unknown model {source!r}: not an alias ({aliases}), folder or .gguf file")
+    raise ValueError(f"unknown model {source!r}: not an alias ({aliases}), folder, .gguf or .swsnap file")
 
 
 def kind_from_config(config: dict) -> ModelKind:
@@ -96,6 +102,13 @@ def kind_from_config(config: dict) -> ModelKind:
     ):
         return "embedding"
     return "chat"
+
+
+def _snapshot_kind(source: str) -> ModelKind | None:
+    """The kind a snapshot file's header records; None when source is not a snapshot."""
+    from swiftserve.loader.snapshot_reader import is_snapshot, read_header
+
+    return read_header(source).meta.kind if is_snapshot(source) else None
 
 
 def _known_aliases() -> dict:

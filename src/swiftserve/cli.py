@@ -1,4 +1,5 @@
-"""The `swiftserve` command: launch (OpenAI-compatible server), generate (one prompt), pull."""
+"""The `swiftserve` command: launch (OpenAI-compatible server), generate (one prompt), pull,
+snapshot (one file that loads fast)."""
 
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument(
         "--models",
         help="pinned (dedicated) models, loaded at start and never evicted: comma-separated specs, "
-        "each an alias, folder or .gguf, optionally served_name=spec "
+        "each an alias, folder, .gguf or .swsnap snapshot, optionally served_name=spec "
         f"(default, with no --on-demand or --config: {','.join(DEFAULT_MODELS)})",
     )
     launch.add_argument(
@@ -137,6 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     pull = sub.add_parser("pull", help="download / convert a model into the local cache")
     pull.add_argument("model", help="alias, folder or .gguf")
+
+    snapshot = sub.add_parser(
+        "snapshot", help="write a model as one snapshot file (.swsnap), a model source that loads fast"
+    )
+    snapshot.add_argument("source", help="alias, folder or .gguf")
+    snapshot.add_argument("-o", "--output", help="the file to write (default: ./NAME.swsnap)")
+    snapshot.add_argument(
+        "--dtype",
+        choices=_DTYPES,
+        default="auto",
+        help="the serving dtype stored (auto: bfloat16 for chat models, float32 for embedding models)",
+    )
     return parser
 
 
@@ -149,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         print(report())
         return 0
     if args.command is None:
-        parser.error("a command is required (launch, generate, pull, doctor)")
+        parser.error("a command is required (launch, generate, pull, snapshot, doctor)")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -159,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             return _launch(args)
         if args.command == "generate":
             return asyncio.run(_generate(args))
+        if args.command == "snapshot":
+            return _snapshot(args)
         return _pull(args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"swiftserve: error: {exc}", file=sys.stderr)
@@ -243,6 +258,16 @@ def _pull(args) -> int:
 
     path = resolve_model(args.model)
     print(f"{args.model}: {path}")
+    return 0
+
+
+def _snapshot(args) -> int:
+    from swiftserve.engine.snapshot_export import export_snapshot
+    from swiftserve.router.registry import default_served_name, detect_kind
+
+    output = args.output or f"{default_served_name(args.source)}.swsnap"
+    path = export_snapshot(args.source, detect_kind(args.source), output, dtype=args.dtype)
+    print(f"{args.source}: {path}")
     return 0
 
 

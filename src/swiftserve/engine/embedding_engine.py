@@ -34,7 +34,8 @@ from swiftserve.engine.embedding_inputs import (
 )
 from swiftserve.engine.errors import QueueFullError
 from swiftserve.loader import iter_weights, load_config, load_tokenizer, resolve_model
-from swiftserve.models.bert import load_bert_encoder
+from swiftserve.loader.snapshot_reader import is_snapshot
+from swiftserve.models.bert import BertEncoder, load_bert_encoder, load_bert_snapshot
 
 __all__ = ["EmbeddingEngine", "EmbeddingResult"]
 
@@ -51,10 +52,10 @@ class EmbeddingEngine:
     """A sentence encoder behind an async, batching API (see the module docstring).
 
     folder_or_spec is anything swiftserve.loader.resolve_model accepts (an alias such as
-    "all-minilm-l6-v2" or a Hugging Face folder). dtype "auto" is bfloat16, device "auto" is
-    cuda when available. max_num_waiting bounds the embed() calls queued or running; past it
-    embed() raises QueueFullError at once (None: unbounded). executor is the device's stepping
-    loop (None: a private one); name keys the engine on it.
+    "all-minilm-l6-v2", a Hugging Face folder or a .swsnap snapshot). dtype "auto" is bfloat16,
+    device "auto" is cuda when available. max_num_waiting bounds the embed() calls queued or
+    running; past it embed() raises QueueFullError at once (None: unbounded). executor is the
+    device's stepping loop (None: a private one); name keys the engine on it.
     """
 
     def __init__(
@@ -81,9 +82,7 @@ class EmbeddingEngine:
         self.name = name or (Path(folder_or_spec).name if Path(folder_or_spec).exists() else folder_or_spec)
         self.device = torch.device(device)
         self.dtype = _DTYPES["bfloat16" if dtype == "auto" else dtype]
-        self.model = load_bert_encoder(
-            folder, load_config(folder), iter_weights(folder), dtype=self.dtype, device=self.device
-        )
+        self.model = _load_encoder(folder, self.dtype, self.device)
         self.dim = self.model.dim
         self.max_seq_length = self.model.pooling.max_seq_length
         self.vocab_size = self.model.config.vocab_size
@@ -246,6 +245,13 @@ class EmbeddingEngine:
 
     def _to_token_ids(self, inputs: list[str] | list[list[int]]) -> list[list[int]]:
         return to_token_ids(self._tokenizer, self.vocab_size, self.max_seq_length, inputs)
+
+
+def _load_encoder(source: Path, dtype: torch.dtype, device: torch.device) -> BertEncoder:
+    """From a snapshot file (tensors mapped or read in place), else from a Hugging Face folder."""
+    if is_snapshot(source):
+        return load_bert_snapshot(source, dtype=dtype, device=device)
+    return load_bert_encoder(source, load_config(source), iter_weights(source), dtype=dtype, device=device)
 
 
 def _settle(request: EmbedRequest, exc: BaseException | None) -> None:

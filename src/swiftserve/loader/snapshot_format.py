@@ -81,6 +81,11 @@ class TensorEntry:
     def end(self) -> int:
         return self.offset + self.nbytes
 
+    @property
+    def stored_key(self) -> tuple:
+        """Entries with equal keys are one stored tensor (tied names share it)."""
+        return (self.offset, self.nbytes, self.dtype, self.shape)
+
 
 @dataclass(frozen=True)
 class TokenizerFiles:

@@ -53,8 +53,8 @@ def map_tensors(
     except BaseException:
         mapping.close()
         raise
-    by_offset = {entry.offset: _view_of_mapping(mapping, entry) for entry in unique}
-    return {entry.name: by_offset[entry.offset] for entry in entries}
+    by_key = {entry.stored_key: _view_of_mapping(mapping, entry) for entry in unique}
+    return {entry.name: by_key[entry.stored_key] for entry in entries}
 
 
 def _check_mapped(mapping: mmap.mmap, unique: list[TensorEntry], check: Check) -> None:
@@ -81,13 +81,13 @@ def read_tensors(
     base = arena.data_ptr() + shift
     chunks = [(e.offset, e.nbytes, base + place) for e, place in zip(unique, places, strict=True)]
     fill_buffers(path, chunks, num_threads=num_threads, direct=False)
-    by_offset: dict[int, torch.Tensor] = {}
+    by_key: dict[tuple, torch.Tensor] = {}
     for entry, place in zip(unique, places, strict=True):
         data = arena[shift + place : shift + place + entry.nbytes]
         if check is not None:
             check(StoredBytes(entry, memoryview(data.numpy())))
-        by_offset[entry.offset] = data.view(_dtype(entry)).view(entry.shape).to(device)
-    return {entry.name: by_offset[entry.offset] for entry in entries}
+        by_key[entry.stored_key] = data.view(_dtype(entry)).view(entry.shape).to(device)
+    return {entry.name: by_key[entry.stored_key] for entry in entries}
 
 
 def fill_buffers(path: Path, chunks: list[Chunk], *, num_threads: int, direct: bool) -> None:
@@ -130,9 +130,9 @@ def _native_reader() -> Callable[..., None] | None:
 
 def _unique(entries: Sequence[TensorEntry]) -> list[TensorEntry]:
     """The first entry of each stored tensor, in file order."""
-    seen: dict[int, TensorEntry] = {}
+    seen: dict[tuple, TensorEntry] = {}
     for entry in entries:
-        seen.setdefault(entry.offset, entry)
+        seen.setdefault(entry.stored_key, entry)
     return sorted(seen.values(), key=lambda e: e.offset)
 
 

@@ -176,10 +176,10 @@ def _default_threads() -> int:
 
 def unique_parameters(header: SnapshotHeader) -> list[TensorEntry]:
     """One entry per stored parameter (tied names share one), buffers left out: what the weights cost."""
-    seen: set[int] = set()
+    seen: set[tuple] = set()
     unique = []
     for entry in header.tensors:
-        if not entry.is_buffer and entry.offset not in seen:
-            seen.add(entry.offset)
+        if not entry.is_buffer and entry.stored_key not in seen:
+            seen.add(entry.stored_key)
             unique.append(entry)
     return unique

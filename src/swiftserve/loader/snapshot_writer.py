@@ -122,7 +122,7 @@ def _header_at(stored: list[_Stored], meta: SnapshotMeta, data_offset: int) -> S
         shape = tuple(item.tensor.shape)
         for name in item.names:
             entries.append(TensorEntry(name, dtype, shape, offset, nbytes, item.xxh3, item.is_buffer))
-        end = offset + nbytes
+        end = offset + max(nbytes, 1)  # an empty tensor still gets an offset of its own
     return SnapshotHeader(meta=meta, tensors=tuple(entries), data_offset=data_offset, file_size=end)
 
 

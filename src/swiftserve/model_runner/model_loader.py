@@ -1,4 +1,9 @@
-"""Builds a model on its device and dtype and fills its weights (from a checkpoint, or random)."""
+"""Builds a model on its device and dtype and fills its weights (from a checkpoint, a snapshot,
+or random).
+
+From a snapshot the model is a skeleton on the `meta` device whose parameters and rotary tables
+become the snapshot's tensors (loader/snapshot_modules.py): no float32 build, no cast, no copy.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ from pathlib import Path
 import torch
 
 from swiftserve.kernels.dispatch import describe, preferred_backends
+from swiftserve.loader.snapshot_modules import load_into_skeleton
+from swiftserve.loader.snapshot_reader import is_snapshot
 from swiftserve.models.gemma3 import Gemma3ForCausalLM
 from swiftserve.models.gemma3_config import GEMMA3_ARCHITECTURES, GEMMA3_MODEL_TYPES, Gemma3Config
 from swiftserve.models.llama import LlamaForCausalLM
@@ -45,9 +52,15 @@ def load_model(
     backend: str | None = None,
     seed: int = 0,
 ) -> LlamaForCausalLM | Gemma3ForCausalLM:
+    """folder is a Hugging Face folder or a snapshot file (then load_format is moot: it has weights)."""
     model_class, config_class = _model_classes(hf_config)
     cfg = config_class.from_hf(hf_config)
     log_kernel_backend(folder.name, device, dtype, backend)
+    if is_snapshot(folder):
+        with torch.device("meta"):
+            model = model_class(cfg, backend=backend)
+        load_into_skeleton(model, folder, kind="chat", dtype=dtype, device=device)
+        return model.eval()
     with torch.device(device):
         model = model_class(cfg, backend=backend).to(dtype)
     if load_format == "dummy":
