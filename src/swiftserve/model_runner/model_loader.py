@@ -13,8 +13,9 @@ from pathlib import Path
 import torch
 
 from swiftserve.kernels.dispatch import describe, preferred_backends
+from swiftserve.loader.snapshot_errors import SnapshotMismatchError
 from swiftserve.loader.snapshot_modules import load_into_skeleton
-from swiftserve.loader.snapshot_reader import is_snapshot
+from swiftserve.loader.snapshot_reader import is_snapshot, read_header
 from swiftserve.models.gemma3 import Gemma3ForCausalLM
 from swiftserve.models.gemma3_config import GEMMA3_ARCHITECTURES, GEMMA3_MODEL_TYPES, Gemma3Config
 from swiftserve.models.llama import LlamaForCausalLM
@@ -53,14 +54,11 @@ def load_model(
     seed: int = 0,
 ) -> LlamaForCausalLM | Gemma3ForCausalLM:
     """folder is a Hugging Face folder or a snapshot file (then load_format is moot: it has weights)."""
+    if is_snapshot(folder):
+        return _load_snapshot(folder, dtype, device, backend)
     model_class, config_class = _model_classes(hf_config)
     cfg = config_class.from_hf(hf_config)
     log_kernel_backend(folder.name, device, dtype, backend)
-    if is_snapshot(folder):
-        with torch.device("meta"):
-            model = model_class(cfg, backend=backend)
-        load_into_skeleton(model, folder, kind="chat", dtype=dtype, device=device)
-        return model.eval()
     with torch.device(device):
         model = model_class(cfg, backend=backend).to(dtype)
     if load_format == "dummy":
@@ -69,6 +67,22 @@ def load_model(
         from swiftserve.loader import iter_weights
 
         model.load_weights(iter_weights(folder))
+    return model.eval()
+
+
+def _load_snapshot(
+    path: Path, dtype: torch.dtype, device: torch.device, backend: str | None
+) -> LlamaForCausalLM | Gemma3ForCausalLM:
+    """The skeleton on meta (nothing allocated), its tensors the snapshot's (views on the CPU)."""
+    meta = read_header(path).meta
+    if meta.kind != "chat":
+        raise SnapshotMismatchError(path, f"a {meta.kind} model, expected a chat model")
+    model_class, config_class = _model_classes(meta.hf_config)
+    cfg = config_class.from_hf(meta.hf_config)
+    log_kernel_backend(path.name, device, dtype, backend)
+    with torch.device("meta"):
+        model = model_class(cfg, backend=backend)
+    load_into_skeleton(model, path, kind="chat", dtype=dtype, device=device)
     return model.eval()
 
 
