@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -133,6 +135,21 @@ def test_a_snapshot_is_a_model_source_everywhere(smollm_dir, minilm_dir, snapsho
     model = EmbeddingEngine(str(minilm_dir)).model
     num_params = sum(p.numel() for p in model.parameters())
     assert encoder_footprint(minilm, torch.float32).weight_bytes == num_params * 4
+
+
+def test_a_fresh_process_loads_a_snapshot_off_the_slow_paths(snapshots):
+    # Initializing or computing on meta would import torch._dynamo (~1.5 s) on the cold-start path.
+    script = (
+        "import sys, torch\n"
+        "from swiftserve.loader import load_config\n"
+        "from swiftserve.model_runner.model_loader import load_model\n"
+        f"path = __import__('pathlib').Path({str(snapshots['smollm'])!r})\n"
+        "model = load_model(path, load_config(path), torch.float32, torch.device('cpu'))\n"
+        "assert not any(p.is_meta for p in model.parameters())\n"
+        "assert 'torch._dynamo' not in sys.modules, 'torch._dynamo was imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
 
 
 def test_served_chat_model_from_a_snapshot(snapshots):

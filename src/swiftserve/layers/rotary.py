@@ -52,9 +52,13 @@ class RotaryEmbedding(nn.Module):
         backend: str | None = None,
     ) -> None:
         super().__init__()
-        self.register_buffer(
-            "cos_sin_cache", build_cos_sin_cache(rotary_dim, max_position, base, scaling), persistent=False
-        )
+        if torch.empty(0).is_meta:
+            # A skeleton that a snapshot fills (its table included): only the shape matters, and
+            # computing on meta would cost the process a one-time ~1.5 s import of torch._dynamo.
+            table = torch.empty(max_position, rotary_dim, dtype=torch.float32)
+        else:
+            table = build_cos_sin_cache(rotary_dim, max_position, base, scaling)
+        self.register_buffer("cos_sin_cache", table, persistent=False)
         self.is_neox = is_neox
         self.backend = backend
 

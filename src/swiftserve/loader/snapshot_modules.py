@@ -10,15 +10,37 @@ model class; the caller builds the skeleton.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from swiftserve.loader.snapshot_errors import SnapshotMismatchError
 from swiftserve.loader.snapshot_reader import Snapshot, load_snapshot
 
 logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def meta_skeleton() -> Iterator[None]:
+    """Modules built inside get their parameters on `meta`, and torch.nn.init is skipped.
+
+    Every value comes from the snapshot, and initializing on meta is not free: the first
+    initializer (nn.Embedding's normal_) runs a Python reference that imports torch._dynamo,
+    ~1.5 s once per process, on the cold-start path. The mode is thread-local, like torch.device.
+    """
+    with torch.device("meta"), _SkipInit():
+        yield
+
+
+class _SkipInit(TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **(kwargs or {}))
 
 
 def snapshot_tensors(module: nn.Module) -> tuple[dict[str, torch.Tensor], frozenset[str]]:
