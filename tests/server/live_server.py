@@ -69,6 +69,10 @@ class Server:
 
     def stop(self) -> str:
         self.process.send_signal(signal.SIGTERM)
-        out, _ = self.process.communicate(timeout=60)
+        try:
+            out, _ = self.process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            pytest.fail("server did not exit within 60 s of SIGTERM")
         assert self.process.returncode == 0, out
         return out

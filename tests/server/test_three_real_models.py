@@ -14,10 +14,6 @@ from __future__ import annotations
 import concurrent.futures
 import gc
 import re
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -25,6 +21,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from live_server import Server as LiveServer
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.slow
@@ -45,35 +42,11 @@ CONVERSATIONS = [
 TEXTS = ["The cat sits on the mat.", "Serving three models in one process.", "héllo wörld ✓"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """`swiftserve launch --port P *args` in a subprocess, healthy on return."""
+class Server(LiveServer):
+    """The live server with this file's settings (float32, short context, small KV cache)."""
 
     def __init__(self, *args: str) -> None:
-        self.url = f"http://127.0.0.1:{_free_port()}"
-        port = self.url.rsplit(":", 1)[1]
-        command = [sys.executable, "-m", "swiftserve.cli", "launch", "--port", port, *SERVER_ARGS, *args]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 300
-        while not self._healthy():
-            if self.process.poll() is not None:
-                pytest.fail(f"server exited with {self.process.returncode}:\n{self.process.stdout.read()}")
-            assert time.monotonic() < deadline, "server did not become healthy"
-            time.sleep(0.2)
-
-    def _healthy(self) -> bool:
-        try:
-            return httpx.get(self.url + "/health", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def states(self) -> dict[str, str]:
-        return {m["id"]: m["state"] for m in httpx.get(self.url + "/v1/models", timeout=30).json()["data"]}
+        super().__init__(*SERVER_ARGS, *args)
 
     def metrics(self, name: str) -> dict[str, float]:
         """One metric's value per model label, e.g. metrics("swiftserve_model_loads_total")."""
@@ -81,13 +54,13 @@ class Server:
         pattern = rf'^{re.escape(name)}{{model="([^"]+)"}} (\S+)$'
         return {m.group(1): float(m.group(2)) for m in re.finditer(pattern, text, re.MULTILINE)}
 
-    def chat(self, model: str, messages: list[dict]) -> httpx.Response:
+    def greedy_chat(self, model: str, messages: list[dict]) -> httpx.Response:
         # min_tokens = max_tokens: exactly NUM_NEW tokens, eos masked until then, as hf_greedy does
         body = {"model": model, "messages": messages, "temperature": 0, "max_tokens": NUM_NEW,
                 "min_tokens": NUM_NEW}  # fmt: skip
         return httpx.post(self.url + "/v1/chat/completions", json=body, timeout=300)
 
-    def embed(self, texts: str | list[str]) -> httpx.Response:
+    def embed_texts(self, texts: str | list[str]) -> httpx.Response:
         return httpx.post(self.url + "/v1/embeddings", json={"model": EMBED, "input": texts}, timeout=300)
 
     def wait_kv_free(self, timeout: float = 10.0) -> list[str]:
@@ -115,15 +88,6 @@ class Server:
                 return chat
             assert time.monotonic() < deadline, f"KV blocks still held (busy {busy}, used {leaked})"
             time.sleep(0.1)
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            out, _ = self.process.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            pytest.fail("server did not exit within 60 s of SIGTERM")
-        assert self.process.returncode == 0, out
 
 
 class StatePoller:
@@ -219,8 +183,8 @@ def _budget(model_dirs) -> int:
 def _fire(server: Server, chats: list[tuple[str, int]], embeds: list[list[int]]) -> tuple[list, list]:
     """All requests at once: chats are (model, conversation index), embeds lists of TEXTS indices."""
     with concurrent.futures.ThreadPoolExecutor(len(chats) + len(embeds)) as pool:
-        chat_jobs = [pool.submit(server.chat, m, CONVERSATIONS[i]) for m, i in chats]
-        embed_jobs = [pool.submit(server.embed, [TEXTS[i] for i in ids]) for ids in embeds]
+        chat_jobs = [pool.submit(server.greedy_chat, m, CONVERSATIONS[i]) for m, i in chats]
+        embed_jobs = [pool.submit(server.embed_texts, [TEXTS[i] for i in ids]) for ids in embeds]
         return [j.result() for j in chat_jobs], [j.result() for j in embed_jobs]
 
 
