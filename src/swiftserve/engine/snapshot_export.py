@@ -11,12 +11,12 @@ from pathlib import Path
 
 import torch
 
-from swiftserve.loader import load_config, load_tokenizer, resolve_model
-from swiftserve.loader.snapshot_format import PoolingSpec, SnapshotMeta, SourceKey
+from swiftserve.loader import load_config, resolve_model
+from swiftserve.loader.snapshot_cache import folder_meta
+from swiftserve.loader.snapshot_format import PoolingSpec, SourceKey
 from swiftserve.loader.snapshot_modules import snapshot_tensors
 from swiftserve.loader.snapshot_reader import is_snapshot
 from swiftserve.loader.snapshot_writer import write_snapshot
-from swiftserve.loader.tokenizer import read_tokenizer_files
 from swiftserve.model_runner.model_loader import load_model
 from swiftserve.models.bert import load_bert_encoder
 
@@ -37,15 +37,7 @@ def export_snapshot(
         raise ValueError(f"dtype must be 'auto' or one of {sorted(_DTYPES)}, got {dtype!r}")
     model, pooling = _load(folder, kind, _DTYPES[dtype_name])
     tensors, buffer_names = snapshot_tensors(model)
-    meta = SnapshotMeta(
-        kind=kind,
-        hf_config=load_config(folder),
-        tokenizer=read_tokenizer_files(folder),
-        dtype=dtype_name,
-        source=SourceKey(spec=_source_spec(source), dtype=dtype_name),
-        chat_template=load_tokenizer(folder).chat_template,
-        pooling=pooling,
-    )
+    meta = folder_meta(folder, kind, SourceKey(spec=_source_spec(source), dtype=dtype_name), pooling)
     write_snapshot(out, tensors, meta, buffer_names)
     return Path(out)
 

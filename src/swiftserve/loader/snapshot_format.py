@@ -112,6 +112,7 @@ class SourceKey:
     spec: str
     dtype: str
     format_version: int = FORMAT_VERSION
+    fingerprint: str = ""  # of the source's files (snapshot_cache.py); "" when not tracked
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 from swiftserve.kernels.dispatch import describe, preferred_backends
-from swiftserve.loader.snapshot_errors import SnapshotMismatchError
+from swiftserve.loader.snapshot_cache import cache_path, folder_meta, is_current, source_key, store
+from swiftserve.loader.snapshot_errors import SnapshotError, SnapshotMismatchError
 from swiftserve.loader.snapshot_modules import load_into_skeleton, meta_skeleton
 from swiftserve.loader.snapshot_reader import is_snapshot, read_header
 from swiftserve.models.gemma3 import Gemma3ForCausalLM
@@ -52,10 +53,30 @@ def load_model(
     load_format: str = "auto",
     backend: str | None = None,
     seed: int = 0,
+    snapshot_cache: Path | None = None,
 ) -> LlamaForCausalLM | Gemma3ForCausalLM:
-    """folder is a Hugging Face folder or a snapshot file (then load_format is moot: it has weights)."""
+    """folder is a Hugging Face folder or a snapshot file (then load_format is moot: it has weights).
+
+    With snapshot_cache (a cache folder), a folder's model loads from its automatic snapshot
+    there, written on the first load and rebuilt when stale or corrupt (loader/snapshot_cache.py).
+    """
     if is_snapshot(folder):
         return _load_snapshot(folder, dtype, device, backend)
+    if snapshot_cache is not None and load_format != "dummy":
+        return _load_through_cache(folder, hf_config, dtype, device, backend, Path(snapshot_cache))
+    return _load_source(folder, hf_config, dtype, device, load_format, backend, seed)
+
+
+def _load_source(
+    folder: Path,
+    hf_config: dict,
+    dtype: torch.dtype,
+    device: torch.device,
+    load_format: str,
+    backend: str | None,
+    seed: int,
+) -> LlamaForCausalLM | Gemma3ForCausalLM:
+    """Built in float32 on the device, cast, then filled tensor by tensor from the checkpoint."""
     model_class, config_class = _model_classes(hf_config)
     cfg = config_class.from_hf(hf_config)
     log_kernel_backend(folder.name, device, dtype, backend)
@@ -68,6 +89,21 @@ def load_model(
 
         model.load_weights(iter_weights(folder))
     return model.eval()
+
+
+def _load_through_cache(
+    folder: Path, hf_config: dict, dtype: torch.dtype, device: torch.device, backend: str | None, cache: Path
+) -> LlamaForCausalLM | Gemma3ForCausalLM:
+    dtype_name = str(dtype).removeprefix("torch.")
+    key, path = source_key(folder, dtype_name), cache_path(cache, folder, dtype_name)
+    if is_current(path, key):
+        try:
+            return _load_snapshot(path, dtype, device, backend)
+        except SnapshotError as error:  # e.g. a checksum on its first use
+            logger.warning("automatic snapshot unusable, rebuilding it from its source: %s", error)
+    model = _load_source(folder, hf_config, dtype, device, "auto", backend, 0)
+    store(path, model, folder_meta(folder, "chat", key))
+    return model
 
 
 def _load_snapshot(
