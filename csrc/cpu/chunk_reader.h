@@ -3,11 +3,14 @@
 // copy and without Python in the loop. Like the kernel headers it includes no torch and no
 // pybind11: raw pointers in, C++ exceptions out (bindings.cpp turns them into Python ones).
 //
-// Work split: every chunk is cut into pieces of at most chunk_bytes, and the threads take pieces
-// in file order from one atomic counter, so the threads read neighbouring regions (the disk sees
-// a few sequential streams) and a chunk much larger than the others still spreads over all of
-// them. Each thread opens its own descriptor: the kernel keeps readahead state per open file, and
-// interleaved preads on one shared descriptor look random to it.
+// Work split: every chunk is cut into pieces of at most chunk_bytes, the pieces are sorted by file
+// offset, and each thread gets one contiguous run of them holding about 1/num_threads of the bytes
+// (so a chunk much larger than the others still spreads over all threads). Each thread opens its
+// own descriptor and reads its run front to back: the kernel keeps readahead state per open file
+// and, seeing one sequential stream per descriptor, reads ahead in large asynchronous windows.
+// Handing out pieces round-robin instead (thread t reads pieces t, t+T, ...) measured 40% slower
+// cold with 2 threads here: every descriptor then sees gaps and readahead shrinks
+// (benchmarks/read_bandwidth.py).
 //
 // O_DIRECT: the file offset, the destination and every pread length must be multiples of the
 // block size (4 KiB covers every common device). Offsets and destinations are the caller's to
@@ -201,31 +204,47 @@ class Pool {
   Pool(const ReadChunksArgs& a, const std::vector<Piece>& pieces) : a_(a), pieces_(pieces) {}
 
   void run(int first_fd) {
-    const int num_threads = static_cast<int>(std::min<int64_t>(a_.num_threads, pieces_.size()));
+    const std::vector<size_t> starts = spans();
+    const size_t num_threads = starts.size() - 1;
     std::vector<std::thread> threads;
-    threads.reserve(std::max(num_threads - 1, 0));
-    for (int t = 1; t < num_threads && !failed_.load(); ++t) {
+    threads.reserve(num_threads);
+    for (size_t t = 1; t < num_threads && !failed_.load(); ++t) {
       try {
-        threads.emplace_back([this] { guarded(-1); });
+        threads.emplace_back([this, &starts, t] { guarded(-1, starts[t], starts[t + 1]); });
       } catch (...) {  // no thread to start (resource limits): the started ones must still be joined
         fail(std::current_exception());
       }
     }
-    guarded(first_fd);  // the calling thread is one of the readers (the only one for num_threads=1)
+    // The calling thread reads the first run (all of it for num_threads=1, no thread started).
+    if (num_threads > 0) guarded(first_fd, starts[0], starts[1]);
     for (auto& thread : threads) thread.join();
     if (error_) std::rethrow_exception(error_);
   }
 
  private:
-  void guarded(int fd) {
+  // starts[t]..starts[t + 1]: the pieces of thread t, cut where the running byte count crosses
+  // t/T of the total; a thread whose share would be empty is not started.
+  std::vector<size_t> spans() const {
+    int64_t total = 0;
+    for (const Piece& p : pieces_) total += p.length;
+    const int64_t num_threads = std::min<int64_t>(a_.num_threads, static_cast<int64_t>(pieces_.size()));
+    std::vector<size_t> starts{0};
+    int64_t done = 0;
+    for (size_t i = 0; i < pieces_.size(); ++i) {
+      // Piece i opens thread k's run when the bytes before it reach k/T of the total.
+      const int64_t k = static_cast<int64_t>(starts.size());
+      if (i > 0 && k < num_threads && done * num_threads >= k * total) starts.push_back(i);
+      done += pieces_[i].length;
+    }
+    starts.push_back(pieces_.size());
+    return starts;
+  }
+
+  void guarded(int fd, size_t begin, size_t end) {
     try {
       Fd own{fd < 0 ? open_file(a_) : -1};
       Worker worker(a_, fd < 0 ? own.fd : fd);
-      while (!failed_.load(std::memory_order_relaxed)) {
-        const size_t i = next_.fetch_add(1);
-        if (i >= pieces_.size()) break;
-        worker.read(pieces_[i]);
-      }
+      for (size_t i = begin; i < end && !failed_.load(std::memory_order_relaxed); ++i) worker.read(pieces_[i]);
     } catch (...) {
       fail(std::current_exception());
     }
@@ -239,7 +258,6 @@ class Pool {
 
   const ReadChunksArgs& a_;
   const std::vector<Piece>& pieces_;
-  std::atomic<size_t> next_{0};
   std::atomic<bool> failed_{false};
   std::mutex mutex_;
   std::exception_ptr error_;
