@@ -33,8 +33,16 @@ from swiftserve.kernels import cpp_native
 logger = logging.getLogger(__name__)
 
 DIRECT_ALIGN = 4096  # O_DIRECT's alignment: a multiple of every common device's logical block size
-DEFAULT_CHUNK_BYTES = 16 << 20  # the largest single pread (benchmarks/read_bandwidth.py)
-DEFAULT_NUM_THREADS = 4  # past the disk's queue depth more threads only add seeks (same benchmark)
+# Both defaults from benchmarks/read_bandwidth.py on this 2 vCPU VM (1 GiB file, medians of 5, two
+# runs). The largest single pread: buffered, cold, one thread: 4 MiB preads 1.1-1.3 GB/s, 16 MiB
+# 1.8-1.9, 64 MiB 2.1-2.2; a read larger than the readahead window puts more of the file in flight.
+DEFAULT_CHUNK_BYTES = 64 << 20
+# Buffered 1/2/4 threads: cold 2.1/2.0/1.6-2.1 GB/s, warm 11-12/11-14/13-15 GB/s. Cold is disk
+# bound and one stream reads it best (several streams at different offsets of the VM's disk, a
+# file on the host, read worse and vary run to run); warm is a copy out of the page cache that
+# threads share over the cores, but it saves ~20 ms per GiB where cold loses ~80 ms. On a disk
+# with deep queues (NVMe, O_DIRECT) more threads can win: rerun the benchmark there.
+DEFAULT_NUM_THREADS = 1
 
 
 @dataclass(frozen=True)
