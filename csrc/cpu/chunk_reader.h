@@ -119,7 +119,7 @@ inline std::vector<Piece> split(const ReadChunksArgs& a) {
   for (int64_t i = 0; i < a.num_chunks; ++i)
     for (int64_t done = 0; done < a.lengths[i]; done += step)
       pieces.push_back({a.file_offsets[i] + done, std::min(step, a.lengths[i] - done), a.dst[i] + done, i});
-  // File order: the threads then walk the file front to back together (chunks may come in any order).
+  // File order (chunks may come in any order): each thread's run is then one stretch of the file.
   std::stable_sort(pieces.begin(), pieces.end(), [](const Piece& x, const Piece& y) { return x.offset < y.offset; });
   return pieces;
 }
@@ -179,12 +179,13 @@ class Worker {
 
   void read(const Piece& p) {
     const int64_t body = a_.direct ? p.length / kDirectAlign * kDirectAlign : p.length;
-    if (pread_full(fd_, p.dst, body, p.offset, a_, p.chunk) < body) short_read(p.offset, p.chunk);
+    const int64_t got = pread_full(fd_, p.dst, body, p.offset, a_, p.chunk);
+    if (got < body) short_read(p.offset + got, p.chunk);
     const int64_t tail = p.length - body;
     if (tail == 0) return;
     // The tail block may be the file's last, partial one: O_DIRECT then returns what exists.
-    if (pread_full(fd_, bounce_.get(), kDirectAlign, p.offset + body, a_, p.chunk) < tail)
-      short_read(p.offset + body, p.chunk);
+    const int64_t got_tail = pread_full(fd_, bounce_.get(), kDirectAlign, p.offset + body, a_, p.chunk);
+    if (got_tail < tail) short_read(p.offset + body + got_tail, p.chunk);
     std::memcpy(p.dst + body, bounce_.get(), static_cast<size_t>(tail));
   }
 

@@ -11,6 +11,8 @@ import errno
 import logging
 import os
 import random
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -277,3 +279,32 @@ def _native(*, num_threads=2, direct=False, chunk_bytes=SMALL_CHUNK_BYTES, **kwa
     return cpp_native.calls.read_chunks(
         num_threads=num_threads, direct=direct, chunk_bytes=chunk_bytes, **kwargs
     )
+
+
+def test_native_read_releases_the_gil(tmp_path):
+    """While one thread is inside _C.read_chunks, another keeps running Python: the longest pause
+    it sees is far shorter than the read (held, the GIL would stall it for the whole read)."""
+    if not cpp_native.has("read_chunks"):
+        pytest.skip("swiftserve._C has no read_chunks")
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(32 << 20))
+    dst = aligned_empty(32 << 20)
+    direct = supports_direct(path)  # small direct preads always go to the disk: a slow, long call
+    done = threading.Event()
+
+    def read() -> None:
+        read_into(path, [Chunk(0, 32 << 20, dst)], direct=direct, chunk_bytes=64 << 10 if direct else 4096)
+        done.set()
+
+    reader_thread = threading.Thread(target=read)
+    start = last = time.perf_counter()
+    longest = 0.0
+    reader_thread.start()
+    while not done.is_set():
+        now = time.perf_counter()
+        longest, last = max(longest, now - last), now
+    reader_thread.join()
+    duration = time.perf_counter() - start
+    if duration < 0.05:
+        pytest.skip(f"the read took {duration * 1e3:.0f} ms, too short to tell")
+    assert longest < duration / 2, f"a {longest * 1e3:.0f} ms pause in a {duration * 1e3:.0f} ms read"
