@@ -4,13 +4,17 @@
 // always by keyword: kernels/cpp_native.py builds its callers from the py::arg names below.
 // Every kernel releases the GIL while it runs.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "cpu/activation.h"
 #include "cpu/cache.h"
+#include "cpu/chunk_reader.h"
 #include "cpu/linear.h"
 #include "cpu/llama_decode.h"
 #include "cpu/norm.h"
@@ -283,6 +287,42 @@ void llama_decode_layers_py(uintptr_t layers, int num_layers, int hidden, int nu
   });
 }
 
+// A ReadError as the Python exception a file read raises: OSError with errno (its subclass, e.g.
+// FileNotFoundError, picked by errno as Python's own I/O does) and filename; EOFError when the
+// file ended before the range did.
+[[noreturn]] void raise_read_error(const ReadError& e, const std::string& path) {
+  if (e.error_number == 0) {
+    PyErr_SetString(PyExc_EOFError, e.what());
+    throw py::error_already_set();
+  }
+  py::object error = py::handle(PyExc_OSError)(e.error_number, std::string(e.what()) + ": " +
+                                                                   std::strerror(e.error_number));
+  error.attr("filename") = path;
+  PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(error.ptr())), error.ptr());
+  throw py::error_already_set();
+}
+
+// The lists are copied into vectors while the GIL is held; every read then runs without it.
+// Bad arguments and ranges past the end of the file raise ValueError (std::invalid_argument).
+void read_chunks_py(const std::string& path, const std::vector<int64_t>& file_offsets,
+                    const std::vector<int64_t>& lengths, const std::vector<uintptr_t>& dst_ptrs, int num_threads,
+                    bool direct, int64_t chunk_bytes) {
+  if (file_offsets.size() != lengths.size() || lengths.size() != dst_ptrs.size())
+    throw py::value_error("read_chunks: file_offsets, lengths and dst_ptrs must have one entry per chunk (got " +
+                          std::to_string(file_offsets.size()) + ", " + std::to_string(lengths.size()) + ", " +
+                          std::to_string(dst_ptrs.size()) + ")");
+  std::vector<char*> dst(dst_ptrs.size());
+  for (size_t i = 0; i < dst.size(); ++i) dst[i] = ptr<char>(dst_ptrs[i]);
+  const ReadChunksArgs args{path.c_str(), file_offsets.data(), lengths.data(), dst.data(),
+                            static_cast<int64_t>(dst.size()), num_threads, direct, chunk_bytes};
+  try {
+    py::gil_scoped_release release;
+    read_chunks(args);
+  } catch (const ReadError& e) {  // the GIL is held again here: release ended with its scope
+    raise_read_error(e, path);
+  }
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -349,4 +389,9 @@ PYBIND11_MODULE(_C, m) {
         py::arg("cache_stride_head"), py::arg("slot_mapping"), py::arg("num_tokens"), py::arg("num_kv_heads"),
         py::arg("head_dim"), py::arg("element_size"),
         "Copies k, v rows into the paged cache at slot_mapping (int64; -1 skips).");
+  m.attr("direct_align") = kDirectAlign;
+  m.def("read_chunks", &read_chunks_py, py::arg("path"), py::arg("file_offsets"), py::arg("lengths"),
+        py::arg("dst_ptrs"), py::arg("num_threads"), py::arg("direct"), py::arg("chunk_bytes"),
+        "Reads lengths[i] bytes of path at file_offsets[i] to address dst_ptrs[i], with num_threads threads "
+        "and preads of at most chunk_bytes (O_DIRECT when direct; see cpu/chunk_reader.h).");
 }

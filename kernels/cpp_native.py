@@ -35,6 +35,10 @@ KERNELS = (
     "silu_and_mul",
     "store_kv",
 )
+# Functions a _C built before them lacks (an in-place build not yet redone): `calls` has them
+# only when this _C does, and their callers check has() and fall back, instead of every import
+# of the kernels failing on one missing name.
+OPTIONAL = ("read_chunks",)
 
 
 def is_available() -> bool:
@@ -48,6 +52,11 @@ def status() -> str:
     build = "portable build" if getattr(_C, "portable", False) else "-march=native build"
     isa = "AVX-512 kernels" if _C.isa == "avx512" else "generic kernels (no AVX-512)"
     return f"native C++, {build}, {isa}, {_C.num_threads()} threads"
+
+
+def has(name: str) -> bool:
+    """Whether this _C has the optional function `name` (see OPTIONAL)."""
+    return _C is not None and hasattr(_C, name)
 
 
 def required_parameters(fn) -> tuple[str, ...]:
@@ -79,7 +88,11 @@ def _keyword_only(name: str):
 
 
 # calls.<kernel>(**named arguments): every call into _C goes through these.
-calls = SimpleNamespace(**{name: _keyword_only(name) for name in KERNELS}) if _C is not None else None
+calls = (
+    SimpleNamespace(**{name: _keyword_only(name) for name in KERNELS + tuple(filter(has, OPTIONAL))})
+    if _C is not None
+    else None
+)
 
 
 def unsupported(op: str, reason: str | None) -> None:

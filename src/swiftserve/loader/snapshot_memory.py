@@ -17,6 +17,9 @@ from typing import BinaryIO
 
 import torch
 
+from swiftserve.kernels import cpp_native
+from swiftserve.loader.chunk_read import Chunk as ReadChunk
+from swiftserve.loader.chunk_read import read_into
 from swiftserve.loader.snapshot_errors import SnapshotTruncatedError
 from swiftserve.loader.snapshot_format import TENSOR_ALIGN, TensorEntry, align_up
 
@@ -98,7 +101,10 @@ def fill_buffers(path: Path, chunks: list[Chunk], *, num_threads: int, direct: b
     """
     native = _native_reader()
     if native is not None:
-        native(path=str(path), chunks=chunks, num_threads=num_threads, direct=direct)
+        try:
+            native(path, [ReadChunk(*chunk) for chunk in chunks], num_threads=num_threads, direct=direct)
+        except EOFError as exc:  # the file shrank after its index was checked against its size
+            raise SnapshotTruncatedError(path, str(exc)) from exc
         return
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -121,11 +127,8 @@ def _read_exactly(fd: int, path: Path, file_offset: int, length: int, address: i
 
 
 def _native_reader() -> Callable[..., None] | None:
-    try:
-        from swiftserve import _C
-    except ImportError:
-        return None
-    return getattr(_C, "read_chunks", None)
+    """chunk_read.read_into when this _C has the native reader (a stale build may not)."""
+    return read_into if cpp_native.has("read_chunks") else None
 
 
 def _unique(entries: Sequence[TensorEntry]) -> list[TensorEntry]:

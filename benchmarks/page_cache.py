@@ -1,0 +1,85 @@
+"""Putting a file in or out of the page cache for cold/warm benchmarks, and checking that it worked.
+
+    evict(path)               # posix_fadvise(DONTNEED); raises if pages stay resident
+    warm(path)                # reads it once; raises unless it is then fully resident
+    resident_fraction(path)   # 0.0 .. 1.0, from mincore(2)
+
+Why the check: POSIX_FADV_DONTNEED is advice. The kernel drops only clean pages that nothing maps
+(dirty pages are written back first only if they were synced; a live mmap pins them), so an
+unchecked "cold" run may read from memory. mincore(2) on a fresh PROT_READ mapping of the file
+reports, one byte per page, whether that page of the file is in the page cache right now; mapping
+without touching reads nothing, so the check itself does not warm the file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+
+PAGE = mmap.PAGESIZE
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_long,
+]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_ubyte)]
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def resident_fraction(path: str | os.PathLike) -> float:
+    """The share of the file's pages in the page cache (mincore on an untouched mapping)."""
+    size = os.path.getsize(path)
+    if size == 0:
+        return 1.0
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        address = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if address in (None, _MAP_FAILED):
+            raise OSError(ctypes.get_errno(), "mmap for mincore failed", str(path))
+        try:
+            pages = (size + PAGE - 1) // PAGE
+            vec = (ctypes.c_ubyte * pages)()
+            if _libc.mincore(address, size, vec) != 0:
+                raise OSError(ctypes.get_errno(), "mincore failed", str(path))
+            return sum(b & 1 for b in bytes(vec)) / pages
+        finally:
+            _libc.munmap(address, size)
+    finally:
+        os.close(fd)
+
+
+def evict(path: str | os.PathLike, max_resident: float = 0.01) -> float:
+    """Drops the file from the page cache; returns what stayed resident, or raises if more than
+    `max_resident` did (the file is dirty, mapped, or the kernel ignored the advice)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)  # DONTNEED skips dirty pages
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    left = resident_fraction(path)
+    if left > max_resident:
+        raise RuntimeError(
+            f"{path}: {left:.1%} of its pages stayed in the page cache after POSIX_FADV_DONTNEED"
+        )
+    return left
+
+
+def warm(path: str | os.PathLike, min_resident: float = 0.99) -> float:
+    """Reads the file once so that it is in the page cache; raises if it does not stay there
+    (memory pressure from other processes)."""
+    with open(path, "rb", buffering=0) as f:
+        buffer = bytearray(16 << 20)
+        while f.readinto(buffer):
+            pass
+    held = resident_fraction(path)
+    if held < min_resident:
+        raise RuntimeError(f"{path}: only {held:.1%} of its pages stayed in the page cache after a full read")
+    return held
