@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from snapshot_factory import drop_entry, is_mapped, rewrite_header
+from snapshot_factory import drop_entry, is_mapped, replace_entry, rewrite_header
 
 from swiftserve import LLM, SamplingParams
 from swiftserve.engine.embedding_engine import EmbeddingEngine
@@ -177,6 +177,30 @@ def test_served_chat_model_from_a_snapshot(snapshots):
         executor.stop()
 
 
+def test_a_config_file_serves_snapshots(snapshots, tmp_path):
+    from swiftserve import Server
+
+    config = tmp_path / "swiftserve.yaml"
+    config.write_text(
+        "models:\n"
+        f"  - {{name: chat, source: {snapshots['smollm']}, policy: pinned, dtype: float32,\n"
+        "      max_model_len: 512}\n"
+        f"  - {{name: embed, source: {snapshots['minilm']}, policy: on-demand}}\n"
+    )
+    want = LLM(str(snapshots["smollm"]), dtype="float32", **CPU).generate([PROMPTS[0]], GREEDY)
+    want_vectors = EmbeddingEngine(str(snapshots["minilm"])).embed_sync(SENTENCES).embeddings
+
+    async def run():
+        async with Server.from_config(config) as server:
+            reply = await server.complete("chat", PROMPTS[0], max_tokens=24, temperature=0, ignore_eos=True)
+            vectors = (await server.embed("embed", SENTENCES)).embeddings
+            return reply.choices[0].token_ids, vectors
+
+    token_ids, vectors = asyncio.run(run())
+    assert token_ids == want[0].outputs[0].token_ids
+    assert np.array_equal(np.asarray(vectors), want_vectors)
+
+
 def test_a_damaged_model_snapshot_leaves_nothing_loaded(snapshots, tmp_path):
     path = tmp_path / "broken.swsnap"
     path.write_bytes(snapshots["smollm"].read_bytes())
@@ -192,6 +216,18 @@ def test_a_damaged_model_snapshot_leaves_nothing_loaded(snapshots, tmp_path):
         load_model(snapshots["minilm"], load_config(snapshots["minilm"]), torch.float32, torch.device("cpu"))
     gc.collect()
     assert not is_mapped(snapshots["minilm"])
+
+
+def test_a_snapshot_of_another_shape_is_a_mismatch(snapshots, tmp_path):
+    path = tmp_path / "other.swsnap"
+    path.write_bytes(snapshots["smollm"].read_bytes())
+    name = "layers.0.mlp.down_proj.weight"
+    rewrite_header(path, lambda h: replace_entry(h, name, shape=h.entries()[name].shape[::-1]))
+    with pytest.raises(SnapshotMismatchError) as info:
+        LLM(str(path), dtype="float32", **CPU)
+    assert info.value.tensor == name and "(1536, 576)" in str(info.value)
+    gc.collect()
+    assert not is_mapped(path)
 
 
 def test_cli_writes_a_snapshot(tmp_path, minilm_dir):

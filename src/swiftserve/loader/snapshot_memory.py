@@ -83,13 +83,20 @@ def read_tensors(
     shift = (-arena.data_ptr()) % TENSOR_ALIGN  # direct I/O wants aligned destinations
     base = arena.data_ptr() + shift
     chunks = [(e.offset, e.nbytes, base + place) for e, place in zip(unique, places, strict=True)]
-    fill_buffers(path, chunks, num_threads=num_threads, direct=False)
     by_key: dict[tuple, torch.Tensor] = {}
-    for entry, place in zip(unique, places, strict=True):
-        data = arena[shift + place : shift + place + entry.nbytes]
-        if check is not None:
-            check(StoredBytes(entry, memoryview(data.numpy())))
-        by_key[entry.stored_key] = data.view(_dtype(entry)).view(entry.shape).to(device)
+    try:
+        fill_buffers(path, chunks, num_threads=num_threads, direct=False)
+        for entry, place in zip(unique, places, strict=True):
+            data = arena[shift + place : shift + place + entry.nbytes]
+            if check is not None:
+                with memoryview(data.numpy()) as view:  # released even when the check raises
+                    check(StoredBytes(entry, view))
+            by_key[entry.stored_key] = data.view(_dtype(entry)).view(entry.shape).to(device)
+    except BaseException:
+        # The traceback keeps this frame: let go of the memory now, not when the error is dropped.
+        arena = data = None  # noqa: F841
+        by_key.clear()
+        raise
     return {entry.name: by_key[entry.stored_key] for entry in entries}
 
 

@@ -69,10 +69,16 @@ def load_into_skeleton(
     file is bad or holds another model. On failure the skeleton is half-filled: drop it."""
     names = expected_names(skeleton)
     snapshot = load_snapshot(path, required=names, device=device, verify=verify, method=method)
-    if snapshot.header.meta.kind != kind:
-        raise SnapshotMismatchError(path, f"a {snapshot.header.meta.kind} model, expected a {kind} model")
-    _check_fits(skeleton, snapshot, set(names))
-    _assign(skeleton, snapshot.tensors)
+    try:
+        if snapshot.header.meta.kind != kind:
+            raise SnapshotMismatchError(path, f"a {snapshot.header.meta.kind} model, expected a {kind} model")
+        _check_fits(skeleton, snapshot, set(names))
+        _assign(skeleton, snapshot.tensors)
+    except BaseException:
+        # The error's traceback keeps this frame's locals: drop the views, or they would keep
+        # the file mapped for as long as someone holds the error.
+        snapshot.tensors.clear()
+        raise
     stored = snapshot.header.meta.dtype
     if getattr(torch, stored) is not dtype:
         logger.warning("%s holds %s weights; casting to %s costs a copy", path, stored, str(dtype)[6:])
@@ -84,9 +90,8 @@ def _check_fits(skeleton: nn.Module, snapshot: Snapshot, names: set[str]) -> Non
     extra = sorted(snapshot.tensors.keys() - names)
     if extra:
         raise SnapshotMismatchError(snapshot.path, "the model has no place for this tensor", extra[0])
-    shapes = {**dict(skeleton.named_parameters(remove_duplicate=False))}
-    shapes.update(skeleton.named_buffers(remove_duplicate=False))
-    for name, want in shapes.items():
+    params = skeleton.named_parameters(remove_duplicate=False)
+    for name, want in [*params, *skeleton.named_buffers(remove_duplicate=False)]:
         got = snapshot.tensors[name].shape
         if got != want.shape:
             raise SnapshotMismatchError(
