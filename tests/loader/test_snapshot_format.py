@@ -8,7 +8,7 @@ import pytest
 import torch
 from snapshot_factory import META, is_mapped, sample_tensors, write_sample
 
-from swiftserve.loader import snapshot_memory
+from swiftserve.loader import chunk_read
 from swiftserve.loader.snapshot_format import (
     DATA_ALIGN,
     LARGE_TENSOR,
@@ -80,7 +80,7 @@ def test_the_tensors_own_the_mapping(tmp_path):
 
 
 def test_python_reader_fills_the_destinations(tmp_path, monkeypatch):
-    monkeypatch.setattr(snapshot_memory, "_native_reader", lambda: None)
+    monkeypatch.setattr(chunk_read, "_native_read_chunks", lambda: None)
     path = tmp_path / "m.swsnap"
     write_sample(path)
     snapshot = load_snapshot(path, method="read", verify=True)

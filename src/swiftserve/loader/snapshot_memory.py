@@ -7,9 +7,7 @@ one tensor.
 
 from __future__ import annotations
 
-import ctypes
 import mmap
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,15 +15,13 @@ from typing import BinaryIO
 
 import torch
 
-from swiftserve.kernels import cpp_native
-from swiftserve.loader.chunk_read import Chunk as ReadChunk
-from swiftserve.loader.chunk_read import read_into
+from swiftserve.loader.chunk_read import Chunk, aligned_empty, read_into
 from swiftserve.loader.snapshot_errors import SnapshotTruncatedError
 from swiftserve.loader.snapshot_format import TENSOR_ALIGN, TensorEntry, align_up
 
 _MADV_POPULATE_READ = 22  # Linux 5.14+; not in Python's mmap constants yet
-# (file offset, length, destination address): what the native reader takes.
-Chunk = tuple[int, int, int]
+# (file offset, length, destination address)
+ChunkSpec = tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -73,21 +69,20 @@ def read_tensors(
     entries: Sequence[TensorEntry],
     check: Check | None,
     device: torch.device,
-    num_threads: int,
+    num_threads: int | None,
 ) -> dict[str, torch.Tensor]:
     """Tensors in one fresh host allocation, each 4 KiB-aligned in it, then moved to device."""
     unique = _unique(entries)
     places = _compact_places(unique)
     total = places[-1] + unique[-1].nbytes if unique else 0
-    arena = torch.empty(total + TENSOR_ALIGN, dtype=torch.uint8)
-    shift = (-arena.data_ptr()) % TENSOR_ALIGN  # direct I/O wants aligned destinations
-    base = arena.data_ptr() + shift
+    arena = aligned_empty(total)  # 4 KiB-aligned: direct I/O wants aligned destinations
+    base = arena.data_ptr()
     chunks = [(e.offset, e.nbytes, base + place) for e, place in zip(unique, places, strict=True)]
     by_key: dict[tuple, torch.Tensor] = {}
     try:
         fill_buffers(path, chunks, num_threads=num_threads, direct=False)
         for entry, place in zip(unique, places, strict=True):
-            data = arena[shift + place : shift + place + entry.nbytes]
+            data = arena[place : place + entry.nbytes]
             if check is not None:
                 with memoryview(data.numpy()) as view:  # released even when the check raises
                     check(StoredBytes(entry, view))
@@ -100,42 +95,14 @@ def read_tensors(
     return {entry.name: by_key[entry.stored_key] for entry in entries}
 
 
-def fill_buffers(path: Path, chunks: list[Chunk], *, num_threads: int, direct: bool) -> None:
-    """Reads each (file_offset, length) of path into its destination address.
-
-    The seam for the native reader (_C.read_chunks: several threads, large aligned reads,
-    optionally O_DIRECT); without it, plain positioned reads from Python.
-    """
-    native = _native_reader()
-    if native is not None:
-        try:
-            native(path, [ReadChunk(*chunk) for chunk in chunks], num_threads=num_threads, direct=direct)
-        except EOFError as exc:  # the file shrank after its index was checked against its size
-            raise SnapshotTruncatedError(path, str(exc)) from exc
-        return
-    fd = os.open(path, os.O_RDONLY)
+def fill_buffers(path: Path, chunks: list[ChunkSpec], *, num_threads: int | None, direct: bool) -> None:
+    """Reads each (file_offset, length) of path into its destination address: the one place the
+    snapshot reader does I/O. chunk_read.read_into runs the native multi-threaded reader
+    (_C.read_chunks; O_DIRECT with direct) or, without it, plain positioned reads."""
     try:
-        for file_offset, length, address in chunks:
-            _read_exactly(fd, path, file_offset, length, address)
-    finally:
-        os.close(fd)
-
-
-def _read_exactly(fd: int, path: Path, file_offset: int, length: int, address: int) -> None:
-    if length == 0:
-        return
-    view = memoryview((ctypes.c_char * length).from_address(address)).cast("B")
-    done = 0
-    while done < length:
-        n = os.preadv(fd, [view[done:]], file_offset + done)
-        if n == 0:
-            raise SnapshotTruncatedError(path, f"the file ended at byte {file_offset + done} while reading")
-        done += n
-
-
-def _native_reader() -> Callable[..., None] | None:
-    """chunk_read.read_into when this _C has the native reader (a stale build may not)."""
-    return read_into if cpp_native.has("read_chunks") else None
+        read_into(path, [Chunk(*chunk) for chunk in chunks], num_threads=num_threads, direct=direct)
+    except EOFError as error:  # the file shrank after its header was checked
+        raise SnapshotTruncatedError(path, str(error)) from error
 
 
 def _unique(entries: Sequence[TensorEntry]) -> list[TensorEntry]:

@@ -92,7 +92,8 @@ def load_snapshot(
 
     required: names that must be in the index (SnapshotMissingTensorError otherwise). method:
     "auto" (mmap on CPU, else read), "mmap" or "read". verify: True checks every checksum,
-    False none, None only on the first use of this file.
+    False none, None only on the first use of this file. num_threads: the read path's reader
+    threads (None: chunk_read's default, measured on this machine).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -110,7 +111,7 @@ def load_snapshot(
         if method == "mmap":
             tensors = map_tensors(file, header.tensors, check)
         else:
-            tensors = read_tensors(path, header.tensors, check, device, num_threads or _default_threads())
+            tensors = read_tensors(path, header.tensors, check, device, num_threads)
     if must_verify:
         record_verified(path, identity)
     return Snapshot(path, header, tensors, method)
@@ -168,10 +169,6 @@ def _check_required(path: Path, header: SnapshotHeader, required: Collection[str
 def _verify(path: Path, stored: StoredBytes) -> None:
     if xxhash.xxh3_64_intdigest(stored.data) != stored.entry.xxh3:
         raise SnapshotChecksumError(path, "checksum mismatch (the file is corrupt)", stored.entry.name)
-
-
-def _default_threads() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
 
 
 def unique_parameters(header: SnapshotHeader) -> list[TensorEntry]:
