@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -111,3 +112,20 @@ def _check_one_of(path: Path, values: list[float]) -> None:
     for name, want in _variant(value).items():
         assert torch.equal(snapshot.tensors[name], want), name
     assert _leftovers(path.parent) == []
+
+
+def test_a_read_during_a_rename_gets_the_file_it_opened(tmp_path, monkeypatch):
+    from swiftserve.loader import snapshot_memory
+
+    path, newer = tmp_path / "m.swsnap", tmp_path / "newer.swsnap"
+    write_snapshot(path, _variant(1.0), META)
+    write_snapshot(newer, _variant(2.0), META)
+    real = snapshot_memory.read_into
+
+    def rename_first(*args, **kwargs):
+        os.replace(newer, path)  # a writer finishes between the header check and the reads
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(snapshot_memory, "read_into", rename_first)
+    snapshot = load_snapshot(path, method="read", verify=True)
+    assert torch.equal(snapshot.tensors["layer.proj"], _variant(1.0)["layer.proj"])

@@ -65,13 +65,18 @@ def _check_mapped(mapping: mmap.mmap, unique: list[TensorEntry], check: Check) -
 
 
 def read_tensors(
+    file: BinaryIO,
     path: Path,
     entries: Sequence[TensorEntry],
     check: Check | None,
     device: torch.device,
     num_threads: int | None,
 ) -> dict[str, torch.Tensor]:
-    """Tensors in one fresh host allocation, each 4 KiB-aligned in it, then moved to device."""
+    """Tensors in one fresh host allocation, each 4 KiB-aligned in it, then moved to device.
+
+    The bytes come from the open file whose header was checked (through /proc/self/fd), not from
+    whatever path names by now: a writer may have renamed a new snapshot over it meanwhile.
+    """
     unique = _unique(entries)
     places = _compact_places(unique)
     total = places[-1] + unique[-1].nbytes if unique else 0
@@ -80,7 +85,7 @@ def read_tensors(
     chunks = [(e.offset, e.nbytes, base + place) for e, place in zip(unique, places, strict=True)]
     by_key: dict[tuple, torch.Tensor] = {}
     try:
-        fill_buffers(path, chunks, num_threads=num_threads, direct=False)
+        fill_buffers(_same_file(file, path), chunks, num_threads=num_threads, direct=False, name=path)
         for entry, place in zip(unique, places, strict=True):
             data = arena[place : place + entry.nbytes]
             if check is not None:
@@ -95,14 +100,22 @@ def read_tensors(
     return {entry.name: by_key[entry.stored_key] for entry in entries}
 
 
-def fill_buffers(path: Path, chunks: list[ChunkSpec], *, num_threads: int | None, direct: bool) -> None:
+def fill_buffers(
+    path: Path, chunks: list[ChunkSpec], *, num_threads: int | None, direct: bool, name: Path | None = None
+) -> None:
     """Reads each (file_offset, length) of path into its destination address: the one place the
     snapshot reader does I/O. chunk_read.read_into runs the native multi-threaded reader
-    (_C.read_chunks; O_DIRECT with direct) or, without it, plain positioned reads."""
+    (_C.read_chunks; O_DIRECT with direct) or, without it, plain positioned reads. name: the
+    file as errors call it (default: path)."""
     try:
         read_into(path, [Chunk(*chunk) for chunk in chunks], num_threads=num_threads, direct=direct)
     except EOFError as error:  # the file shrank after its header was checked
-        raise SnapshotTruncatedError(path, str(error)) from error
+        raise SnapshotTruncatedError(name or path, str(error)) from error
+
+
+def _same_file(file: BinaryIO, path: Path) -> Path:
+    fd_path = Path(f"/proc/self/fd/{file.fileno()}")
+    return fd_path if fd_path.exists() else path
 
 
 def _unique(entries: Sequence[TensorEntry]) -> list[TensorEntry]:

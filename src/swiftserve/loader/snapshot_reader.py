@@ -111,7 +111,7 @@ def load_snapshot(
         if method == "mmap":
             tensors = map_tensors(file, header.tensors, check)
         else:
-            tensors = read_tensors(path, header.tensors, check, device, num_threads)
+            tensors = read_tensors(file, path, header.tensors, check, device, num_threads)
     if must_verify:
         record_verified(path, identity)
     return Snapshot(path, header, tensors, method)
