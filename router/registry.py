@@ -106,9 +106,9 @@ def kind_from_config(config: dict) -> ModelKind:
 
 def _snapshot_kind(source: str) -> ModelKind | None:
     """The kind a snapshot file's header records; None when source is not a snapshot."""
-    from swiftserve.loader.snapshot_reader import is_snapshot, read_header
+    from swiftserve.loader.snapshot_reader import is_snapshot, read_index
 
-    return read_header(source).meta.kind if is_snapshot(source) else None
+    return read_index(source).meta.kind if is_snapshot(source) else None
 
 
 def _known_aliases() -> dict:

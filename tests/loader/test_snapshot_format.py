@@ -16,7 +16,13 @@ from swiftserve.loader.snapshot_format import (
     PREAMBLE,
     TENSOR_ALIGN,
 )
-from swiftserve.loader.snapshot_reader import is_snapshot, load_snapshot, read_header, unique_parameters
+from swiftserve.loader.snapshot_reader import (
+    is_snapshot,
+    load_snapshot,
+    read_header,
+    read_index,
+    unique_parameters,
+)
 
 
 def test_layout_alignment_and_sharing(tmp_path):
@@ -57,7 +63,7 @@ def test_round_trip_is_exact(tmp_path, method):
     path = tmp_path / "m.swsnap"
     write_sample(path)
     snapshot = load_snapshot(path, required=sample_tensors(), method=method, verify=True)
-    assert snapshot.method == method and snapshot.header.meta == META
+    assert snapshot.method == method and snapshot.header.meta.hf_config == META.hf_config
     for name, want in sample_tensors().items():
         got = snapshot.tensors[name]
         assert got.dtype == want.dtype and got.shape == want.shape and torch.equal(got, want), name
@@ -87,6 +93,17 @@ def test_python_reader_fills_the_destinations(tmp_path, monkeypatch):
     assert torch.equal(snapshot.tensors["layer.proj"], sample_tensors()["layer.proj"])
     for name in ("embed.weight", "layer.proj"):
         assert snapshot.tensors[name].data_ptr() % TENSOR_ALIGN == 0
+
+
+def test_the_index_is_the_header_without_the_tokenizer(tmp_path):
+    path = tmp_path / "m.swsnap"
+    write_sample(path)
+    full, index = read_header(path), read_index(path)
+    assert full.meta == META and index.tensors == full.tensors
+    assert (index.data_offset, index.file_size) == (full.data_offset, full.file_size)
+    for name in ("kind", "hf_config", "dtype", "source", "pooling", "warm"):
+        assert getattr(index.meta, name) == getattr(META, name), name
+    assert not hasattr(index.meta, "tokenizer")
 
 
 def test_auto_is_mmap_on_cpu_and_header_reads_alone(tmp_path):

@@ -23,9 +23,9 @@ def num_parameters(folder: Path) -> int:
     """Elements of every tensor in the folder's *.safetensors files (shapes from headers only),
     or of every stored parameter of a snapshot file (its index; tied ones once, buffers not)."""
     if folder.is_file():
-        from swiftserve.loader.snapshot_reader import read_header, unique_parameters
+        from swiftserve.loader.snapshot_reader import read_index, unique_parameters
 
-        return sum(math.prod(entry.shape) for entry in unique_parameters(read_header(folder)))
+        return sum(math.prod(entry.shape) for entry in unique_parameters(read_index(folder)))
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"no .safetensors weights in {folder}")

@@ -14,7 +14,7 @@ from swiftserve.loader.aliases import ModelAlias, known_aliases
 from swiftserve.loader.chat_template import apply_chat_template
 from swiftserve.loader.resolve import default_cache_dir, resolve_model, source_gguf
 from swiftserve.loader.snapshot_errors import SnapshotError
-from swiftserve.loader.snapshot_reader import is_snapshot, load_snapshot, read_header
+from swiftserve.loader.snapshot_reader import is_snapshot, load_snapshot, read_header, read_index
 from swiftserve.loader.snapshot_writer import write_snapshot
 from swiftserve.loader.tokenizer import TokenizerInfo, load_tokenizer
 from swiftserve.loader.weights import iter_weights, load_config
@@ -32,6 +32,7 @@ __all__ = [
     "load_snapshot",
     "load_tokenizer",
     "read_header",
+    "read_index",
     "resolve_model",
     "source_gguf",
     "write_snapshot",

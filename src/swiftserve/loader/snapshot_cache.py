@@ -19,7 +19,7 @@ from torch import nn
 from swiftserve.loader.snapshot_errors import SnapshotError
 from swiftserve.loader.snapshot_format import FORMAT_VERSION, SUFFIX, PoolingSpec, SnapshotMeta, SourceKey
 from swiftserve.loader.snapshot_modules import snapshot_tensors
-from swiftserve.loader.snapshot_reader import read_header
+from swiftserve.loader.snapshot_reader import read_index
 from swiftserve.loader.snapshot_writer import write_snapshot
 from swiftserve.loader.tokenizer import load_tokenizer, read_tokenizer_files
 from swiftserve.loader.weights import load_config
@@ -48,7 +48,7 @@ def is_current(path: Path, key: SourceKey) -> bool:
     if not path.is_file():
         return False
     try:
-        found = read_header(path).meta.source
+        found = read_index(path).meta.source
     except SnapshotError as error:
         logger.warning("automatic snapshot unreadable, rebuilding it from its source: %s", error)
         return False

@@ -138,6 +138,22 @@ class SnapshotMeta:
 
 
 @dataclass(frozen=True)
+class ModelSummary:
+    """SnapshotMeta without the tokenizer and chat template: what loading the weights needs.
+
+    Decoding a header into SnapshotIndex skips those fields without building them (Gemma's
+    tokenizer.json alone is ~33 MB of text), so the load path reads the header at index speed.
+    """
+
+    kind: str
+    hf_config: dict[str, Any]
+    dtype: str
+    source: SourceKey
+    pooling: PoolingSpec | None = None
+    warm: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class SnapshotHeader:
     """The decoded header: the metadata, the index in load order, and the file's layout."""
 
@@ -147,14 +163,34 @@ class SnapshotHeader:
     file_size: int
 
     def __post_init__(self) -> None:
-        if self.data_offset % DATA_ALIGN:
-            raise ValueError(f"data offset {self.data_offset} is not 2 MiB-aligned")
-        names = [t.name for t in self.tensors]
-        if len(set(names)) != len(names):
-            raise ValueError("the index names a tensor twice")
+        _check_layout(self.data_offset, self.tensors)
 
     def entries(self) -> dict[str, TensorEntry]:
         return {entry.name: entry for entry in self.tensors}
+
+
+@dataclass(frozen=True)
+class SnapshotIndex:
+    """The same header decoded with a ModelSummary for its metadata (see there)."""
+
+    meta: ModelSummary
+    tensors: tuple[TensorEntry, ...]
+    data_offset: int
+    file_size: int
+
+    def __post_init__(self) -> None:
+        _check_layout(self.data_offset, self.tensors)
+
+    def entries(self) -> dict[str, TensorEntry]:
+        return {entry.name: entry for entry in self.tensors}
+
+
+def _check_layout(data_offset: int, tensors: tuple[TensorEntry, ...]) -> None:
+    if data_offset % DATA_ALIGN:
+        raise ValueError(f"data offset {data_offset} is not 2 MiB-aligned")
+    names = [t.name for t in tensors]
+    if len(set(names)) != len(names):
+        raise ValueError("the index names a tensor twice")
 
 
 def encode_header(header: SnapshotHeader) -> bytes:
@@ -166,7 +202,13 @@ def decode_header(data: bytes) -> SnapshotHeader:
     return _DECODER.decode(data)
 
 
+def decode_index(data: bytes) -> SnapshotIndex:
+    """decode_header without the tokenizer and template; the same errors."""
+    return _INDEX_DECODER.decode(data)
+
+
 _DECODER = msgspec.msgpack.Decoder(SnapshotHeader)
+_INDEX_DECODER = msgspec.msgpack.Decoder(SnapshotIndex)
 
 
 def pack_preamble(header_length: int) -> bytes:

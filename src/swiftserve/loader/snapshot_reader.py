@@ -17,10 +17,10 @@ Checksums are verified when verify=True, and with verify=None on the first use o
 from __future__ import annotations
 
 import os
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import msgspec
 import torch
@@ -41,13 +41,16 @@ from swiftserve.loader.snapshot_format import (
     PREAMBLE,
     SUFFIX,
     SnapshotHeader,
+    SnapshotIndex,
     TensorEntry,
     decode_header,
+    decode_index,
 )
 from swiftserve.loader.snapshot_memory import StoredBytes, map_tensors, read_tensors
 from swiftserve.loader.snapshot_verified import file_identity, is_verified, record_verified
 
 METHODS = ("auto", "mmap", "read")
+Header = TypeVar("Header", SnapshotHeader, SnapshotIndex)
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ class Snapshot:
     the index shares offsets)."""
 
     path: Path
-    header: SnapshotHeader
+    header: SnapshotIndex
     tensors: dict[str, torch.Tensor]
     method: str  # "mmap" or "read"
 
@@ -73,10 +76,18 @@ def is_snapshot(path: str | Path) -> bool:
 
 
 def read_header(path: str | Path) -> SnapshotHeader:
-    """The validated header (see the module docstring); reads no tensor."""
+    """The validated header (see the module docstring), tokenizer included; reads no tensor."""
     path = Path(path)
     with open(path, "rb") as file:
-        return _read_header(file, path)
+        return _read_header(file, path, decode_header)
+
+
+def read_index(path: str | Path) -> SnapshotIndex:
+    """read_header without the tokenizer and chat template: far cheaper (no 33 MB of text to
+    build for Gemma), for everything but the tokenizer."""
+    path = Path(path)
+    with open(path, "rb") as file:
+        return _read_header(file, path, decode_index)
 
 
 def load_snapshot(
@@ -103,7 +114,7 @@ def load_snapshot(
     if method == "mmap" and device.type != "cpu":
         raise ValueError(f"method 'mmap' maps the file into host memory; device {device} needs 'read'")
     with open(path, "rb") as file:
-        header = _read_header(file, path)
+        header = _read_header(file, path, decode_index)
         _check_required(path, header, required)
         identity = file_identity(file.fileno())
         must_verify = verify if verify is not None else not is_verified(path, identity)
@@ -117,7 +128,7 @@ def load_snapshot(
     return Snapshot(path, header, tensors, method)
 
 
-def _read_header(file: BinaryIO, path: Path) -> SnapshotHeader:
+def _read_header(file: BinaryIO, path: Path, decode: Callable[[bytes], Header]) -> Header:
     size = os.fstat(file.fileno()).st_size
     preamble = file.read(PREAMBLE.size)
     if preamble[: len(MAGIC)] != MAGIC:
@@ -134,14 +145,14 @@ def _read_header(file: BinaryIO, path: Path) -> SnapshotHeader:
     if PREAMBLE.size + header_length > size:
         raise SnapshotTruncatedError(path, f"the header claims {header_length} bytes, the file has {size}")
     try:
-        header = decode_header(file.read(header_length))
+        header = decode(file.read(header_length))
     except msgspec.DecodeError as error:
         raise SnapshotCorruptError(path, f"undecodable header: {error}") from error
     _check_index(path, header, PREAMBLE.size + header_length, size)
     return header
 
 
-def _check_index(path: Path, header: SnapshotHeader, header_end: int, size: int) -> None:
+def _check_index(path: Path, header: SnapshotHeader | SnapshotIndex, header_end: int, size: int) -> None:
     if header.data_offset < header_end:
         raise SnapshotCorruptError(path, f"data offset {header.data_offset} is inside the header")
     for entry in header.tensors:
@@ -159,7 +170,7 @@ def _check_index(path: Path, header: SnapshotHeader, header_end: int, size: int)
         )
 
 
-def _check_required(path: Path, header: SnapshotHeader, required: Collection[str]) -> None:
+def _check_required(path: Path, header: SnapshotIndex, required: Collection[str]) -> None:
     missing = sorted(set(required) - header.entries().keys())
     if missing:
         more = f" (and {len(missing) - 1} more: {missing[1:5]})" if len(missing) > 1 else ""
@@ -171,7 +182,7 @@ def _verify(path: Path, stored: StoredBytes) -> None:
         raise SnapshotChecksumError(path, "checksum mismatch (the file is corrupt)", stored.entry.name)
 
 
-def unique_parameters(header: SnapshotHeader) -> list[TensorEntry]:
+def unique_parameters(header: SnapshotHeader | SnapshotIndex) -> list[TensorEntry]:
     """One entry per stored parameter (tied names share one), buffers left out: what the weights cost."""
     seen: set[tuple] = set()
     unique = []

@@ -18,9 +18,9 @@ def load_config(folder: Path) -> dict:
     """The model's config.json as a dict (a snapshot file's copy of it, for a snapshot);
     ValueError when it is missing or not a JSON object."""
     if Path(folder).is_file():
-        from swiftserve.loader.snapshot_reader import read_header
+        from swiftserve.loader.snapshot_reader import read_index
 
-        return read_header(folder).meta.hf_config
+        return read_index(folder).meta.hf_config
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise ValueError(f"{folder}: no config.json (not a Hugging Face model folder)")

@@ -16,7 +16,7 @@ from swiftserve.kernels.dispatch import describe, preferred_backends
 from swiftserve.loader.snapshot_cache import cache_path, folder_meta, is_current, source_key, store
 from swiftserve.loader.snapshot_errors import SnapshotError, SnapshotMismatchError
 from swiftserve.loader.snapshot_modules import load_into_skeleton, meta_skeleton
-from swiftserve.loader.snapshot_reader import is_snapshot, read_header
+from swiftserve.loader.snapshot_reader import is_snapshot, read_index
 from swiftserve.models.gemma3 import Gemma3ForCausalLM
 from swiftserve.models.gemma3_config import GEMMA3_ARCHITECTURES, GEMMA3_MODEL_TYPES, Gemma3Config
 from swiftserve.models.llama import LlamaForCausalLM
@@ -110,7 +110,7 @@ def _load_snapshot(
     path: Path, dtype: torch.dtype, device: torch.device, backend: str | None
 ) -> LlamaForCausalLM | Gemma3ForCausalLM:
     """The skeleton on meta (nothing allocated), its tensors the snapshot's (views on the CPU)."""
-    meta = read_header(path).meta
+    meta = read_index(path).meta
     if meta.kind != "chat":
         raise SnapshotMismatchError(path, f"a {meta.kind} model, expected a chat model")
     model_class, config_class = _model_classes(meta.hf_config)

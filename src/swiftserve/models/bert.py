@@ -338,9 +338,9 @@ def load_bert_snapshot(
     """A BertEncoder from a snapshot file: built on meta, its parameters the snapshot's tensors."""
     from swiftserve.loader.snapshot_errors import SnapshotMismatchError
     from swiftserve.loader.snapshot_modules import load_into_skeleton, meta_skeleton
-    from swiftserve.loader.snapshot_reader import read_header
+    from swiftserve.loader.snapshot_reader import read_index
 
-    meta = read_header(path).meta
+    meta = read_index(path).meta
     if meta.pooling is None:
         raise SnapshotMismatchError(path, f"a {meta.kind} model, expected an embedding model")
     spec = meta.pooling
