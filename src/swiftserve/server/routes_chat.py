@@ -19,7 +19,7 @@ from swiftserve.server.http import JSONResponse, Request, Response, StreamingRes
 from swiftserve.server.logprobs import chat_logprobs, prompt_logprobs_json
 from swiftserve.server.metrics import RequestTimer, timed
 from swiftserve.server.params import sampling_fields, template_messages
-from swiftserve.server.streaming import sse_event, sse_stream, stream_error, wants_usage
+from swiftserve.server.streaming import chunk_stream, sse_event, stream_error
 
 
 async def chat_completions(request: Request) -> Response:
@@ -94,11 +94,8 @@ class _Chat:
         )
 
     def sse(self) -> AsyncIterator[bytes]:
-        usage_event = None
-        if wants_usage(self.body):
-            usage_event = lambda: sse_event(p.encode(self._chunk([], p.usage_of(self.usage))))  # noqa: E731
-        usage_field = None if usage_event else msgspec.UNSET  # `usage: null` on every other chunk
-        return sse_stream(self._events(usage_field), self.app, self.model, usage_event)
+        usage_chunk = lambda: p.encode(self._chunk([], p.usage_of(self.usage)))  # noqa: E731
+        return chunk_stream(self.body, self.app, self.model, self._events, usage_chunk)
 
     async def _events(self, usage_field) -> AsyncIterator[bytes]:
         started: set[int] = set()

@@ -13,8 +13,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-import msgspec
-
 from swiftserve.router.generation import collect
 from swiftserve.router.request_types import Choice, ChoiceDelta, GenerationStream
 from swiftserve.router.router import Router
@@ -23,7 +21,7 @@ from swiftserve.server.http import JSONResponse, Request, Response, StreamingRes
 from swiftserve.server.logprobs import prompt_logprobs_json, token_text
 from swiftserve.server.metrics import RequestTimer, timed
 from swiftserve.server.params import sampling_fields
-from swiftserve.server.streaming import sse_event, sse_stream, stream_error, wants_usage
+from swiftserve.server.streaming import chunk_stream, sse_event, stream_error
 
 MAX_PROMPTS = 64
 
@@ -123,11 +121,8 @@ class _Completion:
         return {token_text(self.tokenizer, tid): lp for tid, lp in top[: self.body.logprobs]}
 
     def sse(self) -> AsyncIterator[bytes]:
-        usage_event = None
-        if wants_usage(self.body):
-            usage_event = lambda: sse_event(p.encode(self.chunk([], p.usage_of(self.usage))))  # noqa: E731
-        usage_field = None if usage_event else msgspec.UNSET  # `usage: null` on every other chunk
-        return sse_stream(self._events(usage_field), self.app, self.model, usage_event)
+        usage_chunk = lambda: p.encode(self.chunk([], p.usage_of(self.usage)))  # noqa: E731
+        return chunk_stream(self.body, self.app, self.model, self._events, usage_chunk)
 
     async def _events(self, usage_field) -> AsyncIterator[bytes]:
         started: set[int] = set()

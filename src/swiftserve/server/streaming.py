@@ -6,6 +6,8 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import msgspec
+
 from swiftserve.server.errors import APIError, from_exception, service_unavailable
 
 DONE = b"data: [DONE]\n\n"
@@ -52,3 +54,18 @@ async def sse_stream(
 
 def wants_usage(body: Any) -> bool:
     return body.stream_options is not None and body.stream_options.include_usage
+
+
+def chunk_stream(
+    body: Any,
+    app: Any,
+    model: str,
+    events: Callable[[Any], AsyncIterator[bytes]],
+    usage_chunk: Callable[[], bytes],
+) -> AsyncIterator[bytes]:
+    """The SSE body of a streamed chat or completion: events(usage_field) yields the route's chunk
+    events. With stream_options.include_usage every chunk says `usage: null` and one last chunk
+    (usage_chunk(), encoded) carries the usage; without it, chunks leave the field out."""
+    if wants_usage(body):
+        return sse_stream(events(None), app, model, lambda: sse_event(usage_chunk()))
+    return sse_stream(events(msgspec.UNSET), app, model, None)
