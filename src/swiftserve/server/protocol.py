@@ -356,7 +356,8 @@ class EmbeddingResponse(Struct):
 
 class ModelCard(Struct):
     """OpenAI's model object, plus swiftserve's kind ("chat" / "embedding"), policy ("pinned" /
-    "on-demand") and state ("cold", "loading", "resident", "unloading")."""
+    "on-demand"), state ("cold", "loading", "resident", "unloading") and, after a failed load,
+    the error that sent it back to cold (until a load succeeds)."""
 
     id: str
     created: int
@@ -365,6 +366,7 @@ class ModelCard(Struct):
     kind: str = "chat"
     policy: str = "pinned"
     state: str = "resident"
+    error: str | UnsetType = UNSET  # left out while there is none
 
 
 class ConfigReload(Struct):

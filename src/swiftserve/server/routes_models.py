@@ -4,6 +4,8 @@ its new models), behind the API key like every /v1 route."""
 
 from __future__ import annotations
 
+import msgspec
+
 from swiftserve.router.router import Router
 from swiftserve.server import protocol
 from swiftserve.server.http import JSONResponse, Request, Response
@@ -16,7 +18,12 @@ async def list_models(request: Request) -> Response:
     app = request.app
     cards = [
         protocol.ModelCard(
-            id=info.name, created=app.created, kind=info.kind, policy=info.policy, state=info.state
+            id=info.name,
+            created=app.created,
+            kind=info.kind,
+            policy=info.policy,
+            state=info.state,
+            error=msgspec.UNSET if info.last_error is None else info.last_error,
         )
         for info in app.router.models()
     ]
