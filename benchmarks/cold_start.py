@@ -1,0 +1,283 @@
+"""Load time to usable weights: swiftserve's snapshots against the path before them and the peers.
+
+For each model (SmolLM2-135M chat, all-MiniLM-L6-v2 embeddings, and with --big a
+Llama-3.2-1B-shaped chat model with random bf16 weights, ~2.5 GB), each way of loading runs in a
+fresh subprocess, warm (the file read once, checked fully in the page cache with mincore) and
+cold (evicted with POSIX_FADV_DONTNEED, checked), best of --repeats:
+  before         swiftserve's load from the model's folder (build, cast, fuse and copy)
+  snapshot       swiftserve from its .swsnap (the default: parameters are views of the mapping)
+  snapshot-read  the snapshot's tensors read into fresh memory (the chunked reader)
+  safetensors    safetensors.torch.load_file of the model's own file
+  transformers   from_pretrained of the folder (where transformers is installed)
+  fastsafetensors, tensorizer, serverless-llm-store: reported as not installed when missing
+Every way ends by touching one byte of every page of every tensor, so a lazy mapping pays for
+its page faults as the first forward would. Physical limits in the same run: memory copy (warm)
+and an O_DIRECT read of the snapshot file (cold).
+
+    python benchmarks/cold_start.py [--big] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from benchmarks.common import print_table, write_json
+from benchmarks.page_cache import evict, warm
+
+MODELS = {"smollm2-135m-instruct": "chat", "all-minilm-l6-v2": "embedding"}
+BIG = "llama-3.2-1b-dummy"
+BIG_CONFIG = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 2048,
+    "intermediate_size": 8192,
+    "num_hidden_layers": 16,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "head_dim": 64,
+    "vocab_size": 128256,
+    "max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 500000.0,
+    "tie_word_embeddings": True,
+    "torch_dtype": "bfloat16",
+}
+PEERS = {
+    "fastsafetensors": "fastsafetensors",
+    "tensorizer": "tensorizer",
+    "serverless-llm-store": "sllm_store",
+}
+
+# One way of loading, in a fresh interpreter: prints the seconds to usable weights.
+WORKER = r"""
+import json, sys, time
+import torch
+
+from pathlib import Path
+
+way, kind, path = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+
+
+def touch(tensors):
+    for t in tensors:
+        flat = t.detach().reshape(-1).view(torch.uint8)
+        flat[:: 4096].sum()  # one byte per page: faults in a lazy mapping
+
+
+def loader():
+    # The way's load as a function, its modules imported first: imports are not load time.
+    if way in ("before", "snapshot") and kind == "chat":
+        from swiftserve.loader import load_config
+        from swiftserve.model_runner.model_loader import load_model
+
+        cfg = load_config(path)
+        return lambda: load_model(path, cfg, torch.bfloat16, torch.device("cpu")).parameters()
+    if way == "before":
+        from swiftserve.loader import iter_weights, load_config
+        from swiftserve.models.bert import load_bert_encoder
+
+        cfg = load_config(path)
+        return lambda: load_bert_encoder(path, cfg, iter_weights(path)).parameters()
+    if way == "snapshot":
+        import swiftserve.loader.snapshot_errors  # noqa: F401 - imported lazily by the load
+        import swiftserve.loader.snapshot_modules  # noqa: F401
+        from swiftserve.models.bert import load_bert_snapshot
+
+        return lambda: load_bert_snapshot(path).parameters()
+    if way == "snapshot-read":
+        from swiftserve.loader.snapshot_reader import load_snapshot
+
+        return lambda: load_snapshot(path, method="read", verify=False).tensors.values()
+    if way == "safetensors":
+        from safetensors.torch import load_file
+
+        return lambda: load_file(path).values()
+    if way == "transformers":
+        import transformers
+
+        cls = transformers.AutoModelForCausalLM if kind == "chat" else transformers.AutoModel
+        dtype = torch.bfloat16 if kind == "chat" else torch.float32
+        return lambda: cls.from_pretrained(path, dtype=dtype).parameters()
+    raise SystemExit(f"unknown way {way}")
+
+
+load = loader()
+start = time.perf_counter()
+tensors = list(load())
+touch(tensors)
+print(json.dumps({"seconds": time.perf_counter() - start}))
+"""
+
+
+def run_way(way: str, kind: str, path: Path, files: list[Path], cold: bool, repeats: int) -> float:
+    """Best of `repeats` fresh subprocesses, each after evicting (cold) or warming `files`."""
+    best = float("inf")
+    for _ in range(repeats):
+        for f in files:
+            evict(f) if cold else warm(f)
+        out = subprocess.run(
+            [sys.executable, "-c", WORKER, way, kind, str(path)], capture_output=True, text=True, check=False
+        )
+        if out.returncode != 0:
+            raise SystemExit(f"{way} on {path} failed:\n{out.stderr[-3000:]}")
+        best = min(best, json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
+    return best
+
+
+def prepare(work: Path, big: bool) -> dict[str, dict]:
+    """Per model: its kind, folder, snapshot file and the file safetensors loads."""
+    from swiftserve.engine.snapshot_export import export_snapshot
+    from swiftserve.loader import resolve_model
+
+    models = {}
+    for name, kind in MODELS.items():
+        folder = resolve_model(name, progress=False)
+        snapshot = export_snapshot(name, kind, work / f"{name}.swsnap")
+        verify_once(snapshot)
+        models[name] = {
+            "kind": kind,
+            "folder": folder,
+            "snapshot": snapshot,
+            "st": folder / "model.safetensors",
+        }
+    if big:
+        models[BIG] = prepare_big(work, models["smollm2-135m-instruct"]["folder"])
+    return models
+
+
+def prepare_big(work: Path, tokenizer_folder: Path) -> dict:
+    """The 1B-shaped model: random bf16 weights, snapshotted, and its tensors as one safetensors."""
+    import torch
+    from safetensors.torch import save_file
+
+    from swiftserve.loader.snapshot_cache import folder_meta
+    from swiftserve.loader.snapshot_format import SourceKey
+    from swiftserve.loader.snapshot_modules import snapshot_tensors
+    from swiftserve.loader.snapshot_writer import write_snapshot
+    from swiftserve.model_runner.model_loader import load_model
+
+    folder = work / BIG
+    folder.mkdir()
+    for f in tokenizer_folder.iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens")) or f.suffix == ".jinja":
+            shutil.copy(f, folder / f.name)
+    (folder / "config.json").write_text(json.dumps(BIG_CONFIG))
+    model = load_model(folder, BIG_CONFIG, torch.bfloat16, torch.device("cpu"), load_format="dummy")
+    tensors, buffers = snapshot_tensors(model)
+    snapshot = work / f"{BIG}.swsnap"
+    write_snapshot(snapshot, tensors, folder_meta(folder, "chat", SourceKey(BIG, "bfloat16")), buffers)
+    verify_once(snapshot)
+    weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file({k: v for k, v in weights.items() if k != "lm_head.weight"}, folder / "weights.safetensors")
+    return {"kind": "chat", "folder": None, "snapshot": snapshot, "st": folder / "weights.safetensors"}
+
+
+def verify_once(snapshot: Path) -> None:
+    """Checksums are verified on a file's first use: do it here, so no timed load pays for it."""
+    from swiftserve.loader.snapshot_reader import load_snapshot
+
+    load_snapshot(snapshot, verify=True)
+
+
+def physical_limits(snapshot: Path) -> dict:
+    """Memory copy GB/s (warm, 1 GiB) and O_DIRECT read GB/s of the snapshot file (cold)."""
+    import torch
+
+    from swiftserve.loader.chunk_read import Chunk, aligned_empty, read_into, supports_direct
+
+    src = torch.ones(1 << 30, dtype=torch.uint8)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    start = time.perf_counter()
+    dst.copy_(src)
+    copy = src.numel() / (time.perf_counter() - start) / 1e9
+    size = snapshot.stat().st_size
+    direct = None
+    if supports_direct(snapshot):
+        buffer = aligned_empty(size)
+        evict(snapshot)
+        start = time.perf_counter()
+        read_into(snapshot, [Chunk(0, size, buffer)], direct=True)
+        direct = size / (time.perf_counter() - start) / 1e9
+    return {"memory_copy_GBps": copy, "odirect_read_GBps": direct, "snapshot_bytes": size}
+
+
+def ways_for(model: dict) -> list[tuple[str, Path | None, list[Path]]]:
+    """(way, what the worker loads, the files whose page-cache state the run sets)."""
+    folder, snapshot, st = model["folder"], model["snapshot"], model["st"]
+    sources = [st] if folder is None else sorted(folder.glob("*.safetensors"))
+    ways = [
+        ("before", folder, sources),
+        ("snapshot", snapshot, [snapshot]),
+        ("snapshot-read", snapshot, [snapshot]),
+        ("safetensors", st, [st]),
+    ]
+    if importlib.util.find_spec("transformers") is not None:
+        ways.append(("transformers", folder, sources))
+    return ways
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--big", action="store_true", help="also the ~2.5 GB Llama-3.2-1B-shaped model")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workdir", default=None, help="where the files go (default: a temp dir on disk)")
+    parser.add_argument("--out", default="benchmarks/results/cold_start.json")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="cold_start_", dir=args.workdir))
+    try:
+        models = prepare(work, args.big)
+        rows, results = [], {}
+        for name, model in models.items():
+            results[name] = {}
+            for way, path, files in ways_for(model):
+                if path is None:
+                    results[name][way] = "n/a: no checkpoint in this layout for a random-weight model"
+                    continue
+                timing = {
+                    c: run_way(way, model["kind"], path, files, c == "cold", args.repeats)
+                    for c in ("warm", "cold")
+                }
+                results[name][way] = timing
+                rows.append({"model": name, "way": way, "warm_s": timing["warm"], "cold_s": timing["cold"]})
+                print(f"{name} {way}: warm {timing['warm']:.3f} s, cold {timing['cold']:.3f} s", flush=True)
+            for peer, module in PEERS.items():
+                if importlib.util.find_spec(module) is None:
+                    results[name][peer] = "not installed here"
+        largest = max((m["snapshot"] for m in models.values()), key=lambda f: f.stat().st_size)
+        limits = physical_limits(largest)
+        summarize(results, models, limits, rows)
+        print_table(rows, ["model", "way", "warm_s", "cold_s"])
+        print(json.dumps(limits))
+        write_json(args.out, {"args": vars(args), "results": results, "limits": limits, "rows": rows})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def summarize(results: dict, models: dict, limits: dict, rows: list[dict]) -> None:
+    """Ratios a reader wants: snapshot vs before, and the cold snapshot read vs the raw read rate."""
+    for name, ways in results.items():
+        snap, before = ways.get("snapshot"), ways.get("before")
+        if isinstance(snap, dict) and isinstance(before, dict):
+            rows.append({"model": name, "way": "before / snapshot", **_ratio(before, snap)})
+        read = ways.get("snapshot-read")
+        if isinstance(read, dict) and limits["odirect_read_GBps"]:
+            size = models[name]["snapshot"].stat().st_size
+            ways["snapshot_read_cold_GBps"] = size / read["cold"] / 1e9
+
+
+def _ratio(a: dict, b: dict) -> dict:
+    return {"warm_s": a["warm"] / b["warm"], "cold_s": a["cold"] / b["cold"]}
+
+
+if __name__ == "__main__":
+    main()
