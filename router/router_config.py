@@ -11,6 +11,8 @@ from swiftserve.router.engine_configs import ServeDefaults, models_from_flags
 from swiftserve.router.prompts import DEFAULT_MAX_TOKENS
 from swiftserve.scheduler.memory_budget import default_cpu_budget, parse_bytes
 
+from swiftserve.loader.resolve import default_cache_dir
+
 DEFAULT_MODELS = ("smollm2-135m-instruct", "all-minilm-l6-v2")
 DEFAULT_CUDA_FRACTION = 0.9  # of the free device memory: the rest is the CUDA context's and torch's
 
@@ -33,6 +35,7 @@ class RouterConfig:
     max_queue: int | None = None
     kv_cache_memory: int | None = None
     default_max_tokens: int = DEFAULT_MAX_TOKENS  # for requests that set no max_tokens
+    snapshots: bool = True  # automatic snapshots of chat models in the model cache
     model_configs: tuple[ModelConfig, ...] = field(default=(), compare=False)
     file_budget: int | None = field(default=None, compare=False)
 
@@ -64,6 +67,7 @@ class RouterConfig:
             max_model_len=self.max_model_len,
             max_queue=self.max_queue,
             kv_cache_memory=self.kv_cache_memory,
+            snapshot_cache=str(default_cache_dir()) if self.snapshots else None,
         )
 
     def budget_bytes(self) -> int:

@@ -113,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-body-bytes", type=_bytes, default="8MiB", help="request body limit (413 past it)"
     )
     launch.add_argument(
+        "--no-snapshots",
+        dest="snapshots",
+        action="store_false",
+        help="do not write or read automatic snapshots of chat models in the model cache "
+        "(by default the first load of a folder, GGUF or alias writes one there and later loads read it)",
+    )
+    launch.add_argument(
         "--default-max-tokens",
         type=_positive_int,
         default=DEFAULT_MAX_TOKENS,
@@ -203,6 +210,7 @@ def _launch(args) -> int:
         kv_cache_memory=args.kv_cache_memory,
         max_body_bytes=args.max_body_bytes,
         default_max_tokens=args.default_max_tokens,
+        snapshots=args.snapshots,
     )
     return serve(config)
 

@@ -34,7 +34,14 @@ class ModelRunner:
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.block_size = config.scheduler.block_size
         self.model = load_model(
-            folder, hf_config, self.dtype, self.device, config.load_format, config.kernel_backend, config.seed
+            folder,
+            hf_config,
+            self.dtype,
+            self.device,
+            config.load_format,
+            config.kernel_backend,
+            config.seed,
+            snapshot_cache=Path(config.snapshot_cache) if config.snapshot_cache else None,
         )
         self.model_config = self.model.config
         # kv_cache_memory is the most this model's cache may grow to: reserved (CPU) or allocated
