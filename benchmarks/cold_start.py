@@ -14,7 +14,12 @@ Every way ends by touching one byte of every page of every tensor, so a lazy map
 its page faults as the first forward would. Physical limits in the same run: memory copy (warm)
 and an O_DIRECT read of the snapshot file (cold).
 
-    python benchmarks/cold_start.py [--big] [--repeats 3]
+End to end (--server-rounds): `swiftserve launch` with SmolLM2 on demand (idle timeout 1 s) and
+MiniLM pinned; each round waits until the chat model is cold, then times one streamed request
+(max_tokens 1) to its first token, then the same request again with the model resident; with
+automatic snapshots (the default) and with --no-snapshots (the load from the folder).
+
+    python benchmarks/cold_start.py [--big] [--repeats 3] [--server-rounds 5]
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ BIG_CONFIG = {
     "tie_word_embeddings": True,
     "torch_dtype": "bfloat16",
 }
+LOGS = Path(tempfile.gettempdir())
 PEERS = {
     "fastsafetensors": "fastsafetensors",
     "tensorizer": "tensorizer",
@@ -211,6 +217,51 @@ def physical_limits(snapshot: Path) -> dict:
     return {"memory_copy_GBps": copy, "odirect_read_GBps": direct, "snapshot_bytes": size}
 
 
+def server_cold_start(rounds: int) -> dict:
+    """Time to first token of a request that finds its model cold, and of the next one."""
+    import httpx
+
+    from benchmarks.multi_model import Server
+
+    body = {"model": "chat", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "stream": True}
+    out = {}
+    for label, extra in (("snapshots", []), ("no snapshots", ["--no-snapshots"])):
+        args = ["--models", "emb=all-minilm-l6-v2", "--on-demand", "chat=smollm2-135m-instruct"]
+        server = Server(
+            label, [*args, "--idle-timeout", "1s", "--max-model-len", "512", *extra], "0,1", 2, LOGS
+        )
+        try:
+            server.wait_ready()
+            cold, warm = [], []
+            for _ in range(rounds):
+                _wait_cold(server, httpx)
+                cold.append(_ttft(server, body, httpx))
+                warm.append(_ttft(server, body, httpx))
+            out[label] = {"cold_ttft_s": cold, "resident_ttft_s": warm}
+        finally:
+            server.stop()
+    return out
+
+
+def _wait_cold(server, httpx, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        models = httpx.get(server.base + "/v1/models", timeout=5).json()["data"]
+        if next(m["state"] for m in models if m["id"] == "chat") == "cold":
+            return
+        time.sleep(0.1)
+    raise SystemExit("the on-demand model never went cold")
+
+
+def _ttft(server, body: dict, httpx) -> float:
+    start = time.perf_counter()
+    with httpx.stream("POST", server.base + "/v1/chat/completions", json=body, timeout=60) as reply:
+        for line in reply.iter_lines():
+            if line.startswith("data:") and '"content"' in line:
+                return time.perf_counter() - start
+    raise SystemExit("no token came back")
+
+
 def ways_for(model: dict) -> list[tuple[str, Path | None, list[Path]]]:
     """(way, what the worker loads, the files whose page-cache state the run sets)."""
     folder, snapshot, st = model["folder"], model["snapshot"], model["st"]
@@ -231,6 +282,7 @@ def main() -> None:
     parser.add_argument("--big", action="store_true", help="also the ~2.5 GB Llama-3.2-1B-shaped model")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", default=None, help="where the files go (default: a temp dir on disk)")
+    parser.add_argument("--server-rounds", type=int, default=5, help="end-to-end rounds (0: skip)")
     parser.add_argument("--out", default="benchmarks/results/cold_start.json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cold_start_", dir=args.workdir))
@@ -256,9 +308,14 @@ def main() -> None:
         largest = max((m["snapshot"] for m in models.values()), key=lambda f: f.stat().st_size)
         limits = physical_limits(largest)
         summarize(results, models, limits, rows)
+        server = server_cold_start(args.server_rounds) if args.server_rounds else {}
+        for label, times in server.items():
+            cold, resident = _ms(times["cold_ttft_s"]), _ms(times["resident_ttft_s"])
+            print(f"server, {label}: cold TTFT {cold}, resident {resident}")
         print_table(rows, ["model", "way", "warm_s", "cold_s"])
         print(json.dumps(limits))
-        write_json(args.out, {"args": vars(args), "results": results, "limits": limits, "rows": rows})
+        payload = {"args": vars(args), "results": results, "limits": limits, "rows": rows, "server": server}
+        write_json(args.out, payload)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -273,6 +330,14 @@ def summarize(results: dict, models: dict, limits: dict, rows: list[dict]) -> No
         if isinstance(read, dict) and limits["odirect_read_GBps"]:
             size = models[name]["snapshot"].stat().st_size
             ways["snapshot_read_cold_GBps"] = size / read["cold"] / 1e9
+
+
+def _ms(seconds: list[float]) -> str:
+    return (
+        "median "
+        + f"{1e3 * sorted(seconds)[len(seconds) // 2]:.0f} ms "
+        + str([round(1e3 * x) for x in seconds])
+    )
 
 
 def _ratio(a: dict, b: dict) -> dict:
