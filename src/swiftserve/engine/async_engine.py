@@ -19,6 +19,7 @@ from swiftserve.engine.device_executor import DeviceExecutor, ExecutorStoppedErr
 from swiftserve.engine.device_stream import EngineStream
 from swiftserve.engine.errors import RequestFailedError
 from swiftserve.engine.llm_engine import EngineStats, LLMEngine
+from swiftserve.loader.tokenizer import TokenizerInfo
 from swiftserve.outputs import RequestOutput
 from swiftserve.sampling_params import SamplingParams
 
@@ -54,9 +55,13 @@ class AsyncEngine:
     `name` keys the engine on the executor (default: the model), unique per executor."""
 
     def __init__(
-        self, config: EngineConfig, executor: DeviceExecutor | None = None, name: str | None = None
+        self,
+        config: EngineConfig,
+        executor: DeviceExecutor | None = None,
+        name: str | None = None,
+        tokenizer: TokenizerInfo | None = None,
     ) -> None:
-        self.engine = LLMEngine(config)
+        self.engine = LLMEngine(config, tokenizer)
         self.name = name or config.model
         self._owns_executor = executor is None
         self._executor = executor or DeviceExecutor(f"engine-{self.name}", urgent_lane_threads=0)

@@ -98,7 +98,7 @@ class LocalChatModel(ServedHandle):
 
     # -- ServedHandle -----------------------------------------------------------------------------
     def _build(self) -> AsyncEngine:
-        engine = AsyncEngine(self.config, self.executor, self.name)
+        engine = AsyncEngine(self.config, self.executor, self.name, self.tokenizer)
         # Not attached to the executor yet, so nothing else touches it: start at the floor the
         # footprint counts; the budget's keeper grows it (a reserved range on CPU costs nothing).
         engine.engine.resize_kv(self._footprint.kv_floor_blocks)
