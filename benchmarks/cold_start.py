@@ -283,8 +283,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", default=None, help="where the files go (default: a temp dir on disk)")
     parser.add_argument("--server-rounds", type=int, default=5, help="end-to-end rounds (0: skip)")
+    parser.add_argument("--server-only", action="store_true", help="only the end-to-end part")
     parser.add_argument("--out", default="benchmarks/results/cold_start.json")
     args = parser.parse_args()
+    if args.server_only:
+        server = server_cold_start(args.server_rounds)
+        report_server(server)
+        write_json(args.out, {"args": vars(args), "server": server})
+        return
     work = Path(tempfile.mkdtemp(prefix="cold_start_", dir=args.workdir))
     try:
         models = prepare(work, args.big)
@@ -309,9 +315,7 @@ def main() -> None:
         limits = physical_limits(largest)
         summarize(results, models, limits, rows)
         server = server_cold_start(args.server_rounds) if args.server_rounds else {}
-        for label, times in server.items():
-            cold, resident = _ms(times["cold_ttft_s"]), _ms(times["resident_ttft_s"])
-            print(f"server, {label}: cold TTFT {cold}, resident {resident}")
+        report_server(server)
         print_table(rows, ["model", "way", "warm_s", "cold_s"])
         print(json.dumps(limits))
         payload = {"args": vars(args), "results": results, "limits": limits, "rows": rows, "server": server}
@@ -330,6 +334,12 @@ def summarize(results: dict, models: dict, limits: dict, rows: list[dict]) -> No
         if isinstance(read, dict) and limits["odirect_read_GBps"]:
             size = models[name]["snapshot"].stat().st_size
             ways["snapshot_read_cold_GBps"] = size / read["cold"] / 1e9
+
+
+def report_server(server: dict) -> None:
+    for label, times in server.items():
+        cold, resident = _ms(times["cold_ttft_s"]), _ms(times["resident_ttft_s"])
+        print(f"server, {label}: cold TTFT {cold}, resident {resident}")
 
 
 def _ms(seconds: list[float]) -> str:
