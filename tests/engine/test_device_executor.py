@@ -85,45 +85,36 @@ def test_work_added_by_a_command_is_stepped(executor):
     assert engine.work == 0
 
 
-def test_device_time_is_shared_fairly_between_busy_engines():
-    # Paused executor: queue both engines with plenty of work, then watch the order.
-    policy = StepPolicy()
-    executor = DeviceExecutor("fair", policy)
-    slow, fast = FakeEngine("slow", 4, cost=0.03), FakeEngine("fast", 100, cost=0.01)
+def _steps_until_done(name: str, busy: FakeEngine, finishing: FakeEngine) -> list[str]:
+    """Both engines attached to a paused executor at once, run until `finishing` has no work;
+    the order of steps up to `finishing`'s last one."""
+    executor = DeviceExecutor(name, StepPolicy())
     log: list[str] = []
-    slow.log = fast.log = log
+    busy.log = finishing.log = log
     executor.start()
     try:
         gate = threading.Event()
         executor.call(gate.wait)  # hold the loop until both are attached
-        executor.attach("slow", slow, lambda o: None, lambda e: None)
-        executor.attach("fast", fast, lambda o: None, lambda e: None)
+        executor.attach(busy.name, busy, lambda o: None, lambda e: None)
+        executor.attach(finishing.name, finishing, lambda o: None, lambda e: None)
         gate.set()
-        _wait_until(lambda: slow.work == 0)
+        _wait_until(lambda: finishing.work == 0)
     finally:
         executor.stop()
-    before_last_slow = log[: len(log) - log[::-1].index("slow")]
+    return log[: len(log) - log[::-1].index(finishing.name)]
+
+
+def test_device_time_is_shared_fairly_between_busy_engines():
+    slow, fast = FakeEngine("slow", 4, cost=0.03), FakeEngine("fast", 100, cost=0.01)
+    before_last_slow = _steps_until_done("fair", fast, slow)
     # ~3 fast steps per slow one: 0.03 s of device time each way.
     assert 8 <= before_last_slow.count("fast") <= 16
 
 
 def test_device_time_follows_the_requests_each_engine_serves():
     # Same step cost, but `big` serves 4 sequences per step and `small` 1: ~4 big steps per small one.
-    executor = DeviceExecutor("per-request", StepPolicy())
     big, small = FakeEngine("big", 100, cost=0.01, rows=4), FakeEngine("small", 5, cost=0.01)
-    log: list[str] = []
-    big.log = small.log = log
-    executor.start()
-    try:
-        gate = threading.Event()
-        executor.call(gate.wait)
-        executor.attach("big", big, lambda o: None, lambda e: None)
-        executor.attach("small", small, lambda o: None, lambda e: None)
-        gate.set()
-        _wait_until(lambda: small.work == 0)
-    finally:
-        executor.stop()
-    before_last_small = log[: len(log) - log[::-1].index("small")]
+    before_last_small = _steps_until_done("per-request", big, small)
     assert 14 <= before_last_small.count("big") <= 22
 
 
