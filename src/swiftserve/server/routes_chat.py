@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 
 import msgspec
 
-from swiftserve.router.generation import collect
 from swiftserve.router.request_types import ChoiceDelta, Generation, GenerationStream
 from swiftserve.router.router import Router
 from swiftserve.server import protocol as p
@@ -19,7 +18,7 @@ from swiftserve.server.http import JSONResponse, Request, Response, StreamingRes
 from swiftserve.server.logprobs import chat_logprobs, prompt_logprobs_json
 from swiftserve.server.metrics import RequestTimer, timed
 from swiftserve.server.params import sampling_fields, template_messages
-from swiftserve.server.streaming import chunk_stream, sse_event, stream_error
+from swiftserve.server.streaming import chunk_stream, collect_or_answer, sse_event
 
 
 async def chat_completions(request: Request) -> Response:
@@ -35,10 +34,7 @@ async def chat_completions(request: Request) -> Response:
     chat = _Chat(request, body, stream)
     if body.stream:
         return StreamingResponse(chat.sse())
-    try:
-        generation = await collect(chat.stream)
-    except Exception as exc:  # noqa: BLE001 - answered as an OpenAI error
-        raise stream_error(exc, request.app, stream.model) from None
+    generation = await collect_or_answer(chat.stream, request.app)
     return JSONResponse(p.encode(chat.completion(generation)))
 
 

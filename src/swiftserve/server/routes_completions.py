@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-from swiftserve.router.generation import collect
 from swiftserve.router.request_types import Choice, ChoiceDelta, GenerationStream
 from swiftserve.router.router import Router
 from swiftserve.server import protocol as p
@@ -21,7 +20,7 @@ from swiftserve.server.http import JSONResponse, Request, Response, StreamingRes
 from swiftserve.server.logprobs import prompt_logprobs_json, token_text
 from swiftserve.server.metrics import RequestTimer, timed
 from swiftserve.server.params import sampling_fields
-from swiftserve.server.streaming import chunk_stream, sse_event, stream_error
+from swiftserve.server.streaming import chunk_stream, collect_or_answer, sse_event
 
 MAX_PROMPTS = 64
 
@@ -38,10 +37,7 @@ async def completions(request: Request) -> Response:
     completion = _Completion(request, body, stream)
     if body.stream:
         return StreamingResponse(completion.sse())
-    try:
-        generation = await collect(completion.stream)
-    except Exception as exc:  # noqa: BLE001 - answered as an OpenAI error
-        raise stream_error(exc, request.app, stream.model) from None
+    generation = await collect_or_answer(completion.stream, request.app)
     completion.prompt_logprobs = dict(enumerate(generation.prompt_logprobs))
     choices = [completion.choice(c, first=True) for c in generation.choices]
     return JSONResponse(p.encode(completion.chunk(choices, p.usage_of(generation.usage))))

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from swiftserve.router.generation import collect
 from swiftserve.server.errors import APIError, from_exception, service_unavailable
 
 DONE = b"data: [DONE]\n\n"
@@ -50,6 +51,15 @@ async def sse_stream(
     if usage_event is not None:
         yield usage_event()
     yield DONE
+
+
+async def collect_or_answer(stream: Any, app: Any) -> Any:
+    """A non-streamed request's whole generation; a failure after admission becomes the OpenAI
+    error it answers (stream_error), raised."""
+    try:
+        return await collect(stream)
+    except Exception as exc:  # noqa: BLE001 - answered as an OpenAI error
+        raise stream_error(exc, app, stream.model) from None
 
 
 def wants_usage(body: Any) -> bool:
