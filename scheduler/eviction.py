@@ -6,7 +6,8 @@ beyond its unused KV (those could be taken back without evicting it).
 
 Victims (`choose_victims`) are chosen by bytes, idle time and reload cost, never by how many
 models are resident:
-1. Order: each candidate's cost is `reload_cost_s / (1 + idle_s)`, the reload time it would cost,
+1. Order: each candidate's cost is `reload_cost_s / (1 + idle_s)`, the reload time it would cost
+   (from host memory for a model the host tier would take: `ModelEntry.reload_cost_s`),
    discounted by how long it has been idle (a model idle for long is unlikely to be needed soon).
    Cheapest first; ties by priority (lower first), then least recently used, then name.
 2. Greedy: take candidates in that order until their bytes cover the shortfall.
@@ -143,7 +144,7 @@ def eviction_candidates(entries: Mapping[str, ModelEntry]) -> list[EvictionCandi
     """Every evictable model, credited only with the bytes that taking back its unused KV (which
     a load tries first) would not free anyway."""
     return [
-        _candidate(n, e, e.full_bytes - e.reclaimable_bytes, e.spec.reload_cost_s)
+        _candidate(n, e, e.full_bytes - e.reclaimable_bytes, e.reload_cost_s)
         for n, e in entries.items()
         if e.is_evictable
     ]

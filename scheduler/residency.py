@@ -2,7 +2,13 @@
 
 The engine's driver does the real loading and unloading; this ledger decides and keeps count:
     cold --admit--> loading --loaded--> resident --begin_unload / eviction--> unloading --unloaded--> cold
-                       '--load_failed--> cold
+                ^      '--load_failed--> cold                                          |
+    parked --admit                                                                     |
+       ^  '--drop / dropped for another park--> cold                                   |
+       '------------------------------ unloaded(parked=True) --------------------------'
+A parked model's weights are in host memory (scheduler/host_tier.py, its own budget): it costs
+no bytes of this budget, and its reload is cheap, so the eviction order prefers models that
+would be parked (`ModelEntry.reload_cost_s`). `choose_tier` decides where an unloading model goes.
 A model counts its footprint (weights + KV floor) plus its extra KV grant against the budget
 whenever it is not cold, so `committed_bytes() <= budget` always holds.
 
@@ -23,6 +29,7 @@ import time
 from collections.abc import Callable
 
 from swiftserve.scheduler.eviction import AdmissionPlan, obtainable_bytes, plan_admission
+from swiftserve.scheduler.host_tier import HostTier, ParkDecision
 from swiftserve.scheduler.memory_budget import check_fits, format_bytes
 from swiftserve.scheduler.residency_types import (
     COUNTED_STATES,
@@ -35,29 +42,37 @@ from swiftserve.scheduler.residency_types import (
     Policy,
     ResidencyStateError,
     State,
+    Tier,
     UnknownModelError,
 )
 
 
 class ResidencyManager:
-    """The ledger of one process's models under `budget_bytes`; see the module docstring."""
+    """The ledger of one process's models under `budget_bytes`, with `host_budget_bytes` of host
+    memory for parked weights (0: nothing is parked); see the module docstring."""
 
-    def __init__(self, budget_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, budget_bytes: int, clock: Callable[[], float] = time.monotonic, host_budget_bytes: int = 0
+    ) -> None:
         if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes < 1:
             raise ValueError(f"budget_bytes must be a positive integer, got {budget_bytes!r}")
         self.budget_bytes = budget_bytes
         self._clock = clock
         self._models: dict[str, ModelEntry] = {}
+        self.host = HostTier(host_budget_bytes, clock)
 
     # -- configuration ----------------------------------------------------------------------------
 
     def add(self, spec: ModelBudget) -> None:
         """Register a cold model. BudgetError if it could never be resident: its footprint alone,
-        the pinned footprints together, or the largest on-demand one beside them exceed the budget."""
+        the pinned footprints together, or the largest on-demand one beside them exceed the budget;
+        or its unload_to is host and the host tier can never hold it."""
         if spec.name in self._models:
             raise DuplicateModelError(f"model {spec.name!r} is already registered")
         check_fits(self.budget_bytes, [e.spec for e in self._models.values()] + [spec])
-        self._models[spec.name] = ModelEntry(spec)
+        self.host.check(spec.name, spec.weight_bytes, spec.unload_to)
+        can_park = self.host.can_hold(spec.weight_bytes, spec.unload_to)
+        self._models[spec.name] = ModelEntry(spec, can_park=can_park)
 
     def remove(self, name: str) -> None:
         """Forget a cold model."""
@@ -95,7 +110,7 @@ class ResidencyManager:
     def admit(self, name: str) -> LoadDecision:
         """Reserve the model's footprint so that it can load; LoadDecision says what to do first.
 
-        A cold model that fits in free memory becomes LOADING at once. Otherwise the memory comes
+        A cold or parked model that fits in free memory becomes LOADING at once. Otherwise the memory comes
         from unused extra KV, then models already unloading, then victims chosen by
         `eviction.choose_victims` among resident on-demand models with no requests and no holds
         (bytes, idle time and reload cost decide; see scheduler/eviction.py). If all of that cannot
@@ -108,6 +123,9 @@ class ResidencyManager:
         plan = plan_admission(self._models, entry.spec.footprint, self.free_bytes(), self._clock())
         if plan is None:
             return self._refusal(entry.spec)
+        entry.loading_from = Tier.HOST if entry.state is State.PARKED else Tier.DISK
+        if entry.loading_from is Tier.HOST:
+            self.host.begin_reload(name)  # its weights stay counted there until it is loaded
         self._apply(entry, plan)
         return LoadDecision(True, plan.evict, plan.shrink, self._admitted_reason(plan), plan.wait_for)
 
@@ -140,18 +158,26 @@ class ResidencyManager:
 
     # -- transitions ------------------------------------------------------------------------------
 
-    def loaded(self, name: str) -> None:
-        """LOADING -> RESIDENT; refused while the memory it waits for is still held."""
+    def loaded(self, name: str, seconds: float | None = None) -> None:
+        """LOADING -> RESIDENT; refused while the memory it waits for is still held. `seconds`,
+        the measured load time, becomes the reload cost from the tier it loaded from."""
         entry = self._expect(name, State.LOADING, "mark loaded")
         if entry.owed:
             raise ResidencyStateError(f"{name!r} cannot be loaded yet: waiting on {self._waiting_on(name)}")
         self._unlink(name)  # models still unloading for it owe it nothing more
+        if entry.loading_from is Tier.HOST:
+            self.host.unpark(name)  # its weights are the resident ones now
+        if seconds is not None:
+            entry.measured_reload_s[entry.loading_from] = seconds
         entry.state, entry.loads, entry.last_used = State.RESIDENT, entry.loads + 1, self._clock()
 
     def load_failed(self, name: str, error: str) -> None:
-        """LOADING -> COLD: its bytes are freed; models unloading for it simply finish unloading."""
+        """LOADING -> COLD: its bytes are freed (a failed reload from host memory drops the weights
+        parked there too); models unloading for it simply finish unloading."""
         entry = self._expect(name, State.LOADING, "fail loading")
         self._unlink(name)
+        if self.host.is_parked(name):
+            self.host.unpark(name)
         entry.state, entry.owed, entry.last_error = State.COLD, 0, error
 
     def _unlink(self, name: str) -> None:
@@ -170,14 +196,35 @@ class ResidencyManager:
         entry.state = State.UNLOADING
         return True
 
-    def unloaded(self, name: str) -> None:
-        """UNLOADING -> COLD: its bytes go to the load it was evicted for, if any, else are free."""
+    def choose_tier(self, name: str) -> ParkDecision:
+        """Where an UNLOADING model's weights go (scheduler/host_tier.py). For HOST the tier counts
+        them from now on; the parked models in `drop` are COLD now: the driver frees their weights."""
+        entry = self._expect(name, State.UNLOADING, "choose the tier of")
+        decision = self.host.park(name, entry.spec.weight_bytes, entry.spec.unload_to)
+        for victim in decision.drop:
+            self._models[victim].state = State.COLD
+        return decision
+
+    def unloaded(self, name: str, parked: bool = False) -> None:
+        """UNLOADING -> COLD, or PARKED when its weights went to host memory (after choose_tier
+        said HOST); its bytes go to the load it was evicted for, if any, else are free."""
         entry = self._expect(name, State.UNLOADING, "mark unloaded")
+        if parked and not self.host.is_parked(name):
+            raise ResidencyStateError(f"{name!r} was parked without a place in the host tier")
+        if not parked and self.host.is_parked(name):
+            self.host.unpark(name)  # the tier said host, but the weights were freed after all
         if entry.lent_to is not None:
             target = self._models[entry.lent_to]
             target.owed -= min(target.owed, entry.full_bytes)
-        entry.state, entry.unloads, entry.lent_to = State.COLD, entry.unloads + 1, None
+        entry.state = State.PARKED if parked else State.COLD
+        entry.unloads, entry.lent_to = entry.unloads + 1, None
         entry.extra_blocks = entry.used_blocks = 0
+
+    def drop(self, name: str) -> None:
+        """PARKED -> COLD: the driver frees the parked weights (an admin unload, a shutdown)."""
+        self._expect(name, State.PARKED, "drop")
+        self.host.unpark(name)
+        self._models[name].state = State.COLD
 
     def expired(self) -> list[str]:
         """Resident on-demand models idle past their idle_timeout_s with no requests nor holds,
@@ -257,6 +304,7 @@ class ResidencyManager:
             e.unloads,
             e.last_error,
             self._waiting_on(name),
+            self.host.parked_bytes(name),
         )
 
     def _waiting_on(self, name: str) -> tuple[str, ...]:

@@ -18,12 +18,29 @@ class Policy(str, Enum):
 
 
 class State(str, Enum):
-    """cold -> loading -> resident -> unloading -> cold. Only cold models cost no bytes."""
+    """cold -> loading -> resident -> unloading -> cold, or -> parked (weights in host memory) ->
+    loading. Only cold and parked models cost no bytes of the device budget."""
 
     COLD = "cold"
     LOADING = "loading"
     RESIDENT = "resident"
     UNLOADING = "unloading"
+    PARKED = "parked"
+
+
+class UnloadTo(str, Enum):
+    """Where a model's weights go when it is unloaded. The values are the config file's spelling."""
+
+    AUTO = "auto"  # host memory when the host tier has room, else nothing (back to the disk)
+    HOST = "host"  # as auto, and never dropped from the host tier to make room for an auto model
+    DISK = "disk"  # never parked: an unload returns all of its memory
+
+
+class Tier(str, Enum):
+    """Where a load reads the weights from, or where an unload leaves them."""
+
+    HOST = "host"
+    DISK = "disk"
 
 
 class ResidencyError(Exception):
@@ -64,6 +81,13 @@ def _check_seconds(name: str, value: object) -> None:
         raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
 
 
+def _as_enum(enum: type[Enum], key: str, value: object) -> Enum:
+    try:
+        return enum(value)
+    except ValueError:
+        raise ValueError(f"{key} must be one of {[e.value for e in enum]}, got {value!r}") from None
+
+
 @dataclass(frozen=True)
 class ModelBudget:
     """The memory one model needs, and how it stays resident.
@@ -71,8 +95,10 @@ class ModelBudget:
     kv_block_bytes is one KV block across all layers, K and V; kv_floor_blocks is enough blocks for
     one max_model_len sequence (0 for a model without a KV cache, such as an embedder). Extra KV
     blocks beyond the floor follow demand (`ResidencyManager.grow_kv`). idle_timeout_s applies to
-    on-demand models only (None: never scale to zero). reload_cost_s is the estimated load time.
-    priority breaks ties in the eviction order: lower priority goes first.
+    on-demand models only (None: never scale to zero). reload_cost_s is the estimated load time
+    from disk, host_reload_cost_s from host memory (both until a load of that kind was measured).
+    priority breaks ties in the eviction order: lower priority goes first. unload_to says where
+    the weights go when it unloads (scheduler/host_tier.py).
     """
 
     name: str
@@ -83,23 +109,23 @@ class ModelBudget:
     idle_timeout_s: float | None = None
     reload_cost_s: float = 0.0
     priority: int = 0
+    unload_to: UnloadTo = UnloadTo.AUTO
+    host_reload_cost_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"name must be a non-empty string, got {self.name!r}")
         for key in ("weight_bytes", "kv_block_bytes", "kv_floor_blocks"):
             _check_int(key, getattr(self, key), 0)
-        try:  # accept the config file's strings ("pinned", "on-demand") as well as the enum
-            object.__setattr__(self, "policy", Policy(self.policy))
-        except ValueError:
-            raise ValueError(
-                f"policy must be one of {[p.value for p in Policy]}, got {self.policy!r}"
-            ) from None
+        # Accept the config file's strings ("pinned", "on-demand", "auto") as well as the enums.
+        object.__setattr__(self, "policy", _as_enum(Policy, "policy", self.policy))
+        object.__setattr__(self, "unload_to", _as_enum(UnloadTo, "unload_to", self.unload_to))
         if self.idle_timeout_s is not None:
             _check_seconds("idle_timeout_s", self.idle_timeout_s)
             if self.policy is Policy.PINNED:
                 raise ValueError(f"idle_timeout_s: {self.name!r} is pinned and never unloaded; use None")
         _check_seconds("reload_cost_s", self.reload_cost_s)
+        _check_seconds("host_reload_cost_s", self.host_reload_cost_s)
         if isinstance(self.priority, bool) or not isinstance(self.priority, int):
             raise ValueError(f"priority must be an integer, got {self.priority!r}")
 
@@ -148,6 +174,7 @@ class ModelResidency:
     unloads: int
     last_error: str | None
     waiting_on: tuple[str, ...] = ()
+    parked_bytes: int = 0  # weights held in the host tier (PARKED, or LOADING from it)
 
 
 COUNTED_STATES = (State.LOADING, State.RESIDENT, State.UNLOADING)
@@ -169,6 +196,9 @@ class ModelEntry:
     last_error: str | None = None
     owed: int = 0  # LOADING: bytes still held by the unloading models it waits for
     lent_to: str | None = None  # UNLOADING: the load that gets these bytes once unloaded
+    can_park: bool = False  # its policy and size let the host tier take it (known when added)
+    loading_from: Tier = Tier.DISK  # LOADING: where its weights come from
+    measured_reload_s: dict[Tier, float] = field(default_factory=dict)  # the last load from each tier
 
     @property
     def full_bytes(self) -> int:
@@ -179,6 +209,14 @@ class ModelEntry:
     def charged(self) -> int:
         """What the model counts against the budget now."""
         return self.full_bytes - self.owed if self.state in COUNTED_STATES else 0
+
+    @property
+    def reload_cost_s(self) -> float:
+        """What evicting it now is expected to cost in reload time: from host memory when the
+        host tier would take it, else from disk; the last measured load, else the estimate."""
+        tier = Tier.HOST if self.can_park else Tier.DISK
+        estimate = self.spec.host_reload_cost_s if self.can_park else self.spec.reload_cost_s
+        return self.measured_reload_s.get(tier, estimate)
 
     @property
     def is_busy(self) -> bool:
