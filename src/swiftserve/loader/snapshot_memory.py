@@ -7,6 +7,7 @@ one tensor.
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from swiftserve.loader.snapshot_errors import SnapshotTruncatedError
 from swiftserve.loader.snapshot_format import TENSOR_ALIGN, TensorEntry, align_up
 
 _MADV_POPULATE_READ = 22  # Linux 5.14+; not in Python's mmap constants yet
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 # (file offset, length, destination address)
 ChunkSpec = tuple[int, int, int]
 
@@ -144,9 +147,15 @@ def _view_of_mapping(mapping: mmap.mmap, entry: TensorEntry) -> torch.Tensor:
 
 
 def _populate(mapping: mmap.mmap) -> None:
-    try:
-        mapping.madvise(_MADV_POPULATE_READ)
-    except (OSError, ValueError):  # an older kernel: the first touch of each page faults it in
+    """Through ctypes, which releases the GIL (mmap.madvise holds it): a skeleton can be built
+    on another core meanwhile (snapshot_modules.build_from_snapshot)."""
+    if len(mapping) == 0:
+        return
+    view = torch.frombuffer(mapping, dtype=torch.uint8)
+    address = view.data_ptr()
+    del view  # a live export would keep the mapping from closing
+    if _libc.madvise(address, len(mapping), _MADV_POPULATE_READ) != 0:
+        # An older kernel (EINVAL): the first touch of each page faults it in instead.
         mapping.madvise(mmap.MADV_WILLNEED)
 
 

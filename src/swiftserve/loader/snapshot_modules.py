@@ -2,23 +2,26 @@
 
 Saving takes the module's state_dict (its runtime layout: fused, cast) plus its non-persistent
 buffers (rotary tables), so a load recomputes nothing. Loading fills a skeleton built on the
-`meta` device: its parameters and buffers become the snapshot's tensors (load_state_dict with
-assign=True), with no allocation and no copy on the CPU mmap path. The loader never imports a
-model class; the caller builds the skeleton.
+`meta` device: its parameters and buffers become the snapshot's tensors, with no allocation and
+no copy on the CPU mmap path. The loader never imports a model class; the caller passes a
+function that builds the skeleton (build_from_snapshot), which runs while the file loads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from swiftserve.loader.snapshot_errors import SnapshotMismatchError
+from swiftserve.loader.snapshot_errors import SnapshotMismatchError, SnapshotMissingTensorError
 from swiftserve.loader.snapshot_reader import Snapshot, load_snapshot
 
 logger = logging.getLogger(__name__)
@@ -51,8 +54,69 @@ def snapshot_tensors(module: nn.Module) -> tuple[dict[str, torch.Tensor], frozen
 
 
 def expected_names(module: nn.Module) -> list[str]:
-    tensors = list(module.state_dict())
-    return tensors + [name for name, _ in module.named_buffers(remove_duplicate=False) if name not in tensors]
+    return [slot.name for slot in tensor_slots(module)]
+
+
+@dataclass(frozen=True)
+class TensorSlot:
+    """Where one named tensor of a module lives: owner._parameters[attr] or owner._buffers[attr]."""
+
+    name: str
+    owner: nn.Module
+    attr: str
+    current: torch.Tensor
+    is_parameter: bool
+
+
+def tensor_slots(module: nn.Module) -> list[TensorSlot]:
+    """Every parameter and buffer by its state_dict name, tied names included (one walk, where
+    state_dict, named_parameters and named_buffers would each walk the tree again)."""
+    slots = []
+    for prefix, owner in module.named_modules(remove_duplicate=False):
+        dot = f"{prefix}." if prefix else ""
+        for attr, tensor in owner._parameters.items():
+            if tensor is not None:
+                slots.append(TensorSlot(dot + attr, owner, attr, tensor, True))
+        for attr, tensor in owner._buffers.items():
+            if tensor is not None:
+                slots.append(TensorSlot(dot + attr, owner, attr, tensor, False))
+    return slots
+
+
+def build_from_snapshot(
+    build: Callable[[], nn.Module],
+    path: str | Path,
+    *,
+    kind: str,
+    dtype: torch.dtype,
+    device: torch.device,
+    verify: bool | None = None,
+    method: str = "auto",
+) -> nn.Module:
+    """build() (a skeleton on meta) filled from the snapshot at path, in eval mode.
+
+    The file is opened and its pages brought in by a worker thread while build() runs here: the
+    page-table population (mmap) or the reads (read) release the GIL, so on two cores the
+    skeleton costs nothing extra. Raises a SnapshotError when the file is bad or holds another
+    model; nothing of it is kept then."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-load") as pool:
+        pending = pool.submit(load_snapshot, path, device=device, verify=verify, method=method)
+        try:
+            with meta_skeleton():
+                skeleton = build()
+        except BaseException:
+            _discard(pending)
+            raise
+        snapshot = pending.result()
+    _fill(skeleton, snapshot, kind, dtype)
+    return skeleton.eval()
+
+
+def _discard(pending: Future) -> None:
+    """Waits for a load whose model failed to build and lets go of its tensors (the error's
+    traceback would otherwise keep the file mapped); its own error, if any, is moot."""
+    with contextlib.suppress(BaseException):
+        pending.result().tensors.clear()
 
 
 def load_into_skeleton(
@@ -69,11 +133,19 @@ def load_into_skeleton(
     file is bad or holds another model. On failure the skeleton is half-filled: drop it."""
     names = expected_names(skeleton)
     snapshot = load_snapshot(path, required=names, device=device, verify=verify, method=method)
+    _fill(skeleton, snapshot, kind, dtype)
+    return snapshot
+
+
+def _fill(skeleton: nn.Module, snapshot: Snapshot, kind: str, dtype: torch.dtype) -> None:
     try:
         if snapshot.header.meta.kind != kind:
-            raise SnapshotMismatchError(path, f"a {snapshot.header.meta.kind} model, expected a {kind} model")
-        _check_fits(skeleton, snapshot, set(names))
-        _assign(skeleton, snapshot.tensors)
+            raise SnapshotMismatchError(
+                snapshot.path, f"a {snapshot.header.meta.kind} model, expected a {kind} model"
+            )
+        slots = tensor_slots(skeleton)
+        _check_fits(slots, snapshot)
+        _assign(slots, snapshot.tensors)
     except BaseException:
         # The error's traceback keeps this frame's locals: drop the views, or they would keep
         # the file mapped for as long as someone holds the error.
@@ -81,42 +153,39 @@ def load_into_skeleton(
         raise
     stored = snapshot.header.meta.dtype
     if getattr(torch, stored) is not dtype:
-        logger.warning("%s holds %s weights; casting to %s costs a copy", path, stored, str(dtype)[6:])
+        cast = str(dtype).removeprefix("torch.")
+        logger.warning("%s holds %s weights; casting to %s costs a copy", snapshot.path, stored, cast)
         skeleton.to(dtype)
-    return snapshot
 
 
-def _check_fits(skeleton: nn.Module, snapshot: Snapshot, names: set[str]) -> None:
+def _check_fits(slots: list[TensorSlot], snapshot: Snapshot) -> None:
+    names = {slot.name for slot in slots}
+    missing = sorted(names - snapshot.tensors.keys())
+    if missing:
+        more = f" (and {len(missing) - 1} more: {missing[1:5]})" if len(missing) > 1 else ""
+        raise SnapshotMissingTensorError(snapshot.path, f"missing from the snapshot{more}", missing[0])
     extra = sorted(snapshot.tensors.keys() - names)
     if extra:
         raise SnapshotMismatchError(snapshot.path, "the model has no place for this tensor", extra[0])
-    params = skeleton.named_parameters(remove_duplicate=False)
-    for name, want in [*params, *skeleton.named_buffers(remove_duplicate=False)]:
-        got = snapshot.tensors[name].shape
-        if got != want.shape:
+    for slot in slots:
+        got = snapshot.tensors[slot.name].shape
+        if got != slot.current.shape:
             raise SnapshotMismatchError(
-                snapshot.path, f"shape {tuple(got)}, the model expects {tuple(want.shape)}", name
+                snapshot.path, f"shape {tuple(got)}, the model expects {tuple(slot.current.shape)}", slot.name
             )
 
 
-def _assign(skeleton: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    tied = _tied_groups(skeleton)
-    state_names = list(skeleton.state_dict())
-    skeleton.load_state_dict({name: tensors[name] for name in state_names}, strict=True, assign=True)
-    for name, _ in list(skeleton.named_buffers(remove_duplicate=False)):
-        if name not in state_names:  # non-persistent: load_state_dict skips them
-            owner, _, attr = name.rpartition(".")
-            setattr(skeleton.get_submodule(owner), attr, tensors[name])
-    # assign=True makes one Parameter per name: tie shared ones again (lm_head = embed_tokens).
-    for names in tied:
-        shared = skeleton.get_parameter(names[0])
-        for name in names[1:]:
-            owner, _, attr = name.rpartition(".")
-            setattr(skeleton.get_submodule(owner), attr, shared)
-
-
-def _tied_groups(module: nn.Module) -> list[list[str]]:
-    by_id: dict[int, list[str]] = {}
-    for name, param in module.named_parameters(remove_duplicate=False):
-        by_id.setdefault(id(param), []).append(name)
-    return [names for names in by_id.values() if len(names) > 1]
+def _assign(slots: list[TensorSlot], tensors: dict[str, torch.Tensor]) -> None:
+    """Each slot takes the snapshot's tensor; parameters tied in the skeleton (one object under
+    several names, lm_head = embed_tokens) stay one object. Straight into the module's dicts:
+    nn.Module.__setattr__'s checks cost more than the whole assignment otherwise."""
+    made: dict[int, nn.Parameter] = {}
+    for slot in slots:
+        tensor = tensors[slot.name]
+        if not slot.is_parameter:
+            slot.owner._buffers[slot.attr] = tensor
+            continue
+        key = id(slot.current)
+        if key not in made:
+            made[key] = nn.Parameter(tensor, requires_grad=slot.current.requires_grad)
+        slot.owner._parameters[slot.attr] = made[key]

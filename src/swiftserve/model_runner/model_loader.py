@@ -15,7 +15,7 @@ import torch
 from swiftserve.kernels.dispatch import describe, preferred_backends
 from swiftserve.loader.snapshot_cache import cache_path, folder_meta, is_current, source_key, store
 from swiftserve.loader.snapshot_errors import SnapshotError, SnapshotMismatchError
-from swiftserve.loader.snapshot_modules import load_into_skeleton, meta_skeleton
+from swiftserve.loader.snapshot_modules import build_from_snapshot
 from swiftserve.loader.snapshot_reader import is_snapshot, read_index
 from swiftserve.models.gemma3 import Gemma3ForCausalLM
 from swiftserve.models.gemma3_config import GEMMA3_ARCHITECTURES, GEMMA3_MODEL_TYPES, Gemma3Config
@@ -116,10 +116,9 @@ def _load_snapshot(
     model_class, config_class = _model_classes(meta.hf_config)
     cfg = config_class.from_hf(meta.hf_config)
     log_kernel_backend(path.name, device, dtype, backend)
-    with meta_skeleton():
-        model = model_class(cfg, backend=backend)
-    load_into_skeleton(model, path, kind="chat", dtype=dtype, device=device)
-    return model.eval()
+    return build_from_snapshot(
+        lambda: model_class(cfg, backend=backend), path, kind="chat", dtype=dtype, device=device
+    )
 
 
 def _model_classes(hf_config: dict) -> tuple[type, type]:
