@@ -9,10 +9,13 @@ cold (evicted with POSIX_FADV_DONTNEED, checked), best of --repeats:
   snapshot-read  the snapshot's tensors read into fresh memory (the chunked reader)
   safetensors    safetensors.torch.load_file of the model's own file
   transformers   from_pretrained of the folder (where transformers is installed)
-  fastsafetensors, tensorizer, serverless-llm-store: reported as not installed when missing
+  fastsafetensors, tensorizer, serverless-llm-store: the peers, each from the venv that
+                 benchmarks/peers_venv.sh makes (--peers-python), on the model's safetensors
+                 file or the file they convert it to (peer_loaders.py); or why one does not run
 Every way ends by touching one byte of every page of every tensor, so a lazy mapping pays for
 its page faults as the first forward would. Physical limits in the same run: memory copy (warm)
-and an O_DIRECT read of the snapshot file (cold).
+and, per model, an O_DIRECT read of its snapshot file (cold). The 1B-shaped model's random
+weights are also written as a Hugging Face folder, so it has every row the real models have.
 
 End to end (--server-rounds): `swiftserve launch` with SmolLM2 on demand (idle timeout 1 s) and
 MiniLM pinned; each round waits until the chat model is cold, then times one streamed request
@@ -25,6 +28,7 @@ automatic snapshots (the default) and with --no-snapshots (the load from the fol
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import shutil
@@ -32,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
@@ -57,11 +62,8 @@ BIG_CONFIG = {
     "torch_dtype": "bfloat16",
 }
 LOGS = Path(tempfile.gettempdir())
-PEERS = {
-    "fastsafetensors": "fastsafetensors",
-    "tensorizer": "tensorizer",
-    "serverless-llm-store": "sllm_store",
-}
+PEERS_VENV = Path("/tmp/peers-venv/bin/python")  # benchmarks/peers_venv.sh's default
+PEER_NAMES = ("fastsafetensors", "tensorizer", "serverless-llm-store")
 
 # One way of loading, in a fresh interpreter: prints the seconds to usable weights.
 WORKER = r"""
@@ -126,16 +128,24 @@ print(json.dumps({"seconds": time.perf_counter() - start}))
 
 def run_way(way: str, kind: str, path: Path, files: list[Path], cold: bool, repeats: int) -> float:
     """Best of `repeats` fresh subprocesses, each after evicting (cold) or warming `files`."""
-    best = float("inf")
-    for _ in range(repeats):
-        for f in files:
-            evict(f) if cold else warm(f)
+
+    def once() -> float:
         out = subprocess.run(
             [sys.executable, "-c", WORKER, way, kind, str(path)], capture_output=True, text=True, check=False
         )
         if out.returncode != 0:
             raise SystemExit(f"{way} on {path} failed:\n{out.stderr[-3000:]}")
-        best = min(best, json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
+        return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
+
+    return best_of(once, files, cold, repeats)
+
+
+def best_of(once: Callable[[], float], files: list[Path], cold: bool, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        for f in files:
+            evict(f) if cold else warm(f)
+        best = min(best, once())
     return best
 
 
@@ -161,7 +171,9 @@ def prepare(work: Path, big: bool) -> dict[str, dict]:
 
 
 def prepare_big(work: Path, tokenizer_folder: Path) -> dict:
-    """The 1B-shaped model: random bf16 weights, snapshotted, and its tensors as one safetensors."""
+    """The 1B-shaped model: random bf16 weights, snapshotted, and a Hugging Face folder of the same
+    weights (config, tokenizer, model.safetensors in HF names and layout), so that every way that
+    loads a folder (before, safetensors, transformers, the peers) has what a user would have."""
     import torch
     from safetensors.torch import save_file
 
@@ -182,9 +194,35 @@ def prepare_big(work: Path, tokenizer_folder: Path) -> dict:
     snapshot = work / f"{BIG}.swsnap"
     write_snapshot(snapshot, tensors, folder_meta(folder, "chat", SourceKey(BIG, "bfloat16")), buffers)
     verify_once(snapshot)
-    weights = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file({k: v for k, v in weights.items() if k != "lm_head.weight"}, folder / "weights.safetensors")
-    return {"kind": "chat", "folder": None, "snapshot": snapshot, "st": folder / "weights.safetensors"}
+    save_file(hf_layout(model.state_dict(), BIG_CONFIG), folder / "model.safetensors")
+    return {"kind": "chat", "folder": folder, "snapshot": snapshot, "st": folder / "model.safetensors"}
+
+
+def hf_layout(state: dict, config: dict) -> dict:
+    """swiftserve's fused runtime tensors under Hugging Face Llama names, split back (the tied
+    lm_head left out, as HF checkpoints with tie_word_embeddings do)."""
+    heads, kv_heads, head_dim = (
+        config[k] for k in ("num_attention_heads", "num_key_value_heads", "head_dim")
+    )
+    splits = {
+        "qkv_proj": (
+            ("q_proj", "k_proj", "v_proj"),
+            (heads * head_dim, kv_heads * head_dim, kv_heads * head_dim),
+        ),
+        "gate_up_proj": (("gate_proj", "up_proj"), (config["intermediate_size"],) * 2),
+    }
+    out = {}
+    for name, tensor in state.items():
+        if name == "lm_head.weight":
+            continue
+        fused = name.split(".")[-2]
+        if fused not in splits:
+            out[f"model.{name}"] = tensor.contiguous()
+            continue
+        parts, sizes = splits[fused]
+        for part, piece in zip(parts, tensor.split(sizes), strict=True):
+            out[f"model.{name.replace(fused, part)}"] = piece.contiguous()
+    return out
 
 
 def verify_once(snapshot: Path) -> None:
@@ -194,27 +232,34 @@ def verify_once(snapshot: Path) -> None:
     load_snapshot(snapshot, verify=True)
 
 
-def physical_limits(snapshot: Path) -> dict:
-    """Memory copy GB/s (warm, 1 GiB) and O_DIRECT read GB/s of the snapshot file (cold)."""
+def memory_copy_gbps() -> float:
+    """Memory copy bandwidth (1 GiB, warm): the ceiling of a warm load that copies."""
     import torch
-
-    from swiftserve.loader.chunk_read import Chunk, aligned_empty, read_into, supports_direct
 
     src = torch.ones(1 << 30, dtype=torch.uint8)
     dst = torch.empty_like(src)
     dst.copy_(src)
     start = time.perf_counter()
     dst.copy_(src)
-    copy = src.numel() / (time.perf_counter() - start) / 1e9
-    size = snapshot.stat().st_size
-    direct = None
-    if supports_direct(snapshot):
-        buffer = aligned_empty(size)
-        evict(snapshot)
+    return src.numel() / (time.perf_counter() - start) / 1e9
+
+
+def odirect_gbps(path: Path, repeats: int) -> float | None:
+    """Raw O_DIRECT read bandwidth of the file, evicted first (best of repeats): what the disk
+    gives without the page cache, the reference for cold loads."""
+    from swiftserve.loader.chunk_read import Chunk, aligned_empty, read_into, supports_direct
+
+    if not supports_direct(path):
+        return None
+    size = path.stat().st_size
+    buffer = aligned_empty(size)
+
+    def once() -> float:
         start = time.perf_counter()
-        read_into(snapshot, [Chunk(0, size, buffer)], direct=True)
-        direct = size / (time.perf_counter() - start) / 1e9
-    return {"memory_copy_GBps": copy, "odirect_read_GBps": direct, "snapshot_bytes": size}
+        read_into(path, [Chunk(0, size, buffer)], direct=True)
+        return time.perf_counter() - start
+
+    return size / best_of(once, [path], True, repeats) / 1e9
 
 
 def server_cold_start(rounds: int) -> dict:
@@ -262,10 +307,34 @@ def _ttft(server, body: dict, httpx) -> float:
     raise SystemExit("no token came back")
 
 
+def run_peers(model: dict, work: Path, python: str | None, repeats: int, rows: list, name: str) -> dict:
+    """Each peer loader on the model's safetensors file, from its own venv (peer_loaders.py):
+    warm and cold seconds, or why it does not run here."""
+    if python is None:
+        return dict.fromkeys(PEER_NAMES, "not run: no peers venv (run benchmarks/peers_venv.sh)")
+    from benchmarks.peer_loaders import load_seconds, prepare_peer_files
+
+    out: dict[str, dict | str] = {}
+    for peer in PEER_NAMES:
+        files = prepare_peer_files(peer, model["st"], work / f"{name}-{peer}", python)
+        if isinstance(files, str):
+            out[peer] = files
+            print(f"{name} {peer}: {files}", flush=True)
+            continue
+        timing = {
+            c: best_of(functools.partial(load_seconds, peer, files, python), files, c == "cold", repeats)
+            for c in ("warm", "cold")
+        }
+        out[peer] = timing
+        rows.append({"model": name, "way": peer, "warm_s": timing["warm"], "cold_s": timing["cold"]})
+        print(f"{name} {peer}: warm {timing['warm']:.3f} s, cold {timing['cold']:.3f} s", flush=True)
+    return out
+
+
 def ways_for(model: dict) -> list[tuple[str, Path | None, list[Path]]]:
     """(way, what the worker loads, the files whose page-cache state the run sets)."""
     folder, snapshot, st = model["folder"], model["snapshot"], model["st"]
-    sources = [st] if folder is None else sorted(folder.glob("*.safetensors"))
+    sources = sorted(folder.glob("*.safetensors"))
     ways = [
         ("before", folder, sources),
         ("snapshot", snapshot, [snapshot]),
@@ -284,6 +353,11 @@ def main() -> None:
     parser.add_argument("--workdir", default=None, help="where the files go (default: a temp dir on disk)")
     parser.add_argument("--server-rounds", type=int, default=5, help="end-to-end rounds (0: skip)")
     parser.add_argument("--server-only", action="store_true", help="only the end-to-end part")
+    parser.add_argument(
+        "--peers-python",
+        default=str(PEERS_VENV) if PEERS_VENV.exists() else None,
+        help="interpreter of the venv with the peer loaders (benchmarks/peers_venv.sh)",
+    )
     parser.add_argument("--out", default="benchmarks/results/cold_start.json")
     args = parser.parse_args()
     if args.server_only:
@@ -298,9 +372,6 @@ def main() -> None:
         for name, model in models.items():
             results[name] = {}
             for way, path, files in ways_for(model):
-                if path is None:
-                    results[name][way] = "n/a: no checkpoint in this layout for a random-weight model"
-                    continue
                 timing = {
                     c: run_way(way, model["kind"], path, files, c == "cold", args.repeats)
                     for c in ("warm", "cold")
@@ -308,12 +379,10 @@ def main() -> None:
                 results[name][way] = timing
                 rows.append({"model": name, "way": way, "warm_s": timing["warm"], "cold_s": timing["cold"]})
                 print(f"{name} {way}: warm {timing['warm']:.3f} s, cold {timing['cold']:.3f} s", flush=True)
-            for peer, module in PEERS.items():
-                if importlib.util.find_spec(module) is None:
-                    results[name][peer] = "not installed here"
-        largest = max((m["snapshot"] for m in models.values()), key=lambda f: f.stat().st_size)
-        limits = physical_limits(largest)
-        summarize(results, models, limits, rows)
+            results[name].update(run_peers(model, work, args.peers_python, args.repeats, rows, name))
+            results[name]["odirect_read_GBps"] = odirect_gbps(model["snapshot"], args.repeats)
+        limits = {"memory_copy_GBps": memory_copy_gbps()}
+        summarize(results, models, rows)
         server = server_cold_start(args.server_rounds) if args.server_rounds else {}
         report_server(server)
         print_table(rows, ["model", "way", "warm_s", "cold_s"])
@@ -324,16 +393,30 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def summarize(results: dict, models: dict, limits: dict, rows: list[dict]) -> None:
-    """Ratios a reader wants: snapshot vs before, and the cold snapshot read vs the raw read rate."""
+def summarize(results: dict, models: dict, rows: list[dict]) -> None:
+    """Ratios a reader wants, per model: the path before over the snapshot (>= 6x asked), the
+    snapshot over safetensors' zero-copy mmap (<= 1.1 asked warm) and over each peer, and the
+    cold snapshot load's bandwidth as a share of the raw O_DIRECT read of the same file."""
     for name, ways in results.items():
-        snap, before = ways.get("snapshot"), ways.get("before")
-        if isinstance(snap, dict) and isinstance(before, dict):
-            rows.append({"model": name, "way": "before / snapshot", **_ratio(before, snap)})
-        read = ways.get("snapshot-read")
-        if isinstance(read, dict) and limits["odirect_read_GBps"]:
+        snap = ways.get("snapshot")
+        if not isinstance(snap, dict):
+            continue
+        for other in ("before", "safetensors", "transformers", *PEER_NAMES):
+            if isinstance(ways.get(other), dict):
+                rows.append({"model": name, "way": f"{other} / snapshot", **_ratio(ways[other], snap)})
+        raw = ways.get("odirect_read_GBps")
+        if raw:
             size = models[name]["snapshot"].stat().st_size
-            ways["snapshot_read_cold_GBps"] = size / read["cold"] / 1e9
+            ways["snapshot_cold_GBps"] = size / snap["cold"] / 1e9
+            ways["snapshot_cold_share_of_odirect"] = ways["snapshot_cold_GBps"] / raw
+            rows.append(
+                {
+                    "model": name,
+                    "way": "snapshot cold GB/s : O_DIRECT GB/s",
+                    "warm_s": None,
+                    "cold_s": ways["snapshot_cold_share_of_odirect"],
+                }
+            )
 
 
 def report_server(server: dict) -> None:
