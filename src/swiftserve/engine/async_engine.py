@@ -20,6 +20,7 @@ from swiftserve.engine.device_stream import EngineStream
 from swiftserve.engine.errors import RequestFailedError
 from swiftserve.engine.llm_engine import EngineStats, LLMEngine
 from swiftserve.loader.tokenizer import TokenizerInfo
+from swiftserve.model_runner.model_runner import CausalLM
 from swiftserve.outputs import RequestOutput
 from swiftserve.sampling_params import SamplingParams
 
@@ -52,7 +53,8 @@ class ChatSteppable:
 
 class AsyncEngine:
     """generate()/abort() on the event loop; steps on `executor` (a private one when None).
-    `name` keys the engine on the executor (default: the model), unique per executor."""
+    `name` keys the engine on the executor (default: the model), unique per executor. tokenizer
+    and model: already loaded ones, passed on to LLMEngine."""
 
     def __init__(
         self,
@@ -60,8 +62,9 @@ class AsyncEngine:
         executor: DeviceExecutor | None = None,
         name: str | None = None,
         tokenizer: TokenizerInfo | None = None,
+        model: CausalLM | None = None,
     ) -> None:
-        self.engine = LLMEngine(config, tokenizer)
+        self.engine = LLMEngine(config, tokenizer, model)
         self.name = name or config.model
         self._owns_executor = executor is None
         self._executor = executor or DeviceExecutor(f"engine-{self.name}", urgent_lane_threads=0)

@@ -6,6 +6,9 @@ footprint, from the folder's config and safetensors headers; the folder must be 
 
 Loaded, its KV cache starts at the floor its footprint counts (one max_model_len sequence) and is
 resized by whoever keeps the memory budget (router/kv_controller.py), through `resize_kv`.
+
+Parked (ServedHandle.park), it keeps its module with the weights (engine/host_park.py) and
+nothing else; a reload builds a fresh engine, KV cache and fused-decode table around it.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from swiftserve.config import EngineConfig
 from swiftserve.engine.async_engine import AsyncEngine
 from swiftserve.engine.device_executor import DeviceExecutor
 from swiftserve.engine.footprint import chat_footprint
+from swiftserve.engine.host_park import ParkedWeights, park_weights, restore_weights
 from swiftserve.engine.llm_engine import wanted_max_model_len
-from swiftserve.engine.memory import release_llm_engine
+from swiftserve.engine.memory import release_keeping_weights, release_llm_engine
 from swiftserve.engine.served_handle import ServedHandle
 from swiftserve.engine.served_model import Footprint
 from swiftserve.loader import apply_chat_template, load_config, load_tokenizer, resolve_model
@@ -98,7 +102,13 @@ class LocalChatModel(ServedHandle):
 
     # -- ServedHandle -----------------------------------------------------------------------------
     def _build(self) -> AsyncEngine:
-        engine = AsyncEngine(self.config, self.executor, self.name, self.tokenizer)
+        return self._at_floor(AsyncEngine(self.config, self.executor, self.name, self.tokenizer))
+
+    def _build_from_parked(self, parked: ParkedWeights) -> AsyncEngine:
+        model = restore_weights(parked)
+        return self._at_floor(AsyncEngine(self.config, self.executor, self.name, self.tokenizer, model))
+
+    def _at_floor(self, engine: AsyncEngine) -> AsyncEngine:
         # Not attached to the executor yet, so nothing else touches it: start at the floor the
         # footprint counts; the budget's keeper grows it (a reserved range on CPU costs nothing).
         engine.engine.resize_kv(self._footprint.kv_floor_blocks)
@@ -107,3 +117,8 @@ class LocalChatModel(ServedHandle):
     async def _stop(self, engine: AsyncEngine) -> None:
         await engine.shutdown()
         release_llm_engine(engine.engine)
+
+    async def _park(self, engine: AsyncEngine) -> ParkedWeights:
+        await engine.shutdown()
+        model = release_keeping_weights(engine.engine)
+        return await asyncio.to_thread(park_weights, model)  # a device-to-host copy on CUDA

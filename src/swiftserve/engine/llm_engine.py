@@ -22,7 +22,7 @@ from swiftserve.engine.postprocess import append_prompt_logprobs, append_token
 from swiftserve.engine.request import Completion, Request
 from swiftserve.loader import apply_chat_template, load_config, load_tokenizer, resolve_model
 from swiftserve.loader.tokenizer import TokenizerInfo
-from swiftserve.model_runner.model_runner import ModelRunner, StepResult
+from swiftserve.model_runner.model_runner import CausalLM, ModelRunner, StepResult
 from swiftserve.model_runner.sampler import SamplingState
 from swiftserve.outputs import RequestOutput
 from swiftserve.sampling_params import SamplingParams
@@ -53,14 +53,17 @@ def wanted_max_model_len(config: EngineConfig, model_limit: int) -> int:
 
 class LLMEngine:
     """tokenizer: the model's, when the caller has it already (a served model keeps its own while
-    cold); parsing tokenizer.json again would cost a cold load tens of milliseconds."""
+    cold); parsing tokenizer.json again would cost a cold load tens of milliseconds. model: its
+    weights already loaded (a reload from host memory), so they are not read again."""
 
-    def __init__(self, config: EngineConfig, tokenizer: TokenizerInfo | None = None) -> None:
+    def __init__(
+        self, config: EngineConfig, tokenizer: TokenizerInfo | None = None, model: CausalLM | None = None
+    ) -> None:
         self.config = config
         self.folder = resolve_model(config.model, config.cache_dir)
         hf_config = load_config(self.folder)
         self.tokenizer = tokenizer or load_tokenizer(self.folder)
-        self.runner = ModelRunner(config, self.folder, hf_config)
+        self.runner = ModelRunner(config, self.folder, hf_config, model)
         self.max_model_len = self._max_model_len()
         # The pool starts at the runner's maximum (lazily committed on CPU); resize_kv moves it.
         self.scheduler = Scheduler(

@@ -19,18 +19,32 @@ logger = logging.getLogger(__name__)
 
 def release_llm_engine(engine) -> None:
     """Breaks the references an LLMEngine's runner holds to its weights and KV cache."""
+    model = release_keeping_weights(engine)
+    if model is not None and getattr(model, "fused_decode", None) is not None:
+        model.fused_decode = None
+
+
+def release_keeping_weights(engine):
+    """Breaks every reference to the KV cache (the attention layers', the fused-decode table's,
+    the runner's) and drops the runner, but returns the model with its weights (None if it had
+    none): a park keeps it, and a reload binds a fresh KV cache to it (ModelRunner)."""
     runner = getattr(engine, "runner", None)
     if runner is None:
-        return
+        return None
     model = runner.model
     if model is not None:
-        if getattr(model, "fused_decode", None) is not None:
-            model.fused_decode.table = None  # the native table holds the KV tensors too
-            model.fused_decode = None
-        for attn in model.attention_layers():
-            attn.k_cache = attn.v_cache = None
+        _drop_kv_references(model)
     runner.model = runner.kv_cache = runner.sampler = None
     engine.runner = None
+    return model
+
+
+def _drop_kv_references(model) -> None:
+    fused = getattr(model, "fused_decode", None)
+    if fused is not None:  # the native table holds the KV tensors too; rebuilt on the next decode
+        fused.table = fused.table_key = None
+    for attn in model.attention_layers():
+        attn.k_cache = attn.v_cache = None
 
 
 def return_freed_memory() -> None:

@@ -3,12 +3,17 @@
 A handle is cold until load(): then it builds its engine off the event loop (the weights load in
 a worker thread), starts it on the device executor and is resident. unload() refuses while
 requests are in flight, else stops the engine, drops it and returns its memory (engine/memory.py).
-Both are idempotent; concurrent load() calls share one build.
+park() is an unload that keeps the weights in host memory (engine/host_park.py): the next load()
+builds the engine around them instead of reading them again; drop_parked() frees them. A subclass
+that can park implements `_park` and `_build_from_parked` (chat models do; embedding models do not
+yet, so `can_park` is False for them and the router unloads them to disk).
+All are idempotent; concurrent load() calls share one build.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -26,6 +31,9 @@ class ServedHandle:
     def __init__(self) -> None:
         self._engine: Any = None
         self._loading: asyncio.Future | None = None
+        self._parked: Any = None  # what _park kept (the weights), until a reload or a drop
+        self.num_weight_loads = 0  # loads that read the weights (a reload from host memory does not)
+        self.num_host_reloads = 0
 
     # -- what subclasses provide ---------------------------------------------------------------
     def _build(self) -> Any:
@@ -36,10 +44,28 @@ class ServedHandle:
         """Stops serving and breaks the engine's references to its tensors."""
         raise NotImplementedError
 
+    async def _park(self, engine: Any) -> Any:
+        """Stops serving, breaks the engine's references to everything but its weights and returns
+        them, in host memory. Only for subclasses whose can_park is True."""
+        raise NotImplementedError
+
+    def _build_from_parked(self, parked: Any) -> Any:
+        """Builds the engine around what `_park` returned (a worker thread)."""
+        raise NotImplementedError
+
     # -- the life cycle --------------------------------------------------------------------------
     @property
     def is_resident(self) -> bool:
         return self._engine is not None
+
+    @property
+    def is_parked(self) -> bool:
+        return self._parked is not None
+
+    @property
+    def can_park(self) -> bool:
+        """Whether this kind of model can be unloaded to host memory (it implements _park)."""
+        return type(self)._park is not ServedHandle._park
 
     async def load(self) -> None:
         if self._engine is not None:
@@ -54,28 +80,65 @@ class ServedHandle:
         self._loading = None  # a failed load leaves the model cold: the next load() tries again
 
     async def _load(self) -> None:
-        engine = await asyncio.to_thread(self._build)
+        # A failed reload from host memory drops the parked weights too: the next load reads them.
+        parked, self._parked = self._parked, None
+        from_host = parked is not None
+        build = functools.partial(self._build_from_parked, parked) if from_host else self._build
+        del parked
+        engine = await asyncio.to_thread(build)
         try:
             await engine.start()
         except BaseException:
             await self._stop(engine)
             raise
         self._engine = engine
-        logger.info("%s is resident", self.name)
+        self._count_load(from_host)
+
+    def _count_load(self, from_host: bool) -> None:
+        self.num_host_reloads += from_host
+        self.num_weight_loads += not from_host
+        logger.info("%s is resident (weights from %s)", self.name, "host memory" if from_host else "disk")
 
     async def unload(self) -> None:
-        if self._loading is not None:  # let a load in progress finish, then undo it
-            await asyncio.gather(asyncio.shield(self._loading), return_exceptions=True)
-        engine = self._engine
+        """Stops serving and frees everything: the engine, or the parked weights of a parked model."""
+        engine = await self._take_engine()
         if engine is None:
+            self.drop_parked()
             return
-        if engine.num_in_flight:
-            raise ModelInUseError(self.name, engine.num_in_flight)
-        self._engine = None  # from here on new requests get ModelNotLoadedError
         await self._stop(engine)
         del engine
         return_freed_memory()
         logger.info("%s unloaded", self.name)
+
+    async def park(self) -> None:
+        """An unload that keeps the weights in host memory (needs can_park)."""
+        if not self.can_park:
+            raise NotImplementedError(f"{self.name!r} cannot be parked in host memory")
+        engine = await self._take_engine()
+        if engine is None:
+            return
+        self._parked = await self._park(engine)
+        del engine
+        return_freed_memory()
+        logger.info("%s parked in host memory", self.name)
+
+    def drop_parked(self) -> None:
+        """Frees parked weights (to disk: the next load reads them again)."""
+        if self._parked is None:
+            return
+        self._parked = None
+        return_freed_memory()
+        logger.info("%s dropped from host memory to disk", self.name)
+
+    async def _take_engine(self) -> Any:
+        """The engine, detached from the handle (None when cold); ModelInUseError while busy."""
+        if self._loading is not None:  # let a load in progress finish, then undo it
+            await asyncio.gather(asyncio.shield(self._loading), return_exceptions=True)
+        engine = self._engine
+        if engine is not None and engine.num_in_flight:
+            raise ModelInUseError(self.name, engine.num_in_flight)
+        self._engine = None  # from here on new requests get ModelNotLoadedError
+        return engine
 
     def _resident_engine(self) -> Any:
         if self._engine is None:

@@ -44,6 +44,23 @@ class ServedModel(Protocol):
         ...
 
 
+@runtime_checkable
+class ParkableModel(ServedModel, Protocol):
+    """A served model that can be unloaded to host memory (engine/host_park.py): `park()` stops
+    serving and frees everything but the weights; the next `load()` reloads from them;
+    `drop_parked()` frees them. `can_park` says whether this model really can."""
+
+    @property
+    def can_park(self) -> bool: ...
+
+    @property
+    def is_parked(self) -> bool: ...
+
+    async def park(self) -> None: ...
+
+    def drop_parked(self) -> None: ...
+
+
 class ChatModel(ServedModel, Protocol):
     max_model_len: int
 

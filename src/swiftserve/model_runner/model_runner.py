@@ -14,9 +14,14 @@ from swiftserve.model_runner.logits import float32_logits
 from swiftserve.model_runner.model_loader import load_model, resolve_device, resolve_dtype
 from swiftserve.model_runner.prompt_logprobs import PromptLogprobs, compute_prompt_logprobs
 from swiftserve.model_runner.sampler import Sampler, SamplerOutput, SamplingState
+from swiftserve.models.gemma3 import Gemma3ForCausalLM
+from swiftserve.models.llama import LlamaForCausalLM
 from swiftserve.scheduler.output import ScheduledSeq, SchedulerOutput
 
 DEFAULT_KV_CACHE_MEMORY = 512 * 1024**2
+
+# A chat model with its weights in place, as load_model returns it.
+CausalLM = LlamaForCausalLM | Gemma3ForCausalLM
 
 
 @dataclass
@@ -29,20 +34,17 @@ class StepResult:
 
 
 class ModelRunner:
-    def __init__(self, config: EngineConfig, folder: Path, hf_config: dict) -> None:
+    """`model`: weights already in place on the config's device and dtype (a reload from host
+    memory, engine/host_park.py); without it they load from `folder`. Either way the KV cache,
+    sampler and generator are built fresh and bound to the model's attention layers."""
+
+    def __init__(
+        self, config: EngineConfig, folder: Path, hf_config: dict, model: CausalLM | None = None
+    ) -> None:
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.block_size = config.scheduler.block_size
-        self.model = load_model(
-            folder,
-            hf_config,
-            self.dtype,
-            self.device,
-            config.load_format,
-            config.kernel_backend,
-            config.seed,
-            snapshot_cache=Path(config.snapshot_cache) if config.snapshot_cache else None,
-        )
+        self.model = model if model is not None else _load(config, folder, hf_config, self.dtype, self.device)
         self.model_config = self.model.config
         # kv_cache_memory is the most this model's cache may grow to: reserved (CPU) or allocated
         # (CUDA) whole, used as far as the engine's block pool is sized (kv_cache.py).
@@ -82,3 +84,19 @@ class ModelRunner:
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """float32 logits [rows, vocab] of final hidden states [rows, hidden] (logits.py)."""
         return float32_logits(self.model.compute_logits(hidden), hidden, self.model.lm_head.weight)
+
+
+def _load(
+    config: EngineConfig, folder: Path, hf_config: dict, dtype: torch.dtype, device: torch.device
+) -> CausalLM:
+    snapshot_cache = Path(config.snapshot_cache) if config.snapshot_cache else None
+    return load_model(
+        folder,
+        hf_config,
+        dtype,
+        device,
+        config.load_format,
+        config.kernel_backend,
+        config.seed,
+        snapshot_cache=snapshot_cache,
+    )
