@@ -3,6 +3,7 @@
 A file looks like:
 
     memory_budget: 6GiB        # one budget for every model's weights and KV cache
+    host_memory: 2GiB          # host memory for parked weights (default 0: unloads free everything)
     idle_timeout: 60s          # default for on-demand models (scale to zero after it)
     models:
       - name: chat
@@ -13,6 +14,7 @@ A file looks like:
         policy: on-demand      # serverless: loaded on first request, unloaded when idle
         idle_timeout: 30s
         dtype: float32
+        unload_to: disk        # auto (default): host memory when it has room, else disk; or host
 
 YAML is parsed by PyYAML through msgspec, which also checks types and unknown keys; the
 result is converted to the frozen `ModelConfig` dataclasses the rest of swiftserve takes.
@@ -28,10 +30,13 @@ from typing import Literal
 import msgspec
 import msgspec.yaml
 from swiftserve.router.registry import default_served_name
+from swiftserve.scheduler.memory_budget import parse_bytes
 
 Policy = Literal["pinned", "on-demand"]
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+UnloadTo = Literal["auto", "host", "disk"]
 POLICIES: tuple[str, ...] = ("pinned", "on-demand")
+UNLOAD_TO: tuple[str, ...] = ("auto", "host", "disk")
 DEFAULT_IDLE_TIMEOUT_S = 60.0
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -70,6 +75,7 @@ class ModelConfig:
     max_model_len: int | None = None
     max_num_seqs: int | None = None
     priority: int = 0
+    unload_to: UnloadTo = "auto"  # where the weights go on unload (scheduler/host_tier.py)
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -80,6 +86,8 @@ class ModelConfig:
             raise ConfigError(f"models[{self.name}].source: empty")
         if self.policy not in POLICIES:
             raise ConfigError(f"models[{self.name}].policy: one of {POLICIES}, got {self.policy!r}")
+        if self.unload_to not in UNLOAD_TO:
+            raise ConfigError(f"models[{self.name}].unload_to: one of {UNLOAD_TO}, got {self.unload_to!r}")
         for key in ("max_model_len", "max_num_seqs"):
             value = getattr(self, key)
             if value is not None and value < 1:
@@ -93,6 +101,7 @@ class FileConfig:
     models: tuple[ModelConfig, ...]
     memory_budget: str | int | None = None
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    host_memory: int = 0  # bytes for parked weights; 0: the host tier is off
 
 
 class _ModelEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -104,12 +113,14 @@ class _ModelEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_model_len: int | None = None
     max_num_seqs: int | None = None
     priority: int = 0
+    unload_to: UnloadTo = "auto"
 
 
 class _File(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     models: list[_ModelEntry]
     memory_budget: str | int | None = None
     idle_timeout: str | float = DEFAULT_IDLE_TIMEOUT_S
+    host_memory: str | int = 0
 
 
 def load_config_file(path: str | Path) -> FileConfig:
@@ -144,7 +155,18 @@ def _convert(file: _File) -> FileConfig:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"models: served twice under {duplicates}; give each a distinct name")
-    return FileConfig(models, file.memory_budget, default_idle)
+    host_memory = _host_memory(file.host_memory)
+    for index, model in enumerate(models):
+        if model.unload_to == "host" and not host_memory:
+            raise ConfigError(f"models[{index}].unload_to: host needs host_memory (a size such as 2GiB)")
+    return FileConfig(models, file.memory_budget, default_idle, host_memory)
+
+
+def _host_memory(value: str | int) -> int:
+    try:
+        return parse_bytes(value)
+    except ValueError as exc:
+        raise ConfigError(f"host_memory: {exc}") from None
 
 
 def _model(index: int, entry: _ModelEntry, default_idle: float) -> ModelConfig:
@@ -162,6 +184,7 @@ def _model(index: int, entry: _ModelEntry, default_idle: float) -> ModelConfig:
         max_model_len=entry.max_model_len,
         max_num_seqs=entry.max_num_seqs,
         priority=entry.priority,
+        unload_to=entry.unload_to,
     )
 
 

@@ -11,6 +11,9 @@ event loop:
 3. A failed load puts the model back to cold with the error kept in its state and logged; the
    next request tries again.
 4. A reaper unloads on-demand models idle past their timeout (scale to zero).
+   An unload (idle, evicted or admin) parks the weights in host memory when the model's
+   `unload_to` and the host tier allow (scheduler/host_tier.py); parking may first drop the least
+   recently parked models to disk. A parked model's next load is a reload from host memory.
 5. Each chat model's KV cache follows demand (router/kv_controller.py): it gets a first step at
    load, grows or shrinks on the reaper's tick, and gives blocks back before a load that the
    ledger planned to take them for proceeds.
@@ -30,15 +33,18 @@ from swiftserve.router import errors
 from swiftserve.router.kv_controller import KvController, ResizableKV
 from swiftserve.scheduler import residency_types as rt
 from swiftserve.scheduler.residency import ResidencyManager
-from swiftserve.scheduler.residency_types import LoadDecision, ModelBudget, Policy, State
+from swiftserve.scheduler.residency_types import LoadDecision, ModelBudget, Policy, State, Tier, UnloadTo
 
 from swiftserve.engine.errors import ModelNotLoadedError
-from swiftserve.engine.served_model import ServedModel
+from swiftserve.engine.served_model import ParkableModel, ServedModel
 
 logger = logging.getLogger("swiftserve.router")
 
 # Until a model has loaded once, its reload cost is estimated from its bytes at this rate.
 ASSUMED_LOAD_BYTES_PER_S = 1e9
+# The same for a reload from host memory: a host-to-device copy at PCIe rates on CUDA, less than
+# that on a CPU (nothing is copied); measured reloads replace it.
+ASSUMED_HOST_RELOAD_BYTES_PER_S = 1e10
 DEFAULT_LOAD_TIMEOUT_S = 300.0
 REAP_INTERVAL_S = 0.5
 
@@ -53,6 +59,9 @@ class PoolEntry:
     cold_waits: int = 0
     load_seconds: list[float] = field(default_factory=list)
     num_unloads: int = 0
+    num_parks: int = 0  # unloads that kept the weights in host memory
+    num_drops: int = 0  # parked weights dropped to disk (freed)
+    loads_by_tier: dict[str, int] = field(default_factory=lambda: {"disk": 0, "host": 0})
 
 
 class ModelPool:
@@ -62,11 +71,12 @@ class ModelPool:
         self,
         budget_bytes: int,
         *,
+        host_budget_bytes: int = 0,
         clock: Callable[[], float] = time.monotonic,
         load_timeout_s: float = DEFAULT_LOAD_TIMEOUT_S,
         reap_interval_s: float = REAP_INTERVAL_S,
     ) -> None:
-        self.ledger = ResidencyManager(budget_bytes, clock)
+        self.ledger = ResidencyManager(budget_bytes, clock, host_budget_bytes)
         self.kv = KvController(self.ledger)
         self.load_timeout_s = load_timeout_s
         self.reap_interval_s = reap_interval_s
@@ -78,9 +88,15 @@ class ModelPool:
 
     # -- configuration ----------------------------------------------------------------------------
     def add(
-        self, model: ServedModel, policy: Policy | str, idle_timeout_s: float | None = None, priority: int = 0
+        self,
+        model: ServedModel,
+        policy: Policy | str,
+        idle_timeout_s: float | None = None,
+        priority: int = 0,
+        unload_to: UnloadTo | str = UnloadTo.AUTO,
     ) -> None:
-        """Registers a cold model; BudgetError now if it could never fit beside the pinned ones."""
+        """Registers a cold model; BudgetError now if it could never fit beside the pinned ones
+        (or the host tier, for unload_to host)."""
         fp = model.footprint()
         budget = ModelBudget(
             name=model.name,
@@ -91,6 +107,8 @@ class ModelPool:
             idle_timeout_s=idle_timeout_s if Policy(policy) is Policy.ON_DEMAND else None,
             reload_cost_s=fp.weight_bytes / ASSUMED_LOAD_BYTES_PER_S,
             priority=priority,
+            unload_to=_unload_to(model, UnloadTo(unload_to)),
+            host_reload_cost_s=fp.weight_bytes / ASSUMED_HOST_RELOAD_BYTES_PER_S,
         )
         self.ledger.add(budget)
         self._entries[model.name] = PoolEntry(model, budget)
@@ -130,8 +148,10 @@ class ModelPool:
         for name in self._entries:
             with contextlib.suppress(Exception):
                 await self._settle(name)
+            if self.ledger.state(name) is State.PARKED:
+                self._drop(name)
             if self.ledger.state(name) is State.RESIDENT and self.ledger.begin_unload(name, force=True):
-                await self._start_unload(name)
+                await self._start_unload(name, may_park=False)
 
     # -- the request path -------------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -193,6 +213,7 @@ class ModelPool:
             await asyncio.gather(*evictions)
             for other in decision.wait_for:
                 await self._settle(other)
+            tier = Tier.HOST if getattr(entry.model, "is_parked", False) else Tier.DISK
             start = time.perf_counter()
             await entry.model.load()
             seconds = time.perf_counter() - start
@@ -203,9 +224,12 @@ class ModelPool:
             raise errors.ModelLoadError(name, entry.last_error) from exc
         finally:
             self._notify()
-        self.ledger.loaded(name)
+        self.ledger.loaded(name, seconds)
         entry.load_seconds.append(seconds)
-        logger.info("loaded %s in %.2f s", name, seconds)
+        entry.loads_by_tier[tier.value] += 1
+        logger.info(
+            "loaded %s from %s in %.3f s", name, "host memory" if tier is Tier.HOST else "disk", seconds
+        )
         self.on_load(name, seconds)
         await self._kv_step(name, self.kv.on_loaded)
 
@@ -217,26 +241,57 @@ class ModelPool:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(task)
 
-    def _start_unload(self, name: str) -> asyncio.Task:
-        task = asyncio.create_task(self._unload_now(name), name=f"unload-{name}")
+    def _start_unload(self, name: str, may_park: bool = True) -> asyncio.Task:
+        task = asyncio.create_task(self._unload_now(name, may_park), name=f"unload-{name}")
         self._entries[name].unload_task = task
         return task
 
-    async def _unload_now(self, name: str) -> None:
-        """The ledger has marked `name` UNLOADING: free its memory, then tell the ledger."""
+    async def _unload_now(self, name: str, may_park: bool) -> None:
+        """The ledger has marked `name` UNLOADING: free its memory (all of it, or all but the
+        weights when the host tier takes them), then tell the ledger."""
         entry = self._entries[name]
+        to_host = may_park and self._choose_tier(name) is Tier.HOST
+        parked = False
         try:
-            await entry.model.unload()
+            await (entry.model.park() if to_host else entry.model.unload())
+            parked = to_host and entry.model.is_parked
         finally:
-            self.ledger.unloaded(name)
+            self.ledger.unloaded(name, parked=parked)
             self._notify()
         entry.num_unloads += 1
-        logger.info("unloaded %s", name)
+        entry.num_parks += parked
+        logger.info("unloaded %s to %s", name, "host memory" if parked else "disk")
         self.on_unload(name)
 
+    def _choose_tier(self, name: str) -> Tier:
+        """Where the ledger sends `name`'s weights; the parked models it drops for them are freed
+        first (no await in between: nothing can start reloading them meanwhile)."""
+        decision = self.ledger.choose_tier(name)
+        for victim in decision.drop:
+            self._free_parked(victim)
+        logger.info("unloading %s to %s: %s", name, decision.tier.value, decision.reason)
+        return decision.tier
+
+    def _drop(self, name: str) -> None:
+        """A parked model's weights go (to disk): the ledger first, then the memory."""
+        self.ledger.drop(name)
+        self._free_parked(name)
+
+    def _free_parked(self, name: str) -> None:
+        entry = self._entries[name]
+        entry.model.drop_parked()
+        entry.num_drops += 1
+        logger.info("dropped %s from host memory to disk", name)
+
     async def unload(self, name: str) -> bool:
-        """An admin unload: False when already cold; PinnedModelError, ModelBusyError as they say."""
+        """An admin unload: False when already cold; PinnedModelError, ModelBusyError as they say.
+        A resident model goes where its unload_to says (maybe host memory); a parked one is
+        dropped to disk, so unloading twice always returns all of its memory."""
         await self._settle(name)
+        if self.ledger.state(name) is State.PARKED:
+            self._drop(name)
+            self._notify()
+            return True
         if self.ledger.state(name) is not State.RESIDENT:
             return False
         try:
@@ -290,3 +345,14 @@ class ModelPool:
             pass
         except Exception:  # noqa: BLE001 - the KV size is an optimisation; serving goes on
             logger.exception("resizing the KV cache of %s failed", name)
+
+
+def _unload_to(model: ServedModel, wanted: UnloadTo) -> UnloadTo:
+    """`wanted`, or DISK for a model that cannot be parked (embedding models, for now)."""
+    if wanted is UnloadTo.DISK or (isinstance(model, ParkableModel) and model.can_park):
+        return wanted
+    if wanted is UnloadTo.HOST:
+        logger.warning(
+            "%s (%s) cannot be parked in host memory: its unloads go to disk", model.name, model.kind
+        )
+    return UnloadTo.DISK

@@ -50,6 +50,10 @@ class ModelInfo:
     num_unloads: int
     last_error: str | None
     source: str = ""  # what was loaded (alias, folder, .gguf): part of the server's fingerprint
+    parked_bytes: int = 0  # weights held in host memory (state "parked")
+    num_parks: int = 0  # unloads that kept the weights in host memory
+    num_drops: int = 0  # parked weights dropped to disk
+    loads_by_tier: tuple[tuple[str, int], ...] = ()  # ("disk", n), ("host", n): where loads read from
 
 
 class Router:
@@ -82,11 +86,12 @@ class Router:
         idle_timeout_s: float | None = None,
         priority: int = 0,
         source: str = "",
+        unload_to: str = "auto",
     ) -> None:
         """Registers a cold model (BudgetError if it could never fit beside the pinned ones)."""
         if model.name in self._handles:
             raise ValueError(f"two models are served as {model.name!r}; name them with served_name=spec")
-        self.pool.add(model, policy, idle_timeout_s, priority)
+        self.pool.add(model, policy, idle_timeout_s, priority, unload_to)
         handle_type = ChatHandle if model.kind == "chat" else EmbeddingHandle
         self._handles[model.name] = handle_type(self, model)
         self._sources[model.name] = source
@@ -146,6 +151,10 @@ class Router:
             num_unloads=entry.num_unloads,
             last_error=entry.last_error,
             source=self._sources.get(name, ""),
+            parked_bytes=self.pool.ledger.host.parked_bytes(name),
+            num_parks=entry.num_parks,
+            num_drops=entry.num_drops,
+            loads_by_tier=tuple(entry.loads_by_tier.items()),
         )
 
     def models(self) -> list[ModelInfo]:

@@ -26,6 +26,7 @@ class RouterConfig:
     on_demand: tuple[str, ...] | None = None
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     memory_budget: int | None = None  # None: the file's, else default_budget()
+    host_memory: int | None = None  # bytes for parked weights; None: the file's, else 0 (off)
     config_file: str | None = None
     dtype: str = "auto"
     device: str = "auto"
@@ -38,25 +39,30 @@ class RouterConfig:
     snapshots: bool = True  # automatic snapshots of chat models in the model cache
     model_configs: tuple[ModelConfig, ...] = field(default=(), compare=False)
     file_budget: int | None = field(default=None, compare=False)
+    file_host_memory: int = field(default=0, compare=False)
 
     def __post_init__(self) -> None:
         if self.default_max_tokens < 1:
             raise ValueError(f"default_max_tokens must be >= 1, got {self.default_max_tokens}")
         if self.max_queue is not None and self.max_queue < 0:
             raise ValueError(f"max_queue must be >= 0, got {self.max_queue}")
-        models, file_budget = self._models()
+        if self.host_memory is not None and self.host_memory < 0:
+            raise ValueError(f"host_memory must be >= 0, got {self.host_memory}")
+        models, file_budget, file_host_memory = self._models()
         object.__setattr__(self, "model_configs", models)
         object.__setattr__(self, "file_budget", file_budget)
+        object.__setattr__(self, "file_host_memory", file_host_memory)
 
-    def _models(self) -> tuple[tuple[ModelConfig, ...], int | None]:
+    def _models(self) -> tuple[tuple[ModelConfig, ...], int | None, int]:
         if self.config_file is not None:
             if self.models is not None or self.on_demand is not None:
                 raise ConfigError("--config: list the models in the file or in the flags, not both")
             file = load_config_file(self.config_file)
             budget = None if file.memory_budget is None else parse_bytes(file.memory_budget)
-            return file.models, budget
+            return file.models, budget, file.host_memory
         pinned = self.models if self.models is not None or self.on_demand else DEFAULT_MODELS
-        return models_from_flags(tuple(pinned or ()), tuple(self.on_demand or ()), self.idle_timeout_s), None
+        flags = models_from_flags(tuple(pinned or ()), tuple(self.on_demand or ()), self.idle_timeout_s)
+        return flags, None, 0
 
     def defaults(self) -> ServeDefaults:
         return ServeDefaults(
@@ -72,6 +78,10 @@ class RouterConfig:
 
     def budget_bytes(self) -> int:
         return self.memory_budget or self.file_budget or default_budget(self.device)
+
+    def host_budget_bytes(self) -> int:
+        """Host memory for parked weights: --host-memory, else the file's, else 0 (off)."""
+        return self.host_memory if self.host_memory is not None else self.file_host_memory
 
 
 def default_budget(device: str) -> int:

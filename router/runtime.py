@@ -48,7 +48,8 @@ class RouterRuntime:
     def __init__(self, config: RouterConfig, on_cold_start: ColdStartHook | None = None) -> None:
         self.config = config
         self.executor = DeviceExecutor(name=config.device)
-        self.router = Router(ModelPool(config.budget_bytes()), on_cold_start, config.default_max_tokens)
+        pool = ModelPool(config.budget_bytes(), host_budget_bytes=config.host_budget_bytes())
+        self.router = Router(pool, on_cold_start, config.default_max_tokens)
         self._served: dict[str, ModelConfig] = {}
         self._reload_lock = asyncio.Lock()
 
@@ -88,7 +89,9 @@ class RouterRuntime:
     async def _add(self, model: ModelConfig) -> None:
         kind = detect_kind(model.source)
         served = await asyncio.to_thread(served_model, model, kind, self.config, self.executor)
-        self.router.add(served, model.policy, model.idle_timeout_s, model.priority, model.source)
+        self.router.add(
+            served, model.policy, model.idle_timeout_s, model.priority, model.source, model.unload_to
+        )
         self._served[model.name] = model
 
     async def stop(self) -> None:

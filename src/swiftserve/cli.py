@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
         "on CPU, of device memory on CUDA); a config that can never fit is refused at start",
     )
     launch.add_argument(
+        "--host-memory",
+        type=_bytes,
+        help="host memory for the weights of unloaded models, so that their reload is one copy "
+        "(default: the config file's host_memory, else 0: an unload returns all memory)",
+    )
+    launch.add_argument(
         "--config", help="a YAML file of models and settings (see README); flags given as well win"
     )
     launch.add_argument("--host", default="127.0.0.1")
@@ -197,6 +203,7 @@ def _launch(args) -> int:
         on_demand=_specs(args.on_demand),
         idle_timeout_s=args.idle_timeout,
         memory_budget=args.memory_budget,
+        host_memory=args.host_memory,
         config_file=args.config,
         host=args.host,
         port=args.port,

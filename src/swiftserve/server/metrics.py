@@ -57,11 +57,12 @@ class _EngineStatsCollector:
         yield from (running, waiting, kv_usage, free_blocks, total_blocks, preemptions)
 
 
-_STATES = ("cold", "loading", "resident", "unloading")
+_STATES = ("cold", "loading", "resident", "unloading", "parked")
 
 
 class _ModelLifecycleCollector:
-    """Each model's state, resident bytes, loads and unloads, from the router's ModelInfo."""
+    """Each model's state, resident bytes, loads and unloads, and its host tier: parked bytes,
+    parks, drops to disk and loads by the tier they read the weights from (ModelInfo)."""
 
     def __init__(self, infos: Callable[[], Iterable]) -> None:
         self._infos = infos
@@ -75,13 +76,37 @@ class _ModelLifecycleCollector:
         )
         loads = CounterMetricFamily("swiftserve_model_loads", "Completed loads", labels=["model"])
         unloads = CounterMetricFamily("swiftserve_model_unloads", "Completed unloads", labels=["model"])
-        for info in self._infos():
+        infos = list(self._infos())
+        for info in infos:
             for name in _STATES:
                 state.add_metric([info.name, name], 1.0 if info.state == name else 0.0)
             resident.add_metric([info.name], info.resident_bytes)
             loads.add_metric([info.name], info.num_loads)
             unloads.add_metric([info.name], info.num_unloads)
         yield from (state, resident, loads, unloads)
+        yield from _host_tier_metrics(infos)
+
+
+def _host_tier_metrics(infos: list) -> tuple:
+    parked = GaugeMetricFamily(
+        "swiftserve_model_parked_bytes", "Weights held in host memory (parked)", labels=["model"]
+    )
+    parks = CounterMetricFamily("swiftserve_model_parks", "Unloads to host memory", labels=["model"])
+    drops = CounterMetricFamily(
+        "swiftserve_model_drops_to_disk", "Parked weights dropped to disk", labels=["model"]
+    )
+    by_tier = CounterMetricFamily(
+        "swiftserve_model_loads_by_tier",
+        "Completed loads by where the weights came from",
+        labels=["model", "tier"],
+    )
+    for info in infos:
+        parked.add_metric([info.name], info.parked_bytes)
+        parks.add_metric([info.name], info.num_parks)
+        drops.add_metric([info.name], info.num_drops)
+        for tier, count in info.loads_by_tier:
+            by_tier.add_metric([info.name, tier], count)
+    return parked, parks, drops, by_tier
 
 
 class ServerMetrics:

@@ -356,7 +356,8 @@ class EmbeddingResponse(Struct):
 
 class ModelCard(Struct):
     """OpenAI's model object, plus swiftserve's kind ("chat" / "embedding"), policy ("pinned" /
-    "on-demand"), state ("cold", "loading", "resident", "unloading") and, after a failed load,
+    "on-demand"), state ("cold", "loading", "resident", "unloading", "parked": unloaded with its
+    weights kept in host memory, so its reload is fast) and, after a failed load,
     the error that sent it back to cold (until a load succeeds)."""
 
     id: str
