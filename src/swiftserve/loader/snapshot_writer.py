@@ -43,6 +43,10 @@ class _Stored:
     names: list[str] = field(default_factory=list)
 
 
+_WRITE_BUFFER = 16 << 20  # small tensors and their padding reach the file in large writes
+_ZEROS = memoryview(bytes(2 << 20))
+
+
 def write_snapshot(
     path: str | Path,
     tensors: dict[str, torch.Tensor],
@@ -132,9 +136,21 @@ def _write_contents(file: BinaryIO, header: SnapshotHeader, stored: list[_Stored
     file.write(encoded)
     offsets = {entry.name: entry.offset for entry in header.tensors}
     for item in stored:
-        file.seek(offsets[item.names[0]])  # the gap before it stays a hole
+        # Zeros, not a hole, before each tensor: one sequential stream of large writes fills
+        # the page cache with 2 MiB folios, which a load maps with one entry per 2 MiB
+        # (snapshot_memory._populate); holes and seeks leave 4 KiB ones (22 ms to map SmolLM2
+        # right after its export, instead of 0.3). The gaps cost ~12% of the file on disk.
+        _pad_to(file, offsets[item.names[0]])
         file.write(_bytes_of(item.tensor))
-    file.truncate(header.file_size)
+    _pad_to(file, header.file_size)
+
+
+def _pad_to(file: BinaryIO, offset: int) -> None:
+    gap = offset - file.tell()
+    while gap > 0:
+        step = min(gap, len(_ZEROS))
+        file.write(_ZEROS[:step])
+        gap -= step
 
 
 @contextmanager
@@ -142,7 +158,7 @@ def _atomic_file(path: Path) -> Iterator[BinaryIO]:
     """A new file that replaces path only when the block finishes; removed on any failure."""
     fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as file:
+        with os.fdopen(fd, "wb", buffering=_WRITE_BUFFER) as file:
             yield file
             file.flush()
             os.fsync(file.fileno())
