@@ -7,6 +7,7 @@ one tensor.
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import mmap
 from collections.abc import Callable, Sequence
@@ -15,10 +16,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 import torch
+import xxhash
 
 from swiftserve.loader.chunk_read import Chunk, aligned_empty, read_into
 from swiftserve.loader.snapshot_errors import SnapshotTruncatedError
 from swiftserve.loader.snapshot_format import TENSOR_ALIGN, TensorEntry, align_up
+from swiftserve.loader.staged_read import CudaTransfer, Piece, StagingRing, pieces_of
 
 _MADV_POPULATE_READ = 22  # Linux 5.14+; not in Python's mmap constants yet
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -30,8 +33,12 @@ ChunkSpec = tuple[int, int, int]
 
 @dataclass(frozen=True)
 class StoredBytes:
+    """A stored tensor's bytes for a check; or, where they never sit whole in host memory (the
+    staged device path), their xxh3 digest computed piece by piece."""
+
     entry: TensorEntry
     data: memoryview | bytes
+    digest: int | None = None
 
 
 Check = Callable[[StoredBytes], None]
@@ -77,11 +84,14 @@ def read_tensors(
     device: torch.device,
     num_threads: int | None,
 ) -> dict[str, torch.Tensor]:
-    """Tensors in one fresh host allocation, each 4 KiB-aligned in it, then moved to device.
+    """Tensors in one fresh host allocation, each 4 KiB-aligned in it, then moved to device; on
+    CUDA, one device allocation filled through the pinned staging ring (_staged_tensors).
 
     The bytes come from the open file whose header was checked (through /proc/self/fd), not from
     whatever path names by now: a writer may have renamed a new snapshot over it meanwhile.
     """
+    if device.type == "cuda":
+        return _staged_tensors(file, path, entries, check, device)
     unique = _unique(entries)
     places = _compact_places(unique)
     total = places[-1] + unique[-1].nbytes if unique else 0
@@ -103,6 +113,52 @@ def read_tensors(
         by_key.clear()
         raise
     return {entry.name: by_key[entry.stored_key] for entry in entries}
+
+
+def _staged_tensors(
+    file: BinaryIO, path: Path, entries: Sequence[TensorEntry], check: Check | None, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """Tensors as views of one device allocation that the staging ring fills (staged_read.py):
+    host memory used is the ring's few slots, and checksums are hashed in the slots while the
+    previous slot copies to the device."""
+    unique = _unique(entries)
+    places = _compact_places(unique)
+    total = places[-1] + unique[-1].nbytes if unique else 0
+    arena = torch.empty(total, dtype=torch.uint8, device=device)
+    ring = StagingRing(CudaTransfer(device))
+    chunks = ((e.offset, e.nbytes, place) for e, place in zip(unique, places, strict=True))
+    hashes = PieceHashes(unique, check) if check is not None else None
+    try:
+        ring.load(_same_file(file, path), pieces_of(chunks, ring.slot_bytes), arena, hashes and hashes.add)
+    except EOFError as error:  # the file shrank after its header was checked
+        raise SnapshotTruncatedError(path, str(error)) from error
+    by_key = {
+        e.stored_key: arena[place : place + e.nbytes].view(_dtype(e)).view(e.shape)
+        for e, place in zip(unique, places, strict=True)
+    }
+    return {entry.name: by_key[entry.stored_key] for entry in entries}
+
+
+class PieceHashes:
+    """Each stored tensor's xxh3, updated piece by piece (pieces arrive in file order); the check
+    runs with the digest when a tensor's last piece has been seen."""
+
+    def __init__(self, unique: list[TensorEntry], check: Check) -> None:
+        self.unique, self.check = unique, check
+        self.starts = [entry.offset for entry in unique]
+        self.hashers: dict[int, xxhash.xxh3_64] = {}
+        for entry in unique:
+            if entry.nbytes == 0:  # no piece will ever come for it
+                check(StoredBytes(entry, b"", xxhash.xxh3_64_intdigest(b"")))
+
+    def add(self, piece: Piece, staged: torch.Tensor) -> None:
+        index = bisect.bisect_right(self.starts, piece.file_offset) - 1
+        entry = self.unique[index]
+        hasher = self.hashers.setdefault(index, xxhash.xxh3_64())
+        hasher.update(staged.numpy())
+        if piece.file_offset + piece.length == entry.offset + entry.nbytes:
+            del self.hashers[index]
+            self.check(StoredBytes(entry, b"", hasher.intdigest()))
 
 
 def fill_buffers(

@@ -9,7 +9,8 @@ Two ways to get the tensors (snapshot_memory.py):
   so a file in the page cache loads without a copy and its pages are shared with the cache. The
   tensors own the mapping: it is unmapped when the last of them is freed (the model unloaded).
 - "read": fresh memory, filled by large reads (the native multi-threaded reader when _C has
-  it); then moved to the device. The only way for a non-CPU device.
+  it). The only way for a non-CPU device: on CUDA the reads go through a ring of pinned host
+  buffers whose asynchronous copies to the device overlap the next reads (staged_read.py).
 Checksums are verified when verify=True, and with verify=None on the first use of a file
 (snapshot_verified.py records the files already verified).
 """
@@ -178,7 +179,8 @@ def _check_required(path: Path, header: SnapshotIndex, required: Collection[str]
 
 
 def _verify(path: Path, stored: StoredBytes) -> None:
-    if xxhash.xxh3_64_intdigest(stored.data) != stored.entry.xxh3:
+    digest = stored.digest if stored.digest is not None else xxhash.xxh3_64_intdigest(stored.data)
+    if digest != stored.entry.xxh3:
         raise SnapshotChecksumError(path, "checksum mismatch (the file is corrupt)", stored.entry.name)
 
 
