@@ -1,9 +1,11 @@
 """Automatic snapshots in the model cache (load_model with snapshot_cache) on a tiny Llama folder:
-written on the first load, used on the next, rebuilt when corrupt or stale, skipped with a warning
-when the cache cannot be written. Every load's tensors equal the source's."""
+written on the first load, used on the next, rebuilt when corrupt, stale, of the other kind or of
+another config, skipped with a warning when the cache cannot be written. Every load's tensors
+equal the source's."""
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import os
@@ -11,11 +13,13 @@ import os
 import pytest
 import torch
 from gguf_factory import tiny_hf_weights, write_tiny_gguf
-from snapshot_factory import is_mapped
+from snapshot_factory import is_mapped, rewrite_header
 
 from swiftserve.loader import load_config
 from swiftserve.loader.gguf_convert import convert_gguf
-from swiftserve.loader.snapshot_cache import cache_path
+from swiftserve.loader.snapshot_cache import cache_path, check_current, source_key
+from swiftserve.loader.snapshot_errors import SnapshotMismatchError, SnapshotStaleError
+from swiftserve.loader.snapshot_format import PoolingSpec
 from swiftserve.loader.snapshot_reader import load_snapshot, read_header
 from swiftserve.model_runner.model_loader import load_model
 
@@ -95,3 +99,49 @@ def test_unwritable_cache_serves_from_the_source(folder, tmp_path, caplog):
         model = _load(folder, cache)
     assert "cannot write the automatic snapshot" in caplog.text
     _same(_load(folder, None), model)
+
+
+def _rewrite_meta(path, **changes) -> None:
+    rewrite_header(path, lambda h: dataclasses.replace(h, meta=dataclasses.replace(h.meta, **changes)))
+
+
+def test_an_embedding_snapshot_at_its_path_is_rebuilt(folder, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    reference = _load(folder, cache)
+    path = cache_path(cache, folder, "float32")
+    _rewrite_meta(path, kind="embedding", pooling=PoolingSpec("mean", False, 8))
+    with caplog.at_level(logging.WARNING):
+        model = _load(folder, cache)
+    assert "kind 'embedding', expected 'chat'" in caplog.text
+    _same(reference, model)
+    assert read_header(path).meta.kind == "chat"
+
+
+def test_a_snapshot_of_another_config_is_rebuilt(folder, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    reference = _load(folder, cache)
+    path = cache_path(cache, folder, "float32")
+    # Same key and same shapes: only the config tells this file is of another model.
+    _rewrite_meta(path, hf_config={**load_config(folder), "rms_norm_eps": 0.5})
+    with caplog.at_level(logging.WARNING):
+        model = _load(folder, cache)
+    assert "config differs" in caplog.text
+    _same(reference, model)
+    assert read_header(path).meta.hf_config == load_config(folder)
+
+
+def test_check_current_names_each_reason_by_its_type(folder, tmp_path):
+    cache = tmp_path / "cache"
+    _load(folder, cache)
+    path, key, config = (
+        cache_path(cache, folder, "float32"),
+        source_key(folder, "float32"),
+        load_config(folder),
+    )
+    check_current(path, key, "chat", config)  # current: no error
+    with pytest.raises(SnapshotStaleError):
+        check_current(path, dataclasses.replace(key, fingerprint="another"), "chat", config)
+    with pytest.raises(SnapshotMismatchError, match="kind 'chat', expected 'embedding'"):
+        check_current(path, key, "embedding", config)
+    with pytest.raises(SnapshotMismatchError, match="config differs"):
+        check_current(path, key, "chat", {**config, "rms_norm_eps": 0.5})

@@ -43,3 +43,7 @@ class SnapshotMissingTensorError(SnapshotError):
 
 class SnapshotMismatchError(SnapshotError):
     """A valid snapshot of something else: another kind of model, or a tensor of another shape."""
+
+
+class SnapshotStaleError(SnapshotError):
+    """An automatic snapshot made from an older state of its source (its SourceKey differs)."""

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from swiftserve.kernels.dispatch import describe, preferred_backends
-from swiftserve.loader.snapshot_cache import cache_path, folder_meta, is_current, source_key, store
-from swiftserve.loader.snapshot_errors import SnapshotError, SnapshotMismatchError
+from swiftserve.loader.snapshot_cache import load_through_cache
+from swiftserve.loader.snapshot_errors import SnapshotMismatchError
 from swiftserve.loader.snapshot_modules import build_from_snapshot
 from swiftserve.loader.snapshot_reader import is_snapshot, read_index
 from swiftserve.models.gemma3 import Gemma3ForCausalLM
@@ -94,16 +94,14 @@ def _load_source(
 def _load_through_cache(
     folder: Path, hf_config: dict, dtype: torch.dtype, device: torch.device, backend: str | None, cache: Path
 ) -> LlamaForCausalLM | Gemma3ForCausalLM:
-    dtype_name = str(dtype).removeprefix("torch.")
-    key, path = source_key(folder, dtype_name), cache_path(cache, folder, dtype_name)
-    if is_current(path, key):
-        try:
-            return _load_snapshot(path, dtype, device, backend)
-        except SnapshotError as error:  # e.g. a checksum on its first use
-            logger.warning("automatic snapshot unusable, rebuilding it from its source: %s", error)
-    model = _load_source(folder, hf_config, dtype, device, "auto", backend, 0)
-    store(path, model, folder_meta(folder, "chat", key))
-    return model
+    return load_through_cache(
+        cache,
+        folder,
+        "chat",
+        dtype,
+        from_source=lambda: _load_source(folder, hf_config, dtype, device, "auto", backend, 0),
+        from_snapshot=lambda path: _load_snapshot(path, dtype, device, backend),
+    )
 
 
 def _load_snapshot(
