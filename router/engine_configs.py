@@ -36,7 +36,7 @@ class ServeDefaults:
     max_queue: int | None = None
     kv_cache_memory: int | None = None
     seed: int = 0
-    snapshot_cache: str | None = None  # automatic snapshots of chat models there (None: off)
+    snapshot_cache: str | None = None  # automatic snapshots of chat and embedding models there (None: off)
 
 
 def engine_config(model: ModelConfig, kind: ModelKind, defaults: ServeDefaults) -> EngineConfig:
@@ -56,7 +56,7 @@ def engine_config(model: ModelConfig, kind: ModelKind, defaults: ServeDefaults) 
         max_model_len=max_model_len,
         scheduler=SchedulerConfig(**{k: v for k, v in scheduler.items() if v is not None}),
         seed=defaults.seed,
-        snapshot_cache=defaults.snapshot_cache if kind == "chat" else None,
+        snapshot_cache=defaults.snapshot_cache,
     )
 
 

@@ -36,7 +36,7 @@ class RouterConfig:
     max_queue: int | None = None
     kv_cache_memory: int | None = None
     default_max_tokens: int = DEFAULT_MAX_TOKENS  # for requests that set no max_tokens
-    snapshots: bool = True  # automatic snapshots of chat models in the model cache
+    snapshots: bool = True  # automatic snapshots of chat and embedding models in the model cache
     model_configs: tuple[ModelConfig, ...] = field(default=(), compare=False)
     file_budget: int | None = field(default=None, compare=False)
     file_host_memory: int = field(default=0, compare=False)

@@ -116,6 +116,7 @@ def served_model(
             dtype=engine_cfg.dtype,
             device=engine_cfg.device,
             max_num_waiting=None if max_waiting is None else max(1, max_waiting),
+            snapshot_cache=engine_cfg.snapshot_cache,
         )
     from swiftserve.engine.chat_model import LocalChatModel
 

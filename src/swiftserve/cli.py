@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-snapshots",
         dest="snapshots",
         action="store_false",
-        help="do not write or read automatic snapshots of chat models in the model cache "
+        help="do not write or read automatic snapshots of chat and embedding models in the model cache "
         "(by default the first load of a folder, GGUF or alias writes one there and later loads read it)",
     )
     launch.add_argument(

@@ -18,8 +18,9 @@ class EngineConfig:
     committed only as blocks are used; under a memory budget the router grants blocks within it
     as demand asks); None takes a default of 512 MiB. max_model_len None takes the model's own limit.
     dtype "auto" is bfloat16 everywhere. device "auto" is cuda when available, else cpu.
-    snapshot_cache is a folder for automatic snapshots of chat models (loader/snapshot_cache.py):
-    the first load from a folder, GGUF or alias writes one, later loads read it; None: off.
+    snapshot_cache is a folder for automatic snapshots of chat and embedding models
+    (loader/snapshot_cache.py): the first load from a folder, GGUF or alias writes one, later loads
+    read it; None: off.
     """
 
     model: str

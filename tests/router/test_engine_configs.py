@@ -33,12 +33,12 @@ def test_flags_become_pinned_and_on_demand_models(tmp_path):
         models_from_flags((), ())
 
 
-def test_automatic_snapshots_go_to_the_model_cache_for_chat_models_only(monkeypatch, tmp_path):
+def test_automatic_snapshots_go_to_the_model_cache_for_both_kinds(monkeypatch, tmp_path):
     from swiftserve.router.router_config import RouterConfig
 
     defaults = ServeDefaults(snapshot_cache="/cache")
     assert engine_config(ModelConfig("c", "src"), "chat", defaults).snapshot_cache == "/cache"
-    assert engine_config(ModelConfig("e", "src"), "embedding", defaults).snapshot_cache is None
+    assert engine_config(ModelConfig("e", "src"), "embedding", defaults).snapshot_cache == "/cache"
     monkeypatch.setenv("SWIFTSERVE_CACHE", str(tmp_path))
     assert RouterConfig(models=("smollm2-135m-instruct",)).defaults().snapshot_cache == str(tmp_path)
     assert RouterConfig(models=("smollm2-135m-instruct",), snapshots=False).defaults().snapshot_cache is None

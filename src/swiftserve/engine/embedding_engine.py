@@ -34,8 +34,9 @@ from swiftserve.engine.embedding_inputs import (
 )
 from swiftserve.engine.errors import QueueFullError
 from swiftserve.loader import iter_weights, load_config, load_tokenizer, resolve_model
+from swiftserve.loader.snapshot_cache import load_through_cache
 from swiftserve.loader.snapshot_reader import is_snapshot
-from swiftserve.models.bert import BertEncoder, load_bert_encoder, load_bert_snapshot
+from swiftserve.models.bert import BertEncoder, load_bert_encoder, load_bert_snapshot, pooling_spec
 
 __all__ = ["EmbeddingEngine", "EmbeddingResult"]
 
@@ -55,7 +56,9 @@ class EmbeddingEngine:
     "all-minilm-l6-v2", a Hugging Face folder or a .swsnap snapshot). dtype "auto" is bfloat16,
     device "auto" is cuda when available. max_num_waiting bounds the embed() calls queued or
     running; past it embed() raises QueueFullError at once (None: unbounded). executor is the
-    device's stepping loop (None: a private one); name keys the engine on it.
+    device's stepping loop (None: a private one); name keys the engine on it. snapshot_cache is
+    a folder for automatic snapshots (loader/snapshot_cache.py, as EngineConfig.snapshot_cache):
+    the first load from a folder or alias writes one, later loads map it; None: off.
     """
 
     def __init__(
@@ -69,6 +72,7 @@ class EmbeddingEngine:
         max_num_waiting: int | None = None,
         executor: DeviceExecutor | None = None,
         name: str | None = None,
+        snapshot_cache: str | Path | None = None,
     ) -> None:
         if dtype != "auto" and dtype not in _DTYPES:
             raise ValueError(f"dtype must be 'auto' or one of {sorted(_DTYPES)}, got {dtype!r}")
@@ -82,7 +86,8 @@ class EmbeddingEngine:
         self.name = name or (Path(folder_or_spec).name if Path(folder_or_spec).exists() else folder_or_spec)
         self.device = torch.device(device)
         self.dtype = _DTYPES["bfloat16" if dtype == "auto" else dtype]
-        self.model = _load_encoder(folder, self.dtype, self.device)
+        cache = Path(snapshot_cache) if snapshot_cache else None
+        self.model = _load_encoder(folder, self.dtype, self.device, cache)
         self.dim = self.model.dim
         self.max_seq_length = self.model.pooling.max_seq_length
         self.vocab_size = self.model.config.vocab_size
@@ -247,11 +252,28 @@ class EmbeddingEngine:
         return to_token_ids(self._tokenizer, self.vocab_size, self.max_seq_length, inputs)
 
 
-def _load_encoder(source: Path, dtype: torch.dtype, device: torch.device) -> BertEncoder:
-    """From a snapshot file (tensors mapped or read in place), else from a Hugging Face folder."""
+def _load_encoder(
+    source: Path, dtype: torch.dtype, device: torch.device, snapshot_cache: Path | None = None
+) -> BertEncoder:
+    """From a snapshot file (tensors mapped or read in place), else from a Hugging Face folder:
+    through its automatic snapshot in snapshot_cache when one is given."""
     if is_snapshot(source):
         return load_bert_snapshot(source, dtype=dtype, device=device)
-    return load_bert_encoder(source, load_config(source), iter_weights(source), dtype=dtype, device=device)
+    if snapshot_cache is None:
+        return _load_folder(source, dtype, device)
+    return load_through_cache(
+        snapshot_cache,
+        source,
+        "embedding",
+        dtype,
+        from_source=lambda: _load_folder(source, dtype, device),
+        from_snapshot=lambda path: load_bert_snapshot(path, dtype=dtype, device=device),
+        pooling=pooling_spec,
+    )
+
+
+def _load_folder(folder: Path, dtype: torch.dtype, device: torch.device) -> BertEncoder:
+    return load_bert_encoder(folder, load_config(folder), iter_weights(folder), dtype=dtype, device=device)
 
 
 def _settle(request: EmbedRequest, exc: BaseException | None) -> None:

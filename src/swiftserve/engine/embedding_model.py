@@ -1,7 +1,8 @@
 """A local embedding model as the router serves it (engine/served_model.EmbeddingModel).
 
 Cold, it knows its tokenizer, dimension and footprint (weights only: an encoder keeps no KV cache)
-from the prepared folder; load() builds the EmbeddingEngine on the shared device executor.
+from the prepared folder; load() builds the EmbeddingEngine on the shared device executor, through
+the automatic snapshot in snapshot_cache when one is given (EngineConfig.snapshot_cache).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class LocalEmbeddingModel(ServedHandle):
         max_batch_tokens: int = 8192,
         max_batch_size: int = 64,
         max_num_waiting: int | None = None,
+        snapshot_cache: str | None = None,
     ) -> None:
         super().__init__()
         if dtype != "auto" and dtype not in _DTYPES:
@@ -43,6 +45,7 @@ class LocalEmbeddingModel(ServedHandle):
             max_batch_tokens=max_batch_tokens,
             max_batch_size=max_batch_size,
             max_num_waiting=max_num_waiting,
+            snapshot_cache=snapshot_cache,
         )
         self._footprint = encoder_footprint(self.folder, _DTYPES["bfloat16" if dtype == "auto" else dtype])
 

@@ -18,7 +18,7 @@ from swiftserve.loader.snapshot_modules import snapshot_tensors
 from swiftserve.loader.snapshot_reader import is_snapshot
 from swiftserve.loader.snapshot_writer import write_snapshot
 from swiftserve.model_runner.model_loader import load_model
-from swiftserve.models.bert import load_bert_encoder
+from swiftserve.models.bert import load_bert_encoder, pooling_spec
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # "auto" as `swiftserve launch` serves each kind.
@@ -50,8 +50,7 @@ def _load(folder: Path, kind: str, dtype: torch.dtype) -> tuple[torch.nn.Module,
     from swiftserve.loader import iter_weights
 
     model = load_bert_encoder(folder, load_config(folder), iter_weights(folder), dtype=dtype, device=cpu)
-    head = model.pooling
-    return model, PoolingSpec(mode=head.mode, normalize=head.normalize, max_seq_length=head.max_seq_length)
+    return model, pooling_spec(model)
 
 
 def _source_spec(source: str) -> str:

@@ -14,10 +14,14 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from swiftserve.loader.snapshot_format import PoolingSpec
 
 _ACTIVATIONS = {
     "gelu": lambda x: F.gelu(x),
@@ -330,6 +334,14 @@ def load_bert_encoder(
         model = BertEncoder(bert_config, pooling).to(dtype)
     model.load_weights(weights)
     return model.eval()
+
+
+def pooling_spec(model: BertEncoder) -> PoolingSpec:
+    """The encoder's head as a snapshot header records it (load_bert_snapshot reads it back)."""
+    from swiftserve.loader.snapshot_format import PoolingSpec
+
+    head = model.pooling
+    return PoolingSpec(mode=head.mode, normalize=head.normalize, max_seq_length=head.max_seq_length)
 
 
 def load_bert_snapshot(
