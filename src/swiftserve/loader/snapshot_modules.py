@@ -53,10 +53,6 @@ def snapshot_tensors(module: nn.Module) -> tuple[dict[str, torch.Tensor], frozen
     return {**tensors, **buffers}, frozenset(buffers)
 
 
-def expected_names(module: nn.Module) -> list[str]:
-    return [slot.name for slot in tensor_slots(module)]
-
-
 @dataclass(frozen=True)
 class TensorSlot:
     """Where one named tensor of a module lives: owner._parameters[attr] or owner._buffers[attr]."""
@@ -117,24 +113,6 @@ def _discard(pending: Future) -> None:
     traceback would otherwise keep the file mapped); its own error, if any, is moot."""
     with contextlib.suppress(BaseException):
         pending.result().tensors.clear()
-
-
-def load_into_skeleton(
-    skeleton: nn.Module,
-    path: str | Path,
-    *,
-    kind: str,
-    dtype: torch.dtype,
-    device: torch.device,
-    verify: bool | None = None,
-    method: str = "auto",
-) -> Snapshot:
-    """Fills skeleton (built on meta) from the snapshot at path; raises a SnapshotError when the
-    file is bad or holds another model. On failure the skeleton is half-filled: drop it."""
-    names = expected_names(skeleton)
-    snapshot = load_snapshot(path, required=names, device=device, verify=verify, method=method)
-    _fill(skeleton, snapshot, kind, dtype)
-    return snapshot
 
 
 def _fill(skeleton: nn.Module, snapshot: Snapshot, kind: str, dtype: torch.dtype) -> None:

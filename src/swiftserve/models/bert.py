@@ -349,7 +349,7 @@ def load_bert_snapshot(
 ) -> BertEncoder:
     """A BertEncoder from a snapshot file: built on meta, its parameters the snapshot's tensors."""
     from swiftserve.loader.snapshot_errors import SnapshotMismatchError
-    from swiftserve.loader.snapshot_modules import load_into_skeleton, meta_skeleton
+    from swiftserve.loader.snapshot_modules import build_from_snapshot
     from swiftserve.loader.snapshot_reader import read_index
 
     meta = read_index(path).meta
@@ -357,7 +357,7 @@ def load_bert_snapshot(
         raise SnapshotMismatchError(path, f"a {meta.kind} model, expected an embedding model")
     spec = meta.pooling
     pooling = PoolingConfig(mode=spec.mode, normalize=spec.normalize, max_seq_length=spec.max_seq_length)
-    with meta_skeleton():
-        model = BertEncoder(BertConfig.from_dict(meta.hf_config), pooling)
-    load_into_skeleton(model, path, kind="embedding", dtype=dtype, device=torch.device(device))
-    return model.eval()
+    config = BertConfig.from_dict(meta.hf_config)
+    return build_from_snapshot(
+        lambda: BertEncoder(config, pooling), path, kind="embedding", dtype=dtype, device=torch.device(device)
+    )
