@@ -20,7 +20,8 @@ weights are also written as a Hugging Face folder, so it has every row the real 
 End to end (--server-rounds): `swiftserve launch` with SmolLM2 on demand (idle timeout 1 s) and
 MiniLM pinned; each round waits until the chat model is cold, then times one streamed request
 (max_tokens 1) to its first token, then the same request again with the model resident; with
-automatic snapshots (the default) and with --no-snapshots (the load from the folder).
+automatic snapshots (the default), with --no-snapshots (the load from the folder), and with a
+host tier (--host-memory: the idle model is parked in host memory instead of unloaded).
 
     python benchmarks/cold_start.py [--big] [--repeats 3] [--server-rounds 5]
 """
@@ -270,16 +271,22 @@ def server_cold_start(rounds: int) -> dict:
 
     body = {"model": "chat", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "stream": True}
     out = {}
-    for label, extra in (("snapshots", []), ("no snapshots", ["--no-snapshots"])):
+    variants = (
+        ("snapshots", [], "cold"),
+        ("no snapshots", ["--no-snapshots"], "cold"),
+        ("host tier", ["--host-memory", "1GiB"], "parked"),  # unloaded to host memory, not to disk
+    )
+    for label, extra, idle_state in variants:
         args = ["--models", "emb=all-minilm-l6-v2", "--on-demand", "chat=smollm2-135m-instruct"]
         server = Server(
             label, [*args, "--idle-timeout", "1s", "--max-model-len", "512", *extra], "0,1", 2, LOGS
         )
         try:
             server.wait_ready()
+            _ttft(server, body, httpx)  # loaded once, so that going idle can park it (host tier)
             cold, warm = [], []
             for _ in range(rounds):
-                _wait_cold(server, httpx)
+                _wait_state(server, httpx, idle_state)
                 cold.append(_ttft(server, body, httpx))
                 warm.append(_ttft(server, body, httpx))
             out[label] = {"cold_ttft_s": cold, "resident_ttft_s": warm}
@@ -288,14 +295,14 @@ def server_cold_start(rounds: int) -> dict:
     return out
 
 
-def _wait_cold(server, httpx, timeout: float = 30.0) -> None:
+def _wait_state(server, httpx, state: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         models = httpx.get(server.base + "/v1/models", timeout=5).json()["data"]
-        if next(m["state"] for m in models if m["id"] == "chat") == "cold":
+        if next(m["state"] for m in models if m["id"] == "chat") == state:
             return
         time.sleep(0.1)
-    raise SystemExit("the on-demand model never went cold")
+    raise SystemExit(f"the on-demand model never became {state}")
 
 
 def _ttft(server, body: dict, httpx) -> float:
