@@ -183,7 +183,8 @@ class ModelPool:
                 await self._settle(name)
             else:
                 await self._report_kv_usage()  # so the ledger takes back only blocks unused now
-                if self.ledger.state(name) is not State.COLD:  # another request got there first
+                # Another request got there first unless it is still cold or parked.
+                if self.ledger.state(name) not in (State.COLD, State.PARKED):
                     continue
                 decision = self.ledger.admit(name)
                 if decision.admitted:
