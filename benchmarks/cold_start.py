@@ -37,12 +37,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 from benchmarks.common import print_table, write_json
-from benchmarks.page_cache import evict, warm
+from benchmarks.page_cache import TIMED_LOAD, best_of
 
 MODELS = {"smollm2-135m-instruct": "chat", "all-minilm-l6-v2": "embedding"}
 BIG = "llama-3.2-1b-dummy"
@@ -74,12 +73,6 @@ import torch
 from pathlib import Path
 
 way, kind, path = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-
-
-def touch(tensors):
-    for t in tensors:
-        flat = t.detach().reshape(-1).view(torch.uint8)
-        flat[:: 4096].sum()  # one byte per page: faults in a lazy mapping
 
 
 def loader():
@@ -118,12 +111,6 @@ def loader():
         return lambda: cls.from_pretrained(path, dtype=dtype).parameters()
     raise SystemExit(f"unknown way {way}")
 
-
-load = loader()
-start = time.perf_counter()
-tensors = list(load())
-touch(tensors)
-print(json.dumps({"seconds": time.perf_counter() - start}))
 """
 
 
@@ -132,22 +119,16 @@ def run_way(way: str, kind: str, path: Path, files: list[Path], cold: bool, repe
 
     def once() -> float:
         out = subprocess.run(
-            [sys.executable, "-c", WORKER, way, kind, str(path)], capture_output=True, text=True, check=False
+            [sys.executable, "-c", WORKER + TIMED_LOAD, way, kind, str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if out.returncode != 0:
             raise SystemExit(f"{way} on {path} failed:\n{out.stderr[-3000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
 
     return best_of(once, files, cold, repeats)
-
-
-def best_of(once: Callable[[], float], files: list[Path], cold: bool, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        for f in files:
-            evict(f) if cold else warm(f)
-        best = min(best, once())
-    return best
 
 
 def prepare(work: Path, big: bool) -> dict[str, dict]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+from collections.abc import Callable
 
 PAGE = mmap.PAGESIZE
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -83,3 +84,31 @@ def warm(path: str | os.PathLike, min_resident: float = 0.99) -> float:
     if held < min_resident:
         raise RuntimeError(f"{path}: only {held:.1%} of its pages stayed in the page cache after a full read")
     return held
+
+
+def best_of(once: Callable[[], float], files: list, cold: bool, repeats: int) -> float:
+    """The least of `repeats` calls of once(), each after evicting (cold) or warming `files`."""
+    best = float("inf")
+    for _ in range(repeats):
+        for f in files:
+            evict(f) if cold else warm(f)
+        best = min(best, once())
+    return best
+
+
+# The end of every load worker script (cold_start.py, peer_loaders.py): the script defines
+# loader(), which imports what it needs and returns the load as a function (imports are not load
+# time); this times it, touching one byte per page of every tensor, as the first forward would.
+TIMED_LOAD = r"""
+def touch(tensors):
+    for t in tensors:
+        flat = t.detach().reshape(-1).view(torch.uint8)
+        flat[:: 4096].sum()  # one byte per page: faults in a lazy mapping
+
+
+load = loader()
+start = time.perf_counter()
+tensors = list(load())
+touch(tensors)
+print(json.dumps({"seconds": time.perf_counter() - start}))
+"""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -36,7 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-from benchmarks.page_cache import evict, warm
+from benchmarks.page_cache import TIMED_LOAD, best_of
 
 PEERS: tuple[str, ...] = ("fastsafetensors", "tensorizer", "serverless-llm-store")
 MODULES = {
@@ -109,12 +110,6 @@ from pathlib import Path
 peer, files = sys.argv[1], [Path(f) for f in sys.argv[2:]]
 
 
-def touch(tensors):
-    for t in tensors:
-        flat = t.detach().reshape(-1).view(torch.uint8)
-        flat[:: 4096].sum()  # one byte per page: faults in a lazy mapping
-
-
 def loader():
     # The peer's load as a function, its modules imported first: imports are not load time.
     if peer == "fastsafetensors":
@@ -144,12 +139,6 @@ def loader():
         return lambda: load_dict(folder.name, {"": 0}, str(folder.parent)).values()
     raise SystemExit(f"unknown peer {peer}")
 
-
-load = loader()
-start = time.perf_counter()
-tensors = list(load())
-touch(tensors)
-print(json.dumps({"seconds": time.perf_counter() - start}))
 """
 
 
@@ -185,7 +174,10 @@ def load_seconds(peer: str, files: list[Path], python: str) -> float:
     server = _sllm_store_server(python, files[0].parent.parent) if peer == "serverless-llm-store" else None
     with server or contextlib.nullcontext():
         out = subprocess.run(
-            [python, "-c", LOAD, peer, *map(str, files)], capture_output=True, text=True, check=False
+            [python, "-c", LOAD + TIMED_LOAD, peer, *map(str, files)],
+            capture_output=True,
+            text=True,
+            check=False,
         )
     if out.returncode != 0:
         raise RuntimeError(f"{peer} on {files[0]} failed:\n{out.stderr[-3000:]}")
@@ -239,16 +231,6 @@ def _install_failure(venv: Path, peer: str) -> str:
     return ""
 
 
-def best_of(peer: str, files: list[Path], python: str, cold: bool, repeats: int) -> float:
-    """Best of `repeats` loads, each after evicting (cold) or warming `files`."""
-    best = float("inf")
-    for _ in range(repeats):
-        for f in files:
-            evict(f) if cold else warm(f)
-        best = min(best, load_seconds(peer, files, python))
-    return best
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("safetensors", type=Path, help="the model's .safetensors file")
@@ -266,7 +248,13 @@ def main() -> None:
                 print(f"{peer}: {files}", flush=True)
                 continue
             timing = {
-                c: best_of(peer, files, args.python, c == "cold", args.repeats) for c in ("warm", "cold")
+                c: best_of(
+                    functools.partial(load_seconds, peer, files, args.python),
+                    files,
+                    c == "cold",
+                    args.repeats,
+                )
+                for c in ("warm", "cold")
             }
             results[peer] = timing
             size = sum(os.path.getsize(f) for f in files)
