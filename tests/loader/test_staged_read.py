@@ -13,7 +13,7 @@ import pytest
 import torch
 from snapshot_factory import sample_tensors, write_sample
 
-from swiftserve.loader.snapshot_memory import PieceHashes, StoredBytes, _compact_places, _unique
+from swiftserve.loader.snapshot_memory import PieceHashes, StoredBytes, _arena_layout, _unique
 from swiftserve.loader.snapshot_reader import load_snapshot, read_header
 from swiftserve.loader.staged_read import Piece, StagingRing, pieces_of
 
@@ -102,9 +102,7 @@ def test_bad_arguments_are_refused(tmp_path):
 
 def _hash_through_ring(path, slot_bytes: int) -> dict[str, bool]:
     """Each stored tensor's piecewise digest, compared with its index entry."""
-    unique = _unique(read_header(path).tensors)
-    places = _compact_places(unique)
-    total = places[-1] + unique[-1].nbytes
+    unique, places, total = _arena_layout(read_header(path).tensors)
     seen: dict[str, bool] = {}
 
     def check(stored: StoredBytes) -> None:

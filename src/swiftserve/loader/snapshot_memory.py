@@ -92,9 +92,7 @@ def read_tensors(
     """
     if device.type == "cuda":
         return _staged_tensors(file, path, entries, check, device)
-    unique = _unique(entries)
-    places = _compact_places(unique)
-    total = places[-1] + unique[-1].nbytes if unique else 0
+    unique, places, total = _arena_layout(entries)
     arena = aligned_empty(total)  # 4 KiB-aligned: direct I/O wants aligned destinations
     base = arena.data_ptr()
     chunks = [(e.offset, e.nbytes, base + place) for e, place in zip(unique, places, strict=True)]
@@ -121,9 +119,7 @@ def _staged_tensors(
     """Tensors as views of one device allocation that the staging ring fills (staged_read.py):
     host memory used is the ring's few slots, and checksums are hashed in the slots while the
     previous slot copies to the device."""
-    unique = _unique(entries)
-    places = _compact_places(unique)
-    total = places[-1] + unique[-1].nbytes if unique else 0
+    unique, places, total = _arena_layout(entries)
     arena = torch.empty(total, dtype=torch.uint8, device=device)
     ring = StagingRing(CudaTransfer(device))
     chunks = ((e.offset, e.nbytes, place) for e, place in zip(unique, places, strict=True))
@@ -187,13 +183,16 @@ def _unique(entries: Sequence[TensorEntry]) -> list[TensorEntry]:
     return sorted(seen.values(), key=lambda e: e.offset)
 
 
-def _compact_places(unique: list[TensorEntry]) -> list[int]:
-    """Each tensor's offset in the arena: packed at 4 KiB, without the file's 2 MiB gaps."""
+def _arena_layout(entries: Sequence[TensorEntry]) -> tuple[list[TensorEntry], list[int], int]:
+    """The stored tensors in file order, each one's offset in a fresh arena (packed at 4 KiB,
+    without the file's 2 MiB gaps), and the arena's size."""
+    unique = _unique(entries)
     places, end = [], 0
     for entry in unique:
         places.append(end)
         end = align_up(end + entry.nbytes, TENSOR_ALIGN)
-    return places
+    total = places[-1] + unique[-1].nbytes if unique else 0
+    return unique, places, total
 
 
 def _view_of_mapping(mapping: mmap.mmap, entry: TensorEntry) -> torch.Tensor:
