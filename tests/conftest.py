@@ -1,9 +1,10 @@
-"""Shared fixtures: the real default models (fetched and converted once per machine) and the
-portable build of the C++ kernels."""
+"""Shared fixtures: the real default models (fetched and converted once per machine), the
+portable build of the C++ kernels, a device executor per module and a reader of this process's RSS."""
 
 from __future__ import annotations
 
 import functools
+import os
 
 import pytest
 import torch
@@ -80,3 +81,25 @@ def hf_greedy():
         return outs
 
     return generate
+
+
+@pytest.fixture(scope="module")
+def executor(request):
+    """One started device executor per test module (the engines of its served models share it)."""
+    from swiftserve.engine.device_executor import DeviceExecutor
+
+    ex = DeviceExecutor(request.module.__name__.rpartition(".")[2])
+    ex.start()
+    yield ex
+    ex.stop()
+
+
+@pytest.fixture
+def rss():
+    """A function that reads this process's resident memory in bytes (Linux /proc)."""
+
+    def read() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    return read

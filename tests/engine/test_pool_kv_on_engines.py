@@ -13,7 +13,6 @@ from tiny_chat import make_tiny_chat
 
 from swiftserve import LLM, EngineConfig, SamplingParams
 from swiftserve.engine.chat_model import LocalChatModel
-from swiftserve.engine.device_executor import DeviceExecutor
 
 BLOCK_BYTES = 2 * 2 * 2 * 32 * 4 * 16  # K+V, layers, kv heads, head_dim, float32, block size
 CONFIG = dict(max_model_len=128, kv_cache_memory=256 * BLOCK_BYTES, dtype="float32")
@@ -25,14 +24,6 @@ PROMPTS = [[5 + i, 17, 300 + 7 * i, 4000 + i, 12, 99, 1000 + 3 * i, 8, 77 + i] f
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory, smollm_dir):
     return make_tiny_chat(tmp_path_factory.mktemp("tiny") / "chat", smollm_dir)
-
-
-@pytest.fixture(scope="module")
-def executor():
-    ex = DeviceExecutor("kv-demand")
-    ex.start()
-    yield ex
-    ex.stop()
 
 
 async def _generate(model: LocalChatModel, prompt: list[int]) -> list[int]:

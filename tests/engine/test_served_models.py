@@ -4,7 +4,6 @@ returned, refusals while busy, and a chat and an embedding model stepping on one
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 
 import numpy as np
@@ -27,19 +26,6 @@ CHAT_CONFIG = dict(max_model_len=512, kv_cache_memory=32 << 20, dtype="float32")
 SMOLLM_PARAMS = 49152 * 576 + 30 * (576 * (576 + 2 * 192) + 576 * 576 + 3 * 576 * 1536 + 2 * 576) + 576
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-@pytest.fixture(scope="module")
-def executor():
-    ex = DeviceExecutor("served")
-    ex.start()
-    yield ex
-    ex.stop()
-
-
 @pytest.fixture(scope="module")
 def want(smollm_dir) -> list[int]:
     reference = LLM(str(smollm_dir), **CHAT_CONFIG)
@@ -55,6 +41,15 @@ async def _generate(model, prompt=PROMPT, params=GREEDY) -> list[int]:
     return outputs[-1].outputs[0].token_ids
 
 
+@pytest.fixture(scope="module")
+def executor():
+    # Its own name: a test below checks which executor thread steps each model.
+    ex = DeviceExecutor("served")
+    ex.start()
+    yield ex
+    ex.stop()
+
+
 def test_cold_chat_model_validates_but_does_not_serve(smollm_dir, executor) -> None:
     model = _chat(smollm_dir, executor)
     assert isinstance(model, ChatModel) and not model.is_resident
@@ -68,7 +63,7 @@ def test_cold_chat_model_validates_but_does_not_serve(smollm_dir, executor) -> N
         model.generate(PROMPT, GREEDY)
 
 
-def test_load_generate_unload_returns_the_memory_and_reloads(smollm_dir, executor, want) -> None:
+def test_load_generate_unload_returns_the_memory_and_reloads(smollm_dir, executor, rss, want) -> None:
     """Unloading must hand back at least 80% of the weight bytes in RSS. Measured on CPU (float32,
     513 MiB of weights): RSS falls by ~746 MiB (weights, the 32 MiB KV cache and the fused-decode
     table's buffers), back to within a few MiB of before the load. 80% leaves room for allocator
@@ -78,14 +73,14 @@ def test_load_generate_unload_returns_the_memory_and_reloads(smollm_dir, executo
 
     async def main() -> None:
         for _ in range(2):  # the second round: a reload after unload works the same
-            before = _rss()
+            before = rss()
             await model.load()
             await model.load()  # idempotent
             assert model.is_resident and await _generate(model) == want
-            loaded = _rss()
+            loaded = rss()
             await model.unload()
             await model.unload()  # idempotent
-            unloaded = _rss()
+            unloaded = rss()
             assert not model.is_resident
             assert loaded - unloaded >= 0.8 * weight_bytes, (before, loaded, unloaded)
             assert unloaded - before <= 0.2 * weight_bytes, (before, loaded, unloaded)

@@ -6,33 +6,17 @@ recently parked model to disk (its memory returned); unload_to disk never parks.
 from __future__ import annotations
 
 import asyncio
-import os
 
-import pytest
 from swiftserve.router.model_pool import ModelPool
 from swiftserve.scheduler.residency_types import State
 
 from swiftserve import SamplingParams
 from swiftserve.config import EngineConfig
 from swiftserve.engine.chat_model import LocalChatModel
-from swiftserve.engine.device_executor import DeviceExecutor
 from swiftserve.model_runner import model_runner
 
 GREEDY = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
 CONFIG = dict(max_model_len=256, kv_cache_memory=16 << 20)  # bfloat16 weights: ~270 MB
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-@pytest.fixture(scope="module")
-def executor():
-    ex = DeviceExecutor("host-tier")
-    ex.start()
-    yield ex
-    ex.stop()
 
 
 def _models(smollm_dir, executor, *names: str) -> list[LocalChatModel]:
@@ -86,7 +70,7 @@ def test_an_unloaded_model_parks_and_reloads_without_reading_its_weights(smollm_
     assert not chat.is_parked and not chat.is_resident  # shutdown returns everything
 
 
-def test_a_full_host_tier_drops_the_least_recently_parked_model_to_disk(smollm_dir, executor):
+def test_a_full_host_tier_drops_the_least_recently_parked_model_to_disk(smollm_dir, executor, rss):
     a, b = _models(smollm_dir, executor, "a", "b")
     pool = _pool([a, b], host_models=1.5)  # room for one parked model
 
@@ -94,9 +78,9 @@ def test_a_full_host_tier_drops_the_least_recently_parked_model_to_disk(smollm_d
         await _greedy(pool, "a")
         await _greedy(pool, "b")
         await pool.unload("a")
-        rss_two_parked_or_resident = _rss()
+        rss_two_parked_or_resident = rss()
         await pool.unload("b")  # parking b drops a (parked first) to disk
-        freed = rss_two_parked_or_resident - _rss()
+        freed = rss_two_parked_or_resident - rss()
         states = (pool.state("a"), pool.state("b"), a.is_parked, b.is_parked)
         drops = (pool.entry("a").num_drops, pool.entry("b").num_drops)
         assert await _greedy(pool, "a")  # from disk again
