@@ -8,52 +8,18 @@ Why the check: POSIX_FADV_DONTNEED is advice. The kernel drops only clean pages 
 (dirty pages are written back first only if they were synced; a live mmap pins them), so an
 unchecked "cold" run may read from memory. mincore(2) on a fresh PROT_READ mapping of the file
 reports, one byte per page, whether that page of the file is in the page cache right now; mapping
-without touching reads nothing, so the check itself does not warm the file.
+without touching reads nothing, so the check itself does not warm the file (swiftserve.loader
+.page_cache, which the snapshot reader uses too).
 """
 
 from __future__ import annotations
 
-import ctypes
-import mmap
 import os
 from collections.abc import Callable
 
-PAGE = mmap.PAGESIZE
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = [
-    ctypes.c_void_p,
-    ctypes.c_size_t,
-    ctypes.c_int,
-    ctypes.c_int,
-    ctypes.c_int,
-    ctypes.c_long,
-]
-_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_ubyte)]
-_MAP_FAILED = ctypes.c_void_p(-1).value
+from swiftserve.loader.page_cache import resident_fraction
 
-
-def resident_fraction(path: str | os.PathLike) -> float:
-    """The share of the file's pages in the page cache (mincore on an untouched mapping)."""
-    size = os.path.getsize(path)
-    if size == 0:
-        return 1.0
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        address = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
-        if address in (None, _MAP_FAILED):
-            raise OSError(ctypes.get_errno(), "mmap for mincore failed", str(path))
-        try:
-            pages = (size + PAGE - 1) // PAGE
-            vec = (ctypes.c_ubyte * pages)()
-            if _libc.mincore(address, size, vec) != 0:
-                raise OSError(ctypes.get_errno(), "mincore failed", str(path))
-            return sum(b & 1 for b in bytes(vec)) / pages
-        finally:
-            _libc.munmap(address, size)
-    finally:
-        os.close(fd)
+__all__ = ["best_of", "evict", "resident_fraction", "warm"]
 
 
 def evict(path: str | os.PathLike, max_resident: float = 0.01) -> float:

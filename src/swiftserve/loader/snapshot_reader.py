@@ -5,12 +5,13 @@ must lie inside the file; the tensors the caller requires must all be there. A f
 SnapshotError subclass naming the file (and the tensor) and leaves nothing mapped or allocated.
 
 Two ways to get the tensors (snapshot_memory.py):
-- "mmap" (the default on CPU): the file mapped copy-on-write, tensors are views of the mapping,
-  so a file in the page cache loads without a copy and its pages are shared with the cache. The
-  tensors own the mapping: it is unmapped when the last of them is freed (the model unloaded).
+- "mmap": the file mapped copy-on-write, tensors are views of the mapping, so a file in the page
+  cache loads without a copy and its pages are shared with the cache. The tensors own the
+  mapping: it is unmapped when the last of them is freed (the model unloaded).
 - "read": fresh memory, filled by large reads (the native multi-threaded reader when _C has
   it). The only way for a non-CPU device: on CUDA the reads go through a ring of pinned host
   buffers whose asynchronous copies to the device overlap the next reads (staged_read.py).
+"auto" on CPU maps a file that is in the page cache and reads one that is not (MAPPED_SHARE).
 Checksums are verified when verify=True, and with verify=None on the first use of a file
 (snapshot_verified.py records the files already verified).
 """
@@ -27,6 +28,7 @@ import msgspec
 import torch
 import xxhash
 
+from swiftserve.loader.page_cache import sampled_share
 from swiftserve.loader.snapshot_errors import (
     SnapshotChecksumError,
     SnapshotCorruptError,
@@ -51,6 +53,12 @@ from swiftserve.loader.snapshot_memory import StoredBytes, map_tensors, read_ten
 from swiftserve.loader.snapshot_verified import file_identity, is_verified, record_verified
 
 METHODS = ("auto", "mmap", "read")
+# "auto" on CPU maps the file when at least this share of it is in the page cache, else reads it.
+# Measured here (benchmarks/cold_start.py, SmolLM2's 300 MiB snapshot, evicted; 2 vCPU VM, ext4):
+# mapping a cold file faults it in at 0.35-0.9 s, while large buffered reads into fresh memory
+# take 0.24-0.30 s (the reads keep the disk's queue full; faults, even with 2 MiB folios, come a
+# few at a time); warm, the mapping costs no copy (~1 ms populated) where a read copies the file.
+MAPPED_SHARE = 0.9
 Header = TypeVar("Header", SnapshotHeader, SnapshotIndex)
 
 
@@ -103,20 +111,17 @@ def load_snapshot(
     """Every tensor of the snapshot at path, on device.
 
     required: names that must be in the index (SnapshotMissingTensorError otherwise). method:
-    "auto" (mmap on CPU, else read), "mmap" or "read". verify: True checks every checksum,
-    False none, None only on the first use of this file. num_threads: the read path's reader
-    threads (None: chunk_read's default, measured on this machine).
+    "auto" (on CPU mmap if the file is in the page cache, else read), "mmap" or "read".
+    verify: True checks every checksum, False none, None only on the first use of this file.
+    num_threads: the read path's reader threads (None: chunk_read's default, measured here).
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     path, device = Path(path), torch.device(device)
-    if method == "auto":
-        method = "mmap" if device.type == "cpu" else "read"
-    if method == "mmap" and device.type != "cpu":
-        raise ValueError(f"method 'mmap' maps the file into host memory; device {device} needs 'read'")
+    _check_method(method, device)
     with open(path, "rb") as file:
         header = _read_header(file, path, decode_index)
         _check_required(path, header, required)
+        if method == "auto":
+            method = _auto_method(file, header, device)
         identity = file_identity(file.fileno())
         must_verify = verify if verify is not None else not is_verified(path, identity)
         check = (lambda stored: _verify(path, stored)) if must_verify else None
@@ -127,6 +132,31 @@ def load_snapshot(
     if must_verify:
         record_verified(path, identity)
     return Snapshot(path, header, tensors, method)
+
+
+def resolve_method(path: str | Path, device: str | torch.device, method: str = "auto") -> str:
+    """The method load_snapshot would use right now: "mmap" or "read" (it decides again when
+    called: the page cache may change in between)."""
+    path, device = Path(path), torch.device(device)
+    _check_method(method, device)
+    if method != "auto":
+        return method
+    with open(path, "rb") as file:
+        return _auto_method(file, _read_header(file, path, decode_index), device)
+
+
+def _check_method(method: str, device: torch.device) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "mmap" and device.type != "cpu":
+        raise ValueError(f"method 'mmap' maps the file into host memory; device {device} needs 'read'")
+
+
+def _auto_method(file: BinaryIO, header: SnapshotIndex, device: torch.device) -> str:
+    if device.type != "cpu":
+        return "read"
+    spans = {(entry.offset, entry.nbytes) for entry in header.tensors}  # tied names share a span
+    return "mmap" if sampled_share(file.fileno(), sorted(spans)) >= MAPPED_SHARE else "read"
 
 
 def _read_header(file: BinaryIO, path: Path, decode: Callable[[bytes], Header]) -> Header:
