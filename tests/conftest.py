@@ -1,13 +1,37 @@
-"""Shared fixtures: the real default models (fetched and converted once per machine), the
-portable build of the C++ kernels, a device executor per module and a reader of this process's RSS."""
+"""Shared fixtures: the real default models (prepared once per machine by `make models`), the
+portable build of the C++ kernels, a device executor per module and a reader of this process's RSS.
+
+The tests never reach for the network: model hubs are unreachable on many machines, and a model
+that is not prepared fails its test at once, naming the command that prepares it.
+"""
 
 from __future__ import annotations
 
 import functools
 import os
+import sys
+from pathlib import Path
 
-import pytest
-import torch
+# Before anything imports huggingface_hub or transformers: they read these once, at import.
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "SWIFTSERVE_OFFLINE": "1"}
+os.environ.update(OFFLINE)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+    # `python -m pytest` from the root puts the root first on sys.path, and its kernels/ then
+    # shadows the installed `kernels` package that transformers imports: dozens of unrelated
+    # failures. Say so once instead.
+    if any(Path(entry or os.getcwd()).resolve() == ROOT for entry in sys.path):
+        raise pytest.UsageError(
+            f"the repository root ({ROOT}) is on sys.path, where its kernels/, router/ and "
+            "scheduler/ folders shadow installed packages of those names. Run `make test`, "
+            "`python -P -m pytest` or the `pytest` command instead of `python -m pytest`."
+        )
 
 
 @pytest.fixture(scope="session")

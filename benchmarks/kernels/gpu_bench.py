@@ -416,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {
         "device": device_name,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "triton": triton.__version__,
         "flash_attn": bench.fa is not None,

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import sys
 
+from swiftserve.loader.aliases import ModelFetchError
 from swiftserve.scheduler.memory_budget import parse_bytes
 from swiftserve.server.launch import DEFAULT_MAX_TOKENS, DEFAULT_MODELS, ServeConfig
 
@@ -149,8 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     _add_engine_args(generate)
 
-    pull = sub.add_parser("pull", help="download / convert a model into the local cache")
-    pull.add_argument("model", help="alias, folder or .gguf")
+    pull = sub.add_parser("pull", help="download / convert models into the local cache")
+    pull.add_argument("models", nargs="+", metavar="model", help="alias, folder or .gguf")
 
     snapshot = sub.add_parser(
         "snapshot", help="write a model as one snapshot file (.swsnap), a model source that loads fast"
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "snapshot":
             return _snapshot(args)
         return _pull(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, ModelFetchError) as exc:
         print(f"swiftserve: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -271,8 +272,8 @@ async def _generate(args) -> int:
 def _pull(args) -> int:
     from swiftserve.loader import resolve_model
 
-    path = resolve_model(args.model)
-    print(f"{args.model}: {path}")
+    for model in args.models:
+        print(f"{model}: {resolve_model(model)}")
     return 0
 
 

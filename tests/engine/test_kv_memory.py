@@ -13,10 +13,11 @@ import os
 import random
 
 import pytest
-from tiny_chat import make_tiny_chat
 
 from swiftserve import EngineConfig, SamplingParams
 from swiftserve.engine.llm_engine import LLMEngine
+
+from .tiny_chat import make_tiny_chat
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
 

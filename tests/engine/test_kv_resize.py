@@ -4,10 +4,11 @@ in the middle of generation keeps greedy outputs identical and leaks no block.""
 from __future__ import annotations
 
 import pytest
-from tiny_chat import make_tiny_chat
 
 from swiftserve import EngineConfig, SamplingParams
 from swiftserve.engine.llm_engine import LLMEngine
+
+from .tiny_chat import make_tiny_chat
 
 BLOCK_BYTES = 2 * 2 * 2 * 32 * 4 * 16  # K+V, layers, kv heads, head_dim, float32, block size
 CONFIG = dict(max_model_len=128, kv_cache_memory=64 * BLOCK_BYTES, dtype="float32")

@@ -9,10 +9,11 @@ import asyncio
 import pytest
 from swiftserve.router.model_pool import ModelPool
 from swiftserve.scheduler.kv_demand import IDLE_TICKS
-from tiny_chat import make_tiny_chat
 
 from swiftserve import LLM, EngineConfig, SamplingParams
 from swiftserve.engine.chat_model import LocalChatModel
+
+from .tiny_chat import make_tiny_chat
 
 BLOCK_BYTES = 2 * 2 * 2 * 32 * 4 * 16  # K+V, layers, kv heads, head_dim, float32, block size
 CONFIG = dict(max_model_len=128, kv_cache_memory=256 * BLOCK_BYTES, dtype="float32")

@@ -9,7 +9,11 @@ import pytest
 import torch
 from gguf import GGMLQuantizationType, GGUFReader
 from gguf.quants import dequantize
-from gguf_factory import (
+
+from swiftserve.loader import iter_weights, load_config, load_tokenizer
+from swiftserve.loader.gguf_convert import convert_gguf, llama3_rope_divisors, unpermute_rotary
+
+from .gguf_factory import (
     HEAD_DIM,
     HEADS,
     KV_HEADS,
@@ -18,9 +22,6 @@ from gguf_factory import (
     tiny_hf_weights,
     write_tiny_gguf,
 )
-
-from swiftserve.loader import iter_weights, load_config, load_tokenizer
-from swiftserve.loader.gguf_convert import convert_gguf, llama3_rope_divisors, unpermute_rotary
 
 Q = GGMLQuantizationType
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 
 import pytest
-from snapshot_factory import write_sample
 
 from swiftserve.loader.page_cache import PAGE, cached_share, resident_fraction, sampled_share
 from swiftserve.loader.snapshot_reader import MAPPED_SHARE, load_snapshot
+
+from .snapshot_factory import write_sample
 
 
 def _evict(path) -> float:

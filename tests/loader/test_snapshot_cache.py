@@ -12,8 +12,6 @@ import os
 
 import pytest
 import torch
-from gguf_factory import tiny_hf_weights, write_tiny_gguf
-from snapshot_factory import is_mapped, rewrite_header
 
 from swiftserve.loader import load_config
 from swiftserve.loader.gguf_convert import convert_gguf
@@ -22,6 +20,9 @@ from swiftserve.loader.snapshot_errors import SnapshotMismatchError, SnapshotSta
 from swiftserve.loader.snapshot_format import PoolingSpec
 from swiftserve.loader.snapshot_reader import load_snapshot, read_header
 from swiftserve.model_runner.model_loader import load_model
+
+from .gguf_factory import tiny_hf_weights, write_tiny_gguf
+from .snapshot_factory import is_mapped, rewrite_header
 
 CPU = torch.device("cpu")
 

@@ -13,7 +13,6 @@ import shutil
 
 import numpy as np
 import pytest
-from snapshot_factory import is_mapped, rewrite_header
 
 from swiftserve.engine.device_executor import DeviceExecutor
 from swiftserve.engine.embedding_engine import EmbeddingEngine
@@ -21,6 +20,8 @@ from swiftserve.loader import load_config
 from swiftserve.loader.snapshot_cache import cache_path
 from swiftserve.loader.snapshot_format import PoolingSpec
 from swiftserve.loader.snapshot_reader import load_snapshot, read_header
+
+from .snapshot_factory import is_mapped, rewrite_header
 
 SENTENCES = ["A man is eating food.", "The new movie is awesome", "hi"]
 

@@ -6,7 +6,6 @@ import gc
 import os
 
 import pytest
-from snapshot_factory import drop_entry, is_mapped, replace_entry, rewrite_header, write_sample
 
 from swiftserve.loader.snapshot_errors import (
     SnapshotChecksumError,
@@ -20,6 +19,8 @@ from swiftserve.loader.snapshot_errors import (
 from swiftserve.loader.snapshot_format import PREAMBLE
 from swiftserve.loader.snapshot_reader import load_snapshot, read_header
 from swiftserve.loader.snapshot_verified import marker_path
+
+from .snapshot_factory import drop_entry, is_mapped, replace_entry, rewrite_header, write_sample
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import gc
 
 import pytest
 import torch
-from snapshot_factory import META, is_mapped, sample_tensors, write_sample
 
 from swiftserve.loader import chunk_read
 from swiftserve.loader.snapshot_format import (
@@ -23,6 +22,8 @@ from swiftserve.loader.snapshot_reader import (
     read_index,
     unique_parameters,
 )
+
+from .snapshot_factory import META, is_mapped, sample_tensors, write_sample
 
 
 def test_layout_alignment_and_sharing(tmp_path):

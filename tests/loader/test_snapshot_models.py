@@ -12,13 +12,14 @@ import sys
 import numpy as np
 import pytest
 import torch
-from snapshot_factory import drop_entry, is_mapped, replace_entry, rewrite_header
 
 from swiftserve import LLM, SamplingParams
 from swiftserve.engine.embedding_engine import EmbeddingEngine
 from swiftserve.engine.snapshot_export import export_snapshot
 from swiftserve.loader import load_config, load_tokenizer, resolve_model
 from swiftserve.loader.snapshot_errors import SnapshotMismatchError, SnapshotMissingTensorError
+
+from .snapshot_factory import drop_entry, is_mapped, replace_entry, rewrite_header
 
 pytestmark = pytest.mark.slow
 

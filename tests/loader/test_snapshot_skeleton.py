@@ -6,11 +6,12 @@ import gc
 
 import pytest
 import torch
-from snapshot_factory import is_mapped, sample_tensors, write_sample
 from torch import nn
 
 from swiftserve.loader.snapshot_errors import SnapshotMismatchError, SnapshotMissingTensorError
 from swiftserve.loader.snapshot_modules import build_from_snapshot, tensor_slots
+
+from .snapshot_factory import is_mapped, sample_tensors, write_sample
 
 
 class _Holder(nn.Module):

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from snapshot_factory import META, sample_tensors, write_sample
 
 from swiftserve.loader import snapshot_writer
 from swiftserve.loader.snapshot_reader import load_snapshot
 from swiftserve.loader.snapshot_writer import write_snapshot
+
+from .snapshot_factory import META, sample_tensors, write_sample
 
 HERE = Path(__file__).parent
 

@@ -11,11 +11,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 import torch
-from snapshot_factory import sample_tensors, write_sample
 
 from swiftserve.loader.snapshot_memory import PieceHashes, StoredBytes, _arena_layout, _unique
 from swiftserve.loader.snapshot_reader import load_snapshot, read_header
 from swiftserve.loader.staged_read import Piece, StagingRing, pieces_of
+
+from .snapshot_factory import sample_tensors, write_sample
 
 
 class ThreadTransfer:

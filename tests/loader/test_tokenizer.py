@@ -159,9 +159,9 @@ SPM_TEXTS = ["hello world", " the  hello", "Hello, World!", "in the\nworld\t", "
 
 def test_sentencepiece_gguf_matches_transformers(tmp_path):
     transformers = pytest.importorskip("transformers")
-    from gguf_factory import tiny_hf_weights, write_tiny_gguf
-
     from swiftserve.loader.gguf_convert import convert_gguf
+
+    from .gguf_factory import tiny_hf_weights, write_tiny_gguf
 
     gguf_path = write_tiny_gguf(tmp_path / "spm.gguf", tiny_hf_weights(), tokenizer_model="llama")
     convert_gguf(gguf_path, tmp_path / "out", progress=False)

@@ -13,11 +13,12 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from conftest import ThreadServer, make_app
 from swiftserve.router.model_pool import ModelPool
 from swiftserve.router.router import Router
 
 from swiftserve.server.app import App
+
+from .thread_server import ThreadServer, make_app
 
 
 def _client(server, **kwargs) -> openai.OpenAI:

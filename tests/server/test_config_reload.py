@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from live_server import CHAT, EMBED, Server
+
+from .live_server import CHAT, EMBED, Server
 
 pytestmark = pytest.mark.slow
 

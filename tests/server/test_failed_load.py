@@ -7,7 +7,8 @@ import shutil
 
 import httpx
 import pytest
-from live_server import EMBED, Server
+
+from .live_server import EMBED, Server
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,8 @@ import time
 
 import httpx
 import pytest
-from live_server import CHAT, EMBED, Server, free_port
+
+from .live_server import CHAT, EMBED, Server, free_port
 
 pytestmark = pytest.mark.slow
 

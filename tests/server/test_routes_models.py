@@ -7,12 +7,13 @@ import time
 
 import httpx
 import pytest
-from conftest import ThreadServer
 from swiftserve.router.model_pool import ModelPool
 from swiftserve.router.router import Router
 
 from swiftserve.engine.served_model import Footprint
 from swiftserve.server.app import App
+
+from .thread_server import ThreadServer
 
 KEY = "k"
 AUTH = {"authorization": f"Bearer {KEY}"}

