@@ -35,7 +35,7 @@ from swiftserve.scheduler import residency_types as rt
 from swiftserve.scheduler.residency import ResidencyManager
 from swiftserve.scheduler.residency_types import LoadDecision, ModelBudget, Policy, State, Tier, UnloadTo
 
-from swiftserve.engine.errors import ModelNotLoadedError
+from swiftserve.engine.errors import ModelInUseError, ModelNotLoadedError
 from swiftserve.engine.served_model import ParkableModel, ServedModel
 
 logger = logging.getLogger("swiftserve.router")
@@ -125,6 +125,21 @@ class ModelPool:
     def state(self, name: str) -> State:
         return self.ledger.state(self._entry(name).model.name)
 
+    def disagreements(self) -> list[str]:
+        """Where the ledger and the models it counts differ (empty when they agree): a model is
+        resident in the ledger exactly when it holds an engine, parked exactly when it holds
+        parked weights. Models loading or unloading right now are skipped. Tests check this
+        after every load and unload they cause."""
+        found = []
+        for name, entry in self._entries.items():
+            state = self.ledger.state(name)
+            if state in (State.LOADING, State.UNLOADING):
+                continue
+            resident, parked = entry.model.is_resident, bool(getattr(entry.model, "is_parked", False))
+            if (state is State.RESIDENT) != resident or (state is State.PARKED) != parked:
+                found.append(f"{name}: ledger says {state.value}, model resident={resident} parked={parked}")
+        return found
+
     def _entry(self, name: str) -> PoolEntry:
         entry = self._entries.get(name)
         if entry is None:
@@ -140,18 +155,23 @@ class ModelPool:
         self._reaper = asyncio.create_task(self._reap_forever(), name="model-reaper")
 
     async def shutdown(self) -> None:
-        """Stops the reaper and unloads every model; errors of one don't stop the rest."""
+        """Stops the reaper and unloads every model, aborting what is still in flight; errors
+        of one don't stop the rest."""
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
         for name in self._entries:
-            with contextlib.suppress(Exception):
-                await self._settle(name)
+            await self._settle(name)
             if self.ledger.state(name) is State.PARKED:
                 self._drop(name)
-            if self.ledger.state(name) is State.RESIDENT and self.ledger.begin_unload(name, force=True):
-                await self._start_unload(name, may_park=False)
+            if self.ledger.state(name) is not State.RESIDENT:
+                continue
+            self.ledger.begin_unload(name, force=True, abort=True)
+            try:
+                await self._start_unload(name, may_park=False, force=True)
+            except Exception:  # noqa: BLE001 - the next models still unload
+                logger.exception("unloading %s at shutdown failed", name)
 
     # -- the request path -------------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -242,27 +262,39 @@ class ModelPool:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(task)
 
-    def _start_unload(self, name: str, may_park: bool = True) -> asyncio.Task:
-        task = asyncio.create_task(self._unload_now(name, may_park), name=f"unload-{name}")
+    def _start_unload(self, name: str, may_park: bool = True, force: bool = False) -> asyncio.Task:
+        task = asyncio.create_task(self._unload_now(name, may_park, force), name=f"unload-{name}")
         self._entries[name].unload_task = task
         return task
 
-    async def _unload_now(self, name: str, may_park: bool) -> None:
+    async def _unload_now(self, name: str, may_park: bool, force: bool = False) -> None:
         """The ledger has marked `name` UNLOADING: free its memory (all of it, or all but the
-        weights when the host tier takes them), then tell the ledger."""
+        weights when the host tier takes them), then tell the ledger what really happened."""
         entry = self._entries[name]
         to_host = may_park and self._choose_tier(name) is Tier.HOST
-        parked = False
         try:
-            await (entry.model.park() if to_host else entry.model.unload())
+            await (entry.model.park() if to_host else entry.model.unload(force=force))
+        except BaseException:
+            self._unload_did_not_finish(name)
+            raise
+        else:
             parked = to_host and entry.model.is_parked
-        finally:
             self.ledger.unloaded(name, parked=parked)
+        finally:
             self._notify()
         entry.num_unloads += 1
         entry.num_parks += parked
         logger.info("unloaded %s to %s", name, "host memory" if parked else "disk")
         self.on_unload(name)
+
+    def _unload_did_not_finish(self, name: str) -> None:
+        """The ledger follows the model: still resident (refused: requests in flight), or gone
+        (its engine was taken before the failure: nothing of it can serve or be freed later)."""
+        model = self._entries[name].model
+        if model.is_resident:
+            self.ledger.unload_failed(name)
+        else:
+            self.ledger.unloaded(name, parked=bool(getattr(model, "is_parked", False)))
 
     def _choose_tier(self, name: str) -> Tier:
         """Where the ledger sends `name`'s weights; the parked models it drops for them are freed
@@ -301,16 +333,24 @@ class ModelPool:
             raise errors.PinnedModelError(name) from None
         if not started:
             raise errors.ModelBusyError(name)
-        await asyncio.shield(self._start_unload(name))
+        try:
+            await asyncio.shield(self._start_unload(name))
+        except ModelInUseError:  # a request the ledger no longer counted (still aborting)
+            raise errors.ModelBusyError(name) from None
         return True
 
     async def reap(self) -> list[str]:
         """Unloads the on-demand models idle past their timeout; the names unloaded."""
         done = []
         for name in self.ledger.expired():
-            if self.ledger.begin_unload(name):
+            if not self.ledger.begin_unload(name):
+                continue
+            try:
                 await self._start_unload(name)
-                done.append(name)
+            except ModelInUseError:  # still resident; the next tick tries again
+                logger.info("%s is idle but still has requests in flight; not unloading it yet", name)
+                continue
+            done.append(name)
         return done
 
     async def _reap_forever(self) -> None:

@@ -185,13 +185,14 @@ class ResidencyManager:
             if other.lent_to == name:
                 other.lent_to = None
 
-    def begin_unload(self, name: str, *, force: bool = False) -> bool:
+    def begin_unload(self, name: str, *, force: bool = False, abort: bool = False) -> bool:
         """RESIDENT -> UNLOADING (an admin unload or an idle timeout); False, changing nothing,
-        while requests are in flight or holds exist. A pinned model needs force."""
+        while requests are in flight or holds exist, unless abort (a shutdown: the driver aborts
+        them). A pinned model needs force."""
         entry = self._expect(name, State.RESIDENT, "unload")
         if entry.spec.policy is Policy.PINNED and not force:
             raise PinnedModelError(f"{name!r} is pinned; unloading it needs force")
-        if entry.is_busy:
+        if entry.is_busy and not abort:
             return False
         entry.state = State.UNLOADING
         return True
@@ -219,6 +220,14 @@ class ResidencyManager:
         entry.state = State.PARKED if parked else State.COLD
         entry.unloads, entry.lent_to = entry.unloads + 1, None
         entry.extra_blocks = entry.used_blocks = 0
+
+    def unload_failed(self, name: str) -> None:
+        """UNLOADING -> RESIDENT: the unload did not happen (its weights are still held); a place
+        the host tier had counted for them is given back. A load it was evicted for fails."""
+        entry = self._expect(name, State.UNLOADING, "mark the unload failed of")
+        if self.host.is_parked(name):
+            self.host.unpark(name)
+        entry.state, entry.last_used = State.RESIDENT, self._clock()
 
     def drop(self, name: str) -> None:
         """PARKED -> COLD: the driver frees the parked weights (an admin unload, a shutdown)."""

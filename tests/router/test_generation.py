@@ -39,7 +39,7 @@ class EchoChat:
     async def load(self):
         self.is_resident = True
 
-    async def unload(self):
+    async def unload(self, *, force: bool = False):
         self.is_resident = False
 
     def apply_chat_template(self, messages, add_generation_prompt=True):

@@ -33,7 +33,7 @@ class FakeKVModel:
         self.num_blocks = self.backed = FLOOR
         self.is_resident = True
 
-    async def unload(self):
+    async def unload(self, *, force: bool = False):
         self.is_resident = False
 
     async def kv_usage(self) -> KvUsage:

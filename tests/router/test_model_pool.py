@@ -7,6 +7,7 @@ from swiftserve.router import errors
 from swiftserve.router.model_pool import ModelPool
 from swiftserve.scheduler.residency_types import BudgetError, State
 
+from swiftserve.engine.errors import ModelInUseError
 from swiftserve.engine.served_model import Footprint
 
 MB = 1_000_000
@@ -20,6 +21,7 @@ class FakeModel:
     def __init__(self, name, size, memory, load_s=0.01, fail=0):
         self.name, self.size, self.memory, self.load_s, self.fail = name, size, memory, load_s, fail
         self.loads = self.unloads = 0
+        self.engine_requests = 0
 
     @property
     def is_resident(self):
@@ -37,8 +39,10 @@ class FakeModel:
         self.memory[self.name] = self.size
         self.loads += 1
 
-    async def unload(self):
+    async def unload(self, *, force: bool = False):
         await asyncio.sleep(0.001)
+        if self.engine_requests and not force:  # requests the ledger does not count
+            raise ModelInUseError(self.name, self.engine_requests)
         del self.memory[self.name]
         self.unloads += 1
 
@@ -65,7 +69,8 @@ async def _use(pool, name, hold: asyncio.Event | None = None):
     async with pool.use(name) as (model, was_cold):
         if hold is not None:
             await hold.wait()
-        return model.name, was_cold
+    assert pool.disagreements() == []
+    return model.name, was_cold
 
 
 def test_pinned_load_at_start_and_on_demand_on_first_use():
@@ -205,3 +210,47 @@ def test_a_model_that_can_never_fit_is_refused_when_added():
     pool.add(FakeModel("pin", 70 * MB, {}), "pinned")
     with pytest.raises(BudgetError):
         pool.add(FakeModel("pin2", 40 * MB, {}), "pinned")
+
+
+def test_an_unload_the_model_refuses_keeps_it_resident_in_the_ledger():
+    """The engine still holds a request the ledger no longer counts (a client gone, its abort
+    not yet done): the admin unload is ModelBusyError, the reaper tries again on a later tick,
+    and the ledger never says cold while the memory is held."""
+
+    async def main():
+        clock = Clock()
+        pool, models, memory = _pool([("a", 40 * MB, "on-demand"), ("b", 40 * MB, "on-demand")], clock=clock)
+        await pool.start()
+        await _use(pool, "a")
+        await _use(pool, "b")
+        models["a"].engine_requests = 1
+        with pytest.raises(errors.ModelBusyError):
+            await pool.unload("a")
+        assert (pool.state("a"), set(memory), pool.disagreements()) == (State.RESIDENT, {"a", "b"}, [])
+        clock.now = 11.0  # both idle past their timeout
+        assert await pool.reap() == ["b"]  # a refused, b still unloaded
+        assert (pool.state("a"), set(memory), pool.disagreements()) == (State.RESIDENT, {"a"}, [])
+        models["a"].engine_requests = 0
+        assert await pool.reap() == []  # the refusal counts as a use: idle again from now on
+        clock.now = 22.0
+        assert await pool.reap() == ["a"]
+        assert (pool.state("a"), memory, pool.ledger.committed_bytes()) == (State.COLD, {}, 0)
+
+    asyncio.run(main())
+
+
+def test_shutdown_unloads_a_model_with_requests_in_flight_and_the_next_ones():
+    async def main():
+        pool, models, memory = _pool([("a", 40 * MB, "pinned"), ("b", 40 * MB, "on-demand")])
+        await pool.start()
+        await _use(pool, "b")
+        gate = asyncio.Event()
+        request = asyncio.create_task(_use(pool, "a", gate))
+        await asyncio.sleep(0.01)
+        models["a"].engine_requests = 1
+        await pool.shutdown()
+        gate.set()
+        await request
+        return memory, pool.disagreements(), pool.ledger.committed_bytes()
+
+    assert asyncio.run(main()) == ({}, [], 0)

@@ -206,3 +206,17 @@ def test_measured_load_times_become_the_reload_costs_of_their_tier():
 def test_unload_to_host_beyond_the_host_budget_is_refused_when_added():
     with pytest.raises(BudgetError, match="unload_to host"):
         ledger(100, 30, spec("a", 40, unload_to=HOST))
+
+
+def test_a_failed_unload_is_resident_again_and_gives_back_its_host_place():
+    clock = Clock()
+    mgr = ledger(100, 60, spec("a", 50), clock=clock)
+    load(mgr, "a")
+    assert mgr.begin_unload("a") and mgr.choose_tier("a").tier is Tier.HOST
+    assert mgr.host.used_bytes() == 50
+    clock.now = 7.0
+    mgr.unload_failed("a")  # the driver found requests in flight after all
+    assert (mgr.state("a"), mgr.committed_bytes(), mgr.host.used_bytes()) == (State.RESIDENT, 50, 0)
+    m = mgr.models()[0]
+    assert (m.loads, m.unloads, m.last_used) == (1, 0, 7.0)
+    assert unload(mgr, "a").tier is Tier.HOST  # and a later unload goes through as usual

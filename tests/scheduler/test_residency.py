@@ -438,6 +438,26 @@ def test_begin_unload_of_a_pinned_model_needs_force():
     assert mgr.state("p") is State.UNLOADING
 
 
+def test_a_shutdown_unload_takes_a_model_with_requests_in_flight():
+    mgr = ledger(100, spec("p", 50, "pinned"), spec("a", 30))
+    load(mgr, "p", "a")
+    mgr.acquire("p")
+    mgr.hold("a")
+    assert mgr.begin_unload("p", force=True, abort=True) is True
+    assert mgr.begin_unload("a", abort=True) is True
+    mgr.unloaded("p")
+    mgr.release("p")  # the aborted request ends after the unload
+    assert states(mgr) == {"p": "cold", "a": "unloading"}
+    assert mgr.committed_bytes() == 30
+
+
+def test_unload_failed_needs_an_unload_in_progress():
+    mgr = ledger(100, spec("a", 50))
+    load(mgr, "a")
+    with pytest.raises(ResidencyStateError):
+        mgr.unload_failed("a")
+
+
 @pytest.mark.parametrize(
     "setup, call, message",
     [

@@ -168,7 +168,7 @@ class FakeServed:
     async def load(self) -> None:
         pass
 
-    async def unload(self) -> None:
+    async def unload(self, *, force: bool = False) -> None:
         await self.engine.shutdown()
 
     def __getattr__(self, name):

@@ -21,7 +21,7 @@ from swiftserve.server.errors import from_exception
         (errors.ModelLoadError("m", "boom"), 503, "model_load_failed", None),
         (errors.ModelBusyError("m"), 409, "model_busy", None),
         (errors.PinnedModelError("m"), 409, "model_pinned", None),
-        (errors.RequestAbortedError("gone"), 500, "aborted", None),
+        (errors.RequestAbortedError("gone"), 503, "aborted", None),
         (errors.RouterClosedError("closing"), 503, "service_unavailable", None),
         (engine.QueueFullError("full"), 429, "queue_full", None),
     ],

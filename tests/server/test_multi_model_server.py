@@ -6,6 +6,7 @@ budget too small for both models at once still answering everyone by eviction.""
 from __future__ import annotations
 
 import concurrent.futures
+import signal
 import subprocess
 import sys
 import time
@@ -69,6 +70,74 @@ def test_admin_load_and_unload_with_a_request_in_flight(scaled):
     assert httpx.post(scaled.url + "/v1/models/chat2/unload").json()["result"] == "unloaded"
     pinned = httpx.post(scaled.url + "/v1/models/smollm2-135m-instruct/unload")
     assert pinned.status_code == 409 and pinned.json()["error"]["code"] == "model_pinned"
+
+
+def _stream_then_drop(url: str, model: str, events: int) -> int:
+    """A streamed chat request whose client closes the connection after `events` events."""
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "Count from one to one hundred."}],
+        "max_tokens": 32,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    seen = 0
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=120) as reply:
+        assert reply.status_code == 200
+        for line in reply.iter_lines():
+            seen += line.startswith("data:")
+            if seen == events:
+                break
+    return seen
+
+
+def test_unload_right_after_a_dropped_stream_frees_the_memory(scaled):
+    """Was: HTTP 500 (ModelInUseError) and /v1/models saying cold while the weights stayed mapped.
+    Now the unload answers 200, or 409 model_busy while the server has not yet seen the client
+    go (then a retry succeeds); cold always means the memory really came back."""
+    weights = 134_515_008 * 2  # SmolLM2-135M parameters in bfloat16
+    for _ in range(3):
+        assert httpx.post(scaled.url + "/v1/models/chat2/load", timeout=120).status_code == 200
+        loaded = scaled.rss()
+        assert _stream_then_drop(scaled.url, "chat2", events=3) == 3
+        codes = []
+        deadline = time.monotonic() + 10
+        while not codes or codes[-1] == 409:
+            assert time.monotonic() < deadline, codes
+            reply = httpx.post(scaled.url + "/v1/models/chat2/unload", timeout=60)
+            codes.append(reply.status_code)
+            assert reply.status_code in (200, 409), reply.text
+            if reply.status_code == 409:
+                assert reply.json()["error"]["code"] == "model_busy"
+                time.sleep(0.05)
+        assert reply.json()["result"] == "unloaded"
+        assert scaled.states()["chat2"] == "cold"
+        assert scaled.metric('swiftserve_model_resident_bytes{model="chat2"}') == 0
+        time.sleep(0.5)
+        assert loaded - scaled.rss() > 0.7 * weights, (loaded, scaled.rss())
+
+
+def test_shutdown_with_a_stream_in_flight_aborts_it_cleanly(smollm_dir):
+    """SIGTERM while a client streams: the client gets an error event, the server exits 0 and
+    logs no error (was: `engine shutdown failed` with a ModelInUseError traceback)."""
+    server = Server("--models", CHAT, "--max-model-len", "512", "--kv-cache-memory", "64MiB")
+    body = {
+        "model": CHAT,
+        "messages": [{"role": "user", "content": "Count from one to one thousand."}],
+        "max_tokens": 400,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    events = []
+    with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=120) as reply:
+        for line in reply.iter_lines():
+            if line.startswith("data:"):
+                events.append(line)
+            if len(events) == 2 and server.process.poll() is None:
+                server.process.send_signal(signal.SIGTERM)
+    out = server.stop()
+    assert any('"error"' in event for event in events), events[-3:]
+    assert "Traceback" not in out and "shutdown failed" not in out, out
 
 
 def test_a_budget_for_one_model_at_a_time_answers_everyone(smollm_dir, minilm_dir):

@@ -33,7 +33,7 @@ class FakeModel:
             raise OSError("weights missing")
         self.is_resident = True
 
-    async def unload(self) -> None:
+    async def unload(self, *, force: bool = False) -> None:
         self.is_resident = False
 
 

@@ -11,6 +11,8 @@ cumulative, so a slow consumer simply skips to the latest one.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -143,7 +145,9 @@ class AsyncEngine:
         finally:
             self._streams.pop(request_id, None)
             if not finished:
-                self.abort(request_id)
+                # Wait for the engine to drop it: once the caller is told the stream is closed,
+                # the model holds nothing of it (an unload that follows finds nothing in flight).
+                await self._abort_and_wait(request_id)
 
     async def _next(self, stream: asyncio.Queue) -> RequestOutput:
         items = [await stream.get()]
@@ -155,17 +159,26 @@ class AsyncEngine:
         return items[-1]
 
     def abort(self, request_id: str) -> None:
-        """Stops the request; a stream still reading it ends with its "abort" output."""
+        """Stops the request (between two steps, soon after this returns); a stream still
+        reading it ends with its "abort" output."""
+        self._submit_abort(request_id)
 
+    async def _abort_and_wait(self, request_id: str) -> None:
+        done = self._submit_abort(request_id)
+        if done is not None:
+            with contextlib.suppress(ExecutorStoppedError):
+                await asyncio.shield(asyncio.wrap_future(done))
+
+    def _submit_abort(self, request_id: str) -> concurrent.futures.Future | None:
         def abort_now() -> None:
             output = self.engine.abort_request(request_id)
             if output is not None:
                 self._call_soon(self._deliver, request_id, output)
 
         try:
-            self._executor.call(abort_now)
+            return self._executor.call(abort_now)
         except ExecutorStoppedError:  # shut down: nothing is stepping it any more
-            pass
+            return None
 
     # -- callbacks (executor thread) -------------------------------------------------------------
     def _on_outputs(self, outputs: list[RequestOutput]) -> None:

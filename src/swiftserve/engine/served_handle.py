@@ -2,7 +2,8 @@
 
 A handle is cold until load(): then it builds its engine off the event loop (the weights load in
 a worker thread), starts it on the device executor and is resident. unload() refuses while
-requests are in flight, else stops the engine, drops it and returns its memory (engine/memory.py).
+requests are in flight (unless forced: a shutdown aborts them), else stops the engine, drops it
+and returns its memory (engine/memory.py).
 park() is an unload that keeps the weights in host memory (engine/host_park.py): the next load()
 builds the engine around them instead of reading them again; drop_parked() frees them. A subclass
 that can park implements `_park` and `_build_from_parked` (chat models do; embedding models do not
@@ -99,9 +100,10 @@ class ServedHandle:
         self.num_weight_loads += not from_host
         logger.info("%s is resident (weights from %s)", self.name, "host memory" if from_host else "disk")
 
-    async def unload(self) -> None:
-        """Stops serving and frees everything: the engine, or the parked weights of a parked model."""
-        engine = await self._take_engine()
+    async def unload(self, *, force: bool = False) -> None:
+        """Stops serving and frees everything: the engine, or the parked weights of a parked model.
+        ModelInUseError while requests are in flight, unless force (they are aborted then)."""
+        engine = await self._take_engine(force)
         if engine is None:
             self.drop_parked()
             return
@@ -130,12 +132,13 @@ class ServedHandle:
         return_freed_memory()
         logger.info("%s dropped from host memory to disk", self.name)
 
-    async def _take_engine(self) -> Any:
-        """The engine, detached from the handle (None when cold); ModelInUseError while busy."""
+    async def _take_engine(self, force: bool = False) -> Any:
+        """The engine, detached from the handle (None when cold); ModelInUseError while busy,
+        unless force (stopping the engine aborts what is in flight)."""
         if self._loading is not None:  # let a load in progress finish, then undo it
             await asyncio.gather(asyncio.shield(self._loading), return_exceptions=True)
         engine = self._engine
-        if engine is not None and engine.num_in_flight:
+        if engine is not None and engine.num_in_flight and not force:
             raise ModelInUseError(self.name, engine.num_in_flight)
         self._engine = None  # from here on new requests get ModelNotLoadedError
         return engine

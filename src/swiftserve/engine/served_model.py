@@ -39,8 +39,9 @@ class ServedModel(Protocol):
         """Builds weights and KV cache and starts serving; raises if the model cannot load."""
         ...
 
-    async def unload(self) -> None:
-        """Stops serving (nothing may be in flight) and frees the weights and the KV cache."""
+    async def unload(self, *, force: bool = False) -> None:
+        """Stops serving and frees the weights and the KV cache. Refuses (ModelInUseError) while
+        requests are in flight, unless force: then they are aborted (a shutdown)."""
         ...
 
 

@@ -155,5 +155,7 @@ def _router_error(exc, router, model: str) -> APIError:
     if isinstance(exc, router.ModelLoadError):
         return APIError(503, message, type="server_error", code="model_load_failed")
     if isinstance(exc, router.RequestAbortedError):
-        return APIError(500, "The request was aborted by the engine.", type="server_error", code="aborted")
+        # A shutdown (or a dead engine) ended it: unavailable now, not a server bug.
+        message = "The request was aborted: the server is shutting down or stopped its model."
+        return APIError(503, message, type="server_error", code="aborted")
     return service_unavailable(message)  # RouterClosedError
