@@ -49,6 +49,19 @@ DEFAULT_LOAD_TIMEOUT_S = 300.0
 REAP_INTERVAL_S = 0.5
 
 
+@dataclass(frozen=True)
+class Registration:
+    """One model to serve and how it stays resident (what `add` takes). source: what was loaded
+    (alias, folder, file), shown in /v1/models."""
+
+    model: ServedModel
+    policy: Policy | str
+    idle_timeout_s: float | None = None
+    priority: int = 0
+    unload_to: UnloadTo | str = UnloadTo.AUTO
+    source: str = ""
+
+
 @dataclass
 class PoolEntry:
     model: ServedModel
@@ -97,21 +110,29 @@ class ModelPool:
     ) -> None:
         """Registers a cold model; BudgetError now if it could never fit beside the pinned ones
         (or the host tier, for unload_to host)."""
-        fp = model.footprint()
-        budget = ModelBudget(
-            name=model.name,
-            weight_bytes=fp.weight_bytes,
-            kv_block_bytes=fp.kv_block_bytes,
-            kv_floor_blocks=fp.kv_floor_blocks,
-            policy=policy,
-            idle_timeout_s=idle_timeout_s if Policy(policy) is Policy.ON_DEMAND else None,
-            reload_cost_s=fp.weight_bytes / ASSUMED_LOAD_BYTES_PER_S,
-            priority=priority,
-            unload_to=_unload_to(model, UnloadTo(unload_to)),
-            host_reload_cost_s=fp.weight_bytes / ASSUMED_HOST_RELOAD_BYTES_PER_S,
-        )
-        self.ledger.add(budget)
-        self._entries[model.name] = PoolEntry(model, budget)
+        self.add_all([Registration(model, policy, idle_timeout_s, priority, unload_to)])
+
+    def add_all(self, registrations: list[Registration]) -> None:
+        """Registers several cold models, all or none (BudgetError: none of them)."""
+        budgets = [_budget(r) for r in registrations]
+        self.ledger.add_all(budgets)
+        for registration, budget in zip(registrations, budgets, strict=True):
+            self._entries[budget.name] = PoolEntry(registration.model, budget)
+
+    async def remove(self, name: str) -> None:
+        """Unloads a model completely (pinned or not; nothing kept in host memory) and forgets
+        it. ModelBusyError while requests of it are in flight."""
+        self._entry(name)
+        await self._settle(name)
+        if self.ledger.state(name) is State.PARKED:
+            self._drop(name)
+        if self.ledger.state(name) is State.RESIDENT:
+            if not self.ledger.begin_unload(name, force=True):
+                raise errors.ModelBusyError(name)
+            await self._start_unload(name, may_park=False)
+        self.ledger.remove(name)
+        del self._entries[name]
+        self._notify()
 
     def get(self, name: str) -> ServedModel:
         return self._entry(name).model
@@ -386,6 +407,23 @@ class ModelPool:
             pass
         except Exception:  # noqa: BLE001 - the KV size is an optimisation; serving goes on
             logger.exception("resizing the KV cache of %s failed", name)
+
+
+def _budget(registration: Registration) -> ModelBudget:
+    model, fp = registration.model, registration.model.footprint()
+    on_demand = Policy(registration.policy) is Policy.ON_DEMAND
+    return ModelBudget(
+        name=model.name,
+        weight_bytes=fp.weight_bytes,
+        kv_block_bytes=fp.kv_block_bytes,
+        kv_floor_blocks=fp.kv_floor_blocks,
+        policy=registration.policy,
+        idle_timeout_s=registration.idle_timeout_s if on_demand else None,
+        reload_cost_s=fp.weight_bytes / ASSUMED_LOAD_BYTES_PER_S,
+        priority=registration.priority,
+        unload_to=_unload_to(model, UnloadTo(registration.unload_to)),
+        host_reload_cost_s=fp.weight_bytes / ASSUMED_HOST_RELOAD_BYTES_PER_S,
+    )
 
 
 def _unload_to(model: ServedModel, wanted: UnloadTo) -> UnloadTo:

@@ -23,7 +23,7 @@ from typing import Any
 
 from swiftserve.router import errors, generation
 from swiftserve.router.abortable import until_closed
-from swiftserve.router.model_pool import ModelPool
+from swiftserve.router.model_pool import ModelPool, Registration
 from swiftserve.router.prompts import DEFAULT_MAX_TOKENS
 from swiftserve.router.request_types import Generation, GenerationStream
 from swiftserve.scheduler.residency_types import Policy, State
@@ -89,12 +89,26 @@ class Router:
         unload_to: str = "auto",
     ) -> None:
         """Registers a cold model (BudgetError if it could never fit beside the pinned ones)."""
-        if model.name in self._handles:
-            raise ValueError(f"two models are served as {model.name!r}; name them with served_name=spec")
-        self.pool.add(model, policy, idle_timeout_s, priority, unload_to)
-        handle_type = ChatHandle if model.kind == "chat" else EmbeddingHandle
-        self._handles[model.name] = handle_type(self, model)
-        self._sources[model.name] = source
+        self.add_all([Registration(model, policy, idle_timeout_s, priority, unload_to, source)])
+
+    def add_all(self, registrations: list[Registration]) -> None:
+        """Registers several cold models, all or none (BudgetError, ValueError: none of them)."""
+        names = [r.model.name for r in registrations]
+        for name in names:
+            if name in self._handles or names.count(name) > 1:
+                raise ValueError(f"two models are served as {name!r}; name them with served_name=spec")
+        self.pool.add_all(registrations)
+        for registration in registrations:
+            model = registration.model
+            handle_type = ChatHandle if model.kind == "chat" else EmbeddingHandle
+            self._handles[model.name] = handle_type(self, model)
+            self._sources[model.name] = registration.source
+
+    async def remove(self, name: str) -> None:
+        """Unloads a model completely and forgets it; ModelBusyError while requests are in flight."""
+        self.handle(name)
+        await self.pool.remove(name)
+        del self._handles[name], self._sources[name]
 
     def handle(self, name: str, kind: str | None = None) -> ChatHandle | EmbeddingHandle:
         """The handle of `name`; WrongKindError when it is not a `kind` model."""

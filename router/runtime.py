@@ -6,8 +6,10 @@ The one builder behind `swiftserve launch` and the Python `Server`:
    footprint known; in a worker thread, as this blocks) and registers it, then loads the pinned
    ones (router.start).
 3. `reload_config()` re-reads the config file and adds the models it names that are not served
-   yet (cold; pinned ones are loaded), without a restart. Models whose entry changed or that left
-   the file are reported, not touched: swapping a model under requests in flight is a restart.
+   yet (cold; pinned ones are loaded), without a restart, all or none: when one of them cannot be
+   built, does not fit the budget or fails to load, none is added. Models whose entry changed or
+   that left the file, and changed process-wide settings (memory_budget, host_memory,
+   idle_timeout), are reported, not applied: swapping them under requests in flight is a restart.
 4. `stop()` shuts the router down (aborting what is in flight, unloading every model), then the
    executor.
 """
@@ -20,9 +22,9 @@ import time
 from dataclasses import dataclass
 
 from swiftserve.router import errors
-from swiftserve.router.config_file import ModelConfig, load_config_file
+from swiftserve.router.config_file import FileConfig, ModelConfig, load_config_file
 from swiftserve.router.engine_configs import engine_config
-from swiftserve.router.model_pool import ModelPool
+from swiftserve.router.model_pool import ModelPool, Registration
 from swiftserve.router.registry import ModelKind, detect_kind
 from swiftserve.router.router import ColdStartHook, Router
 from swiftserve.router.router_config import RouterConfig
@@ -40,6 +42,7 @@ class ReloadResult:
     added: tuple[str, ...]
     unchanged: tuple[str, ...]
     needs_restart: tuple[str, ...]  # changed or removed in the file: served as before
+    settings_need_restart: tuple[str, ...] = ()  # top-level keys whose change needs a restart
 
 
 class RouterRuntime:
@@ -51,13 +54,15 @@ class RouterRuntime:
         pool = ModelPool(config.budget_bytes(), host_budget_bytes=config.host_budget_bytes())
         self.router = Router(pool, on_cold_start, config.default_max_tokens)
         self._served: dict[str, ModelConfig] = {}
+        self._file: FileConfig | None = None  # the config file as read at start
         self._reload_lock = asyncio.Lock()
 
     async def start(self) -> None:
         """Registers every model and loads the pinned ones; raises if one cannot be served."""
         self.executor.start()
-        for model in self.config.model_configs:
-            await self._add(model)
+        if self.config.config_file is not None:
+            self._file = await asyncio.to_thread(load_config_file, self.config.config_file)
+        await self._add_all(self.config.model_configs)
         start = time.perf_counter()
         await self.router.start()
         logger.info("pinned models loaded in %.1f s", time.perf_counter() - start)
@@ -74,25 +79,55 @@ class RouterRuntime:
             kept = [name for name in listed if name in before]
             changed = [name for name in kept if before[name] != listed[name]]
             removed = [name for name in before if name not in listed]
-            for model in new:
-                await self._add(model)
-                if model.policy == "pinned":
-                    await self.router.load(model.name)
+            await self._add_all(new)
+            await self._load_pinned_or_remove(new)
             unchanged = tuple(name for name in kept if name not in changed)
-            result = ReloadResult(tuple(m.name for m in new), unchanged, tuple(changed + removed))
-        if result.needs_restart:
-            restart = list(result.needs_restart)
+            settings = self._changed_settings(file)
+            result = ReloadResult(tuple(m.name for m in new), unchanged, tuple(changed + removed), settings)
+        if result.needs_restart or result.settings_need_restart:
+            restart = list(result.needs_restart + result.settings_need_restart)
             logger.warning("config reload: %s changed or left the file; a restart applies that", restart)
         logger.info("config reload: added %s", list(result.added) or "nothing")
         return result
 
-    async def _add(self, model: ModelConfig) -> None:
-        kind = detect_kind(model.source)
-        served = await asyncio.to_thread(served_model, model, kind, self.config, self.executor)
-        self.router.add(
-            served, model.policy, model.idle_timeout_s, model.priority, model.source, model.unload_to
-        )
-        self._served[model.name] = model
+    async def _add_all(self, models: list[ModelConfig] | tuple[ModelConfig, ...]) -> None:
+        """Builds every model cold, then registers them all or none."""
+        registrations = []
+        for model in models:
+            kind = detect_kind(model.source)
+            served = await asyncio.to_thread(served_model, model, kind, self.config, self.executor)
+            registrations.append(
+                Registration(
+                    served, model.policy, model.idle_timeout_s, model.priority, model.unload_to, model.source
+                )
+            )
+        self.router.add_all(registrations)
+        self._served.update((model.name, model) for model in models)
+
+    async def _load_pinned_or_remove(self, models: list[ModelConfig]) -> None:
+        """Loads the pinned ones among freshly added models; on a failure all of them go again."""
+        try:
+            for model in models:
+                if model.policy == "pinned":
+                    await self.router.load(model.name)
+        except BaseException:
+            for model in models:
+                await self.router.remove(model.name)
+                del self._served[model.name]
+            raise
+
+    def _changed_settings(self, file: FileConfig) -> tuple[str, ...]:
+        """The file's process-wide settings that differ from what is applied (a flag given at
+        start wins over the file, so the file's change of that setting changes nothing)."""
+        before = self._file
+        changed = []
+        if self.config.memory_budget is None and file.memory_budget != before.memory_budget:
+            changed.append("memory_budget")
+        if self.config.host_memory is None and file.host_memory != before.host_memory:
+            changed.append("host_memory")
+        if file.idle_timeout_s != before.idle_timeout_s:
+            changed.append("idle_timeout")
+        return tuple(changed)
 
     async def stop(self) -> None:
         await self.router.shutdown()

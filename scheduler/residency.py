@@ -26,7 +26,7 @@ Not thread-safe, by design: the asyncio router drives it from one thread.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from swiftserve.scheduler.eviction import AdmissionPlan, obtainable_bytes, plan_admission
 from swiftserve.scheduler.host_tier import HostTier, ParkDecision
@@ -67,12 +67,21 @@ class ResidencyManager:
         """Register a cold model. BudgetError if it could never be resident: its footprint alone,
         the pinned footprints together, or the largest on-demand one beside them exceed the budget;
         or its unload_to is host and the host tier can never hold it."""
-        if spec.name in self._models:
-            raise DuplicateModelError(f"model {spec.name!r} is already registered")
-        check_fits(self.budget_bytes, [e.spec for e in self._models.values()] + [spec])
-        self.host.check(spec.name, spec.weight_bytes, spec.unload_to)
-        can_park = self.host.can_hold(spec.weight_bytes, spec.unload_to)
-        self._models[spec.name] = ModelEntry(spec, can_park=can_park)
+        self.add_all([spec])
+
+    def add_all(self, specs: Sequence[ModelBudget]) -> None:
+        """Register several cold models, all or none: every check of `add` runs on them together
+        before any is registered."""
+        names = [spec.name for spec in specs]
+        for name in names:
+            if name in self._models or names.count(name) > 1:
+                raise DuplicateModelError(f"model {name!r} is already registered")
+        check_fits(self.budget_bytes, [e.spec for e in self._models.values()] + list(specs))
+        for spec in specs:
+            self.host.check(spec.name, spec.weight_bytes, spec.unload_to)
+        for spec in specs:
+            can_park = self.host.can_hold(spec.weight_bytes, spec.unload_to)
+            self._models[spec.name] = ModelEntry(spec, can_park=can_park)
 
     def remove(self, name: str) -> None:
         """Forget a cold model."""

@@ -254,3 +254,15 @@ def test_shutdown_unloads_a_model_with_requests_in_flight_and_the_next_ones():
         return memory, pool.disagreements(), pool.ledger.committed_bytes()
 
     assert asyncio.run(main()) == ({}, [], 0)
+
+
+def test_remove_unloads_completely_and_forgets_even_a_pinned_model():
+    async def main():
+        pool, models, memory = _pool([("p", 40 * MB, "pinned"), ("a", 40 * MB, "on-demand")])
+        await pool.start()
+        await _use(pool, "a")
+        await pool.remove("p")
+        await pool.remove("a")
+        return memory, pool.names(), pool.ledger.committed_bytes(), models["p"].unloads
+
+    assert asyncio.run(main()) == ({}, [], 0, 1)

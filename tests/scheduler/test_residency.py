@@ -697,3 +697,15 @@ def test_the_residency_modules_run_without_torch():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "OK", proc.stderr
+
+
+def test_add_all_registers_every_model_or_none():
+    mgr = ledger(100, spec("p", 40, "pinned"))
+    with pytest.raises(BudgetError, match="the pinned models"):
+        mgr.add_all([spec("q", 30, "pinned"), spec("r", 40, "pinned")])  # 110 pinned
+    assert [m.name for m in mgr.models()] == ["p"]
+    with pytest.raises(DuplicateModelError):
+        mgr.add_all([spec("a", 10), spec("a", 10)])
+    assert [m.name for m in mgr.models()] == ["p"]
+    mgr.add_all([spec("q", 30, "pinned"), spec("a", 30)])
+    assert states(mgr) == {"p": "cold", "q": "cold", "a": "cold"}

@@ -54,6 +54,7 @@ def test_reload_adds_the_new_models_of_the_file(smollm_dir, minilm_dir, tmp_path
             "added": [],
             "unchanged": ["emb"],
             "needs_restart": [],
+            "settings_need_restart": [],
             "object": "config.reload",
         }
 
@@ -88,5 +89,40 @@ def test_a_server_started_from_flags_has_no_file_to_reload(minilm_dir):
         assert answer.status_code == 400
         assert answer.json()["error"]["code"] == "no_config_file"
         assert server.embed("still serving").status_code == 200
+    finally:
+        server.stop()
+
+
+TWO_PINNED_CHATS = FIRST + "".join(
+    f"""
+  - name: {name}
+    source: {CHAT}
+    policy: pinned
+    max_model_len: 512
+"""
+    for name in ("chat1", "chat2")
+)
+
+
+def test_a_reload_that_does_not_fit_adds_nothing_and_settings_are_reported(smollm_dir, minilm_dir, tmp_path):
+    """Was: the 400 for the budget came after chat1 had been added and loaded, and every later
+    reload repeated it. Now none of the file's new models is added; top-level changes are
+    reported as needing a restart."""
+    path = tmp_path / "swiftserve.yaml"
+    path.write_text("memory_budget: 450MiB\n" + FIRST)
+    server = Server("--config", str(path), "--kv-cache-memory", "32MiB")
+    try:
+        rss = server.rss()
+        path.write_text("memory_budget: 450MiB\n" + TWO_PINNED_CHATS)  # one chat fits, not two
+        refused = _reload(server)
+        assert refused.status_code == 400, refused.text
+        assert "budget" in refused.json()["error"]["message"]
+        assert server.states() == {"emb": "resident"}
+        assert server.rss() - rss < 100 * 2**20  # no chat model's 270 MB of weights came in
+
+        path.write_text("memory_budget: 2GiB\nidle_timeout: 5m\n" + FIRST)
+        body = _reload(server).json()
+        assert body["added"] == [] and body["unchanged"] == ["emb"]
+        assert body["settings_need_restart"] == ["memory_budget", "idle_timeout"]
     finally:
         server.stop()

@@ -376,6 +376,8 @@ class ConfigReload(Struct):
     added: list[str]
     unchanged: list[str]
     needs_restart: list[str]  # changed or removed in the file; served as before until a restart
+    # Top-level keys (memory_budget, host_memory, idle_timeout) changed in the file: a restart applies them.
+    settings_need_restart: list[str]
     object: str = "config.reload"
 
 

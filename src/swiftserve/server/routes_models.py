@@ -51,5 +51,10 @@ async def model_action(request: Request) -> Response:
 
 async def reload_config(request: Request) -> Response:
     result = await request.app.reload_config()
-    body = protocol.ConfigReload(list(result.added), list(result.unchanged), list(result.needs_restart))
+    body = protocol.ConfigReload(
+        list(result.added),
+        list(result.unchanged),
+        list(result.needs_restart),
+        list(result.settings_need_restart),
+    )
     return JSONResponse(protocol.encode(body))
