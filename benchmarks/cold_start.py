@@ -78,11 +78,11 @@ way, kind, path = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 def loader():
     # The way's load as a function, its modules imported first: imports are not load time.
     if way in ("before", "snapshot") and kind == "chat":
-        from swiftserve.loader import load_config
+        from swiftserve.loader.model_source import resolve_source
         from swiftserve.model_runner.model_loader import load_model
 
-        cfg = load_config(path)
-        return lambda: load_model(path, cfg, torch.bfloat16, torch.device("cpu")).parameters()
+        # Resolving the source (config.json or the snapshot's index) is part of the load.
+        return lambda: load_model(resolve_source(path), torch.bfloat16, torch.device("cpu")).parameters()
     if way == "before":
         from swiftserve.loader import iter_weights, load_config
         from swiftserve.models.bert import load_bert_encoder
@@ -139,7 +139,7 @@ def prepare(work: Path, big: bool) -> dict[str, dict]:
     models = {}
     for name, kind in MODELS.items():
         folder = resolve_model(name, progress=False)
-        snapshot = export_snapshot(name, kind, work / f"{name}.swsnap")
+        snapshot = export_snapshot(name, work / f"{name}.swsnap")
         verify_once(snapshot)
         models[name] = {
             "kind": kind,
@@ -159,6 +159,7 @@ def prepare_big(work: Path, tokenizer_folder: Path) -> dict:
     import torch
     from safetensors.torch import save_file
 
+    from swiftserve.loader.model_source import ModelSource
     from swiftserve.loader.snapshot_cache import folder_meta
     from swiftserve.loader.snapshot_format import SourceKey
     from swiftserve.loader.snapshot_modules import snapshot_tensors
@@ -171,7 +172,8 @@ def prepare_big(work: Path, tokenizer_folder: Path) -> dict:
         if f.name.startswith(("tokenizer", "special_tokens")) or f.suffix == ".jinja":
             shutil.copy(f, folder / f.name)
     (folder / "config.json").write_text(json.dumps(BIG_CONFIG))
-    model = load_model(folder, BIG_CONFIG, torch.bfloat16, torch.device("cpu"), load_format="dummy")
+    source = ModelSource(BIG, folder, "chat", BIG_CONFIG)
+    model = load_model(source, torch.bfloat16, torch.device("cpu"), load_format="dummy")
     tensors, buffers = snapshot_tensors(model)
     snapshot = work / f"{BIG}.swsnap"
     write_snapshot(snapshot, tensors, folder_meta(folder, "chat", SourceKey(BIG, "bfloat16")), buffers)

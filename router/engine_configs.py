@@ -1,8 +1,9 @@
 """The one path from what a user configured (flags or a config file) to each model's EngineConfig.
 
 Flags and the config file both become `ModelConfig`s (config_file.py); process-wide flags are
-`ServeDefaults`; `engine_config` merges the two, a model's own setting winning. "auto" dtype is
-resolved here, per model kind, and nowhere else.
+`ServeDefaults`; `engine_config` merges the two, a model's own setting winning. A dtype stays
+"auto" here: what it means depends on the source (a snapshot's stored dtype), and the loader
+decides it, in one place (loader/dtypes.py).
 """
 
 from __future__ import annotations
@@ -10,18 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from swiftserve.router.config_file import DEFAULT_IDLE_TIMEOUT_S, ConfigError, ModelConfig
-from swiftserve.router.registry import ModelKind, ModelSpec
+from swiftserve.router.registry import ModelSpec
 from swiftserve.scheduler.config import SchedulerConfig
 
-from swiftserve.config import EngineConfig
-
-# What "auto" means per kind: chat models decode from bfloat16 weights (half the bytes a token
-# reads); embedders are small and float32 keeps their vectors equal to the reference models'.
-AUTO_DTYPE: dict[str, str] = {"chat": "bfloat16", "embedding": "float32"}
-
-
-def resolve_dtype(kind: ModelKind, dtype: str) -> str:
-    return AUTO_DTYPE[kind] if dtype == "auto" else dtype
+from swiftserve.config import EngineConfig, ModelKind
 
 
 @dataclass(frozen=True)
@@ -42,15 +35,18 @@ class ServeDefaults:
 def engine_config(model: ModelConfig, kind: ModelKind, defaults: ServeDefaults) -> EngineConfig:
     """The EngineConfig of one served model (chat or embedding)."""
     max_model_len = model.max_model_len or defaults.max_model_len
+    max_waiting = defaults.max_queue
+    if kind == "embedding" and max_waiting is not None:
+        max_waiting = max(1, max_waiting)  # an encoder counts the running call among the waiting
     scheduler = {
         "max_num_seqs": model.max_num_seqs or defaults.max_num_seqs,
         "max_num_batched_tokens": defaults.max_num_batched_tokens,
         "max_model_len": max_model_len,
-        "max_num_waiting": defaults.max_queue,
+        "max_num_waiting": max_waiting,
     }
     return EngineConfig(
         model=model.source,
-        dtype=resolve_dtype(kind, model.dtype if model.dtype != "auto" else defaults.dtype),
+        dtype=model.dtype if model.dtype != "auto" else defaults.dtype,
         device=defaults.device,
         kv_cache_memory=defaults.kv_cache_memory,
         max_model_len=max_model_len,

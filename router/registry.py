@@ -9,27 +9,12 @@ models /v1/embeddings.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-ModelKind = Literal["chat", "embedding"]
+from swiftserve.config import ModelKind
+
 SNAPSHOT_SUFFIX = ".swsnap"  # loader/snapshot_format.py's; spelled here to keep the loader unimported
-KINDS: tuple[str, ...] = ("chat", "embedding")
-
-# config.json architectures that are encoders: served as embedding models.
-_EMBEDDING_ARCHITECTURES = (
-    "Bert",
-    "Roberta",
-    "XLMRoberta",
-    "DistilBert",
-    "MPNet",
-    "Electra",
-    "NomicBert",
-    "ModernBert",
-    "DebertaV2",
-)
 
 
 @dataclass(frozen=True)
@@ -65,8 +50,8 @@ def default_served_name(source: str) -> str:
 
 
 def detect_kind(source: str) -> ModelKind:
-    """chat or embedding: the loader's alias table first, a snapshot's header, then the folder's
-    config.json."""
+    """chat or embedding, before anything is fetched: the loader's alias table first, a .gguf is
+    a chat model, a snapshot's header, then the folder (loader/model_kind.py's rule)."""
     alias = _known_aliases().get(source)
     if alias is not None:
         return alias.kind
@@ -76,32 +61,14 @@ def detect_kind(source: str) -> ModelKind:
     if kind is not None:
         return kind
     folder = Path(source)
-    if (folder / "modules.json").is_file() and not (folder / "generation_config.json").is_file():
-        return "embedding"  # a sentence-transformers folder
-    config_path = folder / "config.json"
-    if config_path.is_file():
-        return kind_from_config(json.loads(config_path.read_text()))
+    if (folder / "config.json").is_file():
+        from swiftserve.loader.model_kind import kind_of_folder
+
+        return kind_of_folder(folder)
     if folder.exists():
         raise ValueError(f"{source}: a model folder needs a config.json")
     aliases = ", ".join(sorted(_known_aliases()))
     raise ValueError(f"unknown model {source!r}: not an alias ({aliases}), folder, .gguf or .swsnap file")
-
-
-def kind_from_config(config: dict) -> ModelKind:
-    architectures = config.get("architectures") or []
-    model_type = str(config.get("model_type", ""))
-    if any(a.startswith(_EMBEDDING_ARCHITECTURES) for a in architectures):
-        return "embedding"
-    if not architectures and model_type in (
-        "bert",
-        "roberta",
-        "xlm-roberta",
-        "distilbert",
-        "mpnet",
-        "nomic_bert",
-    ):
-        return "embedding"
-    return "chat"
 
 
 def _snapshot_kind(source: str) -> ModelKind | None:

@@ -25,12 +25,14 @@ from swiftserve.router import errors
 from swiftserve.router.config_file import FileConfig, ModelConfig, load_config_file
 from swiftserve.router.engine_configs import engine_config
 from swiftserve.router.model_pool import ModelPool, Registration
-from swiftserve.router.registry import ModelKind, detect_kind
 from swiftserve.router.router import ColdStartHook, Router
 from swiftserve.router.router_config import RouterConfig
 
+from swiftserve.engine.chat_model import LocalChatModel
 from swiftserve.engine.device_executor import DeviceExecutor
+from swiftserve.engine.embedding_model import LocalEmbeddingModel
 from swiftserve.engine.served_model import ServedModel
+from swiftserve.loader.model_source import resolve_source
 
 logger = logging.getLogger("swiftserve.router")
 
@@ -94,8 +96,7 @@ class RouterRuntime:
         """Builds every model cold, then registers them all or none."""
         registrations = []
         for model in models:
-            kind = detect_kind(model.source)
-            served = await asyncio.to_thread(served_model, model, kind, self.config, self.executor)
+            served = await asyncio.to_thread(served_model, model, self.config, self.executor)
             registrations.append(
                 Registration(
                     served, model.policy, model.idle_timeout_s, model.priority, model.unload_to, model.source
@@ -134,25 +135,10 @@ class RouterRuntime:
         await asyncio.to_thread(self.executor.stop)
 
 
-def served_model(
-    model: ModelConfig, kind: ModelKind, config: RouterConfig, executor: DeviceExecutor
-) -> ServedModel:
-    """One model, cold: its files resolved (pulled once, here, never on the request path), its
-    tokenizer and footprint known, nothing heavy in memory. Blocking: run in a worker thread."""
-    engine_cfg = engine_config(model, kind, config.defaults())
-    if kind == "embedding":
-        from swiftserve.engine.embedding_model import LocalEmbeddingModel
-
-        max_waiting = engine_cfg.scheduler.max_num_waiting
-        return LocalEmbeddingModel(
-            model.name,
-            engine_cfg.model,
-            executor,
-            dtype=engine_cfg.dtype,
-            device=engine_cfg.device,
-            max_num_waiting=None if max_waiting is None else max(1, max_waiting),
-            snapshot_cache=engine_cfg.snapshot_cache,
-        )
-    from swiftserve.engine.chat_model import LocalChatModel
-
-    return LocalChatModel(model.name, engine_cfg, executor)
+def served_model(model: ModelConfig, config: RouterConfig, executor: DeviceExecutor) -> ServedModel:
+    """One model, cold: its source resolved once (pulled once, here, never on the request path),
+    its tokenizer and footprint known, nothing heavy in memory. Blocking: run in a worker thread."""
+    source = resolve_source(model.source, progress=False)
+    engine_cfg = engine_config(model, source.kind, config.defaults())
+    served_class = LocalEmbeddingModel if source.kind == "embedding" else LocalChatModel
+    return served_class(model.name, engine_cfg, executor, source)

@@ -279,10 +279,10 @@ def _pull(args) -> int:
 
 def _snapshot(args) -> int:
     from swiftserve.engine.snapshot_export import export_snapshot
-    from swiftserve.router.registry import default_served_name, detect_kind
+    from swiftserve.router.registry import default_served_name
 
     output = args.output or f"{default_served_name(args.source)}.swsnap"
-    path = export_snapshot(args.source, detect_kind(args.source), output, dtype=args.dtype)
+    path = export_snapshot(args.source, output, dtype=args.dtype)
     print(f"{args.source}: {path}")
     return 0
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 
 from swiftserve.scheduler.config import SchedulerConfig
 
-_DTYPES = ("auto", "float32", "bfloat16", "float16")
+# What a model serves: generation ("chat": /v1/chat/completions, /v1/completions) or vectors
+# ("embedding": /v1/embeddings). loader/model_kind.py tells which a model is.
+ModelKind = Literal["chat", "embedding"]
+KINDS: tuple[str, ...] = ("chat", "embedding")
+# The serving dtypes, as every config and flag spells them; loader/dtypes.py decides what "auto" is.
+DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 _LOAD_FORMATS = ("auto", "dummy")
 
 
@@ -17,7 +23,8 @@ class EngineConfig:
     kv_cache_memory is the most this model's KV cache may hold (on CPU it is reserved, and
     committed only as blocks are used; under a memory budget the router grants blocks within it
     as demand asks); None takes a default of 512 MiB. max_model_len None takes the model's own limit.
-    dtype "auto" is bfloat16 everywhere. device "auto" is cuda when available, else cpu.
+    dtype "auto" is a snapshot's stored dtype, else bfloat16 for chat models and float32 for
+    embedding models (loader/dtypes.py). device "auto" is cuda when available, else cpu.
     snapshot_cache is a folder for automatic snapshots of chat and embedding models
     (loader/snapshot_cache.py): the first load from a folder, GGUF or alias writes one, later loads
     read it; None: off.
@@ -38,11 +45,23 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if not self.model:
             raise ValueError("model must be a non-empty alias, folder or .gguf path")
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {_DTYPES}, got {self.dtype!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.load_format not in _LOAD_FORMATS:
             raise ValueError(f"load_format must be one of {_LOAD_FORMATS}, got {self.load_format!r}")
         if self.kv_cache_memory is not None and self.kv_cache_memory <= 0:
             raise ValueError(f"kv_cache_memory must be positive bytes, got {self.kv_cache_memory}")
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ValueError(f"max_model_len must be >= 1, got {self.max_model_len}")
+
+    @classmethod
+    def of(cls, model: str, **fields_: Any) -> EngineConfig:
+        """An EngineConfig from keyword fields, SchedulerConfig's among them (max_num_seqs,
+        max_num_waiting, ...): the keyword face of LLM and EmbeddingEngine."""
+        scheduler = {k: fields_.pop(k) for k in list(fields_) if k in _SCHEDULER_FIELDS}
+        if scheduler:
+            fields_["scheduler"] = SchedulerConfig(**scheduler)
+        return cls(model=model, **fields_)
+
+
+_SCHEDULER_FIELDS = frozenset(f.name for f in fields(SchedulerConfig))

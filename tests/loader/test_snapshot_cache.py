@@ -15,6 +15,7 @@ import torch
 
 from swiftserve.loader import load_config
 from swiftserve.loader.gguf_convert import convert_gguf
+from swiftserve.loader.model_source import resolve_source
 from swiftserve.loader.snapshot_cache import cache_path, check_current, source_key
 from swiftserve.loader.snapshot_errors import SnapshotMismatchError, SnapshotStaleError
 from swiftserve.loader.snapshot_format import PoolingSpec
@@ -35,7 +36,7 @@ def folder(tmp_path):
 
 
 def _load(folder, cache):
-    return load_model(folder, load_config(folder), torch.float32, CPU, snapshot_cache=cache)
+    return load_model(resolve_source(folder), torch.float32, CPU, snapshot_cache=cache)
 
 
 def _same(a: torch.nn.Module, b: torch.nn.Module) -> None:

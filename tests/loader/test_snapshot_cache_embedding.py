@@ -139,7 +139,7 @@ def test_a_served_embedding_model_writes_its_snapshot_into_the_model_cache(
     executor.start()
 
     async def main():
-        model = served_model(ModelConfig("e", str(folder)), "embedding", config, executor)
+        model = served_model(ModelConfig("e", str(folder)), config, executor)
         await model.load()
         try:
             return (await model.embed(SENTENCES)).embeddings

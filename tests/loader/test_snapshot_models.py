@@ -38,8 +38,8 @@ CPU = dict(device="cpu", max_model_len=512, kv_cache_memory=32 << 20)
 def snapshots(tmp_path_factory):
     folder = tmp_path_factory.mktemp("snapshots")
     return {
-        "smollm": export_snapshot("smollm2-135m-instruct", "chat", folder / "smollm.swsnap", dtype="float32"),
-        "minilm": export_snapshot("all-minilm-l6-v2", "embedding", folder / "minilm.swsnap"),
+        "smollm": export_snapshot("smollm2-135m-instruct", folder / "smollm.swsnap", dtype="float32"),
+        "minilm": export_snapshot("all-minilm-l6-v2", folder / "minilm.swsnap"),
     }
 
 
@@ -86,7 +86,7 @@ def test_smollm2_snapshot_matches_its_source(smollm_dir, snapshots):
 
 
 def test_smollm2_bfloat16_snapshot_matches_its_source(smollm_dir, tmp_path):
-    path = export_snapshot(str(smollm_dir), "chat", tmp_path / "bf16.swsnap")  # auto: bfloat16
+    path = export_snapshot(str(smollm_dir), tmp_path / "bf16.swsnap")  # auto: bfloat16
     snap = LLM(str(path), **CPU)  # dtype auto: bfloat16, as stored (no cast)
     assert snap.engine.runner.model.embed_tokens.weight.dtype == torch.bfloat16
     _check_same_model(LLM(str(smollm_dir), dtype="bfloat16", **CPU), snap)
@@ -94,7 +94,7 @@ def test_smollm2_bfloat16_snapshot_matches_its_source(smollm_dir, tmp_path):
 
 def test_gemma3_snapshot_matches_its_source(tmp_path):
     gemma_dir = resolve_model("gemma-3-270m", progress=False)
-    path = export_snapshot("gemma-3-270m", "chat", tmp_path / "gemma.swsnap", dtype="float32")
+    path = export_snapshot("gemma-3-270m", tmp_path / "gemma.swsnap", dtype="float32")
     _check_same_model(LLM(str(gemma_dir), dtype="float32", **CPU), LLM(str(path), dtype="float32", **CPU))
 
 
@@ -142,10 +142,10 @@ def test_a_fresh_process_loads_a_snapshot_off_the_slow_paths(snapshots):
     # Initializing or computing on meta would import torch._dynamo (~1.5 s) on the cold-start path.
     script = (
         "import sys, torch\n"
-        "from swiftserve.loader import load_config\n"
+        "from swiftserve.loader.model_source import resolve_source\n"
         "from swiftserve.model_runner.model_loader import load_model\n"
-        f"path = __import__('pathlib').Path({str(snapshots['smollm'])!r})\n"
-        "model = load_model(path, load_config(path), torch.float32, torch.device('cpu'))\n"
+        f"source = resolve_source({str(snapshots['smollm'])!r})\n"
+        "model = load_model(source, torch.float32, torch.device('cpu'))\n"
         "assert not any(p.is_meta for p in model.parameters())\n"
         "assert 'torch._dynamo' not in sys.modules, 'torch._dynamo was imported'\n"
     )
@@ -212,9 +212,10 @@ def test_a_damaged_model_snapshot_leaves_nothing_loaded(snapshots, tmp_path):
     gc.collect()
     assert not is_mapped(path)
     with pytest.raises(SnapshotMismatchError):  # an embedding snapshot where a chat model is expected
+        from swiftserve.loader.model_source import resolve_source
         from swiftserve.model_runner.model_loader import load_model
 
-        load_model(snapshots["minilm"], load_config(snapshots["minilm"]), torch.float32, torch.device("cpu"))
+        load_model(resolve_source(snapshots["minilm"]), torch.float32, torch.device("cpu"))
     gc.collect()
     assert not is_mapped(snapshots["minilm"])
 
@@ -239,3 +240,30 @@ def test_cli_writes_a_snapshot(tmp_path, minilm_dir):
     engine = EmbeddingEngine(str(out), dtype="bfloat16")
     assert engine.model.word_embeddings.weight.dtype == torch.bfloat16
     assert main(["snapshot", str(out), "-o", str(tmp_path / "again.swsnap")]) == 2  # a snapshot already
+
+
+def test_dtype_auto_serves_a_snapshot_in_the_dtype_it_stores(snapshots, tmp_path, minilm_dir):
+    """Was: a float32 chat snapshot cast to bfloat16 (LLM, generate, launch) and a bfloat16 MiniLM
+    snapshot cast to float32 by EmbeddingEngine. Folders keep their kind's default."""
+    llm = LLM(str(snapshots["smollm"]), **CPU)  # dtype auto
+    assert llm.engine.runner.dtype == torch.float32
+    assert next(llm.engine.runner.model.parameters()).dtype == torch.float32
+    bf16 = export_snapshot("all-minilm-l6-v2", tmp_path / "minilm-bf16.swsnap", dtype="bfloat16")
+    engine = EmbeddingEngine(str(bf16))
+    assert engine.dtype == torch.bfloat16
+    assert next(engine.model.parameters()).dtype == torch.bfloat16
+    assert EmbeddingEngine(str(minilm_dir)).dtype == torch.float32  # a folder: float32
+
+
+def test_an_explicit_dtype_still_casts_a_snapshot(snapshots):
+    llm = LLM(str(snapshots["smollm"]), dtype="bfloat16", **CPU)
+    assert next(llm.engine.runner.model.parameters()).dtype == torch.bfloat16
+
+
+def test_a_model_of_the_other_kind_is_named_as_such(minilm_dir, smollm_dir):
+    from swiftserve.loader.model_source import WrongModelKindError
+
+    with pytest.raises(WrongModelKindError, match="is an embedding model, not a chat model"):
+        LLM(str(minilm_dir), **CPU)
+    with pytest.raises(WrongModelKindError, match="is a chat model, not an embedding model"):
+        EmbeddingEngine(str(smollm_dir))

@@ -15,6 +15,7 @@ from swiftserve.scheduler.batch_scheduler import ScheduledSeq, SchedulerOutput
 from swiftserve.scheduler.block_manager import BlockManager
 from swiftserve.scheduler.sequence import Sequence
 
+from swiftserve.loader.model_source import ModelSource
 from swiftserve.model_runner.input_batch import prepare_inputs
 from swiftserve.model_runner.kv_cache import allocate_kv_cache
 from swiftserve.model_runner.model_loader import load_model
@@ -113,7 +114,8 @@ def test_dummy_weights_match_transformers() -> None:
     """load_format="dummy" builds a working Gemma 3: the same random weights in transformers agree."""
     hf_model, hf_config = _hf_model("base")
     cpu = torch.device("cpu")
-    model = load_model(Path("tiny"), hf_config, torch.float32, cpu, load_format="dummy", seed=3)
+    source = ModelSource("tiny", Path("tiny"), "chat", hf_config)
+    model = load_model(source, torch.float32, cpu, load_format="dummy", seed=3)
     result = hf_model.load_state_dict(_to_hf_state(model), strict=False)
     assert result.missing_keys == ["lm_head.weight"] and not result.unexpected_keys  # tied
     _assert_matches(model, hf_model, chunk=5)

@@ -1,14 +1,8 @@
-"""The one path from flags / config file to EngineConfig: precedence, auto dtype per kind, specs."""
+"""The one path from flags / config file to EngineConfig: precedence, specs."""
 
 import pytest
 from swiftserve.router.config_file import ConfigError, ModelConfig
-from swiftserve.router.engine_configs import ServeDefaults, engine_config, models_from_flags, resolve_dtype
-
-
-def test_auto_dtype_is_resolved_per_kind():
-    assert resolve_dtype("chat", "auto") == "bfloat16"
-    assert resolve_dtype("embedding", "auto") == "float32"
-    assert resolve_dtype("chat", "float32") == "float32"
+from swiftserve.router.engine_configs import ServeDefaults, engine_config, models_from_flags
 
 
 def test_a_models_own_settings_win_over_the_flags():
@@ -18,7 +12,8 @@ def test_a_models_own_settings_win_over_the_flags():
     assert (config.model, config.dtype, config.max_model_len, config.seed) == ("src", "bfloat16", 256, 7)
     assert (config.scheduler.max_num_seqs, config.scheduler.max_num_waiting) == (2, 3)
     plain = engine_config(ModelConfig("m", "src"), "embedding", ServeDefaults())
-    assert (plain.dtype, plain.max_model_len, plain.kv_cache_memory) == ("float32", None, None)
+    # "auto" stays auto: the loader decides it with the source in hand (a snapshot's own dtype).
+    assert (plain.dtype, plain.max_model_len, plain.kv_cache_memory) == ("auto", None, None)
 
 
 def test_flags_become_pinned_and_on_demand_models(tmp_path):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from swiftserve.router.registry import ModelSpec, detect_kind, kind_from_config
+from swiftserve.router.registry import ModelSpec, detect_kind
+
+from swiftserve.loader.model_kind import kind_from_config
 
 
 def test_aliases_have_their_kind():

@@ -21,6 +21,7 @@ from swiftserve.engine.device_executor import DeviceExecutor, ExecutorStoppedErr
 from swiftserve.engine.device_stream import EngineStream
 from swiftserve.engine.errors import RequestFailedError
 from swiftserve.engine.llm_engine import EngineStats, LLMEngine
+from swiftserve.loader.model_source import ModelSource
 from swiftserve.loader.tokenizer import TokenizerInfo
 from swiftserve.model_runner.model_runner import CausalLM
 from swiftserve.outputs import RequestOutput
@@ -55,8 +56,8 @@ class ChatSteppable:
 
 class AsyncEngine:
     """generate()/abort() on the event loop; steps on `executor` (a private one when None).
-    `name` keys the engine on the executor (default: the model), unique per executor. tokenizer
-    and model: already loaded ones, passed on to LLMEngine."""
+    `name` keys the engine on the executor (default: the model), unique per executor. tokenizer,
+    model and source: already loaded or resolved ones, passed on to LLMEngine."""
 
     def __init__(
         self,
@@ -65,8 +66,9 @@ class AsyncEngine:
         name: str | None = None,
         tokenizer: TokenizerInfo | None = None,
         model: CausalLM | None = None,
+        source: ModelSource | None = None,
     ) -> None:
-        self.engine = LLMEngine(config, tokenizer, model)
+        self.engine = LLMEngine(config, tokenizer, model, source)
         self.name = name or config.model
         self._owns_executor = executor is None
         self._executor = executor or DeviceExecutor(f"engine-{self.name}", urgent_lane_threads=0)

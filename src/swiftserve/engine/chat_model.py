@@ -26,8 +26,9 @@ from swiftserve.engine.llm_engine import wanted_max_model_len
 from swiftserve.engine.memory import release_keeping_weights, release_llm_engine
 from swiftserve.engine.served_handle import ServedHandle
 from swiftserve.engine.served_model import Footprint
-from swiftserve.loader import apply_chat_template, load_config, load_tokenizer, resolve_model
-from swiftserve.model_runner.model_loader import resolve_device, resolve_dtype
+from swiftserve.loader import apply_chat_template, load_tokenizer
+from swiftserve.loader.model_source import ModelSource, resolve_source
+from swiftserve.model_runner.model_loader import resolve_device, serving_torch_dtype
 from swiftserve.outputs import RequestOutput
 from swiftserve.sampling_params import SamplingParams
 from swiftserve.scheduler.kv_demand import KvUsage
@@ -41,19 +42,24 @@ T = TypeVar("T")
 class LocalChatModel(ServedHandle):
     kind = "chat"
 
-    def __init__(self, name: str, config: EngineConfig, executor: DeviceExecutor) -> None:
+    def __init__(
+        self, name: str, config: EngineConfig, executor: DeviceExecutor, source: ModelSource | None = None
+    ) -> None:
+        """source: config.model resolved (None: resolved here); every load reuses it."""
         super().__init__()
         self.name = name
         self.config = config
         self.executor = executor
-        self.folder = resolve_model(config.model, config.cache_dir, progress=False)
-        hf_config = load_config(self.folder)
-        self.tokenizer = load_tokenizer(self.folder)
+        self.source = (source or resolve_source(config.model, config.cache_dir, progress=False)).expect(
+            "chat"
+        )
+        hf_config = self.source.hf_config
+        self.tokenizer = load_tokenizer(self.source.path)
         model_limit = hf_config.get("max_position_embeddings", _DEFAULT_MAX_POSITIONS)
         self.max_model_len = wanted_max_model_len(config, model_limit)
-        dtype = resolve_dtype(config.dtype, resolve_device(config.device))
+        dtype = serving_torch_dtype(self.source, config.dtype, resolve_device(config.device))
         block_size = config.scheduler.block_size
-        self._footprint = chat_footprint(self.folder, hf_config, dtype, block_size, self.max_model_len)
+        self._footprint = chat_footprint(self.source.path, hf_config, dtype, block_size, self.max_model_len)
 
     def footprint(self) -> Footprint:
         return self._footprint
@@ -102,11 +108,13 @@ class LocalChatModel(ServedHandle):
 
     # -- ServedHandle -----------------------------------------------------------------------------
     def _build(self) -> AsyncEngine:
-        return self._at_floor(AsyncEngine(self.config, self.executor, self.name, self.tokenizer))
+        engine = AsyncEngine(self.config, self.executor, self.name, self.tokenizer, source=self.source)
+        return self._at_floor(engine)
 
     def _build_from_parked(self, parked: ParkedWeights) -> AsyncEngine:
         model = restore_weights(parked)
-        return self._at_floor(AsyncEngine(self.config, self.executor, self.name, self.tokenizer, model))
+        engine = AsyncEngine(self.config, self.executor, self.name, self.tokenizer, model, self.source)
+        return self._at_floor(engine)
 
     def _at_floor(self, engine: AsyncEngine) -> AsyncEngine:
         # Not attached to the executor yet, so nothing else touches it: start at the floor the

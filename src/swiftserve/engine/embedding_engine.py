@@ -20,9 +20,11 @@ import asyncio
 from collections import deque
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from swiftserve.config import EngineConfig
 from swiftserve.engine.device_executor import DeviceExecutor
 from swiftserve.engine.device_stream import EngineStream
 from swiftserve.engine.embedding_inputs import (
@@ -33,14 +35,14 @@ from swiftserve.engine.embedding_inputs import (
     truncating_copy,
 )
 from swiftserve.engine.errors import QueueFullError
-from swiftserve.loader import iter_weights, load_config, load_tokenizer, resolve_model
+from swiftserve.loader import iter_weights, load_tokenizer
+from swiftserve.loader.model_source import ModelSource, resolve_source
 from swiftserve.loader.snapshot_cache import load_through_cache
-from swiftserve.loader.snapshot_reader import is_snapshot
+from swiftserve.model_runner.model_loader import resolve_device, serving_torch_dtype
 from swiftserve.models.bert import BertEncoder, load_bert_encoder, load_bert_snapshot, pooling_spec
 
 __all__ = ["EmbeddingEngine", "EmbeddingResult"]
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Inputs smaller than this (characters or token ids in all) are tokenized and checked on the
 # event loop: a thread hop would cost more.
 _INLINE_PREPARE_SIZE = 4096
@@ -52,42 +54,44 @@ _Done = tuple[EmbedRequest, BaseException | None]  # a request finished by a ste
 class EmbeddingEngine:
     """A sentence encoder behind an async, batching API (see the module docstring).
 
-    folder_or_spec is anything swiftserve.loader.resolve_model accepts (an alias such as
-    "all-minilm-l6-v2", a Hugging Face folder or a .swsnap snapshot). dtype "auto" is bfloat16,
-    device "auto" is cuda when available. max_num_waiting bounds the embed() calls queued or
-    running; past it embed() raises QueueFullError at once (None: unbounded). executor is the
-    device's stepping loop (None: a private one); name keys the engine on it. snapshot_cache is
-    a folder for automatic snapshots (loader/snapshot_cache.py, as EngineConfig.snapshot_cache):
-    the first load from a folder or alias writes one, later loads map it; None: off.
+    config: an EngineConfig, as a chat engine takes (model, dtype, device, snapshot_cache,
+    scheduler.max_num_waiting), or the model alone (an alias such as "all-minilm-l6-v2", a
+    Hugging Face folder or a .swsnap snapshot) with EngineConfig fields as keywords. dtype "auto":
+    a snapshot's stored dtype, else float32 (loader/dtypes.py). max_num_waiting bounds the embed()
+    calls queued or running; past it embed() raises QueueFullError at once (None: unbounded).
+    executor is the device's stepping loop (None: a private one); name keys the engine on it.
+    snapshot_cache: automatic snapshots there (loader/snapshot_cache.py). source: config.model
+    already resolved. WrongModelKindError for a chat model.
     """
 
     def __init__(
         self,
-        folder_or_spec: str,
+        config: EngineConfig | str,
         *,
-        dtype: str = "float32",
-        device: str = "cpu",
         max_batch_tokens: int = 8192,
         max_batch_size: int = 64,
-        max_num_waiting: int | None = None,
         executor: DeviceExecutor | None = None,
         name: str | None = None,
-        snapshot_cache: str | Path | None = None,
+        source: ModelSource | None = None,
+        **config_fields: Any,
     ) -> None:
-        if dtype != "auto" and dtype not in _DTYPES:
-            raise ValueError(f"dtype must be 'auto' or one of {sorted(_DTYPES)}, got {dtype!r}")
+        if isinstance(config, str):
+            config = EngineConfig.of(config, **config_fields)
+        elif config_fields:
+            raise TypeError(f"keywords {sorted(config_fields)} are EngineConfig fields: set them there")
+        max_num_waiting = config.scheduler.max_num_waiting
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if max_num_waiting is not None and max_num_waiting < 1:
             raise ValueError(f"max_num_waiting must be >= 1 or None, got {max_num_waiting}")
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        folder = resolve_model(folder_or_spec)
-        self.name = name or (Path(folder_or_spec).name if Path(folder_or_spec).exists() else folder_or_spec)
-        self.device = torch.device(device)
-        self.dtype = _DTYPES["bfloat16" if dtype == "auto" else dtype]
-        cache = Path(snapshot_cache) if snapshot_cache else None
-        self.model = _load_encoder(folder, self.dtype, self.device, cache)
+        self.source = (source or resolve_source(config.model, config.cache_dir)).expect("embedding")
+        folder = self.source.path
+        spec = config.model
+        self.name = name or (Path(spec).name if Path(spec).exists() else spec)
+        self.device = resolve_device(config.device)
+        self.dtype = serving_torch_dtype(self.source, config.dtype, self.device)
+        cache = Path(config.snapshot_cache) if config.snapshot_cache else None
+        self.model = _load_encoder(self.source, self.dtype, self.device, cache)
         self.dim = self.model.dim
         self.max_seq_length = self.model.pooling.max_seq_length
         self.vocab_size = self.model.config.vocab_size
@@ -253,17 +257,17 @@ class EmbeddingEngine:
 
 
 def _load_encoder(
-    source: Path, dtype: torch.dtype, device: torch.device, snapshot_cache: Path | None = None
+    source: ModelSource, dtype: torch.dtype, device: torch.device, snapshot_cache: Path | None = None
 ) -> BertEncoder:
     """From a snapshot file (tensors mapped or read in place), else from a Hugging Face folder:
     through its automatic snapshot in snapshot_cache when one is given."""
-    if is_snapshot(source):
-        return load_bert_snapshot(source, dtype=dtype, device=device)
+    if source.is_snapshot:
+        return load_bert_snapshot(source.path, dtype=dtype, device=device, summary=source.snapshot)
     if snapshot_cache is None:
         return _load_folder(source, dtype, device)
     return load_through_cache(
         snapshot_cache,
-        source,
+        source.path,
         "embedding",
         dtype,
         from_source=lambda: _load_folder(source, dtype, device),
@@ -272,8 +276,9 @@ def _load_encoder(
     )
 
 
-def _load_folder(folder: Path, dtype: torch.dtype, device: torch.device) -> BertEncoder:
-    return load_bert_encoder(folder, load_config(folder), iter_weights(folder), dtype=dtype, device=device)
+def _load_folder(source: ModelSource, dtype: torch.dtype, device: torch.device) -> BertEncoder:
+    folder = source.path
+    return load_bert_encoder(folder, source.hf_config, iter_weights(folder), dtype=dtype, device=device)
 
 
 def _settle(request: EmbedRequest, exc: BaseException | None) -> None:

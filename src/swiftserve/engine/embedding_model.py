@@ -7,12 +7,15 @@ the automatic snapshot in snapshot_cache when one is given (EngineConfig.snapsho
 
 from __future__ import annotations
 
+from swiftserve.config import EngineConfig
 from swiftserve.engine.device_executor import DeviceExecutor
-from swiftserve.engine.embedding_engine import _DTYPES, EmbeddingEngine, EmbeddingResult
+from swiftserve.engine.embedding_engine import EmbeddingEngine, EmbeddingResult
 from swiftserve.engine.footprint import encoder_footprint
 from swiftserve.engine.served_handle import ServedHandle
 from swiftserve.engine.served_model import Footprint
-from swiftserve.loader import load_config, load_tokenizer, resolve_model
+from swiftserve.loader import load_tokenizer
+from swiftserve.loader.model_source import ModelSource, resolve_source
+from swiftserve.model_runner.model_loader import resolve_device, serving_torch_dtype
 
 
 class LocalEmbeddingModel(ServedHandle):
@@ -21,33 +24,25 @@ class LocalEmbeddingModel(ServedHandle):
     def __init__(
         self,
         name: str,
-        source: str,
+        config: EngineConfig | str,
         executor: DeviceExecutor,
+        source: ModelSource | None = None,
         *,
-        dtype: str = "float32",
-        device: str = "cpu",
         max_batch_tokens: int = 8192,
         max_batch_size: int = 64,
-        max_num_waiting: int | None = None,
-        snapshot_cache: str | None = None,
     ) -> None:
+        """config: as EmbeddingEngine takes it; source: config.model resolved (None: here)."""
         super().__init__()
-        if dtype != "auto" and dtype not in _DTYPES:
-            raise ValueError(f"dtype must be 'auto' or one of {sorted(_DTYPES)}, got {dtype!r}")
         self.name = name
         self.executor = executor
-        self.folder = resolve_model(source, progress=False)
-        self.tokenizer = load_tokenizer(self.folder)
-        self.dim = load_config(self.folder)["hidden_size"]
-        self._engine_kwargs = dict(
-            dtype=dtype,
-            device=device,
-            max_batch_tokens=max_batch_tokens,
-            max_batch_size=max_batch_size,
-            max_num_waiting=max_num_waiting,
-            snapshot_cache=snapshot_cache,
-        )
-        self._footprint = encoder_footprint(self.folder, _DTYPES["bfloat16" if dtype == "auto" else dtype])
+        self.config = config if isinstance(config, EngineConfig) else EngineConfig(model=config)
+        source = source or resolve_source(self.config.model, self.config.cache_dir, progress=False)
+        self.source = source.expect("embedding")
+        self.tokenizer = load_tokenizer(self.source.path)
+        self.dim = self.source.hf_config["hidden_size"]
+        self._batch_limits = dict(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
+        dtype = serving_torch_dtype(self.source, self.config.dtype, resolve_device(self.config.device))
+        self._footprint = encoder_footprint(self.source.path, dtype)
 
     def footprint(self) -> Footprint:
         return self._footprint
@@ -62,8 +57,9 @@ class LocalEmbeddingModel(ServedHandle):
 
     # -- ServedHandle -----------------------------------------------------------------------------
     def _build(self) -> EmbeddingEngine:
-        kwargs = self._engine_kwargs
-        return EmbeddingEngine(str(self.folder), executor=self.executor, name=self.name, **kwargs)
+        return EmbeddingEngine(
+            self.config, executor=self.executor, name=self.name, source=self.source, **self._batch_limits
+        )
 
     async def _stop(self, engine: EmbeddingEngine) -> None:
         await engine.shutdown()

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 from swiftserve.config import EngineConfig
 from swiftserve.engine.llm_engine import LLMEngine
 from swiftserve.outputs import RequestOutput
 from swiftserve.sampling_params import SamplingParams
-from swiftserve.scheduler.config import SchedulerConfig
-
-_SCHEDULER_FIELDS = {f.name for f in dataclasses.fields(SchedulerConfig)}
 
 Prompt = str | list[int]
 
@@ -21,10 +17,7 @@ class LLM:
     fields (max_num_seqs, max_num_batched_tokens, block_size, enable_prefix_caching, ...)."""
 
     def __init__(self, model: str, **kwargs) -> None:
-        scheduler_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _SCHEDULER_FIELDS}
-        if scheduler_kwargs:
-            kwargs["scheduler"] = SchedulerConfig(**scheduler_kwargs)
-        self.engine = LLMEngine(EngineConfig(model=model, **kwargs))
+        self.engine = LLMEngine(EngineConfig.of(model, **kwargs))
         self._next_id = 0
 
     @property

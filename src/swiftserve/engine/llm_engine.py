@@ -20,7 +20,8 @@ from swiftserve.engine.detokenizer import IncrementalDetokenizer
 from swiftserve.engine.errors import ContextLengthError, QueueFullError
 from swiftserve.engine.postprocess import append_prompt_logprobs, append_token
 from swiftserve.engine.request import Completion, Request
-from swiftserve.loader import apply_chat_template, load_config, load_tokenizer, resolve_model
+from swiftserve.loader import apply_chat_template, load_tokenizer
+from swiftserve.loader.model_source import ModelSource, resolve_source
 from swiftserve.loader.tokenizer import TokenizerInfo
 from swiftserve.model_runner.model_runner import CausalLM, ModelRunner, StepResult
 from swiftserve.model_runner.sampler import SamplingState
@@ -52,18 +53,23 @@ def wanted_max_model_len(config: EngineConfig, model_limit: int) -> int:
 
 
 class LLMEngine:
-    """tokenizer: the model's, when the caller has it already (a served model keeps its own while
-    cold); parsing tokenizer.json again would cost a cold load tens of milliseconds. model: its
-    weights already loaded (a reload from host memory), so they are not read again."""
+    """source: config.model already resolved (a served model resolves it once, when it is
+    registered); None resolves it here. tokenizer: the model's, when the caller has it already
+    (a served model keeps its own while cold); parsing tokenizer.json again would cost a cold load
+    tens of milliseconds. model: its weights already loaded (a reload from host memory), so they
+    are not read again. WrongModelKindError when the model is an embedding model."""
 
     def __init__(
-        self, config: EngineConfig, tokenizer: TokenizerInfo | None = None, model: CausalLM | None = None
+        self,
+        config: EngineConfig,
+        tokenizer: TokenizerInfo | None = None,
+        model: CausalLM | None = None,
+        source: ModelSource | None = None,
     ) -> None:
         self.config = config
-        self.folder = resolve_model(config.model, config.cache_dir)
-        hf_config = load_config(self.folder)
-        self.tokenizer = tokenizer or load_tokenizer(self.folder)
-        self.runner = ModelRunner(config, self.folder, hf_config, model)
+        self.source = (source or resolve_source(config.model, config.cache_dir)).expect("chat")
+        self.tokenizer = tokenizer or load_tokenizer(self.source.path)
+        self.runner = ModelRunner(config, self.source, model)
         self.max_model_len = self._max_model_len()
         # The pool starts at the runner's maximum (lazily committed on CPU); resize_kv moves it.
         self.scheduler = Scheduler(

@@ -13,18 +13,17 @@ from pathlib import Path
 import torch
 
 from swiftserve.kernels.dispatch import describe, preferred_backends
+from swiftserve.loader.dtypes import torch_dtype
+from swiftserve.loader.model_source import ModelSource
 from swiftserve.loader.snapshot_cache import load_through_cache
 from swiftserve.loader.snapshot_errors import SnapshotMismatchError
 from swiftserve.loader.snapshot_modules import build_from_snapshot
-from swiftserve.loader.snapshot_reader import is_snapshot, read_index
 from swiftserve.models.gemma3 import Gemma3ForCausalLM
 from swiftserve.models.gemma3_config import GEMMA3_ARCHITECTURES, GEMMA3_MODEL_TYPES, Gemma3Config
 from swiftserve.models.llama import LlamaForCausalLM
 from swiftserve.models.llama_config import LlamaConfig
 
 logger = logging.getLogger(__name__)
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -36,18 +35,13 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16
-    dtype = _DTYPES[name]
-    if device.type == "cpu" and dtype is torch.float16:
-        raise ValueError("float16 is not supported on CPU; use bfloat16 or float32")
-    return dtype
+def serving_torch_dtype(source: ModelSource, requested: str, device: torch.device) -> torch.dtype:
+    """The torch dtype `source` is served in on `device` when `requested` is asked ("auto" too)."""
+    return torch_dtype(source.serving_dtype(requested), device)
 
 
 def load_model(
-    folder: Path,
-    hf_config: dict,
+    source: ModelSource,
     dtype: torch.dtype,
     device: torch.device,
     load_format: str = "auto",
@@ -55,13 +49,15 @@ def load_model(
     seed: int = 0,
     snapshot_cache: Path | None = None,
 ) -> LlamaForCausalLM | Gemma3ForCausalLM:
-    """folder is a Hugging Face folder or a snapshot file (then load_format is moot: it has weights).
+    """The chat model of a Hugging Face folder or a snapshot file (then load_format is moot: it
+    has weights). With load_format "dummy" the folder needs only its config (random weights).
 
     With snapshot_cache (a cache folder), a folder's model loads from its automatic snapshot
     there, written on the first load and rebuilt when stale or corrupt (loader/snapshot_cache.py).
     """
-    if is_snapshot(folder):
-        return _load_snapshot(folder, dtype, device, backend)
+    folder, hf_config = source.path, source.hf_config
+    if source.snapshot is not None:
+        return _load_snapshot(folder, source.snapshot.kind, hf_config, dtype, device, backend)
     if snapshot_cache is not None and load_format != "dummy":
         return _load_through_cache(folder, hf_config, dtype, device, backend, Path(snapshot_cache))
     return _load_source(folder, hf_config, dtype, device, load_format, backend, seed)
@@ -100,19 +96,18 @@ def _load_through_cache(
         "chat",
         dtype,
         from_source=lambda: _load_source(folder, hf_config, dtype, device, "auto", backend, 0),
-        from_snapshot=lambda path: _load_snapshot(path, dtype, device, backend),
+        from_snapshot=lambda path: _load_snapshot(path, "chat", hf_config, dtype, device, backend),
     )
 
 
 def _load_snapshot(
-    path: Path, dtype: torch.dtype, device: torch.device, backend: str | None
+    path: Path, kind: str, hf_config: dict, dtype: torch.dtype, device: torch.device, backend: str | None
 ) -> LlamaForCausalLM | Gemma3ForCausalLM:
     """The skeleton on meta (nothing allocated), its tensors the snapshot's (views on the CPU)."""
-    meta = read_index(path).meta
-    if meta.kind != "chat":
-        raise SnapshotMismatchError(path, f"a {meta.kind} model, expected a chat model")
-    model_class, config_class = _model_classes(meta.hf_config)
-    cfg = config_class.from_hf(meta.hf_config)
+    if kind != "chat":
+        raise SnapshotMismatchError(path, f"a {kind} model, expected a chat model")
+    model_class, config_class = _model_classes(hf_config)
+    cfg = config_class.from_hf(hf_config)
     log_kernel_backend(path.name, device, dtype, backend)
     return build_from_snapshot(
         lambda: model_class(cfg, backend=backend), path, kind="chat", dtype=dtype, device=device

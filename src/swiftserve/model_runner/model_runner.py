@@ -8,10 +8,11 @@ from pathlib import Path
 import torch
 
 from swiftserve.config import EngineConfig
+from swiftserve.loader.model_source import ModelSource
 from swiftserve.model_runner.input_batch import prepare_inputs
 from swiftserve.model_runner.kv_cache import num_blocks_for_budget, reserve_kv_cache
 from swiftserve.model_runner.logits import float32_logits
-from swiftserve.model_runner.model_loader import load_model, resolve_device, resolve_dtype
+from swiftserve.model_runner.model_loader import load_model, resolve_device, serving_torch_dtype
 from swiftserve.model_runner.prompt_logprobs import PromptLogprobs, compute_prompt_logprobs
 from swiftserve.model_runner.sampler import Sampler, SamplerOutput, SamplingState
 from swiftserve.models.gemma3 import Gemma3ForCausalLM
@@ -38,13 +39,11 @@ class ModelRunner:
     memory, engine/host_park.py); without it they load from `folder`. Either way the KV cache,
     sampler and generator are built fresh and bound to the model's attention layers."""
 
-    def __init__(
-        self, config: EngineConfig, folder: Path, hf_config: dict, model: CausalLM | None = None
-    ) -> None:
+    def __init__(self, config: EngineConfig, source: ModelSource, model: CausalLM | None = None) -> None:
         self.device = resolve_device(config.device)
-        self.dtype = resolve_dtype(config.dtype, self.device)
+        self.dtype = serving_torch_dtype(source, config.dtype, self.device)
         self.block_size = config.scheduler.block_size
-        self.model = model if model is not None else _load(config, folder, hf_config, self.dtype, self.device)
+        self.model = model if model is not None else _load(config, source, self.dtype, self.device)
         self.model_config = self.model.config
         # kv_cache_memory is the most this model's cache may grow to: reserved (CPU) or allocated
         # (CUDA) whole, used as far as the engine's block pool is sized (kv_cache.py).
@@ -86,13 +85,10 @@ class ModelRunner:
         return float32_logits(self.model.compute_logits(hidden), hidden, self.model.lm_head.weight)
 
 
-def _load(
-    config: EngineConfig, folder: Path, hf_config: dict, dtype: torch.dtype, device: torch.device
-) -> CausalLM:
+def _load(config: EngineConfig, source: ModelSource, dtype: torch.dtype, device: torch.device) -> CausalLM:
     snapshot_cache = Path(config.snapshot_cache) if config.snapshot_cache else None
     return load_model(
-        folder,
-        hf_config,
+        source,
         dtype,
         device,
         config.load_format,

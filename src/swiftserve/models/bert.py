@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:
-    from swiftserve.loader.snapshot_format import PoolingSpec
+    from swiftserve.loader.snapshot_format import ModelSummary, PoolingSpec
 
 _ACTIVATIONS = {
     "gelu": lambda x: F.gelu(x),
@@ -345,14 +345,19 @@ def pooling_spec(model: BertEncoder) -> PoolingSpec:
 
 
 def load_bert_snapshot(
-    path: str | Path, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+    path: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    summary: ModelSummary | None = None,
 ) -> BertEncoder:
-    """A BertEncoder from a snapshot file: built on meta, its parameters the snapshot's tensors."""
+    """A BertEncoder from a snapshot file: built on meta, its parameters the snapshot's tensors.
+    summary: the snapshot's, when the caller has read it already."""
     from swiftserve.loader.snapshot_errors import SnapshotMismatchError
     from swiftserve.loader.snapshot_modules import build_from_snapshot
     from swiftserve.loader.snapshot_reader import read_index
 
-    meta = read_index(path).meta
+    meta = summary if summary is not None else read_index(path).meta
     if meta.pooling is None:
         raise SnapshotMismatchError(path, f"a {meta.kind} model, expected an embedding model")
     spec = meta.pooling
