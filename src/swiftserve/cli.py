@@ -117,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--max-num-batched-tokens", type=_positive_int, help="token budget of one step")
     launch.add_argument("--max-queue", type=_non_negative_int, help="waiting requests per model before 429")
     launch.add_argument(
+        "--seed",
+        type=int,
+        help="seed of every model's sampler for requests that set no seed: each load then repeats "
+        "the same random answers (default: fresh entropy on every load; a request's own seed "
+        "is reproducible either way)",
+    )
+    launch.add_argument(
         "--max-body-bytes", type=_bytes, default="8MiB", help="request body limit (413 past it)"
     )
     launch.add_argument(
@@ -146,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--top-k", type=int, default=0)
     generate.add_argument("--min-p", type=float, default=0.0)
     generate.add_argument("--repetition-penalty", type=float, default=1.0)
-    generate.add_argument("--seed", type=int)
+    generate.add_argument("--seed", type=int, help="the request's seed: the same seed, the same text")
     generate.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     _add_engine_args(generate)
 
@@ -216,6 +223,7 @@ def _launch(args) -> int:
         max_model_len=args.max_model_len,
         max_queue=args.max_queue,
         kv_cache_memory=args.kv_cache_memory,
+        seed=args.seed,
         max_body_bytes=args.max_body_bytes,
         default_max_tokens=args.default_max_tokens,
         snapshots=args.snapshots,
