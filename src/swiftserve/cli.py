@@ -60,7 +60,10 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
         "--device", choices=_DEVICES, default="auto", help="auto: cuda when available, else cpu"
     )
     parser.add_argument(
-        "--max-model-len", type=_positive_int, help="prompt + output tokens (default: the model's)"
+        "--max-model-len",
+        type=_positive_int,
+        help="prompt + output tokens (default: the model's limit, as far as --kv-cache-memory holds "
+        "one sequence of it)",
     )
     parser.add_argument(
         "--kv-cache-memory",

@@ -16,7 +16,8 @@ class EngineConfig:
 
     kv_cache_memory is the most this model's KV cache may hold (on CPU it is reserved, and
     committed only as blocks are used; under a memory budget the router grants blocks within it
-    as demand asks); None takes a default of 512 MiB. max_model_len None takes the model's own limit.
+    as demand asks); None takes a default of 512 MiB. max_model_len None takes the model's own limit,
+    as far as kv_cache_memory holds one sequence of it.
     dtype "auto" is bfloat16 everywhere. device "auto" is cuda when available, else cpu.
     seed seeds the engine's generator for requests that set no seed of their own (and a dummy
     load's weights): None draws fresh entropy on every load, so a restart or a scale from zero
