@@ -8,7 +8,7 @@ import msgspec
 
 from swiftserve.router.router import Router
 from swiftserve.server import protocol
-from swiftserve.server.http import JSONResponse, Request, Response
+from swiftserve.server.http import Handler, JSONResponse, Request, Response
 
 ADMIN_PREFIX = "/v1/models/"
 ADMIN_ACTIONS = ("load", "unload")
@@ -28,6 +28,14 @@ async def list_models(request: Request) -> Response:
         for info in app.router.models()
     ]
     return JSONResponse(protocol.encode(protocol.ModelList(data=cards)))
+
+
+def model_route(path: str) -> tuple[str, dict[str, Handler]] | None:
+    """The route template and handlers (by method) of a /v1/models/{name}/... path, else None."""
+    target = admin_target(path)
+    if target is not None:
+        return f"{ADMIN_PREFIX}{{name}}/{target[1]}", {"POST": model_action}
+    return None
 
 
 def admin_target(path: str) -> tuple[str, str] | None:
