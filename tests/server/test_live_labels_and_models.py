@@ -1,10 +1,12 @@
 """Issue #24 on the real server (`swiftserve launch` in a subprocess, an API key, the embedder
-pinned): what a new user's requests leave in /metrics and find under /v1/models."""
+pinned, and SmolLM2 on demand under the name "flaky", whose weights are broken until a test mends
+them): what a new user's requests leave in /metrics and find under /v1/models."""
 
 from __future__ import annotations
 
 import re
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -32,11 +34,47 @@ _REQUESTS = re.compile(
 )
 
 
+FLAKY = "flaky"
+WEIGHTS = "model.safetensors"
+
+
 @pytest.fixture(scope="module")
-def server(minilm_dir):
-    live = Server("--api-key", KEY, "--models", EMBED)
+def flaky_dir(smollm_dir, tmp_path_factory) -> Path:
+    """SmolLM2's files as links, the weights a link to their first 1 MiB (the header, so the
+    footprint reads) until mend() points it at the real file."""
+    folder = tmp_path_factory.mktemp(FLAKY)
+    for file in Path(smollm_dir).iterdir():
+        (folder / file.name).symlink_to(file)
+    head = folder.parent / "head.safetensors"
+    with (Path(smollm_dir) / WEIGHTS).open("rb") as f:
+        head.write_bytes(f.read(1 << 20))
+    (folder / WEIGHTS).unlink()
+    (folder / WEIGHTS).symlink_to(head)
+    return folder
+
+
+def mend(folder: Path, smollm_dir) -> None:
+    (folder / WEIGHTS).unlink()
+    (folder / WEIGHTS).symlink_to(Path(smollm_dir) / WEIGHTS)
+
+
+@pytest.fixture(scope="module")
+def server(minilm_dir, flaky_dir):
+    small = ("--max-model-len", "256", "--kv-cache-memory", "32MiB", "--no-snapshots")
+    live = Server("--api-key", KEY, "--models", EMBED, "--on-demand", f"{FLAKY}={flaky_dir}", *small)
     yield live
     live.stop()
+
+
+def _card(server: Server, name: str) -> dict:
+    return next(
+        m for m in httpx.get(server.url + "/v1/models", headers=AUTH).json()["data"] if m["id"] == name
+    )
+
+
+def _chat(server: Server, model: str) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    return httpx.post(server.url + "/v1/chat/completions", json=body, headers=AUTH, timeout=300)
 
 
 def _counted(server: Server) -> set[tuple[str, str, str]]:
@@ -60,6 +98,16 @@ def test_unknown_paths_and_models_add_no_metric_series(server: Server) -> None:
     assert junk not in text
     counted = _counted(server)
     assert {endpoint for endpoint, _, _ in counted} <= TEMPLATES, counted
-    assert {model for _, model, _ in counted} <= {"", EMBED}, counted
+    assert {model for _, model, _ in counted} <= {"", EMBED, FLAKY}, counted
     assert ("unmatched", "", "404") in counted and ("/v1/models/{name}/load", "", "401") in counted
     assert ("/v1/embeddings", EMBED, "200") in counted
+
+
+def test_a_model_that_loads_after_a_failed_load_shows_no_stale_error(server: Server, flaky_dir, smollm_dir):
+    failed = _chat(server, FLAKY)
+    assert failed.status_code == 503 and failed.json()["error"]["code"] == "model_load_failed"
+    assert _card(server, FLAKY)["state"] == "cold" and WEIGHTS in _card(server, FLAKY)["error"]
+    mend(flaky_dir, smollm_dir)
+    assert _chat(server, FLAKY).status_code == 200
+    card = _card(server, FLAKY)
+    assert card["state"] == "resident" and "error" not in card, card
