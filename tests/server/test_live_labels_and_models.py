@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 
 from .live_server import EMBED, Server
@@ -111,3 +112,14 @@ def test_a_model_that_loads_after_a_failed_load_shows_no_stale_error(server: Ser
     assert _chat(server, FLAKY).status_code == 200
     card = _card(server, FLAKY)
     assert card["state"] == "resident" and "error" not in card, card
+
+
+def test_the_openai_sdk_retrieves_one_model(server: Server) -> None:
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0)
+    model = client.models.retrieve(EMBED)
+    assert (model.id, model.object, model.owned_by) == (EMBED, "model", "swiftserve")
+    assert model.model_extra["kind"] == "embedding" and model.model_extra["state"] == "resident"
+    with pytest.raises(openai.NotFoundError) as info:
+        client.models.retrieve("no-such-model")
+    assert info.value.body["code"] == "model_not_found" and "no-such-model" in info.value.body["message"]
+    assert httpx.get(server.url + f"/v1/models/{EMBED}").status_code == 401  # behind the key too

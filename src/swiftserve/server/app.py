@@ -169,7 +169,7 @@ class App:
         methods = self._routes.get(path)
         if methods is not None:
             return path, methods
-        return model_route(path)  # /v1/models/{name}/load | unload
+        return model_route(path)  # /v1/models/{id}, /v1/models/{name}/load | unload
 
     def _resolve(self, request: Request) -> Handler:
         """The handler of the request's route (setting request.route); 404, 405, 401 or 503."""
