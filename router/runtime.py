@@ -2,9 +2,9 @@
 
 The one builder behind `swiftserve launch` and the Python `Server`:
 1. `RouterRuntime(config)` makes the executor and an empty router under the memory budget.
-2. `start()` starts the executor, builds every model cold (files resolved, tokenizer and
-   footprint known; in a worker thread, as this blocks) and registers it, then loads the pinned
-   ones (router.start).
+2. `start()` starts the executor, builds every model cold (files fetched and converted once,
+   with progress bars; tokenizer and footprint known; in a worker thread, as this blocks) and
+   registers it, then loads the pinned ones (router.start).
 3. `reload_config()` re-reads the config file and adds the models it names that are not served
    yet (cold; pinned ones are loaded), without a restart, all or none: when one of them cannot be
    built, does not fit the budget or fails to load, none is added. Models whose entry changed or
@@ -31,6 +31,7 @@ from swiftserve.router.router_config import RouterConfig
 
 from swiftserve.engine.device_executor import DeviceExecutor
 from swiftserve.engine.served_model import ServedModel
+from swiftserve.loader.resolve import resolve_model
 
 logger = logging.getLogger("swiftserve.router")
 
@@ -95,6 +96,10 @@ class RouterRuntime:
         registrations = []
         for model in models:
             kind = detect_kind(model.source)
+            # Fetch and convert first, with `swiftserve pull`'s progress bars: on an empty cache
+            # that takes a first start many seconds, which silence would pass off as a hang. The
+            # model then finds its files prepared.
+            await asyncio.to_thread(resolve_model, model.source)
             served = await asyncio.to_thread(served_model, model, kind, self.config, self.executor)
             registrations.append(
                 Registration(
