@@ -62,9 +62,11 @@ def _duration(text: str) -> float:
     from swiftserve.router.config_file import ConfigError, parse_duration
 
     try:
-        return parse_duration(text, "--idle-timeout")
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        return parse_duration(text)
+    except ConfigError:
+        # argparse names the option itself ("argument --idle-timeout: ..."); parse_duration's
+        # message names a config key, which here would say it twice.
+        raise argparse.ArgumentTypeError(f"expected a duration such as 60s or 5m, got {text!r}") from None
 
 
 def _bytes(text: str) -> int:

@@ -123,3 +123,10 @@ def test_the_openai_sdk_retrieves_one_model(server: Server) -> None:
         client.models.retrieve("no-such-model")
     assert info.value.body["code"] == "model_not_found" and "no-such-model" in info.value.body["message"]
     assert httpx.get(server.url + f"/v1/models/{EMBED}").status_code == 401  # behind the key too
+
+
+def test_a_call_to_a_model_of_the_other_kind_says_an_embedding_model(server: Server) -> None:
+    answer = _chat(server, EMBED)
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "model_not_supported"
+    message = answer.json()["error"]["message"]
+    assert "is an embedding model; this call needs a chat model" in message, message

@@ -9,6 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def kind_model(kind: str) -> str:
+    """'a chat model', 'an embedding model': a model kind in a sentence, with its article."""
+    return f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind} model"
+
+
 class SnapshotError(ValueError):
     def __init__(self, path: str | Path, problem: str, tensor: str | None = None) -> None:
         self.path = Path(path)

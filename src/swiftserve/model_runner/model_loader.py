@@ -14,7 +14,7 @@ import torch
 
 from swiftserve.kernels.dispatch import describe, preferred_backends
 from swiftserve.loader.snapshot_cache import load_through_cache
-from swiftserve.loader.snapshot_errors import SnapshotMismatchError
+from swiftserve.loader.snapshot_errors import SnapshotMismatchError, kind_model
 from swiftserve.loader.snapshot_modules import build_from_snapshot
 from swiftserve.loader.snapshot_reader import is_snapshot, read_index
 from swiftserve.models.gemma3 import Gemma3ForCausalLM
@@ -110,7 +110,7 @@ def _load_snapshot(
     """The skeleton on meta (nothing allocated), its tensors the snapshot's (views on the CPU)."""
     meta = read_index(path).meta
     if meta.kind != "chat":
-        raise SnapshotMismatchError(path, f"a {meta.kind} model, expected a chat model")
+        raise SnapshotMismatchError(path, f"{kind_model(meta.kind)}, expected a chat model")
     model_class, config_class = _model_classes(meta.hf_config)
     cfg = config_class.from_hf(meta.hf_config)
     log_kernel_backend(path.name, device, dtype, backend)
