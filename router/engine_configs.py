@@ -28,7 +28,7 @@ class ServeDefaults:
     max_model_len: int | None = None
     max_queue: int | None = None
     kv_cache_memory: int | None = None
-    seed: int = 0
+    seed: int | None = None  # None: fresh entropy per load (EngineConfig.seed)
     snapshot_cache: str | None = None  # automatic snapshots of chat and embedding models there (None: off)
 
 

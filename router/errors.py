@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Iterator
 
 from swiftserve.engine import errors as engine
+from swiftserve.loader.model_kind import kind_model
 
 
 class RouterError(Exception):
@@ -25,7 +26,7 @@ class WrongKindError(RouterError, ValueError):
     """A chat call to an embedding model, or the other way round."""
 
     def __init__(self, name: str, kind: str, wanted: str) -> None:
-        super().__init__(f"the model {name!r} is a {kind} model; this call needs a {wanted} model")
+        super().__init__(f"the model {name!r} is {kind_model(kind)}; this call needs {kind_model(wanted)}")
         self.name, self.kind, self.wanted = name, kind, wanted
 
 

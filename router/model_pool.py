@@ -267,6 +267,7 @@ class ModelPool:
         finally:
             self._notify()
         self.ledger.loaded(name, seconds)
+        entry.last_error = None  # it loads now: an old failure would only mislead
         entry.load_seconds.append(seconds)
         entry.loads_by_tier[tier.value] += 1
         logger.info(

@@ -35,6 +35,7 @@ class RouterConfig:
     max_model_len: int | None = None
     max_queue: int | None = None
     kv_cache_memory: int | None = None
+    seed: int | None = None  # each engine's, for requests without one; None: fresh per load
     default_max_tokens: int = DEFAULT_MAX_TOKENS  # for requests that set no max_tokens
     snapshots: bool = True  # automatic snapshots of chat and embedding models in the model cache
     model_configs: tuple[ModelConfig, ...] = field(default=(), compare=False)
@@ -73,6 +74,7 @@ class RouterConfig:
             max_model_len=self.max_model_len,
             max_queue=self.max_queue,
             kv_cache_memory=self.kv_cache_memory,
+            seed=self.seed,
             snapshot_cache=str(default_cache_dir()) if self.snapshots else None,
         )
 

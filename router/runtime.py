@@ -2,9 +2,9 @@
 
 The one builder behind `swiftserve launch` and the Python `Server`:
 1. `RouterRuntime(config)` makes the executor and an empty router under the memory budget.
-2. `start()` starts the executor, builds every model cold (files resolved, tokenizer and
-   footprint known; in a worker thread, as this blocks) and registers it, then loads the pinned
-   ones (router.start).
+2. `start()` starts the executor, builds every model cold (files fetched and converted once,
+   with progress bars; tokenizer and footprint known; in a worker thread, as this blocks) and
+   registers it, then loads the pinned ones (router.start).
 3. `reload_config()` re-reads the config file and adds the models it names that are not served
    yet (cold; pinned ones are loaded), without a restart, all or none: when one of them cannot be
    built, does not fit the budget or fails to load, none is added. Models whose entry changed or
@@ -138,7 +138,9 @@ class RouterRuntime:
 def served_model(model: ModelConfig, config: RouterConfig, executor: DeviceExecutor) -> ServedModel:
     """One model, cold: its source resolved once (pulled once, here, never on the request path),
     its tokenizer and footprint known, nothing heavy in memory. Blocking: run in a worker thread."""
-    source = resolve_source(model.source, progress=False)
+    # Fetched and converted with `swiftserve pull`'s progress bars: on an empty cache that takes
+    # a first start many seconds, which silence would pass off as a hang.
+    source = resolve_source(model.source)
     engine_cfg = engine_config(model, source.kind, config.defaults())
     served_class = LocalEmbeddingModel if source.kind == "embedding" else LocalChatModel
     return served_class(model.name, engine_cfg, executor, source)

@@ -179,6 +179,7 @@ class ResidencyManager:
         if seconds is not None:
             entry.measured_reload_s[entry.loading_from] = seconds
         entry.state, entry.loads, entry.last_used = State.RESIDENT, entry.loads + 1, self._clock()
+        entry.last_error = None  # the failure it reported is over
 
     def load_failed(self, name: str, error: str) -> None:
         """LOADING -> COLD: its bytes are freed (a failed reload from host memory drops the weights

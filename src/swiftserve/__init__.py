@@ -7,6 +7,7 @@ __all__ = [
     "LLM",
     "Server",
     "AsyncEngine",
+    "EmbeddingEngine",
     "EngineConfig",
     "SamplingParams",
     "RequestOutput",
@@ -30,6 +31,10 @@ def __getattr__(name: str):
         from swiftserve.engine.async_engine import AsyncEngine
 
         return AsyncEngine
+    if name == "EmbeddingEngine":
+        from swiftserve.engine.embedding_engine import EmbeddingEngine
+
+        return EmbeddingEngine
     if name == "EngineConfig":
         from swiftserve.config import EngineConfig
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import signal
 import sys
+from collections.abc import Iterator
 
 from swiftserve.loader.aliases import ModelFetchError
 from swiftserve.scheduler.memory_budget import parse_bytes
@@ -14,6 +17,31 @@ from swiftserve.server.launch import DEFAULT_MAX_TOKENS, DEFAULT_MODELS, ServeCo
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 _DEVICES = ("auto", "cpu", "cuda")
+
+
+class _Signalled(BaseException):
+    """SIGTERM or SIGINT as an exception: what a file writer cleans up after (the snapshot writer
+    removes its temporary file on any exception) then runs for a signal too, instead of the
+    process dying with a ~300 MB hidden file left behind. A BaseException, as KeyboardInterrupt
+    is, so no `except Exception` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_as_exceptions() -> Iterator[None]:
+    def raise_signalled(signum: int, frame) -> None:
+        raise _Signalled(signum)
+
+    handled = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.signal(sig, raise_signalled) for sig in handled}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _positive_int(text: str) -> int:
@@ -34,9 +62,11 @@ def _duration(text: str) -> float:
     from swiftserve.router.config_file import ConfigError, parse_duration
 
     try:
-        return parse_duration(text, "--idle-timeout")
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        return parse_duration(text)
+    except ConfigError:
+        # argparse names the option itself ("argument --idle-timeout: ..."); parse_duration's
+        # message names a config key, which here would say it twice.
+        raise argparse.ArgumentTypeError(f"expected a duration such as 60s or 5m, got {text!r}") from None
 
 
 def _bytes(text: str) -> int:
@@ -60,7 +90,10 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
         "--device", choices=_DEVICES, default="auto", help="auto: cuda when available, else cpu"
     )
     parser.add_argument(
-        "--max-model-len", type=_positive_int, help="prompt + output tokens (default: the model's)"
+        "--max-model-len",
+        type=_positive_int,
+        help="prompt + output tokens (default: the model's limit, as far as --kv-cache-memory holds "
+        "one sequence of it)",
     )
     parser.add_argument(
         "--kv-cache-memory",
@@ -117,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--max-num-batched-tokens", type=_positive_int, help="token budget of one step")
     launch.add_argument("--max-queue", type=_non_negative_int, help="waiting requests per model before 429")
     launch.add_argument(
+        "--seed",
+        type=int,
+        help="seed of every model's sampler for requests that set no seed: each load then repeats "
+        "the same random answers (default: fresh entropy on every load; a request's own seed "
+        "is reproducible either way)",
+    )
+    launch.add_argument(
         "--max-body-bytes", type=_bytes, default="8MiB", help="request body limit (413 past it)"
     )
     launch.add_argument(
@@ -146,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--top-k", type=int, default=0)
     generate.add_argument("--min-p", type=float, default=0.0)
     generate.add_argument("--repetition-penalty", type=float, default=1.0)
-    generate.add_argument("--seed", type=int)
+    generate.add_argument("--seed", type=int, help="the request's seed: the same seed, the same text")
     generate.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     _add_engine_args(generate)
 
@@ -186,12 +226,13 @@ def main(argv: list[str] | None = None) -> int:
             return _launch(args)
         if args.command == "generate":
             return asyncio.run(_generate(args))
-        if args.command == "snapshot":
-            return _snapshot(args)
-        return _pull(args)
+        with _signals_as_exceptions():  # the two commands that write files into place
+            return _snapshot(args) if args.command == "snapshot" else _pull(args)
     except (ValueError, FileNotFoundError, ModelFetchError) as exc:
         print(f"swiftserve: error: {exc}", file=sys.stderr)
         return 2
+    except _Signalled as exc:
+        return 128 + exc.signum  # what a shell reports for a process the signal ended
     except KeyboardInterrupt:
         return 130
 
@@ -216,6 +257,7 @@ def _launch(args) -> int:
         max_model_len=args.max_model_len,
         max_queue=args.max_queue,
         kv_cache_memory=args.kv_cache_memory,
+        seed=args.seed,
         max_body_bytes=args.max_body_bytes,
         default_max_tokens=args.default_max_tokens,
         snapshots=args.snapshots,

@@ -22,9 +22,13 @@ class EngineConfig:
 
     kv_cache_memory is the most this model's KV cache may hold (on CPU it is reserved, and
     committed only as blocks are used; under a memory budget the router grants blocks within it
-    as demand asks); None takes a default of 512 MiB. max_model_len None takes the model's own limit.
+    as demand asks); None takes a default of 512 MiB. max_model_len None takes the model's own limit,
+    as far as kv_cache_memory holds one sequence of it.
     dtype "auto" is a snapshot's stored dtype, else bfloat16 for chat models and float32 for
     embedding models (loader/dtypes.py). device "auto" is cuda when available, else cpu.
+    seed seeds the engine's generator for requests that set no seed of their own (and a dummy
+    load's weights): None draws fresh entropy on every load, so a restart or a scale from zero
+    does not repeat the last load's samples; an int makes them repeat, for reproducible runs.
     snapshot_cache is a folder for automatic snapshots of chat and embedding models
     (loader/snapshot_cache.py): the first load from a folder, GGUF or alias writes one, later loads
     read it; None: off.
@@ -36,7 +40,7 @@ class EngineConfig:
     kv_cache_memory: int | None = None
     max_model_len: int | None = None
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    seed: int = 0
+    seed: int | None = None
     load_format: str = "auto"
     kernel_backend: str | None = None
     cache_dir: str | None = None

@@ -99,5 +99,5 @@ def test_a_shape_mismatch_is_named(snap):
 
 
 def test_a_snapshot_of_another_kind_is_refused(snap):
-    with pytest.raises(SnapshotMismatchError, match="a chat model, expected a embedding model"):
+    with pytest.raises(SnapshotMismatchError, match="a chat model, expected an embedding model"):
         build_from_snapshot(_tiny, snap, kind="embedding", dtype=torch.bfloat16, device="cpu")

@@ -106,4 +106,7 @@ def test_admin_errors_are_openai_errors(served):
     assert _post(served, "/v1/models/chat/load", headers={}).status_code == 401
     wrong_method = httpx.get(served.url + "/v1/models/chat/load", headers=AUTH)
     assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
-    assert _post(served, "/v1/models/chat/reload").status_code == 404
+    # Not an action: the path of a model named "chat/reload" (GET /v1/models/{id}), which is not served.
+    not_an_action = _post(served, "/v1/models/chat/reload")
+    assert not_an_action.status_code == 405 and not_an_action.headers["allow"] == "GET"
+    assert httpx.get(served.url + "/v1/models/chat/reload", headers=AUTH).status_code == 404

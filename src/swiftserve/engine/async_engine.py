@@ -75,6 +75,8 @@ class AsyncEngine:
         self._streams: dict[str, asyncio.Queue] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._is_attached = False
+        self._is_shut_down = False
+        self._start_lock = asyncio.Lock()  # concurrent first generate() calls attach once
 
     # -- what the server reads -----------------------------------------------------------------
     @property
@@ -102,21 +104,24 @@ class AsyncEngine:
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
-        if self._is_attached:
-            return
-        self._loop = asyncio.get_running_loop()
-        if self._owns_executor:
-            self._executor.start()
-        steppable = ChatSteppable(self.engine)
-        attached = self._executor.attach(self.name, steppable, self._on_outputs, self._on_error)
-        await asyncio.wrap_future(attached)
-        self._is_attached = True
+        """Attach to the executor (starting a private one); generate() calls it on first use."""
+        async with self._start_lock:
+            if self._is_attached:
+                return
+            self._loop = asyncio.get_running_loop()
+            if self._owns_executor:
+                self._executor.start()
+            steppable = ChatSteppable(self.engine)
+            attached = self._executor.attach(self.name, steppable, self._on_outputs, self._on_error)
+            await asyncio.wrap_future(attached)
+            self._is_attached = True
 
     async def shutdown(self) -> None:
-        """Abort everything in flight (their streams end with EngineDeadError) and stop stepping."""
+        """Abort everything in flight (their streams end with EngineDeadError) and stop stepping,
+        for good: a later generate() raises EngineDeadError."""
         if not self._is_attached:
             return
-        self._is_attached = False
+        self._is_attached, self._is_shut_down = False, True
         await asyncio.wrap_future(self._executor.detach(self.name))
         # Detached first, so no step can run between the abort and the stop.
         await asyncio.wrap_future(self._executor.call(lambda: self._abort_all("the engine is shutting down")))
@@ -130,7 +135,9 @@ class AsyncEngine:
         """Cumulative outputs after each step that advanced the request; the last has finished=True.
         Raises ValueError or QueueFullError before the first output. Closing early aborts it."""
         if not self._is_attached:
-            raise EngineDeadError("the engine is not running; call start() first")
+            if self._is_shut_down:  # a served model's engine unloaded under a request: no restart
+                raise EngineDeadError("the engine was shut down")
+            await self.start()
         request_id = request_id or uuid.uuid4().hex
         if request_id in self._streams:
             raise ValueError(f"request id {request_id!r} is already in use")

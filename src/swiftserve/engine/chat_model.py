@@ -20,7 +20,7 @@ from typing import TypeVar
 from swiftserve.config import EngineConfig
 from swiftserve.engine.async_engine import AsyncEngine
 from swiftserve.engine.device_executor import DeviceExecutor
-from swiftserve.engine.footprint import chat_footprint
+from swiftserve.engine.footprint import chat_footprint, max_kv_tokens
 from swiftserve.engine.host_park import ParkedWeights, park_weights, restore_weights
 from swiftserve.engine.llm_engine import wanted_max_model_len
 from swiftserve.engine.memory import release_keeping_weights, release_llm_engine
@@ -29,6 +29,7 @@ from swiftserve.engine.served_model import Footprint
 from swiftserve.loader import apply_chat_template, load_tokenizer
 from swiftserve.loader.model_source import ModelSource, resolve_source
 from swiftserve.model_runner.model_loader import resolve_device, serving_torch_dtype
+from swiftserve.model_runner.model_runner import DEFAULT_KV_CACHE_MEMORY
 from swiftserve.outputs import RequestOutput
 from swiftserve.sampling_params import SamplingParams
 from swiftserve.scheduler.kv_demand import KvUsage
@@ -56,9 +57,12 @@ class LocalChatModel(ServedHandle):
         hf_config = self.source.hf_config
         self.tokenizer = load_tokenizer(self.source.path)
         model_limit = hf_config.get("max_position_embeddings", _DEFAULT_MAX_POSITIONS)
-        self.max_model_len = wanted_max_model_len(config, model_limit)
         dtype = serving_torch_dtype(self.source, config.dtype, resolve_device(config.device))
         block_size = config.scheduler.block_size
+        # What the engine will compute from its real cache once loaded (llm_engine.py).
+        kv_memory = config.kv_cache_memory or DEFAULT_KV_CACHE_MEMORY
+        kv_tokens = max_kv_tokens(hf_config, block_size, dtype, kv_memory)
+        self.max_model_len = wanted_max_model_len(config, model_limit, kv_tokens)
         self._footprint = chat_footprint(self.source.path, hf_config, dtype, block_size, self.max_model_len)
 
     def footprint(self) -> Footprint:

@@ -48,6 +48,11 @@ def kv_block_bytes(hf_config: dict, block_size: int, dtype: torch.dtype) -> int:
     return per_token * block_size
 
 
+def max_kv_tokens(hf_config: dict, block_size: int, dtype: torch.dtype, kv_cache_memory: int) -> int:
+    """Tokens in the whole blocks that kv_cache_memory holds, as the model runner sizes its cache."""
+    return kv_cache_memory // kv_block_bytes(hf_config, block_size, dtype) * block_size
+
+
 def chat_footprint(
     folder: Path, hf_config: dict, dtype: torch.dtype, block_size: int, max_model_len: int
 ) -> Footprint:

@@ -46,10 +46,11 @@ class EngineStats:
     is_waiting_for_blocks: bool = False  # the last step left a request waiting for KV blocks
 
 
-def wanted_max_model_len(config: EngineConfig, model_limit: int) -> int:
-    """The context asked for: config.max_model_len, else the scheduler default capped at the model limit;
-    known before loading, so a cold model can validate requests with it."""
-    return config.max_model_len or min(model_limit, config.scheduler.max_model_len)
+def wanted_max_model_len(config: EngineConfig, model_limit: int, max_kv_tokens: int) -> int:
+    """The context asked for: config.max_model_len (or the scheduler's), else the model's own
+    limit as far as the KV cache holds one sequence (max_kv_tokens: its whole blocks' tokens).
+    Known before loading, so a cold model can validate requests with it."""
+    return config.max_model_len or config.scheduler.max_model_len or min(model_limit, max_kv_tokens)
 
 
 class LLMEngine:
@@ -84,8 +85,8 @@ class LLMEngine:
 
     def _max_model_len(self) -> int:
         model_limit = self.runner.model_config.max_position_embeddings
-        wanted = wanted_max_model_len(self.config, model_limit)
         capacity = self.runner.max_num_blocks * self.config.scheduler.block_size
+        wanted = wanted_max_model_len(self.config, model_limit, capacity)
         if wanted > model_limit:
             raise ValueError(f"max_model_len {wanted} exceeds the model's limit of {model_limit} positions")
         if wanted > capacity:

@@ -44,6 +44,6 @@ def kind_of_folder(folder: Path, config: dict | None = None) -> ModelKind:
     return kind_from_config(config)
 
 
-def article(kind: str) -> str:
-    """'a chat' / 'an embedding': for messages that name a kind."""
-    return f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind}"
+def kind_model(kind: str) -> str:
+    """'a chat model', 'an embedding model': a model kind in a sentence, with its article."""
+    return f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind} model"

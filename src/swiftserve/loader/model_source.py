@@ -15,7 +15,7 @@ from typing import Any
 from swiftserve.config import ModelKind
 from swiftserve.loader.aliases import known_aliases
 from swiftserve.loader.dtypes import serving_dtype
-from swiftserve.loader.model_kind import article, kind_of_folder
+from swiftserve.loader.model_kind import kind_model, kind_of_folder
 from swiftserve.loader.resolve import resolve_model
 from swiftserve.loader.snapshot_format import ModelSummary
 from swiftserve.loader.snapshot_reader import is_snapshot, read_index
@@ -27,7 +27,7 @@ class WrongModelKindError(ValueError):
 
     def __init__(self, spec: str, kind: str, wanted: str) -> None:
         super().__init__(
-            f"{spec!r} is {article(kind)} model, not {article(wanted)} model"
+            f"{spec!r} is {kind_model(kind)}, not {kind_model(wanted)}"
             + (": serve it on /v1/embeddings (EmbeddingEngine)" if kind == "embedding" else "")
         )
         self.spec, self.kind, self.wanted = spec, kind, wanted

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from swiftserve.loader.model_kind import kind_model
 from swiftserve.loader.snapshot_errors import SnapshotMismatchError, SnapshotMissingTensorError
 from swiftserve.loader.snapshot_reader import Snapshot, load_snapshot, resolve_method
 
@@ -138,9 +139,8 @@ def _discard(pending: Future) -> None:
 def _fill(skeleton: nn.Module, snapshot: Snapshot, kind: str, dtype: torch.dtype) -> None:
     try:
         if snapshot.header.meta.kind != kind:
-            raise SnapshotMismatchError(
-                snapshot.path, f"a {snapshot.header.meta.kind} model, expected a {kind} model"
-            )
+            problem = f"{kind_model(snapshot.header.meta.kind)}, expected {kind_model(kind)}"
+            raise SnapshotMismatchError(snapshot.path, problem)
         slots = tensor_slots(skeleton)
         _check_fits(slots, snapshot)
         _assign(slots, snapshot.tensors)

@@ -14,6 +14,7 @@ import torch
 
 from swiftserve.kernels.dispatch import describe, preferred_backends
 from swiftserve.loader.dtypes import torch_dtype
+from swiftserve.loader.model_kind import kind_model
 from swiftserve.loader.model_source import ModelSource
 from swiftserve.loader.snapshot_cache import load_through_cache
 from swiftserve.loader.snapshot_errors import SnapshotMismatchError
@@ -105,7 +106,7 @@ def _load_snapshot(
 ) -> LlamaForCausalLM | Gemma3ForCausalLM:
     """The skeleton on meta (nothing allocated), its tensors the snapshot's (views on the CPU)."""
     if kind != "chat":
-        raise SnapshotMismatchError(path, f"a {kind} model, expected a chat model")
+        raise SnapshotMismatchError(path, f"{kind_model(kind)}, expected a chat model")
     model_class, config_class = _model_classes(hf_config)
     cfg = config_class.from_hf(hf_config)
     log_kernel_backend(path.name, device, dtype, backend)

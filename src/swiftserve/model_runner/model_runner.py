@@ -20,6 +20,9 @@ from swiftserve.models.llama import LlamaForCausalLM
 from swiftserve.scheduler.output import ScheduledSeq, SchedulerOutput
 
 DEFAULT_KV_CACHE_MEMORY = 512 * 1024**2
+# Dummy weights (load_format "dummy") stay the same from load to load without a seed: they stand
+# in for a checkpoint, which does not change either.
+_DUMMY_WEIGHTS_SEED = 0
 
 # A chat model with its weights in place, as load_model returns it.
 CausalLM = LlamaForCausalLM | Gemma3ForCausalLM
@@ -54,9 +57,9 @@ class ModelRunner:
         )
         for i, attn in enumerate(self.model.attention_layers()):
             attn.k_cache, attn.v_cache = self.kv_cache.layer(i)
-        # The engine's own RNG for unseeded random rows: reproducible from config.seed, and no
-        # other model (or torch.manual_seed) moves it.
-        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        # The engine's own RNG for unseeded random rows: no other model (or torch.manual_seed)
+        # moves it; reproducible from config.seed when one is set, else fresh on every load.
+        self.generator = _engine_generator(self.device, config.seed)
         self.sampler = Sampler(self.model_config.vocab_size, self.generator)
 
     @property
@@ -93,6 +96,16 @@ def _load(config: EngineConfig, source: ModelSource, dtype: torch.dtype, device:
         device,
         config.load_format,
         config.kernel_backend,
-        config.seed,
+        _DUMMY_WEIGHTS_SEED if config.seed is None else config.seed,
         snapshot_cache=snapshot_cache,
     )
+
+
+def _engine_generator(device: torch.device, seed: int | None) -> torch.Generator:
+    """seed None: torch's nondeterministic seed (std::random_device), a new one per engine."""
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator

@@ -353,13 +353,14 @@ def load_bert_snapshot(
 ) -> BertEncoder:
     """A BertEncoder from a snapshot file: built on meta, its parameters the snapshot's tensors.
     summary: the snapshot's, when the caller has read it already."""
+    from swiftserve.loader.model_kind import kind_model
     from swiftserve.loader.snapshot_errors import SnapshotMismatchError
     from swiftserve.loader.snapshot_modules import build_from_snapshot
     from swiftserve.loader.snapshot_reader import read_index
 
     meta = summary if summary is not None else read_index(path).meta
     if meta.pooling is None:
-        raise SnapshotMismatchError(path, f"a {meta.kind} model, expected an embedding model")
+        raise SnapshotMismatchError(path, f"{kind_model(meta.kind)}, expected an embedding model")
     spec = meta.pooling
     pooling = PoolingConfig(mode=spec.mode, normalize=spec.normalize, max_seq_length=spec.max_seq_length)
     config = BertConfig.from_dict(meta.hf_config)

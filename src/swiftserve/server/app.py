@@ -26,7 +26,7 @@ from swiftserve.router.runtime import ReloadResult
 from swiftserve.server.errors import APIError, from_exception, service_unavailable
 from swiftserve.server.http import Handler, JSONResponse, Request, Response, error_response
 from swiftserve.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
-from swiftserve.server.routes_models import admin_target, list_models, model_action, reload_config
+from swiftserve.server.routes_models import list_models, model_route, reload_config
 
 logger = logging.getLogger("swiftserve.server")
 
@@ -151,7 +151,7 @@ class App:
         request = Request(method, path, headers, b"", arrival, self)
         status = 500
         try:
-            handler = self._resolve(method, path, headers)
+            handler = self._resolve(request)
             request.body = await self._read_body(receive, headers)
             status = await self._run(handler, request, receive, send)
         except APIError as error:
@@ -161,14 +161,23 @@ class App:
             status = 499  # nobody to answer
         finally:
             if path.startswith("/v1/"):
-                self.metrics.requests.labels(request.model, path, str(status)).inc()
+                # Labels from bounded sets only: route templates and served model names.
+                self.metrics.requests.labels(request.model, request.route, str(status)).inc()
 
-    def _resolve(self, method: str, path: str, headers: dict[str, str]) -> Handler:
+    def _match(self, path: str) -> tuple[str, dict[str, Handler]] | None:
+        """The route template of path and its handlers by method, or None."""
         methods = self._routes.get(path)
-        if methods is None and admin_target(path) is not None:
-            methods = {"POST": model_action}  # POST /v1/models/{name}/load | unload
-        if methods is None:
+        if methods is not None:
+            return path, methods
+        return model_route(path)  # /v1/models/{id}, /v1/models/{name}/load | unload
+
+    def _resolve(self, request: Request) -> Handler:
+        """The handler of the request's route (setting request.route); 404, 405, 401 or 503."""
+        method, path = request.method, request.path
+        match = self._match(path)
+        if match is None:
             raise APIError(404, f"Invalid URL ({method} {path})", code="not_found")
+        request.route, methods = match
         handler = methods.get(method)
         if handler is None:
             raise APIError(
@@ -178,7 +187,7 @@ class App:
                 headers={"Allow": ", ".join(sorted(methods))},  # required on a 405 (RFC 9110)
             )
         if path.startswith("/v1/"):
-            self._check_auth(headers)
+            self._check_auth(request.headers)
             if self.is_draining:
                 raise service_unavailable("The server is shutting down.")
             if not self.is_ready:

@@ -15,6 +15,9 @@ from swiftserve.router.router import Router
 from swiftserve.server.errors import APIError
 from swiftserve.server.metrics import ServerMetrics
 
+# The request counter's endpoint label for a path no route matches: one value for all of them,
+# as a label per raw path would let any client grow /metrics without bound.
+UNMATCHED_ROUTE = "unmatched"
 _JSON = [(b"content-type", b"application/json")]
 _SSE = [
     (b"content-type", b"text/event-stream"),
@@ -79,6 +82,8 @@ class Request:
     app: AppView
     # Set by handlers (label), so the request counter carries the model label.
     model: str = ""
+    # The matched route's template (/v1/models/{name}/load), the request counter's endpoint label.
+    route: str = UNMATCHED_ROUTE
 
     def label(self, model: str) -> None:
         """Counts this request under `model` once it names a served one: unknown names would grow

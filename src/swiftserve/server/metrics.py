@@ -2,6 +2,9 @@
 
 Counters and histograms are updated by the request handlers; the engine gauges (running and
 waiting requests, KV cache usage) are read from each engine's `stats()` when /metrics is scraped.
+Every label comes from a bounded set: served model names ("" for a request that names none of
+them) and route templates ("unmatched" for any other path), never what a client typed, so no
+request, refused or not, can add a series.
 """
 
 from __future__ import annotations

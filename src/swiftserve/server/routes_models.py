@@ -1,40 +1,59 @@
-"""/v1/models (OpenAI's list, plus each model's kind, policy and state) and the admin routes
-POST /v1/models/{name}/load and /unload, and POST /v1/models/reload (re-read the config file, add
-its new models), behind the API key like every /v1 route."""
+"""/v1/models (OpenAI's list, plus each model's kind, policy and state), GET /v1/models/{id} (one
+of them, as the openai SDK's models.retrieve asks), the admin routes POST /v1/models/{name}/load
+and /unload, and POST /v1/models/reload (re-read the config file, add its new models), behind the
+API key like every /v1 route."""
 
 from __future__ import annotations
 
 import msgspec
 
-from swiftserve.router.router import Router
+from swiftserve.router.router import ModelInfo, Router
 from swiftserve.server import protocol
-from swiftserve.server.http import JSONResponse, Request, Response
+from swiftserve.server.http import Handler, JSONResponse, Request, Response
 
-ADMIN_PREFIX = "/v1/models/"
+MODEL_PREFIX = "/v1/models/"
 ADMIN_ACTIONS = ("load", "unload")
+
+
+def _card(info: ModelInfo, created: int) -> protocol.ModelCard:
+    return protocol.ModelCard(
+        id=info.name,
+        created=created,
+        kind=info.kind,
+        policy=info.policy,
+        state=info.state,
+        error=msgspec.UNSET if info.last_error is None else info.last_error,
+    )
 
 
 async def list_models(request: Request) -> Response:
     app = request.app
-    cards = [
-        protocol.ModelCard(
-            id=info.name,
-            created=app.created,
-            kind=info.kind,
-            policy=info.policy,
-            state=info.state,
-            error=msgspec.UNSET if info.last_error is None else info.last_error,
-        )
-        for info in app.router.models()
-    ]
+    cards = [_card(info, app.created) for info in app.router.models()]
     return JSONResponse(protocol.encode(protocol.ModelList(data=cards)))
+
+
+async def retrieve_model(request: Request) -> Response:
+    """One model's card; UnknownModelError (404 model_not_found) for a name not served here."""
+    name = request.path[len(MODEL_PREFIX) :]
+    request.label(name)
+    return JSONResponse(protocol.encode(_card(request.app.router.info(name), request.app.created)))
+
+
+def model_route(path: str) -> tuple[str, dict[str, Handler]] | None:
+    """The route template and handlers (by method) of a /v1/models/{...} path, else None."""
+    target = admin_target(path)
+    if target is not None:
+        return f"{MODEL_PREFIX}{{name}}/{target[1]}", {"POST": model_action}
+    if path.startswith(MODEL_PREFIX) and len(path) > len(MODEL_PREFIX):
+        return f"{MODEL_PREFIX}{{id}}", {"GET": retrieve_model}  # an id may hold "/": org/model
+    return None
 
 
 def admin_target(path: str) -> tuple[str, str] | None:
     """(model name, action) of /v1/models/{name}/{load|unload}, else None."""
-    if not path.startswith(ADMIN_PREFIX):
+    if not path.startswith(MODEL_PREFIX):
         return None
-    name, _, action = path[len(ADMIN_PREFIX) :].rpartition("/")
+    name, _, action = path[len(MODEL_PREFIX) :].rpartition("/")
     return (name, action) if name and action in ADMIN_ACTIONS else None
 
 
