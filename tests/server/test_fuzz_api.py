@@ -56,7 +56,7 @@ def _body(rng: random.Random, fields: list[str], required: dict) -> object:
     if roll < 0.05:
         return rng.choice([[], "text", 1, None])  # not an object at all
     body = dict(required)
-    for field in rng.sample(fields, k=rng.randint(0, 6)):
+    for field in rng.sample(fields, k=rng.randint(0, min(6, len(fields)))):
         body[field] = _value(rng, field)
     if rng.random() < 0.1:
         body[f"unknown_{rng.randint(0, 9)}"] = rng.choice(ODD)
