@@ -32,8 +32,10 @@ import msgspec.yaml
 from swiftserve.router.registry import default_served_name
 from swiftserve.scheduler.memory_budget import parse_bytes
 
+from swiftserve.config import DTYPES
+
 Policy = Literal["pinned", "on-demand"]
-Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+Dtype = Literal[DTYPES]  # type: ignore[valid-type]  # the one list of names, as a Literal for msgspec
 UnloadTo = Literal["auto", "host", "disk"]
 POLICIES: tuple[str, ...] = ("pinned", "on-demand")
 UNLOAD_TO: tuple[str, ...] = ("auto", "host", "disk")
@@ -99,7 +101,7 @@ class FileConfig:
     """What a config file holds, validated: the models and the process-wide settings it sets."""
 
     models: tuple[ModelConfig, ...]
-    memory_budget: str | int | None = None
+    memory_budget: int | None = None  # bytes; None: the default share of free memory
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     host_memory: int = 0  # bytes for parked weights; 0: the host tier is off
 
@@ -155,18 +157,21 @@ def _convert(file: _File) -> FileConfig:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"models: served twice under {duplicates}; give each a distinct name")
-    host_memory = _host_memory(file.host_memory)
+    host_memory = _size("host_memory", file.host_memory)
     for index, model in enumerate(models):
         if model.unload_to == "host" and not host_memory:
             raise ConfigError(f"models[{index}].unload_to: host needs host_memory (a size such as 2GiB)")
-    return FileConfig(models, file.memory_budget, default_idle, host_memory)
+    budget = None if file.memory_budget is None else _size("memory_budget", file.memory_budget)
+    if budget == 0:
+        raise ConfigError("memory_budget: must be a positive size such as 6GiB, got 0")
+    return FileConfig(models, budget, default_idle, host_memory)
 
 
-def _host_memory(value: str | int) -> int:
+def _size(key: str, value: str | int) -> int:
     try:
         return parse_bytes(value)
     except ValueError as exc:
-        raise ConfigError(f"host_memory: {exc}") from None
+        raise ConfigError(f"{key}: {exc}") from None
 
 
 def _model(index: int, entry: _ModelEntry, default_idle: float) -> ModelConfig:

@@ -14,7 +14,7 @@ from swiftserve.router.config_file import DEFAULT_IDLE_TIMEOUT_S, ConfigError, M
 from swiftserve.router.registry import ModelSpec
 from swiftserve.scheduler.config import SchedulerConfig
 
-from swiftserve.config import EngineConfig, ModelKind
+from swiftserve.config import DTYPES, EngineConfig, ModelKind
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,12 @@ class ServeDefaults:
     kv_cache_memory: int | None = None
     seed: int | None = None  # None: fresh entropy per load (EngineConfig.seed)
     snapshot_cache: str | None = None  # automatic snapshots of chat and embedding models there (None: off)
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype: one of {DTYPES}, got {self.dtype!r}")
+        if self.max_queue is not None and self.max_queue < 0:
+            raise ConfigError(f"max_queue: must be >= 0, got {self.max_queue}")
 
 
 def engine_config(model: ModelConfig, kind: ModelKind, defaults: ServeDefaults) -> EngineConfig:

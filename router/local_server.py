@@ -30,8 +30,9 @@ class Server:
     """In-process multi-model serving. `models` are pinned (loaded at start, never evicted),
     `on_demand` ones load on first use and unload after `idle_timeout` idle; specs are aliases,
     folders or .gguf files, optionally `served_name=spec`, as on the command line. Sizes take
-    "6GiB"-style strings, durations "60s"-style ones. Other keywords are RouterConfig's engine
-    defaults (dtype, device, max_model_len, max_num_seqs, kv_cache_memory, default_max_tokens...).
+    "6GiB"-style strings, durations "60s"-style ones. Other keywords: default_max_tokens, snapshots
+    (automatic snapshots, on by default) and the engine defaults (ServeDefaults: dtype, device,
+    max_model_len, max_num_seqs, kv_cache_memory, seed, ...).
     Use it as an async context manager, or call start() and stop()."""
 
     def __init__(
@@ -45,13 +46,13 @@ class Server:
         config_file: str | Path | None = None,
         **engine_defaults: Any,
     ) -> None:
-        self.config = RouterConfig(
-            models=_specs(models),
-            on_demand=_specs(on_demand),
+        self.config = RouterConfig.build(
+            _specs(models),
+            _specs(on_demand),
+            config_file=config_file,
+            idle_timeout_s=parse_duration(idle_timeout, "idle_timeout"),
             memory_budget=_bytes(memory_budget),
             host_memory=_bytes(host_memory),
-            idle_timeout_s=parse_duration(idle_timeout, "idle_timeout"),
-            config_file=None if config_file is None else str(config_file),
             **_sized(engine_defaults),
         )
         self._runtime = RouterRuntime(self.config)

@@ -1,15 +1,25 @@
-"""What a router serves and how: the models (flags or a config file), the memory budget and the
-engine defaults. `swiftserve launch` (server/launch.py's ServeConfig adds the HTTP settings) and
-the Python `Server` both take this, so the same words configure both."""
+"""What a router serves and how: the models, the memory budgets and the engine defaults, as one
+plain frozen value. `from_flags()` builds it from `--models` / `--on-demand` specs (the defaults
+when none are given), `from_file()` from a config file (reading it there, never in a constructor).
+`swiftserve launch` (server/launch.py's ServeConfig adds the HTTP settings) and the Python
+`Server` both build it this way, so the same words configure both."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from swiftserve.router.config_file import DEFAULT_IDLE_TIMEOUT_S, ConfigError, ModelConfig, load_config_file
+from swiftserve.router.config_file import (
+    DEFAULT_IDLE_TIMEOUT_S,
+    ConfigError,
+    FileConfig,
+    ModelConfig,
+    load_config_file,
+)
 from swiftserve.router.engine_configs import ServeDefaults, models_from_flags
 from swiftserve.router.prompts import DEFAULT_MAX_TOKENS
-from swiftserve.scheduler.memory_budget import default_cpu_budget, parse_bytes
+from swiftserve.scheduler.memory_budget import default_cpu_budget
 
 from swiftserve.loader.resolve import default_cache_dir
 
@@ -19,71 +29,119 @@ DEFAULT_CUDA_FRACTION = 0.9  # of the free device memory: the rest is the CUDA c
 
 @dataclass(frozen=True)
 class RouterConfig:
-    """Models come from `config_file`, or from `models` (pinned) and `on_demand`; with none of
-    them, DEFAULT_MODELS are served pinned. Resolved on construction into `model_configs`."""
+    """models: every served model. defaults: the engine settings a model's own entry does not set.
+    memory_budget / host_memory: the flags' (None: the file's, else default_budget() and 0).
+    file: the config file as read at start, when the models came from one (config_file)."""
 
-    models: tuple[str, ...] | None = None
-    on_demand: tuple[str, ...] | None = None
-    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
-    memory_budget: int | None = None  # None: the file's, else default_budget()
-    host_memory: int | None = None  # bytes for parked weights; None: the file's, else 0 (off)
-    config_file: str | None = None
-    dtype: str = "auto"
-    device: str = "auto"
-    max_num_seqs: int | None = None
-    max_num_batched_tokens: int | None = None
-    max_model_len: int | None = None
-    max_queue: int | None = None
-    kv_cache_memory: int | None = None
-    seed: int | None = None  # each engine's, for requests without one; None: fresh per load
+    models: tuple[ModelConfig, ...]
+    defaults: ServeDefaults = field(default_factory=ServeDefaults)
+    memory_budget: int | None = None
+    host_memory: int | None = None
     default_max_tokens: int = DEFAULT_MAX_TOKENS  # for requests that set no max_tokens
-    snapshots: bool = True  # automatic snapshots of chat and embedding models in the model cache
-    model_configs: tuple[ModelConfig, ...] = field(default=(), compare=False)
-    file_budget: int | None = field(default=None, compare=False)
-    file_host_memory: int = field(default=0, compare=False)
+    config_file: str | None = None
+    file: FileConfig | None = None
 
     def __post_init__(self) -> None:
+        if not self.models:
+            raise ConfigError("at least one model is needed")
         if self.default_max_tokens < 1:
             raise ValueError(f"default_max_tokens must be >= 1, got {self.default_max_tokens}")
-        if self.max_queue is not None and self.max_queue < 0:
-            raise ValueError(f"max_queue must be >= 0, got {self.max_queue}")
         if self.host_memory is not None and self.host_memory < 0:
             raise ValueError(f"host_memory must be >= 0, got {self.host_memory}")
-        models, file_budget, file_host_memory = self._models()
-        object.__setattr__(self, "model_configs", models)
-        object.__setattr__(self, "file_budget", file_budget)
-        object.__setattr__(self, "file_host_memory", file_host_memory)
+        if self.memory_budget is not None and self.memory_budget < 1:
+            raise ValueError(f"memory_budget must be positive bytes, got {self.memory_budget}")
+        if (self.file is None) != (self.config_file is None):
+            raise ValueError("file and config_file come together (RouterConfig.from_file)")
 
-    def _models(self) -> tuple[tuple[ModelConfig, ...], int | None, int]:
-        if self.config_file is not None:
-            if self.models is not None or self.on_demand is not None:
-                raise ConfigError("--config: list the models in the file or in the flags, not both")
-            file = load_config_file(self.config_file)
-            budget = None if file.memory_budget is None else parse_bytes(file.memory_budget)
-            return file.models, budget, file.host_memory
-        pinned = self.models if self.models is not None or self.on_demand else DEFAULT_MODELS
-        flags = models_from_flags(tuple(pinned or ()), tuple(self.on_demand or ()), self.idle_timeout_s)
-        return flags, None, 0
-
-    def defaults(self) -> ServeDefaults:
-        return ServeDefaults(
-            dtype=self.dtype,
-            device=self.device,
-            max_num_seqs=self.max_num_seqs,
-            max_num_batched_tokens=self.max_num_batched_tokens,
-            max_model_len=self.max_model_len,
-            max_queue=self.max_queue,
-            kv_cache_memory=self.kv_cache_memory,
-            seed=self.seed,
-            snapshot_cache=str(default_cache_dir()) if self.snapshots else None,
+    @classmethod
+    def from_flags(
+        cls,
+        models: tuple[str, ...] | None = None,
+        on_demand: tuple[str, ...] | None = None,
+        *,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+        memory_budget: int | None = None,
+        host_memory: int | None = None,
+        default_max_tokens: int = DEFAULT_MAX_TOKENS,
+        snapshots: bool = True,
+        **engine_defaults: Any,
+    ) -> RouterConfig:
+        """`models` pinned and `on_demand` specs; with neither, DEFAULT_MODELS pinned.
+        snapshots: automatic snapshots in the model cache. engine_defaults: ServeDefaults' fields."""
+        pinned = models if models is not None or on_demand else DEFAULT_MODELS
+        specs = models_from_flags(tuple(pinned or ()), tuple(on_demand or ()), idle_timeout_s)
+        return cls(
+            specs,
+            _defaults(snapshots, engine_defaults),
+            memory_budget,
+            host_memory,
+            default_max_tokens,
         )
 
+    @classmethod
+    def from_file(
+        cls,
+        path: str | Path,
+        *,
+        memory_budget: int | None = None,
+        host_memory: int | None = None,
+        default_max_tokens: int = DEFAULT_MAX_TOKENS,
+        snapshots: bool = True,
+        **engine_defaults: Any,
+    ) -> RouterConfig:
+        """The models of a config file (ConfigError naming the file and key); a budget given
+        here wins over the file's, a model's own engine setting over engine_defaults."""
+        file = load_config_file(path)
+        defaults = _defaults(snapshots, engine_defaults)
+        return cls(file.models, defaults, memory_budget, host_memory, default_max_tokens, str(path), file)
+
+    @classmethod
+    def build(
+        cls,
+        models: tuple[str, ...] | None = None,
+        on_demand: tuple[str, ...] | None = None,
+        *,
+        config_file: str | Path | None = None,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+        **settings: Any,
+    ) -> RouterConfig:
+        """from_file when config_file is given (then the models must come from it), else
+        from_flags: what `swiftserve launch` and `Server` take, in one place."""
+        if config_file is None:
+            return cls.from_flags(models, on_demand, idle_timeout_s=idle_timeout_s, **settings)
+        if models is not None or on_demand is not None:
+            raise ConfigError("--config: list the models in the file or in the flags, not both")
+        return cls.from_file(config_file, **settings)
+
     def budget_bytes(self) -> int:
-        return self.memory_budget or self.file_budget or default_budget(self.device)
+        """The memory budget: the flag's, else the file's, else a share of what is free."""
+        file_budget = self.file.memory_budget if self.file is not None else None
+        return self.memory_budget or file_budget or default_budget(self.defaults.device)
 
     def host_budget_bytes(self) -> int:
-        """Host memory for parked weights: --host-memory, else the file's, else 0 (off)."""
-        return self.host_memory if self.host_memory is not None else self.file_host_memory
+        """Host memory for parked weights: the flag's, else the file's, else 0 (off)."""
+        if self.host_memory is not None:
+            return self.host_memory
+        return self.file.host_memory if self.file is not None else 0
+
+    def settings_changed_in(self, file: FileConfig) -> tuple[str, ...]:
+        """The top-level keys whose value in `file` (a re-read of config_file) differs from what
+        is applied; a setting a flag overrides is not applied from the file, so it never counts."""
+        if self.file is None:
+            return ()
+        changed = []
+        if self.memory_budget is None and file.memory_budget != self.file.memory_budget:
+            changed.append("memory_budget")
+        if self.host_memory is None and file.host_memory != self.file.host_memory:
+            changed.append("host_memory")
+        if file.idle_timeout_s != self.file.idle_timeout_s:
+            changed.append("idle_timeout")
+        return tuple(changed)
+
+
+def _defaults(snapshots: bool, engine_defaults: dict[str, Any]) -> ServeDefaults:
+    snapshot_cache = str(default_cache_dir()) if snapshots else None
+    return ServeDefaults(snapshot_cache=snapshot_cache, **engine_defaults)
 
 
 def default_budget(device: str) -> int:

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 
 from swiftserve.router import errors
-from swiftserve.router.config_file import FileConfig, ModelConfig, load_config_file
+from swiftserve.router.config_file import ModelConfig, load_config_file
 from swiftserve.router.engine_configs import engine_config
 from swiftserve.router.model_pool import ModelPool, Registration
 from swiftserve.router.router import ColdStartHook, Router
@@ -52,19 +52,16 @@ class RouterRuntime:
 
     def __init__(self, config: RouterConfig, on_cold_start: ColdStartHook | None = None) -> None:
         self.config = config
-        self.executor = DeviceExecutor(name=config.device)
+        self.executor = DeviceExecutor(name=config.defaults.device)
         pool = ModelPool(config.budget_bytes(), host_budget_bytes=config.host_budget_bytes())
         self.router = Router(pool, on_cold_start, config.default_max_tokens)
         self._served: dict[str, ModelConfig] = {}
-        self._file: FileConfig | None = None  # the config file as read at start
         self._reload_lock = asyncio.Lock()
 
     async def start(self) -> None:
         """Registers every model and loads the pinned ones; raises if one cannot be served."""
         self.executor.start()
-        if self.config.config_file is not None:
-            self._file = await asyncio.to_thread(load_config_file, self.config.config_file)
-        await self._add_all(self.config.model_configs)
+        await self._add_all(self.config.models)
         start = time.perf_counter()
         await self.router.start()
         logger.info("pinned models loaded in %.1f s", time.perf_counter() - start)
@@ -84,7 +81,7 @@ class RouterRuntime:
             await self._add_all(new)
             await self._load_pinned_or_remove(new)
             unchanged = tuple(name for name in kept if name not in changed)
-            settings = self._changed_settings(file)
+            settings = self.config.settings_changed_in(file)
             result = ReloadResult(tuple(m.name for m in new), unchanged, tuple(changed + removed), settings)
         if result.needs_restart or result.settings_need_restart:
             restart = list(result.needs_restart + result.settings_need_restart)
@@ -117,19 +114,6 @@ class RouterRuntime:
                 del self._served[model.name]
             raise
 
-    def _changed_settings(self, file: FileConfig) -> tuple[str, ...]:
-        """The file's process-wide settings that differ from what is applied (a flag given at
-        start wins over the file, so the file's change of that setting changes nothing)."""
-        before = self._file
-        changed = []
-        if self.config.memory_budget is None and file.memory_budget != before.memory_budget:
-            changed.append("memory_budget")
-        if self.config.host_memory is None and file.host_memory != before.host_memory:
-            changed.append("host_memory")
-        if file.idle_timeout_s != before.idle_timeout_s:
-            changed.append("idle_timeout")
-        return tuple(changed)
-
     async def stop(self) -> None:
         await self.router.shutdown()
         await asyncio.to_thread(self.executor.stop)
@@ -141,6 +125,6 @@ def served_model(model: ModelConfig, config: RouterConfig, executor: DeviceExecu
     # Fetched and converted with `swiftserve pull`'s progress bars: on an empty cache that takes
     # a first start many seconds, which silence would pass off as a hang.
     source = resolve_source(model.source)
-    engine_cfg = engine_config(model, source.kind, config.defaults())
+    engine_cfg = engine_config(model, source.kind, config.defaults)
     served_class = LocalEmbeddingModel if source.kind == "embedding" else LocalChatModel
     return served_class(model.name, engine_cfg, executor, source)

@@ -11,11 +11,12 @@ import signal
 import sys
 from collections.abc import Iterator
 
+from swiftserve.config import DTYPES
 from swiftserve.loader.aliases import ModelFetchError
+from swiftserve.router.router_config import RouterConfig
 from swiftserve.scheduler.memory_budget import parse_bytes
 from swiftserve.server.launch import DEFAULT_MAX_TOKENS, DEFAULT_MODELS, ServeConfig
 
-_DTYPES = ("auto", "float32", "bfloat16", "float16")
 _DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -82,9 +83,10 @@ def _bytes(text: str) -> int:
 def _add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype",
-        choices=_DTYPES,
+        choices=DTYPES,
         default="auto",
-        help="weights and activations (auto: bfloat16 for chat models, float32 for embedding models)",
+        help="weights and activations (auto: a snapshot's own dtype, else bfloat16 for chat models and "
+        "float32 for embedding models)",
     )
     parser.add_argument(
         "--device", choices=_DEVICES, default="auto", help="auto: cuda when available, else cpu"
@@ -200,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     snapshot.add_argument("-o", "--output", help="the file to write (default: ./NAME.swsnap)")
     snapshot.add_argument(
         "--dtype",
-        choices=_DTYPES,
+        choices=DTYPES,
         default="auto",
         help="the serving dtype stored (auto: bfloat16 for chat models, float32 for embedding models)",
     )
@@ -240,16 +242,15 @@ def main(argv: list[str] | None = None) -> int:
 def _launch(args) -> int:
     from swiftserve.server.launch import serve
 
-    config = ServeConfig(
-        models=_specs(args.models),
-        on_demand=_specs(args.on_demand),
+    router = RouterConfig.build(
+        _specs(args.models),
+        _specs(args.on_demand),
+        config_file=args.config,
         idle_timeout_s=args.idle_timeout,
         memory_budget=args.memory_budget,
         host_memory=args.host_memory,
-        config_file=args.config,
-        host=args.host,
-        port=args.port,
-        api_key=args.api_key,
+        default_max_tokens=args.default_max_tokens,
+        snapshots=args.snapshots,
         dtype=args.dtype,
         device=args.device,
         max_num_seqs=args.max_num_seqs,
@@ -258,9 +259,9 @@ def _launch(args) -> int:
         max_queue=args.max_queue,
         kv_cache_memory=args.kv_cache_memory,
         seed=args.seed,
-        max_body_bytes=args.max_body_bytes,
-        default_max_tokens=args.default_max_tokens,
-        snapshots=args.snapshots,
+    )
+    config = ServeConfig(
+        router, host=args.host, port=args.port, api_key=args.api_key, max_body_bytes=args.max_body_bytes
     )
     return serve(config)
 

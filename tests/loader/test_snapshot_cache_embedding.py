@@ -134,7 +134,7 @@ def test_a_served_embedding_model_writes_its_snapshot_into_the_model_cache(
     from swiftserve.router.runtime import served_model
 
     monkeypatch.setenv("SWIFTSERVE_CACHE", str(tmp_path))
-    config = RouterConfig(models=(str(folder),))
+    config = RouterConfig.from_flags((str(folder),))
     executor = DeviceExecutor("served")
     executor.start()
 

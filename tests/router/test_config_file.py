@@ -30,7 +30,7 @@ models:
 
 def test_a_good_file_becomes_model_configs():
     config = parse_config(GOOD)
-    assert config.memory_budget == "6GiB"
+    assert config.memory_budget == 6 * 2**30
     assert config.idle_timeout_s == 90.0
     assert config.models == (
         ModelConfig(

@@ -46,8 +46,8 @@ def test_bad_values_name_the_key(text, match):
 def test_the_flag_wins_over_the_file(tmp_path):
     path = tmp_path / "swiftserve.yaml"
     path.write_text(FILE)
-    assert RouterConfig(config_file=str(path)).host_budget_bytes() == 2 * 2**30
-    assert RouterConfig(config_file=str(path), host_memory=0).host_budget_bytes() == 0
-    assert RouterConfig(models=("smollm2-135m-instruct",)).host_budget_bytes() == 0
+    assert RouterConfig.from_file(path).host_budget_bytes() == 2 * 2**30
+    assert RouterConfig.from_file(path, host_memory=0).host_budget_bytes() == 0
+    assert RouterConfig.from_flags(("smollm2-135m-instruct",)).host_budget_bytes() == 0
     with pytest.raises(ValueError, match="host_memory must be >= 0"):
-        RouterConfig(models=("smollm2-135m-instruct",), host_memory=-1)
+        RouterConfig.from_flags(("smollm2-135m-instruct",), host_memory=-1)

@@ -139,6 +139,6 @@ def test_a_config_file_is_the_clis(tmp_path):
     )
     server = swiftserve.Server.from_config(path, max_model_len=256)
     assert server.config.budget_bytes() == 3 * 2**30
-    assert [(m.name, m.policy) for m in server.config.model_configs] == [("chat", "on-demand")]
+    assert [(m.name, m.policy) for m in server.config.models] == [("chat", "on-demand")]
     with pytest.raises(ValueError, match="not both"):
         swiftserve.Server(models=[CHAT], config_file=path)

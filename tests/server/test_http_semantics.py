@@ -13,9 +13,10 @@ import time
 
 import httpx
 import pytest
+from swiftserve.router.router_config import RouterConfig
 
 from swiftserve.cli import build_parser
-from swiftserve.server.launch import DEFAULT_MAX_TOKENS, ServeConfig
+from swiftserve.server.launch import DEFAULT_MAX_TOKENS
 
 pytestmark = pytest.mark.slow
 
@@ -191,7 +192,7 @@ def test_default_max_tokens_flag(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["launch", "--default-max-tokens", "0"])
     with pytest.raises(ValueError, match="default_max_tokens"):
-        ServeConfig(default_max_tokens=0)
+        RouterConfig.from_flags(default_max_tokens=0)
     with pytest.raises(SystemExit):
         parser.parse_args(["launch", "--help"])
     assert "--default-max-tokens" in capsys.readouterr().out

@@ -6,6 +6,7 @@ import json
 
 import msgspec
 import pytest
+from swiftserve.router.router_config import RouterConfig
 from swiftserve.scheduler.memory_budget import parse_bytes
 
 from swiftserve.cli import build_parser
@@ -152,33 +153,40 @@ def test_cli_launch_arguments():
 
 def test_serve_config_rejects_duplicate_names():
     with pytest.raises(ValueError, match="served twice"):
-        ServeConfig(models=("smollm2-135m-instruct", "smollm2-135m-instruct"))
-    config = ServeConfig()
-    assert [(m.name, m.policy) for m in config.model_configs] == [
+        RouterConfig.from_flags(("smollm2-135m-instruct", "smollm2-135m-instruct"))
+    config = RouterConfig.from_flags()
+    assert [(m.name, m.policy) for m in config.models] == [
         ("smollm2-135m-instruct", "pinned"),
         ("all-minilm-l6-v2", "pinned"),
     ]
+    with pytest.raises(ValueError, match="port"):
+        ServeConfig(config, port=70000)
 
 
 def test_serve_config_models_from_flags_or_a_file(tmp_path):
-    flags = ServeConfig(
-        models=("a=smollm2-135m-instruct",), on_demand=("all-minilm-l6-v2",), idle_timeout_s=5
-    )
-    assert [(m.name, m.policy, m.idle_timeout_s) for m in flags.model_configs] == [
+    flags = RouterConfig.from_flags(("a=smollm2-135m-instruct",), ("all-minilm-l6-v2",), idle_timeout_s=5)
+    assert [(m.name, m.policy, m.idle_timeout_s) for m in flags.models] == [
         ("a", "pinned", None),
         ("all-minilm-l6-v2", "on-demand", 5),
     ]
-    only_on_demand = ServeConfig(on_demand=("smollm2-135m-instruct",))
-    assert [m.policy for m in only_on_demand.model_configs] == ["on-demand"]  # no defaults added
+    only_on_demand = RouterConfig.from_flags(on_demand=("smollm2-135m-instruct",))
+    assert [m.policy for m in only_on_demand.models] == ["on-demand"]  # no defaults added
     path = tmp_path / "swiftserve.yaml"
     path.write_text(
         "memory_budget: 2GiB\nmodels:\n  - source: smollm2-135m-instruct\n    policy: on-demand\n"
     )
-    from_file = ServeConfig(config_file=str(path))
-    assert from_file.budget_bytes() == 2 * 2**30 and from_file.model_configs[0].policy == "on-demand"
-    assert ServeConfig(config_file=str(path), memory_budget=10**9).budget_bytes() == 10**9  # the flag wins
+    from_file = RouterConfig.build(config_file=path)
+    assert from_file.budget_bytes() == 2 * 2**30 and from_file.models[0].policy == "on-demand"
+    assert RouterConfig.build(config_file=path, memory_budget=10**9).budget_bytes() == 10**9  # the flag wins
     with pytest.raises(ValueError, match="not both"):
-        ServeConfig(config_file=str(path), models=("smollm2-135m-instruct",))
+        RouterConfig.build(("smollm2-135m-instruct",), config_file=path)
     path.write_text("models:\n  - source: smollm2-135m-instruct\n    polcy: pinned\n")
     with pytest.raises(ValueError, match="polcy"):
-        ServeConfig(config_file=str(path))
+        RouterConfig.build(config_file=path)
+
+
+def test_a_bad_memory_budget_names_the_file_and_the_key(tmp_path):
+    path = tmp_path / "swiftserve.yaml"
+    path.write_text("memory_budget: lots\nmodels:\n  - source: smollm2-135m-instruct\n")
+    with pytest.raises(ValueError, match=rf"{path}: memory_budget: expected a byte count"):
+        RouterConfig.from_file(path)

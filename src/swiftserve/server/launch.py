@@ -35,10 +35,11 @@ __all__ = ["DEFAULT_MAX_TOKENS", "DEFAULT_MODELS", "ServeConfig", "serve"]
 
 
 @dataclass(frozen=True)
-class ServeConfig(RouterConfig):
+class ServeConfig:
     """Everything `swiftserve launch` takes: what the router serves (RouterConfig: models from
     --config, or --models (pinned) and --on-demand, defaults without them) plus the HTTP side."""
 
+    router: RouterConfig
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = None
@@ -47,7 +48,6 @@ class ServeConfig(RouterConfig):
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
-        super().__post_init__()
 
 
 def ready_line(config: ServeConfig, port: int, router: Router) -> str:
@@ -106,7 +106,7 @@ def serve(config: ServeConfig) -> int:
     def on_cold_start(name: str, seconds: float) -> None:
         app.metrics.cold_start.labels(name).observe(seconds)
 
-    runtime = RouterRuntime(config, on_cold_start)
+    runtime = RouterRuntime(config.router, on_cold_start)
 
     async def on_startup(app: App) -> None:
         try:
@@ -128,9 +128,9 @@ def serve(config: ServeConfig) -> int:
         api_key=config.api_key,
         max_body_bytes=config.max_body_bytes,
         on_startup=on_startup,
-        fingerprint_info=f"dtype={config.dtype} device={config.device}",
+        fingerprint_info=f"dtype={config.router.defaults.dtype} device={config.router.defaults.device}",
         on_shutdown=runtime.executor.stop,
-        reload_config=runtime.reload_config if config.config_file else None,
+        reload_config=runtime.reload_config if config.router.config_file else None,
     )
     uv_config = uvicorn.Config(
         app,
