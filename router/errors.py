@@ -109,6 +109,24 @@ class RequestAbortedError(RouterError):
     """The engine ended the request early (finish reason "abort": shutdown or an engine failure)."""
 
 
+class UnknownPipelineError(RouterError, KeyError):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+    def __str__(self) -> str:
+        return f"the pipeline {self.name!r} does not exist"
+
+
+class PipelineStageError(RouterError):
+    """A stage of a pipeline request failed; `cause` is the router error it met (its kind
+    decides the answer's status), and the request's other stages were aborted."""
+
+    def __init__(self, pipeline: str, stage: str, cause: RouterError) -> None:
+        super().__init__(f"pipeline {pipeline!r}, stage {stage!r}: {cause}")
+        self.pipeline, self.stage, self.cause = pipeline, stage, cause
+
+
 def from_engine_error(exc: BaseException, name: str) -> BaseException:
     """The router's error for an engine's typed one (so callers catch one family); else `exc`."""
     if isinstance(exc, RouterError):

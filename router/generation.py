@@ -46,10 +46,25 @@ async def open_chat(
     default_max_tokens: int,
 ) -> GenerationStream:
     """Starts a reply to `messages` on chat model `model`."""
+    return await open_chats(router, model, [messages], max_tokens, sampling, default_max_tokens)
+
+
+async def open_chats(
+    router: Any,
+    model: str,
+    conversations: list[list[dict]],
+    max_tokens: int | None,
+    sampling: Mapping[str, Any],
+    default_max_tokens: int,
+) -> GenerationStream:
+    """Starts a reply to each conversation, submitted together (a fan-out: their prefills share
+    engine steps and their common prefix the prefix cache); choice k answers conversation k // n."""
     handle = router.handle(model, "chat")
-    text = render_chat(handle, messages)
-    ids = await tokenize(handle.tokenizer, text, add_special_tokens=False)
-    return await _open(router, handle, [ids], max_tokens, sampling, "messages", default_max_tokens)
+    ids = []
+    for messages in conversations:
+        text = render_chat(handle, messages)
+        ids.append(await tokenize(handle.tokenizer, text, add_special_tokens=False))
+    return await _open(router, handle, ids, max_tokens, sampling, "messages", default_max_tokens)
 
 
 async def open_completion(
