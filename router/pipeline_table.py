@@ -32,6 +32,10 @@ class PipelineTable:
             raise errors.UnknownPipelineError(name)
         return pipeline
 
+    def remove(self, name: str) -> None:
+        self.get(name)
+        del self._pipelines[name]
+
     async def add(self, host: PipelineHost, spec: PipelineSpec, model_names: list[str]) -> None:
         """Checks `spec` against the served models (PipelineError naming the pipeline and the
         stage), compiles its templates and indexes its corpora (embedding them: this loads the

@@ -27,6 +27,7 @@ from swiftserve.server.errors import APIError, from_exception, service_unavailab
 from swiftserve.server.http import Handler, JSONResponse, Request, Response, error_response
 from swiftserve.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from swiftserve.server.routes_models import list_models, model_route, reload_config
+from swiftserve.server.routes_pipelines import pipeline_route
 
 logger = logging.getLogger("swiftserve.server")
 
@@ -169,7 +170,8 @@ class App:
         methods = self._routes.get(path)
         if methods is not None:
             return path, methods
-        return model_route(path)  # /v1/models/{id}, /v1/models/{name}/load | unload
+        # /v1/models/{id}, /v1/models/{name}/load | unload, /v1/pipelines/{name}
+        return model_route(path) or pipeline_route(path)
 
     def _resolve(self, request: Request) -> Handler:
         """The handler of the request's route (setting request.route); 404, 405, 401 or 503."""

@@ -132,6 +132,14 @@ def from_exception(exc: BaseException, model: str) -> APIError | None:
 
 
 def _router_error(exc, router, model: str) -> APIError:
+    if isinstance(exc, router.PipelineStageError):
+        # Answered as the stage's own error would be, the message naming the pipeline and stage.
+        inner = _router_error(exc.cause, router, model)
+        where = f"Pipeline {exc.pipeline!r}, stage {exc.stage!r}: "
+        return APIError(inner.status, where + inner.message, type=inner.type, param=inner.param,
+                        code=inner.code, headers=inner.headers)  # fmt: skip
+    if isinstance(exc, router.UnknownPipelineError):
+        return model_not_found(exc.name)
     if isinstance(exc, router.InvalidParameterError):
         return bad_request(str(exc), param=exc.param)
     if isinstance(exc, router.ContextLengthError):
