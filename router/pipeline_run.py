@@ -28,7 +28,7 @@ from swiftserve.router import generation
 from swiftserve.router.errors import InvalidParameterError, PipelineStageError, RouterError
 from swiftserve.router.pipeline_corpus import Corpus
 from swiftserve.router.pipeline_spec import GENERATING, PipelineSpec, StageSpec
-from swiftserve.router.pipeline_stream import FinalStage, PipelineStream, one_step, timed
+from swiftserve.router.pipeline_stream import FinalStage, ModelWait, PipelineStream, one_step, timed
 from swiftserve.router.pipeline_templates import PipelineInputError, StageTemplates, Texts
 from swiftserve.router.pipeline_types import (
     PipelineInput,
@@ -50,6 +50,8 @@ class PipelineHost(Protocol):
 
     def handle(self, name: str, kind: str | None = None) -> Any: ...
 
+    def on_pipeline(self, name: str, result: PipelineResult | None) -> None: ...
+
     async def embed(self, name: str, inputs: list[str]) -> Any: ...
 
 
@@ -68,9 +70,14 @@ async def run(host: PipelineHost, pipeline: CompiledPipeline, request: PipelineI
     try:
         await run.upstream()
         await run.stage(pipeline.spec.final)
-        return run.result(run.final)
+        result = run.result(run.final)
+    except BaseException:
+        host.on_pipeline(pipeline.spec.name, None)
+        raise
     finally:
         await run.close()
+    host.on_pipeline(pipeline.spec.name, result)
+    return result
 
 
 async def open_stream(
@@ -82,6 +89,7 @@ async def open_stream(
         await run.upstream()
         return await run.open_final()
     except BaseException:
+        host.on_pipeline(pipeline.spec.name, None)
         await run.close()
         raise
 
@@ -96,6 +104,7 @@ class _Run:
         self.results: dict[str, StageResult] = {}
         self.prewarmed: set[str] = set()
         self.final: Generation | None = None  # the final stage's, when it generates
+        self.loads_counted: set[str] = set()  # models whose load a stage's timing counts already
         self.held = list(self.spec.models())
         for model in self.held:
             host.pool.hold(model)
@@ -151,8 +160,7 @@ class _Run:
         """Runs one stage whose inputs are ready; its output and result are recorded."""
         start = time.perf_counter()
         try:
-            started_by, cold_wait = await self._resident(stage.model)
-            result = await self._call(stage, start, started_by, cold_wait)
+            result = await self._call(stage, start, await self._resident(stage.model))
         except RouterError as exc:
             raise PipelineStageError(self.spec.name, stage.id, exc) from exc
         self.outputs[stage.id] = result.output
@@ -160,16 +168,21 @@ class _Run:
         self._release(stage)
         return result
 
-    async def _resident(self, model: str) -> tuple[str, float]:
+    async def _resident(self, model: str) -> ModelWait:
+        """Waits for `model` to be resident; who started its load, and what it cost."""
         start = time.perf_counter()
         loading, started = await self.host.pool.start_load(model)
         if loading is not None:
             await asyncio.shield(loading)
             await self.host.pool.ensure_resident(model)
+        waited = time.perf_counter() - start
         by = "prewarm" if model in self.prewarmed else ("stage" if started else "")
-        return by, time.perf_counter() - start
+        if not by or model in self.loads_counted:
+            return ModelWait("", waited, 0.0)
+        self.loads_counted.add(model)
+        return ModelWait(by, waited, self.host.pool.entry(model).load_seconds[-1])
 
-    async def _call(self, stage: StageSpec, start: float, started_by: str, cold_wait: float) -> StageResult:
+    async def _call(self, stage: StageSpec, start: float, wait: ModelWait) -> StageResult:
         submitted = time.perf_counter()
         first: list[float] = []
         if stage.kind in GENERATING:
@@ -185,11 +198,12 @@ class _Run:
         end = time.perf_counter()
         timing = StageTiming(
             start_s=start - self.arrival,
-            cold_wait_s=cold_wait,
+            cold_wait_s=wait.cold_wait_s,
             first_token_s=(first[0] - submitted) if first else None,
             run_s=end - submitted,
             end_s=end - self.arrival,
-            load_started_by=started_by,
+            load_started_by=wait.started_by,
+            load_s=wait.load_s,
         )
         return StageResult(stage.id, stage.kind, stage.model, output, usage, timing)
 
@@ -246,8 +260,7 @@ class _Run:
             return PipelineStream(steps, 1, upstream, future)
         start = time.perf_counter()
         try:
-            started_by, cold_wait = await self._resident(stage.model)
-            final = FinalStage(stage, start - self.arrival, cold_wait, started_by)
+            final = FinalStage(stage, start - self.arrival, await self._resident(stage.model))
             opened = await self._open(stage)
         except RouterError as exc:
             raise PipelineStageError(self.spec.name, stage.id, exc) from exc
@@ -274,6 +287,7 @@ class _Run:
         finally:
             if not future.done():
                 future.cancel()
+            self.host.on_pipeline(self.spec.name, future.result() if not future.cancelled() else None)
             await self.close()
 
     def result(self, final: Generation | None) -> PipelineResult:

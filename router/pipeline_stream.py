@@ -35,11 +35,21 @@ class PipelineStream:
         return self._result.result()
 
 
+@dataclass(frozen=True)
+class ModelWait:
+    """A stage's wait for its model: who started the load ("prewarm", "stage", ""), the seconds
+    waited, and the load's own duration when this request's timing counts it (else 0)."""
+
+    started_by: str
+    cold_wait_s: float
+    load_s: float
+
+
 class FinalStage:
     """The streamed final stage's texts, usage and timing, gathered as its steps pass."""
 
-    def __init__(self, stage: StageSpec, start_s: float, cold_wait_s: float, started_by: str) -> None:
-        self.stage, self.start_s, self.cold_wait_s, self.started_by = stage, start_s, cold_wait_s, started_by
+    def __init__(self, stage: StageSpec, start_s: float, wait: ModelWait) -> None:
+        self.stage, self.start_s, self.wait = stage, start_s, wait
         self.submitted = time.perf_counter()
         self.first: float | None = None
         self.texts: dict[int, str] = {}
@@ -59,8 +69,15 @@ class FinalStage:
         texts = [self.texts.get(k, "") for k in range(max(self.texts, default=-1) + 1)]
         output = texts[0] if self.stage.fan_out == 1 and len(texts) == 1 else Texts(texts)
         first_token = self.first - self.submitted if self.first is not None else None
+        wait = self.wait
         timing = StageTiming(
-            self.start_s, self.cold_wait_s, first_token, end - self.submitted, end - arrival, self.started_by
+            self.start_s,
+            wait.cold_wait_s,
+            first_token,
+            end - self.submitted,
+            end - arrival,
+            wait.started_by,
+            wait.load_s,
         )
         return StageResult(self.stage.id, self.stage.kind, self.stage.model, output, self.usage, timing)
 

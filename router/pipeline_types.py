@@ -41,7 +41,8 @@ class StageTiming:
     resident. first_token: submission -> first output (queue and prefill; None for embed and
     retrieve). run: submission -> last output. end: arrival -> the stage done. load_started_by:
     "prewarm" or "stage" when this request's pre-warm or the stage itself started the model's
-    load, "" when the model was resident or another request was loading it."""
+    load, "" when the model was resident or another request was loading it; load_s: that load's
+    duration (0 otherwise), so load_s - cold_wait_s is what pre-warming saved this stage."""
 
     start_s: float
     cold_wait_s: float
@@ -49,6 +50,7 @@ class StageTiming:
     run_s: float
     end_s: float
     load_started_by: str = ""
+    load_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,12 @@ class PipelineResult:
     @property
     def usage(self) -> Usage:
         return sum_usage(stage.usage for stage in self.stages)
+
+    @property
+    def prewarm_saved_s(self) -> float:
+        """The loads this request caused, minus the time its stages waited for them."""
+        loads = sum(stage.timing.load_s for stage in self.stages)
+        return max(0.0, loads - sum(stage.timing.cold_wait_s for stage in self.stages))
 
 
 def sum_usage(usages) -> Usage:

@@ -82,6 +82,8 @@ class Router:
         self._num_streams = 0
         self._drained = asyncio.Event()
         self.pipelines = PipelineTable()
+        # on_pipeline(name, result): each pipeline request's end; result None when it failed.
+        self.on_pipeline: Callable[[str, PipelineResult | None], None] = lambda name, result: None
 
     # -- configuration ----------------------------------------------------------------------------
     def add(

@@ -80,6 +80,11 @@ def test_a_pipeline_is_listed_and_answers_through_the_openai_sdk(server):
         "rag"
     ]
     assert client.models.retrieve("rag").model_extra["kind"] == "pipeline"
+    assert server.metric('swiftserve_pipeline_requests_total{outcome="ok",pipeline="rag"}') == 2
+    assert server.metric('swiftserve_stage_latency_seconds_count{pipeline="rag",stage="drafts"}') == 2
+    # small was cold at the first request (only embed loaded, to index the corpus): pre-warmed once.
+    assert server.metric('swiftserve_prewarm_loads_total{model="small",pipeline="rag"}') == 1
+    assert [s["load_started_by"] for s in report["stages"]] == ["", "prewarm", ""]
 
 
 def test_the_debug_route_returns_every_stage(server):

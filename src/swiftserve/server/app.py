@@ -69,6 +69,7 @@ class App:
         self._on_shutdown = on_shutdown
         self._startup_task: asyncio.Task | None = None
         self._shutdown_task: asyncio.Future | None = None
+        router.on_pipeline = self.metrics.pipeline.observe
         self._routes: dict[str, dict[str, Handler]] = {}
         self._install_routes()
 

@@ -23,6 +23,7 @@ def stage_report(stage: StageResult) -> p.StageReport:
         run_s=t.run_s,
         end_s=t.end_s,
         load_started_by=t.load_started_by,
+        load_s=t.load_s,
         prompt_tokens=stage.usage.prompt_tokens,
         completion_tokens=stage.usage.completion_tokens,
     )

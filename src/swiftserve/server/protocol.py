@@ -291,6 +291,7 @@ class StageReport(Struct):
     run_s: float
     end_s: float
     load_started_by: str
+    load_s: float
     prompt_tokens: int
     completion_tokens: int
 
