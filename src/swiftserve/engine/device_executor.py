@@ -18,6 +18,7 @@ the engine is attached to, between two of its steps, so engines need no locks.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
@@ -38,18 +39,23 @@ def default_urgent_lane_threads(num_cores: int | None = None) -> int:
 
 class DeviceExecutor:
     """The stepping lanes of one device (see the module docstring). urgent_lane_threads: the
-    urgent lane's OpenMP team (None: default_urgent_lane_threads(); 0: no urgent lane)."""
+    urgent lane's OpenMP team (None: default_urgent_lane_threads(); 0: no urgent lane).
+    clock: what the lanes time steps with (seconds; a test's fake clock makes the order exact)."""
 
     def __init__(
-        self, name: str = "cpu", policy: StepPolicy | None = None, urgent_lane_threads: int | None = None
+        self,
+        name: str = "cpu",
+        policy: StepPolicy | None = None,
+        urgent_lane_threads: int | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.name = name
-        self.main = ExecutorLane(name, policy)
+        self.main = ExecutorLane(name, policy, clock=clock)
         threads = default_urgent_lane_threads() if urgent_lane_threads is None else urgent_lane_threads
         if threads < 0:
             raise ValueError(f"urgent_lane_threads must be >= 0, got {threads}")
         on_start = partial(set_this_thread_num_threads, threads)
-        self.urgent = ExecutorLane(f"{name}-urgent", StepPolicy(), on_start) if threads else None
+        self.urgent = ExecutorLane(f"{name}-urgent", StepPolicy(), on_start, clock) if threads else None
         self._lane_of: dict[str, ExecutorLane] = {}
 
     @property
