@@ -164,7 +164,7 @@ class ModelPool:
     def _entry(self, name: str) -> PoolEntry:
         entry = self._entries.get(name)
         if entry is None:
-            raise errors.UnknownModelError(name)
+            raise errors.ModelNotFoundError(name)
         return entry
 
     # -- start and stop ---------------------------------------------------------------------------
@@ -339,7 +339,7 @@ class ModelPool:
         logger.info("dropped %s from host memory to disk", name)
 
     async def unload(self, name: str) -> bool:
-        """An admin unload: False when already cold; PinnedModelError, ModelBusyError as they say.
+        """An admin unload: False when already cold; ModelPinnedError, ModelBusyError as they say.
         A resident model goes where its unload_to says (maybe host memory); a parked one is
         dropped to disk, so unloading twice always returns all of its memory."""
         await self._settle(name)
@@ -352,7 +352,7 @@ class ModelPool:
         try:
             started = self.ledger.begin_unload(name)
         except rt.PinnedModelError:
-            raise errors.PinnedModelError(name) from None
+            raise errors.ModelPinnedError(name) from None
         if not started:
             raise errors.ModelBusyError(name)
         try:

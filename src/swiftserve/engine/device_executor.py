@@ -23,7 +23,8 @@ from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
-from swiftserve.engine.executor_lane import AttachedEngine, ExecutorLane, ExecutorStoppedError, Steppable
+from swiftserve.engine.errors import ExecutorStoppedError
+from swiftserve.engine.executor_lane import AttachedEngine, ExecutorLane, Steppable
 from swiftserve.engine.omp_threads import set_this_thread_num_threads
 from swiftserve.scheduler.step_policy import StepPolicy
 

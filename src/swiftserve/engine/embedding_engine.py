@@ -34,7 +34,7 @@ from swiftserve.engine.embedding_inputs import (
     to_token_ids,
     truncating_copy,
 )
-from swiftserve.engine.errors import QueueFullError
+from swiftserve.engine.errors import EngineDeadError, QueueFullError, RequestFailedError
 from swiftserve.loader import iter_weights, load_tokenizer
 from swiftserve.loader.model_source import ModelSource, resolve_source
 from swiftserve.loader.snapshot_cache import load_through_cache
@@ -128,14 +128,14 @@ class EmbeddingEngine:
         await asyncio.wrap_future(self._executor.call(self._warm_up, owner=self.name))
 
     async def shutdown(self) -> None:
-        """Stop stepping; calls still waiting fail with RuntimeError. Returns without waiting for
+        """Stop stepping; calls still waiting fail with EngineDeadError. Returns without waiting for
         a forward in progress (wait_detached() does)."""
         if not self._is_attached:
             return
         self._is_attached = False
         for request in list(self._requests):
             if not request.future.done():
-                request.future.set_exception(RuntimeError(f"embedding engine {self.name!r} shut down"))
+                request.future.set_exception(EngineDeadError(f"embedding engine {self.name!r} shut down"))
         self._requests.clear()  # their queued items are abandoned now: the next step skips them
         self._detached = self._executor.detach(self.name)
         if self._owns_executor:
@@ -155,8 +155,9 @@ class EmbeddingEngine:
     async def embed(self, inputs: list[str] | list[list[int]]) -> EmbeddingResult:
         """Embed texts or token-id lists; concurrent calls share forwards.
 
-        Raises ValueError for empty or malformed inputs, QueueFullError when max_num_waiting
-        calls are already queued or running.
+        Raises InvalidRequestError for empty or malformed inputs, QueueFullError when
+        max_num_waiting calls are already queued or running, RequestFailedError when its forward
+        failed.
         """
         inputs = as_batch(inputs)
         if sum(len(x) for x in inputs if isinstance(x, str | list | tuple)) > _INLINE_PREPARE_SIZE:
@@ -208,7 +209,7 @@ class EmbeddingEngine:
         try:
             self._stream.run(lambda: self._forward(batch))
         except Exception as exc:  # noqa: BLE001 - a failed forward fails its requests, not the engine
-            return [(request, exc) for request in requests]
+            return [(request, _failed(exc)) for request in requests]
         return [(request, None) for request in requests if request.num_left == 0]
 
     def _on_outputs(self, done: list[_Done]) -> None:
@@ -279,6 +280,13 @@ def _load_encoder(
 def _load_folder(source: ModelSource, dtype: torch.dtype, device: torch.device) -> BertEncoder:
     folder = source.path
     return load_bert_encoder(folder, source.hf_config, iter_weights(folder), dtype=dtype, device=device)
+
+
+def _failed(exc: Exception) -> RequestFailedError:
+    """What a request whose forward raised gets: the typed error, the forward's as its cause."""
+    error = RequestFailedError(f"the embedding forward failed: {exc}")
+    error.__cause__ = exc
+    return error
 
 
 def _settle(request: EmbedRequest, exc: BaseException | None) -> None:

@@ -21,6 +21,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from swiftserve.engine.errors import ExecutorStoppedError
 from swiftserve.scheduler.step_policy import Candidate, StepPolicy
 
 logger = logging.getLogger("swiftserve.executor")
@@ -53,10 +54,6 @@ class AttachedEngine:
     on_error: Callable[[BaseException], None]
     num_steps: int = 0
     busy_seconds: float = 0.0
-
-
-class ExecutorStoppedError(RuntimeError):
-    """A command was sent to an executor that is not running."""
 
 
 class ExecutorLane:

@@ -73,7 +73,7 @@ class AppView(Protocol):
 
 
 @dataclass
-class Request:
+class HTTPRequest:
     method: str
     path: str
     headers: dict[str, str]
@@ -92,4 +92,4 @@ class Request:
             self.model = model
 
 
-Handler = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[HTTPRequest], Awaitable[Response]]

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+# The router's Usage is the wire's too (a frozen dataclass that msgspec encodes as it is).
+from swiftserve.router.request_types import Usage
 from swiftserve.server.errors import bad_request, from_validation_error
 
 MAX_INT = 2**31 - 1
@@ -222,17 +224,6 @@ def _is_token_id(x) -> bool:
 # ---------------------------------------------------------------- responses
 
 
-class Usage(Struct):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-def usage_of(usage: Any) -> Usage:
-    """The wire form of the router's Usage."""
-    return Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
-
-
 class TopLogprob(Struct):
     token: str
     logprob: float
@@ -326,7 +317,9 @@ class CompletionChoice(Struct):
     prompt_logprobs: PromptLogprobs | UnsetType = UNSET  # only when asked for; first chunk if streamed
 
 
-class Completion(Struct):
+class TextCompletion(Struct):
+    """A /v1/completions answer, or one chunk of its stream (OpenAI's "text_completion")."""
+
     id: str
     created: int
     model: str

@@ -9,7 +9,7 @@ import msgspec
 
 from swiftserve.router.router import ModelInfo, Router
 from swiftserve.server import protocol
-from swiftserve.server.http import Handler, JSONResponse, Request, Response
+from swiftserve.server.http import Handler, HTTPRequest, JSONResponse, Response
 
 MODEL_PREFIX = "/v1/models/"
 ADMIN_ACTIONS = ("load", "unload")
@@ -26,13 +26,13 @@ def _card(info: ModelInfo, created: int) -> protocol.ModelCard:
     )
 
 
-async def list_models(request: Request) -> Response:
+async def list_models(request: HTTPRequest) -> Response:
     app = request.app
     cards = [_card(info, app.created) for info in app.router.models()]
     return JSONResponse(protocol.encode(protocol.ModelList(data=cards)))
 
 
-async def retrieve_model(request: Request) -> Response:
+async def retrieve_model(request: HTTPRequest) -> Response:
     """One model's card; UnknownModelError (404 model_not_found) for a name not served here."""
     name = request.path[len(MODEL_PREFIX) :]
     request.label(name)
@@ -57,7 +57,7 @@ def admin_target(path: str) -> tuple[str, str] | None:
     return (name, action) if name and action in ADMIN_ACTIONS else None
 
 
-async def model_action(request: Request) -> Response:
+async def model_action(request: HTTPRequest) -> Response:
     name, action = admin_target(request.path)
     request.label(name)
     router: Router = request.app.router
@@ -68,7 +68,7 @@ async def model_action(request: Request) -> Response:
     return JSONResponse(protocol.encode(body))
 
 
-async def reload_config(request: Request) -> Response:
+async def reload_config(request: HTTPRequest) -> Response:
     result = await request.app.reload_config()
     body = protocol.ConfigReload(
         list(result.added),

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from swiftserve.router.generation import collect
-from swiftserve.server.errors import APIError, from_exception, service_unavailable
+from swiftserve.server.errors import APIError, error_for, service_unavailable
 
 DONE = b"data: [DONE]\n\n"
 
@@ -29,10 +29,7 @@ def stream_error(exc: BaseException, app: Any, model: str) -> APIError:
     non-streamed one was collected): a shutdown aborts everything in flight, so it is a 503."""
     if app.is_draining:
         return service_unavailable("The request was aborted: the server is shutting down.")
-    error = from_exception(exc, model)
-    if error is not None:
-        return error
-    return APIError(500, f"Generation failed: {exc}", type="server_error")
+    return error_for(exc, model, "a stream")
 
 
 async def sse_stream(
