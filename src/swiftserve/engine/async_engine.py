@@ -212,6 +212,8 @@ class AsyncEngine:
             stream.put_nowait(item)
 
     def _call_soon(self, fn: Callable, *args) -> None:
+        if self._loop is None:  # never started: no stream is waiting on this engine
+            return
         try:
             self._loop.call_soon_threadsafe(fn, *args)
         except RuntimeError:  # the loop is closed: nobody is listening any more

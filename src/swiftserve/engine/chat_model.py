@@ -40,7 +40,7 @@ _DEFAULT_MAX_POSITIONS = 2048
 T = TypeVar("T")
 
 
-class LocalChatModel(ServedHandle):
+class LocalChatModel(ServedHandle[AsyncEngine, ParkedWeights]):
     kind: ModelKind = "chat"
 
     def __init__(

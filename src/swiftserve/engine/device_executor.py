@@ -80,7 +80,8 @@ class DeviceExecutor:
     def call(self, fn: Callable[[], Any], owner: str | None = None) -> Future:
         """Runs fn between two steps on the lane of engine `owner` (main lane when None or not
         attached); its result or exception lands in the future."""
-        return self._lane_of.get(owner, self.main).call(fn)
+        lane = self._lane_of.get(owner, self.main) if owner is not None else self.main
+        return lane.call(fn)
 
     def attach(
         self,

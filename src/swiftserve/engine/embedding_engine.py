@@ -123,9 +123,10 @@ class EmbeddingEngine:
         if self._owns_executor:
             self._executor = DeviceExecutor(f"embed-{self.name}", urgent_lane_threads=0)
             self._executor.start()
-        self._executor.attach(self.name, self, self._on_outputs, self._on_error, urgent_lane=True)
+        executor = self._attached_executor()
+        executor.attach(self.name, self, self._on_outputs, self._on_error, urgent_lane=True)
         # The first forwards pay one-time setup (allocator, kernels): not on a request's clock.
-        await asyncio.wrap_future(self._executor.call(self._warm_up, owner=self.name))
+        await asyncio.wrap_future(executor.call(self._warm_up, owner=self.name))
 
     async def shutdown(self) -> None:
         """Stop stepping; calls still waiting fail with EngineDeadError. Returns without waiting for
@@ -134,12 +135,17 @@ class EmbeddingEngine:
             return
         self._is_attached = False
         for request in list(self._requests):
-            if not request.future.done():
+            if request.future is not None and not request.future.done():
                 request.future.set_exception(EngineDeadError(f"embedding engine {self.name!r} shut down"))
         self._requests.clear()  # their queued items are abandoned now: the next step skips them
-        self._detached = self._executor.detach(self.name)
+        executor = self._attached_executor()
+        self._detached = executor.detach(self.name)
         if self._owns_executor:
-            self._executor.stop(wait=False)  # its thread ends after the forward in progress
+            executor.stop(wait=False)  # its thread ends after the forward in progress
+
+    def release_model(self) -> None:
+        """After shutdown() and wait_detached(): drops the encoder, so its memory can go (an unload)."""
+        del self.model
 
     async def wait_detached(self) -> None:
         """After shutdown(): returns once the executor holds no reference to this engine."""
@@ -172,12 +178,13 @@ class EmbeddingEngine:
                 f"embedding engine {self.name!r} has {len(self._requests)} requests waiting "
                 f"(max_num_waiting={self.max_num_waiting})"
             )
-        request = EmbedRequest(token_ids, self.dim, asyncio.get_running_loop().create_future())
+        future: asyncio.Future[EmbeddingResult] = asyncio.get_running_loop().create_future()
+        request = EmbedRequest(token_ids, self.dim, future)
         self._requests.add(request)
-        request.future.add_done_callback(lambda _: self._requests.discard(request))
+        future.add_done_callback(lambda _: self._requests.discard(request))
         items = [(request, i) for i in range(len(token_ids))]
-        self._executor.call(lambda: self._pending.extend(items), owner=self.name)
-        return await request.future
+        self._attached_executor().call(lambda: self._pending.extend(items), owner=self.name)
+        return await future
 
     def embed_sync(self, inputs: list[str] | list[list[int]]) -> EmbeddingResult:
         """Blocking embed() on the calling thread for the Python API and tests.
@@ -214,7 +221,8 @@ class EmbeddingEngine:
 
     def _on_outputs(self, done: list[_Done]) -> None:
         for request, exc in done:
-            _call_soon(request.future, _settle, request, exc)
+            if request.future is not None:  # embed_sync's requests never reach the executor
+                _call_soon(request.future, _settle, request, exc)
 
     def _on_error(self, exc: BaseException) -> None:
         # Only has_work() can get here (step() catches its own): fail everything still queued.
@@ -223,6 +231,12 @@ class EmbeddingEngine:
         self._on_outputs([(request, exc) for request in failed])
 
     # ---- internals -------------------------------------------------------------------------
+
+    def _attached_executor(self) -> DeviceExecutor:
+        """The executor it steps on: the one it was given, or the one start() made."""
+        if self._executor is None:
+            raise EngineDeadError(f"embedding engine {self.name!r} is not started")
+        return self._executor
 
     def _next_batch(self, items: deque[_Item]) -> list[_Item]:
         """Pop the oldest live items within max_batch_size and max_batch_tokens."""
@@ -291,12 +305,13 @@ def _failed(exc: Exception) -> RequestFailedError:
 
 def _settle(request: EmbedRequest, exc: BaseException | None) -> None:
     """On the request's loop: its result, or the error of its forward (unless abandoned)."""
-    if request.is_abandoned:
+    future = request.future
+    if future is None or request.is_abandoned:
         return
     if exc is None:
-        request.future.set_result(request.result())
+        future.set_result(request.result())
     else:
-        request.future.set_exception(exc)
+        future.set_exception(exc)
 
 
 def _call_soon(future: asyncio.Future, fn, *args) -> None:

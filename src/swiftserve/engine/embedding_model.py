@@ -18,7 +18,7 @@ from swiftserve.loader.model_source import ModelSource, resolve_source
 from swiftserve.model_runner.model_loader import resolve_device, serving_torch_dtype
 
 
-class LocalEmbeddingModel(ServedHandle):
+class LocalEmbeddingModel(ServedHandle[EmbeddingEngine, object]):  # it does not park yet
     kind: ModelKind = "embedding"
 
     def __init__(
@@ -64,4 +64,4 @@ class LocalEmbeddingModel(ServedHandle):
     async def _stop(self, engine: EmbeddingEngine) -> None:
         await engine.shutdown()
         await engine.wait_detached()
-        engine.model = None
+        engine.release_model()

@@ -27,6 +27,7 @@ class ContextLengthError(InvalidRequestError):
             f"{num_prompt_tokens + max_tokens} ({num_prompt_tokens} in the prompt, "
             f"{max_tokens} for the completion)",
         )
+        self.param: str = param  # always named here: what to shorten
         self.num_prompt_tokens = num_prompt_tokens
         self.max_tokens = max_tokens
         self.max_model_len = max_model_len

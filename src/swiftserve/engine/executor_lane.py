@@ -61,7 +61,7 @@ class ExecutorLane:
     on_start runs first on the new thread (e.g. to size its OpenMP team)."""
 
     def __init__(
-        self, name: str, policy: StepPolicy | None = None, on_start: Callable[[], None] | None = None
+        self, name: str, policy: StepPolicy | None = None, on_start: Callable[[], object] | None = None
     ) -> None:
         self.name = name
         self.policy = policy or StepPolicy()

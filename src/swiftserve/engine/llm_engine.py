@@ -25,7 +25,7 @@ from swiftserve.loader.model_source import ModelSource, resolve_source
 from swiftserve.loader.tokenizer import TokenizerInfo
 from swiftserve.model_runner.model_runner import CausalLM, ModelRunner, StepResult
 from swiftserve.model_runner.sampler import SamplingState
-from swiftserve.outputs import RequestOutput
+from swiftserve.outputs import RequestOutput, TokenLogprob
 from swiftserve.sampling_params import SamplingParams
 from swiftserve.scheduler.batch_scheduler import Scheduler
 from swiftserve.scheduler.kv_demand import KvUsage
@@ -169,7 +169,7 @@ class LLMEngine:
             stop_ids |= set(self.tokenizer.eos_token_ids)
         state = SamplingState(params, token_ids, [], frozenset(stop_ids), generator)
         detok = IncrementalDetokenizer(self.tokenizer.tokenizer, token_ids, params.skip_special_tokens)
-        logprobs = [] if params.logprobs is not None else None
+        logprobs: list[TokenLogprob] | None = [] if params.logprobs is not None else None
         return Completion(request_id, index, seq, state, detok, logprobs=logprobs)
 
     def abort_request(self, request_id: str) -> RequestOutput | None:

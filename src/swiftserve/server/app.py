@@ -18,7 +18,8 @@ import hashlib
 import importlib.metadata
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from swiftserve.router.errors import NoConfigFileError, router_errors
 from swiftserve.router.router import Router
@@ -47,7 +48,7 @@ class App:
         api_key: str | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         metrics: ServerMetrics | None = None,
-        on_startup: Callable[[App], Awaitable[None]] | None = None,
+        on_startup: Callable[[App], Coroutine[Any, Any, None]] | None = None,
         fingerprint_info: str = "",
         on_shutdown: Callable[[], None] | None = None,
         reload_config: Callable[[], Awaitable[ReloadResult]] | None = None,

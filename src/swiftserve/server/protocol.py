@@ -13,7 +13,7 @@ chat completion; not with chat streaming).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -130,6 +130,10 @@ class CompletionRequest(_SamplingFields, kw_only=True):
     suffix: str | None = None
 
 
+# The two requests that generate (and may stream): they share the sampling fields.
+GenerationRequest = ChatCompletionRequest | CompletionRequest
+
+
 class EmbeddingRequest(_Request, kw_only=True):
     model: str
     input: str | list[Any]
@@ -163,10 +167,13 @@ def unsupported_fields(request: Struct) -> list[str]:
     return bad
 
 
-_DECODERS = {t: msgspec.json.Decoder(t) for t in (ChatCompletionRequest, CompletionRequest, EmbeddingRequest)}
+RequestT = TypeVar("RequestT", ChatCompletionRequest, CompletionRequest, EmbeddingRequest)
+_DECODERS: dict[type[_Request], msgspec.json.Decoder[Any]] = {
+    t: msgspec.json.Decoder(t) for t in (ChatCompletionRequest, CompletionRequest, EmbeddingRequest)
+}
 
 
-def decode_request(body: bytes, type_: type):
+def decode_request(body: bytes, type_: type[RequestT]) -> RequestT:
     """JSON body -> request Struct; malformed JSON, bad UTF-8 and schema errors -> 400."""
     try:
         body.decode("utf-8")
@@ -175,7 +182,7 @@ def decode_request(body: bytes, type_: type):
             f"The request body is not valid UTF-8 (byte {exc.start}).", code="invalid_json"
         ) from None
     try:
-        request = _DECODERS[type_].decode(body)
+        request: RequestT = _DECODERS[type_].decode(body)
     except msgspec.ValidationError as exc:
         raise from_validation_error(exc) from None
     except msgspec.DecodeError as exc:

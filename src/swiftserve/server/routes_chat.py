@@ -6,11 +6,11 @@ import contextlib
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import msgspec
 
-from swiftserve.router.request_types import ChoiceDelta, Generation, GenerationStream
+from swiftserve.router.request_types import ChoiceDelta, Generation, GenerationStream, Usage
 from swiftserve.router.router import Router
 from swiftserve.server import protocol as p
 from swiftserve.server.errors import bad_request
@@ -63,7 +63,7 @@ class _Chat:
         self.fingerprint = request.app.system_fingerprint(stream.model)
         timer = RequestTimer(request.app.metrics, self.model, request.arrival_time)
         self.stream = dataclasses.replace(stream, steps=timed(stream.steps, timer))
-        self.usage = None
+        self.usage: Usage | None = None  # the last step's
 
     def completion(self, generation: Generation) -> p.ChatCompletion:
         choices = [
@@ -76,7 +76,7 @@ class _Chat:
             for choice in generation.choices
         ]
         entries = generation.prompt_logprobs[0] if generation.prompt_logprobs else None
-        prompt_logprobs = msgspec.UNSET
+        prompt_logprobs: p.PromptLogprobs | msgspec.UnsetType = msgspec.UNSET
         if self.body.prompt_logprobs is not None and entries is not None:
             prompt_logprobs = prompt_logprobs_json(self.tokenizer, entries, self.body.prompt_logprobs)
         return p.ChatCompletion(
@@ -89,11 +89,11 @@ class _Chat:
             prompt_logprobs=prompt_logprobs,
         )
 
-    def sse(self) -> AsyncIterator[bytes]:
+    def sse(self) -> AsyncGenerator[bytes, None]:
         usage_chunk = lambda: p.encode(self._chunk([], self.usage))  # noqa: E731
         return chunk_stream(self.body, self.app, self.model, self._events, usage_chunk)
 
-    async def _events(self, usage_field) -> AsyncIterator[bytes]:
+    async def _events(self, usage_field) -> AsyncGenerator[bytes, None]:
         started: set[int] = set()
         async with contextlib.aclosing(self.stream.steps) as steps:
             async for step in steps:

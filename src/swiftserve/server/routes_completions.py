@@ -11,9 +11,9 @@ import contextlib
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
-from swiftserve.router.request_types import Choice, ChoiceDelta, GenerationStream
+from swiftserve.router.request_types import Choice, ChoiceDelta, GenerationStream, Usage
 from swiftserve.router.router import Router
 from swiftserve.server import protocol as p
 from swiftserve.server.http import HTTPRequest, JSONResponse, Response, StreamingResponse
@@ -57,7 +57,7 @@ class _Completion:
         self.fingerprint = request.app.system_fingerprint(stream.model)
         timer = RequestTimer(request.app.metrics, self.model, request.arrival_time)
         self.stream = dataclasses.replace(stream, steps=timed(stream.steps, timer))
-        self.usage = None
+        self.usage: Usage | None = None  # the last step's
         # Per choice: characters emitted so far, for logprobs' text_offset.
         self._offsets: dict[int, int] = {}
         # Per prompt: its prompt logprobs (engine entries, the first None), from its first output.
@@ -116,11 +116,11 @@ class _Completion:
         """The top `logprobs` of a prompt token (scored with the larger of logprobs, prompt_logprobs)."""
         return {token_text(self.tokenizer, tid): lp for tid, lp in top[: self.body.logprobs]}
 
-    def sse(self) -> AsyncIterator[bytes]:
+    def sse(self) -> AsyncGenerator[bytes, None]:
         usage_chunk = lambda: p.encode(self.chunk([], self.usage))  # noqa: E731
         return chunk_stream(self.body, self.app, self.model, self._events, usage_chunk)
 
-    async def _events(self, usage_field) -> AsyncIterator[bytes]:
+    async def _events(self, usage_field) -> AsyncGenerator[bytes, None]:
         started: set[int] = set()
         async with contextlib.aclosing(self.stream.steps) as steps:
             async for step in steps:

@@ -9,6 +9,7 @@ import msgspec
 
 from swiftserve.router.router import ModelInfo, Router
 from swiftserve.server import protocol
+from swiftserve.server.errors import APIError
 from swiftserve.server.http import Handler, HTTPRequest, JSONResponse, Response
 
 MODEL_PREFIX = "/v1/models/"
@@ -58,7 +59,10 @@ def admin_target(path: str) -> tuple[str, str] | None:
 
 
 async def model_action(request: HTTPRequest) -> Response:
-    name, action = admin_target(request.path)
+    target = admin_target(request.path)
+    if target is None:  # model_route sends only admin paths here
+        raise APIError(404, f"Invalid URL ({request.method} {request.path})", code="not_found")
+    name, action = target
     request.label(name)
     router: Router = request.app.router
     changed = await (router.load(name) if action == "load" else router.unload(name))
