@@ -24,7 +24,8 @@ from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
-from swiftserve.engine.executor_lane import AttachedEngine, ExecutorLane, ExecutorStoppedError, Steppable
+from swiftserve.engine.errors import ExecutorStoppedError
+from swiftserve.engine.executor_lane import AttachedEngine, ExecutorLane, Steppable
 from swiftserve.engine.omp_threads import set_this_thread_num_threads
 from swiftserve.scheduler.step_policy import StepPolicy
 
@@ -85,7 +86,8 @@ class DeviceExecutor:
     def call(self, fn: Callable[[], Any], owner: str | None = None) -> Future:
         """Runs fn between two steps on the lane of engine `owner` (main lane when None or not
         attached); its result or exception lands in the future."""
-        return self._lane_of.get(owner, self.main).call(fn)
+        lane = self._lane_of.get(owner, self.main) if owner is not None else self.main
+        return lane.call(fn)
 
     def attach(
         self,

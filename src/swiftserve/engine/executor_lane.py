@@ -21,6 +21,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from swiftserve.engine.errors import ExecutorStoppedError
 from swiftserve.scheduler.step_policy import Candidate, StepPolicy
 
 logger = logging.getLogger("swiftserve.executor")
@@ -55,10 +56,6 @@ class AttachedEngine:
     busy_seconds: float = 0.0
 
 
-class ExecutorStoppedError(RuntimeError):
-    """A command was sent to an executor that is not running."""
-
-
 class ExecutorLane:
     """One thread stepping its engines in its policy's order (see the module docstring).
     on_start runs first on the new thread (e.g. to size its OpenMP team). clock times the steps
@@ -68,7 +65,7 @@ class ExecutorLane:
         self,
         name: str,
         policy: StepPolicy | None = None,
-        on_start: Callable[[], None] | None = None,
+        on_start: Callable[[], object] | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.name = name

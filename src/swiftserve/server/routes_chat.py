@@ -6,22 +6,22 @@ import contextlib
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import msgspec
 
-from swiftserve.router.request_types import ChoiceDelta, Generation, GenerationStream
+from swiftserve.router.request_types import ChoiceDelta, Generation, GenerationStream, Usage
 from swiftserve.router.router import Router
 from swiftserve.server import protocol as p
 from swiftserve.server.errors import bad_request
-from swiftserve.server.http import JSONResponse, Request, Response, StreamingResponse
+from swiftserve.server.http import HTTPRequest, JSONResponse, Response, StreamingResponse
 from swiftserve.server.logprobs import chat_logprobs, prompt_logprobs_json
 from swiftserve.server.metrics import RequestTimer, timed
 from swiftserve.server.params import sampling_fields, template_messages
 from swiftserve.server.streaming import chunk_stream, collect_or_answer, sse_event
 
 
-async def chat_completions(request: Request) -> Response:
+async def chat_completions(request: HTTPRequest) -> Response:
     body = p.decode_request(request.body, p.ChatCompletionRequest)
     request.label(body.model)
     messages = template_messages(body.messages)
@@ -53,17 +53,17 @@ def _check_logprob_fields(body: p.ChatCompletionRequest) -> None:
 class _Chat:
     """Shapes the router's answer into a chat completion object or its chunks."""
 
-    def __init__(self, request: Request, body: p.ChatCompletionRequest, stream: GenerationStream) -> None:
+    def __init__(self, request: HTTPRequest, body: p.ChatCompletionRequest, stream: GenerationStream) -> None:
         self.app = request.app
         self.body = body
         self.model = stream.model
-        self.tokenizer = request.app.router.handle(stream.model).tokenizer
+        self.tokenizer = request.app.router.chat_handle(stream.model).tokenizer
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.fingerprint = request.app.system_fingerprint(stream.model)
         timer = RequestTimer(request.app.metrics, self.model, request.arrival_time)
         self.stream = dataclasses.replace(stream, steps=timed(stream.steps, timer))
-        self.usage = None
+        self.usage: Usage | None = None  # the last step's
 
     def completion(self, generation: Generation) -> p.ChatCompletion:
         choices = [
@@ -76,7 +76,7 @@ class _Chat:
             for choice in generation.choices
         ]
         entries = generation.prompt_logprobs[0] if generation.prompt_logprobs else None
-        prompt_logprobs = msgspec.UNSET
+        prompt_logprobs: p.PromptLogprobs | msgspec.UnsetType = msgspec.UNSET
         if self.body.prompt_logprobs is not None and entries is not None:
             prompt_logprobs = prompt_logprobs_json(self.tokenizer, entries, self.body.prompt_logprobs)
         return p.ChatCompletion(
@@ -84,16 +84,16 @@ class _Chat:
             created=self.created,
             model=self.model,
             choices=choices,
-            usage=p.usage_of(generation.usage),
+            usage=generation.usage,
             system_fingerprint=self.fingerprint,
             prompt_logprobs=prompt_logprobs,
         )
 
-    def sse(self) -> AsyncIterator[bytes]:
-        usage_chunk = lambda: p.encode(self._chunk([], p.usage_of(self.usage)))  # noqa: E731
+    def sse(self) -> AsyncGenerator[bytes, None]:
+        usage_chunk = lambda: p.encode(self._chunk([], self.usage))  # noqa: E731
         return chunk_stream(self.body, self.app, self.model, self._events, usage_chunk)
 
-    async def _events(self, usage_field) -> AsyncIterator[bytes]:
+    async def _events(self, usage_field) -> AsyncGenerator[bytes, None]:
         started: set[int] = set()
         async with contextlib.aclosing(self.stream.steps) as steps:
             async for step in steps:
