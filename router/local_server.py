@@ -106,7 +106,7 @@ class Server:
 
     async def embed(self, model: str, texts: list[str] | list[list[int]]) -> Any:
         """One float32 row per input (`.embeddings`) and the tokens read (`.num_prompt_tokens`)."""
-        return await self.router.embed(model, list(texts))
+        return await self.router.embed(model, texts)
 
     # -- models -----------------------------------------------------------------------------------
     def models(self) -> list[ModelInfo]:

@@ -71,8 +71,13 @@ class RouterRuntime:
         file (nothing added), NoConfigFileError without one."""
         if self.config.config_file is None:
             raise errors.NoConfigFileError()
+        # The file's errors (a bad key, a budget its models never fit) as the router's.
+        with errors.router_errors(None):
+            return await self._reload(self.config.config_file)
+
+    async def _reload(self, path: str) -> ReloadResult:
         async with self._reload_lock:
-            file = await asyncio.to_thread(load_config_file, self.config.config_file)
+            file = await asyncio.to_thread(load_config_file, path)
             before, listed = dict(self._served), {model.name: model for model in file.models}
             new = [model for name, model in listed.items() if name not in before]
             kept = [name for name in listed if name in before]

@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from swiftserve.router.errors import NoConfigFileError, router_errors
+from swiftserve.router.errors import NoConfigFileError
 from swiftserve.router.router import Router
 from swiftserve.router.runtime import ReloadResult
 from swiftserve.server.errors import APIError, error_for, service_unavailable
@@ -101,10 +101,7 @@ class App:
         """Re-reads the config file the models came from (NoConfigFileError when there is none)."""
         if self._reload_config is None:
             raise NoConfigFileError()
-        # The file's errors (a bad key, a budget its models never fit) as the router's. Here, not in
-        # the runtime, while router/runtime.py is being reworked (issue #24).
-        with router_errors(None):
-            return await self._reload_config()
+        return await self._reload_config()
 
     # ------------------------------------------------------------ lifecycle
 
