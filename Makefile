@@ -44,10 +44,12 @@ lock:
 		-c requirements/torch.in --custom-compile-command "make lock" -o $(LOCK)
 	sed -i 's/^torch==\([^+]*\)+cpu$$/torch==\1/' $(LOCK)
 
-# ruff check and ruff format --check over the whole tree (CI runs this before the tests).
+# ruff check and ruff format --check over the whole tree, then mypy over the packages that
+# pyproject.toml's [tool.mypy] lists (CI runs this before the tests).
 lint:
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
+	$(PYTHON) .ci/typecheck.py
 
 bench:
 	$(PYTHON) benchmarks/throughput.py

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TypeVar
 
 from swiftserve.router.errors import RequestAbortedError
@@ -17,10 +17,10 @@ from swiftserve.router.errors import RequestAbortedError
 T = TypeVar("T")
 
 
-async def until_closed(stream: AsyncIterator[T], closing: asyncio.Event) -> AsyncIterator[T]:
+async def until_closed(stream: AsyncIterator[T], closing: asyncio.Event) -> AsyncGenerator[T, None]:
     """`stream`'s items; RequestAbortedError once `closing` is set. The caller closes `stream`."""
     closed = asyncio.ensure_future(closing.wait())
-    step: asyncio.Future | None = None
+    step: asyncio.Future[T] | None = None
     try:
         while True:
             step = asyncio.ensure_future(stream.__anext__())

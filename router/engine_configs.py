@@ -9,8 +9,9 @@ decides it, in one place (loader/dtypes.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from swiftserve.router.config_file import DEFAULT_IDLE_TIMEOUT_S, ConfigError, ModelConfig
+from swiftserve.router.config_file import DEFAULT_IDLE_TIMEOUT_S, ConfigError, ModelConfig, Policy
 from swiftserve.router.registry import ModelSpec
 from swiftserve.scheduler.config import SchedulerConfig
 
@@ -44,7 +45,7 @@ def engine_config(model: ModelConfig, kind: ModelKind, defaults: ServeDefaults) 
     max_waiting = defaults.max_queue
     if kind == "embedding" and max_waiting is not None:
         max_waiting = max(1, max_waiting)  # an encoder counts the running call among the waiting
-    scheduler = {
+    scheduler: dict[str, Any] = {
         "max_num_seqs": model.max_num_seqs or defaults.max_num_seqs,
         "max_num_batched_tokens": defaults.max_num_batched_tokens,
         "max_model_len": max_model_len,
@@ -77,6 +78,6 @@ def models_from_flags(
     return tuple(configs)
 
 
-def _from_spec(text: str, policy: str, idle_timeout_s: float | None) -> ModelConfig:
+def _from_spec(text: str, policy: Policy, idle_timeout_s: float | None) -> ModelConfig:
     spec = ModelSpec.parse(text)
     return ModelConfig(spec.served_name, spec.source, policy, idle_timeout_s)

@@ -9,7 +9,8 @@
    anything (an HTTP route can still answer with a status).
 4. The outputs are merged and turned into per-choice deltas (deltas.py); `collect` folds them
    into one Generation for callers that do not stream.
-The router is duck-typed here (`handle`, `generate`): router.py imports this module.
+Every helper takes the model's ChatHandle (handles.py), whose generate() is the router's: it loads
+the model if cold and raises the router's errors only (errors.router_errors).
 """
 
 from __future__ import annotations
@@ -17,20 +18,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from swiftserve.router.deltas import DeltaTracker
-from swiftserve.router.errors import InvalidParameterError, engine_errors_as_router_errors
+from swiftserve.router.errors import InvalidParameterError
+from swiftserve.router.handles import ChatHandle
 from swiftserve.router.merge import merge
 from swiftserve.router.prompts import render_chat, resolve_max_tokens, sampling_params, tokenize
-from swiftserve.router.request_types import Choice, ChoiceDelta, Generation, GenerationStep, GenerationStream
+from swiftserve.router.request_types import (
+    Choice,
+    ChoiceDelta,
+    Generation,
+    GenerationStep,
+    GenerationStream,
+    PromptLogprobs,
+    Usage,
+)
 
 from swiftserve.outputs import RequestOutput, TokenLogprob
 from swiftserve.sampling_params import SamplingParams
 
 Prompt = str | list[int]
+# The generator's type: closing it (aclose) before the end aborts the request.
+Outputs = AsyncGenerator[RequestOutput, None]
 
 
 def new_id(prefix: str) -> str:
@@ -38,20 +50,18 @@ def new_id(prefix: str) -> str:
 
 
 async def open_chat(
-    router: Any,
-    model: str,
+    handle: ChatHandle,
     messages: list[dict],
     max_tokens: int | None,
     sampling: Mapping[str, Any],
     default_max_tokens: int,
 ) -> GenerationStream:
-    """Starts a reply to `messages` on chat model `model`."""
-    return await open_chats(router, model, [messages], max_tokens, sampling, default_max_tokens)
+    """Starts a reply to `messages` on the handle's chat model."""
+    return await open_chats(handle, [messages], max_tokens, sampling, default_max_tokens)
 
 
 async def open_chats(
-    router: Any,
-    model: str,
+    handle: ChatHandle,
     conversations: list[list[dict]],
     max_tokens: int | None,
     sampling: Mapping[str, Any],
@@ -59,49 +69,53 @@ async def open_chats(
 ) -> GenerationStream:
     """Starts a reply to each conversation, submitted together (a fan-out: their prefills share
     engine steps and their common prefix the prefix cache); choice k answers conversation k // n."""
-    handle = router.handle(model, "chat")
     ids = []
     for messages in conversations:
         text = render_chat(handle, messages)
         ids.append(await tokenize(handle.tokenizer, text, add_special_tokens=False))
-    return await _open(router, handle, ids, max_tokens, sampling, "messages", default_max_tokens)
+    return await _open(handle, ids, max_tokens, sampling, "messages", default_max_tokens)
 
 
 async def open_completion(
-    router: Any,
-    model: str,
-    prompts: Prompt | list[Prompt],
+    handle: ChatHandle,
+    prompts: Prompt | Sequence[Prompt],
     max_tokens: int | None,
     sampling: Mapping[str, Any],
     default_max_tokens: int,
 ) -> GenerationStream:
     """Starts completions of one prompt (text or token ids) or of a list of them."""
-    handle = router.handle(model, "chat")
     ids = [await _prompt_ids(handle, prompt) for prompt in _as_prompts(prompts)]
-    return await _open(router, handle, ids, max_tokens, sampling, "prompt", default_max_tokens)
+    return await _open(handle, ids, max_tokens, sampling, "prompt", default_max_tokens)
 
 
-def _as_prompts(prompts: Prompt | list[Prompt]) -> list[Prompt]:
+def _as_prompts(prompts: Prompt | Sequence[Prompt]) -> list[Prompt]:
     """One prompt (text or token ids) or a list of them -> the list."""
     if not prompts:
         raise InvalidParameterError("prompt", "The prompt is empty: it must hold at least one token.")
-    if isinstance(prompts, str) or all(isinstance(t, int) for t in prompts):
+    if isinstance(prompts, str):
         return [prompts]
-    for prompt in prompts:
-        if not isinstance(prompt, str) and not all(isinstance(t, int) for t in prompt):
-            raise InvalidParameterError("prompt", "each prompt must be a string or a list of token ids")
-    return list(prompts)
+    if all(isinstance(t, int) for t in prompts):
+        return [[t for t in prompts if isinstance(t, int)]]
+    return [_as_prompt(prompt) for prompt in prompts]
 
 
-async def _prompt_ids(handle: Any, prompt: Prompt) -> list[int]:
+def _as_prompt(prompt: object) -> Prompt:
+    """One item of a list of prompts: a string or a list of token ids."""
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt):
+        return prompt
+    raise InvalidParameterError("prompt", "each prompt must be a string or a list of token ids")
+
+
+async def _prompt_ids(handle: ChatHandle, prompt: Prompt) -> list[int]:
     if isinstance(prompt, str):
         return await tokenize(handle.tokenizer, prompt, add_special_tokens=True)
     return list(prompt)
 
 
 async def _open(
-    router: Any,
-    handle: Any,
+    handle: ChatHandle,
     prompt_ids: list[list[int]],
     max_tokens: int | None,
     sampling: Mapping[str, Any],
@@ -114,54 +128,49 @@ async def _open(
             handle.max_model_len, len(ids), max_tokens, prompt_param, default_max_tokens
         )
         params.append(sampling_params(budget, sampling))
-    streams = await _submit_all(router, handle.name, prompt_ids, params)
+    streams = await _submit_all(handle, prompt_ids, params)
     n = params[0].n
     return GenerationStream(handle.name, n, prompt_ids, _steps(streams, DeltaTracker(n)))
 
 
 async def _submit_all(
-    router: Any, name: str, prompt_ids: list[list[int]], params: list[SamplingParams]
-) -> list[AsyncIterator[RequestOutput]]:
+    handle: ChatHandle, prompt_ids: list[list[int]], params: list[SamplingParams]
+) -> list[Outputs]:
     """Every prompt's outputs, all admitted; if one is refused, the others are aborted."""
     opened = await asyncio.gather(
-        *(_first_output(router, name, ids, p) for ids, p in zip(prompt_ids, params, strict=True)),
+        *(_first_output(handle, ids, p) for ids, p in zip(prompt_ids, params, strict=True)),
         return_exceptions=True,
     )
+    streams = [r for r in opened if not isinstance(r, BaseException)]
     failures = [r for r in opened if isinstance(r, BaseException)]
     if failures:
-        for stream in opened:
-            if not isinstance(stream, BaseException):
-                await stream.aclose()
+        for stream in streams:
+            await stream.aclose()
         raise failures[0]
-    return list(opened)
+    return streams
 
 
-async def _first_output(
-    router: Any, name: str, ids: list[int], params: SamplingParams
-) -> AsyncIterator[RequestOutput]:
-    """The request's outputs, the first one already awaited (so its errors are raised here)."""
-    gen = router.generate(name, ids, params, new_id("req"))
+async def _first_output(handle: ChatHandle, ids: list[int], params: SamplingParams) -> Outputs:
+    """The request's outputs, the first one already awaited (so a refusal is raised here)."""
+    gen = handle.generate(ids, params, new_id("req"))
     try:
-        with engine_errors_as_router_errors(name):
-            first = await gen.__anext__()
+        first = await gen.__anext__()
     except StopAsyncIteration:
-        raise RuntimeError(f"the model {name!r} returned no output") from None
+        raise RuntimeError(f"the model {handle.name!r} returned no output") from None
     except BaseException:  # cancelled too: the engine's generator must close (abort) either way
         await gen.aclose()
         raise
     return _chain(first, gen)
 
 
-async def _chain(first: RequestOutput, gen: AsyncIterator[RequestOutput]) -> AsyncIterator[RequestOutput]:
+async def _chain(first: RequestOutput, gen: Outputs) -> Outputs:
     async with contextlib.aclosing(gen):
         yield first
         async for output in gen:
             yield output
 
 
-async def _steps(
-    streams: list[AsyncIterator[RequestOutput]], tracker: DeltaTracker
-) -> AsyncIterator[GenerationStep]:
+async def _steps(streams: list[Outputs], tracker: DeltaTracker) -> AsyncGenerator[GenerationStep, None]:
     async with contextlib.aclosing(merge(streams)) as outputs:
         async for prompt_index, output in outputs:
             yield tracker.step(prompt_index, output)
@@ -170,8 +179,8 @@ async def _steps(
 async def collect(stream: GenerationStream) -> Generation:
     """Runs an open request to its end and returns the whole of it."""
     choices = [_SoFar() for _ in range(len(stream.prompt_token_ids) * stream.n)]
-    prompt_logprobs: list = [None] * len(stream.prompt_token_ids)
-    usage = None
+    prompt_logprobs: list[PromptLogprobs | None] = [None] * len(stream.prompt_token_ids)
+    usage = Usage(sum(len(ids) for ids in stream.prompt_token_ids), 0)  # until the first step
     async with contextlib.aclosing(stream.steps) as steps:
         async for step in steps:
             usage = step.usage

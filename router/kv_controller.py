@@ -20,24 +20,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Protocol, runtime_checkable
 
 from swiftserve.scheduler.kv_demand import KvDemand, KvUsage, initial_target
 from swiftserve.scheduler.residency import ResidencyManager
 from swiftserve.scheduler.residency_types import State
 
+from swiftserve.engine.served_model import ResizableKV
+
 logger = logging.getLogger("swiftserve.router")
-
-
-@runtime_checkable
-class ResizableKV(Protocol):
-    """A served model whose KV cache can be resized (engine/chat_model.LocalChatModel)."""
-
-    name: str
-
-    async def kv_usage(self) -> KvUsage: ...
-
-    async def resize_kv(self, num_blocks: int) -> KvUsage: ...
 
 
 class KvController:

@@ -112,7 +112,7 @@ class Server:
 
     async def embed(self, model: str, texts: list[str] | list[list[int]]) -> Any:
         """One float32 row per input (`.embeddings`) and the tokens read (`.num_prompt_tokens`)."""
-        return await self.router.embed(model, list(texts))
+        return await self.router.embed(model, texts)
 
     async def run_pipeline(self, name: str, messages: list[dict], **sampling: Any) -> PipelineResult:
         """Every stage's output, usage and timings (`chat(name, ...)` gives the final reply only);

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import TypeVar
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
-async def merge(streams: list[AsyncIterator[T]]) -> AsyncIterator[tuple[int, T]]:
+async def merge(streams: Sequence[AsyncGenerator[T, None]]) -> AsyncGenerator[tuple[int, T], None]:
     """(stream index, item) from every stream as it comes; the first failure is raised, and
     closing the merged stream closes (so aborts) them all."""
     if len(streams) == 1:
@@ -19,7 +19,7 @@ async def merge(streams: list[AsyncIterator[T]]) -> AsyncIterator[tuple[int, T]]
             async for item in stream:
                 yield 0, item
         return
-    queue: asyncio.Queue = asyncio.Queue()
+    queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()  # an item, _END or a _Failed
     tasks = [asyncio.create_task(_pump(i, s, queue)) for i, s in enumerate(streams)]
     try:
         remaining = len(tasks)
@@ -47,7 +47,7 @@ class _Failed:
         self.error = error
 
 
-async def _pump(index: int, stream: AsyncIterator, queue: asyncio.Queue) -> None:
+async def _pump(index: int, stream: AsyncGenerator[T, None], queue: asyncio.Queue[tuple[int, Any]]) -> None:
     try:
         async with contextlib.aclosing(stream):
             async for item in stream:

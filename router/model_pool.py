@@ -156,7 +156,7 @@ class ModelPool:
             state = self.ledger.state(name)
             if state in (State.LOADING, State.UNLOADING):
                 continue
-            resident, parked = entry.model.is_resident, bool(getattr(entry.model, "is_parked", False))
+            resident, parked = entry.model.is_resident, _is_parked(entry.model)
             if (state is State.RESIDENT) != resident or (state is State.PARKED) != parked:
                 found.append(f"{name}: ledger says {state.value}, model resident={resident} parked={parked}")
         return found
@@ -164,7 +164,7 @@ class ModelPool:
     def _entry(self, name: str) -> PoolEntry:
         entry = self._entries.get(name)
         if entry is None:
-            raise errors.UnknownModelError(name)
+            raise errors.ModelNotFoundError(name)
         return entry
 
     # -- start and stop ---------------------------------------------------------------------------
@@ -230,6 +230,8 @@ class ModelPool:
             if state is State.RESIDENT:
                 return None, False
             if state is State.LOADING:
+                # admit() and the task that loads are made with no await between: it has its task.
+                assert entry.load_task is not None
                 return entry.load_task, False
             if state is State.UNLOADING:
                 await self._settle(name)
@@ -275,7 +277,7 @@ class ModelPool:
             await asyncio.gather(*evictions)
             for other in decision.wait_for:
                 await self._settle(other)
-            tier = Tier.HOST if getattr(entry.model, "is_parked", False) else Tier.DISK
+            tier = Tier.HOST if _is_parked(entry.model) else Tier.DISK
             start = time.perf_counter()
             await entry.model.load()
             seconds = time.perf_counter() - start
@@ -313,14 +315,15 @@ class ModelPool:
         """The ledger has marked `name` UNLOADING: free its memory (all of it, or all but the
         weights when the host tier takes them), then tell the ledger what really happened."""
         entry = self._entries[name]
-        to_host = may_park and self._choose_tier(name) is Tier.HOST
+        # The ledger sends only a model that can park to the host tier (_unload_to).
+        host = _parkable(entry.model) if may_park and self._choose_tier(name) is Tier.HOST else None
         try:
-            await (entry.model.park() if to_host else entry.model.unload(force=force))
+            await (host.park() if host is not None else entry.model.unload(force=force))
         except BaseException:
             self._unload_did_not_finish(name)
             raise
         else:
-            parked = to_host and entry.model.is_parked
+            parked = host is not None and host.is_parked
             self.ledger.unloaded(name, parked=parked)
         finally:
             self._notify()
@@ -336,7 +339,7 @@ class ModelPool:
         if model.is_resident:
             self.ledger.unload_failed(name)
         else:
-            self.ledger.unloaded(name, parked=bool(getattr(model, "is_parked", False)))
+            self.ledger.unloaded(name, parked=_is_parked(model))
 
     def _choose_tier(self, name: str) -> Tier:
         """Where the ledger sends `name`'s weights; the parked models it drops for them are freed
@@ -354,12 +357,14 @@ class ModelPool:
 
     def _free_parked(self, name: str) -> None:
         entry = self._entries[name]
-        entry.model.drop_parked()
+        parkable = _parkable(entry.model)
+        if parkable is not None:  # the ledger parks no other model
+            parkable.drop_parked()
         entry.num_drops += 1
         logger.info("dropped %s from host memory to disk", name)
 
     async def unload(self, name: str) -> bool:
-        """An admin unload: False when already cold; PinnedModelError, ModelBusyError as they say.
+        """An admin unload: False when already cold; ModelPinnedError, ModelBusyError as they say.
         A resident model goes where its unload_to says (maybe host memory); a parked one is
         dropped to disk, so unloading twice always returns all of its memory."""
         await self._settle(name)
@@ -372,7 +377,7 @@ class ModelPool:
         try:
             started = self.ledger.begin_unload(name)
         except rt.PinnedModelError:
-            raise errors.PinnedModelError(name) from None
+            raise errors.ModelPinnedError(name) from None
         if not started:
             raise errors.ModelBusyError(name)
         try:
@@ -438,7 +443,7 @@ def _budget(registration: Registration) -> ModelBudget:
         weight_bytes=fp.weight_bytes,
         kv_block_bytes=fp.kv_block_bytes,
         kv_floor_blocks=fp.kv_floor_blocks,
-        policy=registration.policy,
+        policy=Policy(registration.policy),
         idle_timeout_s=registration.idle_timeout_s if on_demand else None,
         reload_cost_s=fp.weight_bytes / ASSUMED_LOAD_BYTES_PER_S,
         priority=registration.priority,
@@ -447,9 +452,18 @@ def _budget(registration: Registration) -> ModelBudget:
     )
 
 
+def _parkable(model: ServedModel) -> ParkableModel | None:
+    """The model as one that can be unloaded to host memory, or None (embedding models, for now)."""
+    return model if isinstance(model, ParkableModel) and model.can_park else None
+
+
+def _is_parked(model: ServedModel) -> bool:
+    return isinstance(model, ParkableModel) and model.is_parked
+
+
 def _unload_to(model: ServedModel, wanted: UnloadTo) -> UnloadTo:
     """`wanted`, or DISK for a model that cannot be parked (embedding models, for now)."""
-    if wanted is UnloadTo.DISK or (isinstance(model, ParkableModel) and model.can_park):
+    if wanted is UnloadTo.DISK or _parkable(model) is not None:
         return wanted
     if wanted is UnloadTo.HOST:
         logger.warning(

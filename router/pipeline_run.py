@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,6 +49,8 @@ class PipelineHost(Protocol):
     default_max_tokens: int
 
     def handle(self, name: str, kind: str | None = None) -> Any: ...
+
+    def chat_handle(self, name: str) -> Any: ...
 
     def on_pipeline(self, name: str, result: PipelineResult | None) -> None: ...
 
@@ -213,14 +215,12 @@ class _Run:
         if stage is self.spec.final:
             sampling.update(self.request.sampling or {})
             max_tokens = self.request.max_tokens if self.request.max_tokens is not None else max_tokens
-        host, default = self.host, self.host.default_max_tokens
+        handle, default = self.host.chat_handle(stage.model), self.host.default_max_tokens
         if stage.kind == "chat":
             conversations = [self._messages(stage, i) for i in range(stage.fan_out)]
-            return await generation.open_chats(
-                host, stage.model, conversations, max_tokens, sampling, default
-            )
+            return await generation.open_chats(handle, conversations, max_tokens, sampling, default)
         prompts = [self._render(stage, "prompt", i) for i in range(stage.fan_out)]
-        return await generation.open_completion(host, stage.model, prompts, max_tokens, sampling, default)
+        return await generation.open_completion(handle, prompts, max_tokens, sampling, default)
 
     async def _vector_stage(self, stage: StageSpec) -> tuple[Any, Usage]:
         text = self._render(stage, "input", 0)
@@ -274,10 +274,10 @@ class _Run:
 
     async def _finishing(
         self,
-        steps: AsyncIterator[GenerationStep],
+        steps: AsyncGenerator[GenerationStep, None],
         future: asyncio.Future,
         finish: Callable[[], PipelineResult],
-    ) -> AsyncIterator[GenerationStep]:
+    ) -> AsyncGenerator[GenerationStep, None]:
         """`steps`, then the result into `future`; the leases end however the stream ends."""
         try:
             async with contextlib.aclosing(steps) as inner:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,12 +20,12 @@ from swiftserve.router.request_types import ChoiceDelta, GenerationStep, Generat
 class PipelineStream:
     """The final stage opened as a stream (GenerationSteps); `result()` once it has ended."""
 
-    steps: AsyncIterator[GenerationStep]
+    steps: AsyncGenerator[GenerationStep, None]
     n: int
     upstream_usage: Usage
     _result: asyncio.Future
 
-    def __aiter__(self) -> AsyncIterator[GenerationStep]:
+    def __aiter__(self) -> AsyncGenerator[GenerationStep, None]:
         return self.steps
 
     async def aclose(self) -> None:
@@ -55,7 +55,9 @@ class FinalStage:
         self.texts: dict[int, str] = {}
         self.usage = Usage(0, 0)
 
-    async def track(self, steps: AsyncIterator[GenerationStep]) -> AsyncIterator[GenerationStep]:
+    async def track(
+        self, steps: AsyncGenerator[GenerationStep, None]
+    ) -> AsyncGenerator[GenerationStep, None]:
         async with contextlib.aclosing(steps) as inner:
             async for step in inner:
                 self.first = self.first or time.perf_counter()
@@ -83,7 +85,7 @@ class FinalStage:
 
 
 def timed(stream: GenerationStream, first: list[float]) -> GenerationStream:
-    async def steps() -> AsyncIterator[GenerationStep]:
+    async def steps() -> AsyncGenerator[GenerationStep, None]:
         async with contextlib.aclosing(stream.steps) as inner:
             async for step in inner:
                 if not first:
@@ -93,6 +95,6 @@ def timed(stream: GenerationStream, first: list[float]) -> GenerationStream:
     return replace(stream, steps=steps())
 
 
-async def one_step(output: Any, usage: Usage) -> AsyncIterator[GenerationStep]:
+async def one_step(output: Any, usage: Usage) -> AsyncGenerator[GenerationStep, None]:
     """A retrieved list as one finished choice (a final retrieve stage, streamed)."""
     yield GenerationStep(0, [ChoiceDelta(0, 0, str(output), [], None, "stop")], usage)

@@ -53,7 +53,7 @@ class PipelineTable:
 def _check_model(pipeline: str, stage: StageSpec, host: PipelineHost) -> None:
     try:
         host.handle(stage.model, _MODEL_KIND[stage.kind])
-    except (errors.UnknownModelError, errors.WrongKindError) as exc:
+    except (errors.ModelNotFoundError, errors.WrongKindError) as exc:
         raise PipelineError(pipeline, f"model: {exc}", stage.id) from None
 
 
@@ -71,6 +71,7 @@ def _check_sampling(pipeline: str, stage: StageSpec) -> None:
 
 
 async def _index(pipeline: str, stage: StageSpec, host: PipelineHost) -> Corpus:
+    assert stage.corpus is not None  # a retrieve stage has one (pipeline_spec checks)
     try:
         passages = await asyncio.to_thread(read_corpus, stage.corpus)
     except CorpusError as exc:

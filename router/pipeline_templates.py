@@ -95,12 +95,16 @@ def _name_problem(tree: nodes.Template, upstream: set[str], stage: StageSpec) ->
 def _stage_references(tree: nodes.Template) -> set[str]:
     """The ids read as stages.<id> or stages["<id>"]."""
     found = set()
-    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+    for node in tree.find_all(nodes.Getattr):
         if isinstance(node.node, nodes.Name) and node.node.name == "stages":
-            if isinstance(node, nodes.Getattr):
-                found.add(node.attr)
-            elif isinstance(node.arg, nodes.Const):
-                found.add(str(node.arg.value))
+            found.add(node.attr)
+    for item in tree.find_all(nodes.Getitem):
+        if (
+            isinstance(item.node, nodes.Name)
+            and item.node.name == "stages"
+            and isinstance(item.arg, nodes.Const)
+        ):
+            found.add(str(item.arg.value))
     return found
 
 

@@ -1,7 +1,8 @@
 """From what a caller sends to what an engine takes: token ids, a completion budget, SamplingParams.
 
-Every check here raises the router's typed errors (InvalidParameterError, ContextLengthError), so
-an HTTP route and a Python caller get the same answer for the same request.
+Every check here raises the router's typed errors (InvalidParameterError,
+ContextLengthExceededError), so an HTTP route and a Python caller get the same answer for the
+same request.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from swiftserve.router.errors import ContextLengthError, InvalidParameterError
+from swiftserve.router.errors import ContextLengthExceededError, InvalidParameterError
+from swiftserve.router.handles import ChatHandle
 
+from swiftserve.engine.served_model import TextTokenizer
 from swiftserve.sampling_params import SamplingParamError, SamplingParams
 
 # Prompts longer than this (characters) are tokenized in a worker thread, off the event loop.
@@ -21,14 +24,14 @@ INLINE_TOKENIZE_CHARS = 16_384
 DEFAULT_MAX_TOKENS = 1024
 
 
-async def tokenize(tokenizer: Any, text: str, *, add_special_tokens: bool) -> list[int]:
+async def tokenize(tokenizer: TextTokenizer, text: str, *, add_special_tokens: bool) -> list[int]:
     encode = tokenizer.encode
     if len(text) <= INLINE_TOKENIZE_CHARS:
         return list(encode(text, add_special_tokens=add_special_tokens))
     return list(await asyncio.to_thread(encode, text, add_special_tokens=add_special_tokens))
 
 
-def render_chat(handle: Any, messages: list[dict]) -> str:
+def render_chat(handle: ChatHandle, messages: list[dict]) -> str:
     """The chat template applied to `messages` ({"role", "content"} dicts), ready for a reply."""
     if not messages:
         raise InvalidParameterError("messages", "'messages' must hold at least one message.")
@@ -44,15 +47,15 @@ def resolve_max_tokens(
     max_model_len: int, num_prompt_tokens: int, requested: int | None, prompt_param: str, default: int
 ) -> int:
     """The completion budget: the requested one if prompt + it fits the context, else a
-    ContextLengthError. Not requested, it is `default` or what the context leaves, the smaller."""
+    ContextLengthExceededError. Not requested, it is `default` or what the context leaves, the smaller."""
     if num_prompt_tokens == 0:
         raise InvalidParameterError(prompt_param, "The prompt is empty: it must hold at least one token.")
     if requested is None:
         if num_prompt_tokens >= max_model_len:
-            raise ContextLengthError(num_prompt_tokens, 1, max_model_len, prompt_param)
+            raise ContextLengthExceededError(num_prompt_tokens, 1, max_model_len, prompt_param)
         return min(default, max_model_len - num_prompt_tokens)
     if num_prompt_tokens + requested > max_model_len:
-        raise ContextLengthError(num_prompt_tokens, requested, max_model_len, "max_tokens")
+        raise ContextLengthExceededError(num_prompt_tokens, requested, max_model_len, "max_tokens")
     return requested
 
 

@@ -8,7 +8,7 @@ steps into one `Generation`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from swiftserve.outputs import TokenLogprob
@@ -19,12 +19,15 @@ PromptLogprobs = list[TokenLogprob | None]
 
 @dataclass(frozen=True)
 class Usage:
+    """Tokens read and written; also the wire form of OpenAI's `usage` (server/protocol.py encodes
+    it as it is, total_tokens included: a field, so that every encoder sees it)."""
+
     prompt_tokens: int
     completion_tokens: int
+    total_tokens: int = field(init=False)
 
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "total_tokens", self.prompt_tokens + self.completion_tokens)
 
 
 @dataclass(frozen=True)
@@ -62,9 +65,9 @@ class GenerationStream:
     model: str
     n: int
     prompt_token_ids: list[list[int]]
-    steps: AsyncIterator[GenerationStep]
+    steps: AsyncGenerator[GenerationStep, None]
 
-    def __aiter__(self) -> AsyncIterator[GenerationStep]:
+    def __aiter__(self) -> AsyncGenerator[GenerationStep, None]:
         return self.steps
 
     async def aclose(self) -> None:

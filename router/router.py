@@ -9,7 +9,9 @@ hands out one handle per model. Two levels of call:
   1. acquires the model in the pool, so it cannot be evicted under the request;
   2. loads it if it is cold (the request waits: queued, not refused) and times that cold start;
   3. runs the request on the resident model, and releases the model when the request ends.
-Typed errors (errors.py) come out of every call; the server maps them to HTTP in one place.
+Typed errors (errors.py) come out of every call: a per-model call maps the lower layers' errors
+to the router's once, around the whole call (a stream from its first output to its last); the
+server maps the router's errors to HTTP in one place.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from swiftserve.router import errors, generation, pipeline_run
 from swiftserve.router.abortable import until_closed
+from swiftserve.router.handles import ChatHandle, EmbeddingHandle, ModelHandle
 from swiftserve.router.model_pool import ModelPool, Registration
 from swiftserve.router.pipeline_spec import PipelineSpec
 from swiftserve.router.pipeline_stream import PipelineStream
@@ -32,7 +35,12 @@ from swiftserve.router.prompts import DEFAULT_MAX_TOKENS
 from swiftserve.router.request_types import Choice, Generation, GenerationStream
 from swiftserve.scheduler.residency_types import Policy, State
 
-from swiftserve.engine.served_model import ChatModel, EmbeddingModel, ServedModel
+from swiftserve.engine.embedding_inputs import EmbeddingResult
+from swiftserve.engine.served_model import ChatModel, EmbeddingModel, EmbedInputs, ServedModel
+from swiftserve.outputs import RequestOutput
+from swiftserve.sampling_params import SamplingParams
+
+__all__ = ["ChatHandle", "EmbeddingHandle", "ModelHandle", "ModelInfo", "Router"]
 
 # cold_start(model, seconds): a request that found its model cold got its first result after
 # `seconds` from its arrival (feeds the cold-start histogram).
@@ -75,7 +83,7 @@ class Router:
         self.on_cold_start = on_cold_start or (lambda name, seconds: None)
         # The completion budget of a request that names none (capped by what the context leaves).
         self.default_max_tokens = default_max_tokens
-        self._handles: dict[str, ChatHandle | EmbeddingHandle] = {}
+        self._handles: dict[str, ModelHandle] = {}
         self._sources: dict[str, str] = {}
         self._closed = False
         self._closing = asyncio.Event()  # set at shutdown: ends every stream still in flight
@@ -99,17 +107,28 @@ class Router:
         self.add_all([Registration(model, policy, idle_timeout_s, priority, unload_to, source)])
 
     def add_all(self, registrations: list[Registration]) -> None:
-        """Registers several cold models, all or none (BudgetError, ValueError: none of them)."""
+        """Registers several cold models, all or none (InvalidConfigError for a name served twice,
+        BudgetError, TypeError: none of them)."""
         names = [r.model.name for r in registrations]
         for name in names:
             if name in self._handles or names.count(name) > 1:
-                raise ValueError(f"two models are served as {name!r}; name them with served_name=spec")
+                message = f"two models are served as {name!r}; name them with served_name=spec"
+                raise errors.InvalidConfigError(message)
+        # Made before the pool registers anything: a model without its kind's calls adds none.
+        handles = [self._new_handle(r.model) for r in registrations]
         self.pool.add_all(registrations)
-        for registration in registrations:
-            model = registration.model
-            handle_type = ChatHandle if model.kind == "chat" else EmbeddingHandle
-            self._handles[model.name] = handle_type(self, model)
-            self._sources[model.name] = registration.source
+        for registration, handle in zip(registrations, handles, strict=True):
+            self._handles[handle.name] = handle
+            self._sources[handle.name] = registration.source
+
+    def _new_handle(self, model: ServedModel) -> ModelHandle:
+        """The handle of its kind; TypeError now, not at its first request, for a model that lacks
+        the calls of its kind (engine/served_model.ChatModel, EmbeddingModel)."""
+        if isinstance(model, ChatModel) and model.kind == "chat":
+            return ChatHandle(self, model)
+        if isinstance(model, EmbeddingModel) and model.kind == "embedding":
+            return EmbeddingHandle(self, model)
+        raise TypeError(f"{model.name!r} lacks the calls of a {model.kind} model (engine/served_model.py)")
 
     async def remove(self, name: str) -> None:
         """Unloads a model completely and forgets it; ModelBusyError while requests are in flight."""
@@ -117,13 +136,27 @@ class Router:
         await self.pool.remove(name)
         del self._handles[name], self._sources[name]
 
-    def handle(self, name: str, kind: str | None = None) -> ChatHandle | EmbeddingHandle:
-        """The handle of `name`; WrongKindError when it is not a `kind` model."""
+    def handle(self, name: str, kind: str | None = None) -> ModelHandle:
+        """The handle of `name` (ModelNotFoundError); WrongKindError when it is not a `kind` model."""
         handle = self._handles.get(name)
         if handle is None:
-            raise errors.UnknownModelError(name)
+            raise errors.ModelNotFoundError(name)
         if kind is not None and handle.kind != kind:
             raise errors.WrongKindError(name, handle.kind, kind)
+        return handle
+
+    def chat_handle(self, name: str) -> ChatHandle:
+        """The handle of chat model `name`; ModelNotFoundError, WrongKindError."""
+        handle = self.handle(name)
+        if not isinstance(handle, ChatHandle):
+            raise errors.WrongKindError(name, handle.kind, "chat")
+        return handle
+
+    def embedding_handle(self, name: str) -> EmbeddingHandle:
+        """The handle of embedding model `name`; ModelNotFoundError, WrongKindError."""
+        handle = self.handle(name)
+        if not isinstance(handle, EmbeddingHandle):
+            raise errors.WrongKindError(name, handle.kind, "embedding")
         return handle
 
     def names(self) -> list[str]:
@@ -151,7 +184,7 @@ class Router:
         await self.pool.ensure_resident(name)
 
     async def unload(self, name: str) -> bool:
-        """An admin unload; False when it was cold. PinnedModelError, ModelBusyError as they say."""
+        """An admin unload; False when it was cold. ModelPinnedError, ModelBusyError as they say."""
         self.handle(name)
         return await self.pool.unload(name)
 
@@ -188,7 +221,7 @@ class Router:
         """Starts a reply to `messages` ({"role", "content"} dicts); `sampling` holds SamplingParams
         fields (n, temperature, stop, logprobs, ...). Returns once the request is admitted."""
         default = self.default_max_tokens
-        return await generation.open_chat(self, model, messages, max_tokens, sampling, default)
+        return await generation.open_chat(self.chat_handle(model), messages, max_tokens, sampling, default)
 
     async def chat(
         self, model: str, messages: list[dict], max_tokens: int | None = None, **sampling: Any
@@ -205,7 +238,7 @@ class Router:
         """Starts completions of a prompt (text or token ids) or a list of prompts; choice
         `prompt_index * n + i` is the i-th completion of that prompt."""
         return await generation.open_completion(
-            self, model, prompt, max_tokens, sampling, self.default_max_tokens
+            self.chat_handle(model), prompt, max_tokens, sampling, self.default_max_tokens
         )
 
     async def complete(
@@ -240,38 +273,40 @@ class Router:
 
     # -- one request on one model -------------------------------------------------------------------
     async def generate(
-        self, name: str, prompt: str | list[int], params: Any, request_id: str | None = None
-    ) -> AsyncIterator[Any]:
-        """Cumulative outputs of one request to chat model `name`, loading it first if cold."""
+        self, name: str, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
+    ) -> AsyncGenerator[RequestOutput, None]:
+        """Cumulative outputs of one request to chat model `name`, loading it first if cold. Any
+        error, before the first output or after it, is the router's (errors.router_errors)."""
         self._check_open()
-        self.handle(name, "chat")
+        model = self.chat_handle(name).model
         arrival = time.perf_counter()
         self._num_streams += 1
         self._drained.clear()
         try:
-            async with self.pool.use(name) as (model, was_cold):
-                stream = model.generate(prompt, params, request_id=request_id)
-                try:
-                    async with contextlib.aclosing(until_closed(stream, self._closing)) as outputs:
-                        async for output in outputs:
-                            if was_cold:
-                                self.on_cold_start(name, time.perf_counter() - arrival)
-                                was_cold = False
-                            yield output
-                finally:
-                    await stream.aclose()
+            with errors.router_errors(name):
+                async with self.pool.use(name) as (_, was_cold):
+                    stream = model.generate(prompt, params, request_id=request_id)
+                    try:
+                        async with contextlib.aclosing(until_closed(stream, self._closing)) as outputs:
+                            async for output in outputs:
+                                if was_cold:
+                                    self.on_cold_start(name, time.perf_counter() - arrival)
+                                    was_cold = False
+                                yield output
+                    finally:
+                        await stream.aclose()
         finally:
             self._num_streams -= 1
             if not self._num_streams:
                 self._drained.set()
 
-    async def embed(self, name: str, inputs: list[str] | list[list[int]]) -> Any:
-        """Embeddings from model `name`, loading it first if cold."""
+    async def embed(self, name: str, inputs: EmbedInputs) -> EmbeddingResult:
+        """Embeddings from model `name`, loading it first if cold; the router's errors only."""
         self._check_open()
-        self.handle(name, "embedding")
+        model = self.embedding_handle(name).model
         arrival = time.perf_counter()
-        async with self.pool.use(name) as (model, was_cold):
-            with errors.engine_errors_as_router_errors(name):
+        with errors.router_errors(name):
+            async with self.pool.use(name) as (_, was_cold):
                 result = await model.embed(inputs)
         if was_cold:
             self.on_cold_start(name, time.perf_counter() - arrival)
@@ -295,56 +330,3 @@ def as_generation(result: PipelineResult) -> Generation:
         return replace(result.final, model=result.pipeline, usage=result.usage)
     choice = Choice(0, 0, str(result.output), [], None, "stop")
     return Generation(result.pipeline, [choice], result.usage, [[]])
-
-
-class _Handle:
-    """One model as the server sees it; the model's own handle, whatever its state."""
-
-    def __init__(self, router: Router, model: ServedModel) -> None:
-        self.router, self.model = router, model
-        self.name, self.kind = model.name, model.kind
-
-    @property
-    def is_resident(self) -> bool:
-        return self.model.is_resident
-
-    def stats(self) -> Any | None:
-        """The engine's stats while resident, else None (nothing running, nothing held)."""
-        if not self.model.is_resident:
-            return None
-        source = getattr(self.model, "engine", None) or self.model
-        stats = getattr(source, "stats", None)
-        return stats() if stats is not None else None
-
-
-class ChatHandle(_Handle):
-    model: ChatModel
-
-    @property
-    def tokenizer(self):
-        return self.model.tokenizer
-
-    @property
-    def max_model_len(self) -> int:
-        return self.model.max_model_len
-
-    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        return self.model.apply_chat_template(messages, add_generation_prompt)
-
-    def generate(self, prompt, params, request_id: str | None = None) -> AsyncIterator[Any]:
-        return self.router.generate(self.name, prompt, params, request_id)
-
-
-class EmbeddingHandle(_Handle):
-    model: EmbeddingModel
-
-    @property
-    def dim(self) -> int:
-        return self.model.dim
-
-    @property
-    def tokenizer(self):
-        return self.model.tokenizer
-
-    async def embed(self, inputs: list[str] | list[list[int]]) -> Any:
-        return await self.router.embed(self.name, inputs)

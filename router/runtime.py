@@ -76,8 +76,13 @@ class RouterRuntime:
         file (nothing added), NoConfigFileError without one."""
         if self.config.config_file is None:
             raise errors.NoConfigFileError()
+        # The file's errors (a bad key, a budget its models never fit) as the router's.
+        with errors.router_errors(None):
+            return await self._reload(self.config.config_file)
+
+    async def _reload(self, path: str) -> ReloadResult:
         async with self._reload_lock:
-            file = await asyncio.to_thread(load_config_file, self.config.config_file)
+            file = await asyncio.to_thread(load_config_file, path)
             before, listed = dict(self._served), {model.name: model for model in file.models}
             new = [model for name, model in listed.items() if name not in before]
             kept = [name for name in listed if name in before]
@@ -85,9 +90,7 @@ class RouterRuntime:
             removed = [name for name in before if name not in listed]
             await self._add_all(new)
             await self._load_pinned_or_remove(new)
-            pipelines = _compare(
-                {p.name: p for p in self._file_pipelines}, {p.name: p for p in file.pipelines}
-            )
+            pipelines = _compare(self._file_pipelines, file.pipelines)
             await self._add_pipelines_or_remove(pipelines.new, new)
             unchanged = tuple(name for name in kept if name not in changed) + pipelines.unchanged
             settings = self.config.settings_changed_in(file)
@@ -95,8 +98,8 @@ class RouterRuntime:
             added = tuple(m.name for m in new) + tuple(p.name for p in pipelines.new)
             result = ReloadResult(added, unchanged, restart, settings)
         if result.needs_restart or result.settings_need_restart:
-            restart = list(result.needs_restart + result.settings_need_restart)
-            logger.warning("config reload: %s changed or left the file; a restart applies that", restart)
+            names = list(result.needs_restart + result.settings_need_restart)
+            logger.warning("config reload: %s changed or left the file; a restart applies that", names)
         logger.info("config reload: added %s", list(result.added) or "nothing")
         return result
 

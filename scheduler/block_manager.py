@@ -15,6 +15,8 @@ from array import array
 from swiftserve.scheduler.block_pool import BlockPool
 from swiftserve.scheduler.sequence import Sequence
 
+# A prefix-cache hit list (find_cached_prefix), or none: () by default, so no list is shared.
+CachedIds = list[int] | tuple[int, ...]
 _ROOT_HASH = b"swiftserve-prefix-root"
 
 
@@ -82,7 +84,7 @@ class BlockManager:
             hits.append(block_id)
         return hits
 
-    def num_blocks_needed(self, seq: Sequence, num_new_tokens: int, cached: list[int] = ()) -> int:
+    def num_blocks_needed(self, seq: Sequence, num_new_tokens: int, cached: CachedIds = ()) -> int:
         """Blocks to take from the free queue to hold num_new_tokens more tokens."""
         if cached:  # admission: the hits become the sequence's first blocks
             num_held, num_computed = len(cached), len(cached) * self.block_size
@@ -92,7 +94,7 @@ class BlockManager:
         reclaimed = sum(self.pool.blocks[b].ref_count == 0 for b in cached)  # idle hits leave the queue too
         return max(needed, 0) + reclaimed
 
-    def allocate(self, seq: Sequence, num_new_tokens: int, cached: list[int] = ()) -> bool:
+    def allocate(self, seq: Sequence, num_new_tokens: int, cached: CachedIds = ()) -> bool:
         """Give seq room for num_new_tokens more tokens, first taking over its cached prefix
         (on admission). Returns False, changing nothing, when blocks are short."""
         if self.num_blocks_needed(seq, num_new_tokens, cached) > self.num_free_blocks:

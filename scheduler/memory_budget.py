@@ -54,7 +54,7 @@ def parse_bytes(value: str | int) -> int:
         return value
     match = _BYTES.match(value)
     unit = match.group(2).lower() if match else None
-    if unit not in _UNITS:
+    if match is None or unit not in _UNITS:
         units = "B, KB, MB, GB, TB, KiB, MiB, GiB, TiB"
         raise ValueError(f"expected a byte count such as 6GiB or 512MiB (units: {units}), got {value!r}")
     return int(Fraction(match.group(1)) * _UNITS[unit])

@@ -253,9 +253,9 @@ class ResidencyManager:
             e
             for e in self._models.values()
             if e.is_evictable and e.spec.idle_timeout_s is not None
-            if now - e.last_used > e.spec.idle_timeout_s
+            if e.idle_s(now) > e.spec.idle_timeout_s
         ]
-        return [e.spec.name for e in sorted(found, key=lambda e: (e.last_used, e.spec.name))]
+        return [e.spec.name for e in sorted(found, key=lambda e: (-e.idle_s(now), e.spec.name))]
 
     # -- KV that follows demand -------------------------------------------------------------------
 

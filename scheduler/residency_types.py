@@ -76,9 +76,11 @@ def _check_int(name: str, value: object, minimum: int) -> None:
 
 
 def _check_seconds(name: str, value: object) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0:
-        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+    message = f"{name} must be a finite number of seconds >= 0, got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(message)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(message)
 
 
 def _as_enum(enum: type[Enum], key: str, value: object) -> Enum:
@@ -199,6 +201,10 @@ class ModelEntry:
     can_park: bool = False  # its policy and size let the host tier take it (known when added)
     loading_from: Tier = Tier.DISK  # LOADING: where its weights come from
     measured_reload_s: dict[Tier, float] = field(default_factory=dict)  # the last load from each tier
+
+    def idle_s(self, now: float) -> float:
+        """Seconds since its last use; infinite if it was never used (eviction.py counts it so)."""
+        return math.inf if self.last_used is None else now - self.last_used
 
     @property
     def full_bytes(self) -> int:

@@ -8,8 +8,6 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 HINT = "set SWIFTSERVE_NO_EXT=1"
 
@@ -42,7 +40,6 @@ def test_no_ext_builds_without_it_on_purpose():
 
 
 def test_missing_compiler_fails_naming_it(tmp_path):
-    pytest.importorskip("pybind11")
     missing = str(tmp_path / "no-such-g++")
     result = _setup(
         "build_ext",

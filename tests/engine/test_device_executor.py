@@ -1,9 +1,13 @@
-"""The device executor on fake engines: one thread steps them all, in the policy's order."""
+"""The device executor on fake engines: one thread steps them all, in the policy's order.
+
+Step time is a fake clock that the engines advance by their step's cost, so the order the policy
+picks is exact, and lanes running side by side are shown by events, not by elapsed time."""
 
 import threading
 import time
 
 import pytest
+import torch
 from swiftserve.scheduler.step_policy import StepPolicy
 
 from swiftserve.engine.device_executor import (
@@ -13,13 +17,33 @@ from swiftserve.engine.device_executor import (
 )
 
 
+class FakeClock:
+    """Device time that moves only when a fake engine steps: each step advances it by its cost."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 class FakeEngine:
-    """`work` steps to do, each sleeping `cost` seconds and producing one output."""
+    """`work` steps to do, each producing one output and costing `cost` seconds of `clock`."""
 
     def __init__(
-        self, name: str, work: int = 0, cost: float = 0.0, urgent: bool = False, rows: int = 1
+        self,
+        name: str,
+        work: int = 0,
+        cost: float = 0.0,
+        urgent: bool = False,
+        rows: int = 1,
+        clock: FakeClock | None = None,
     ) -> None:
         self.name, self.work, self.cost, self.urgent, self.rows = name, work, cost, urgent, rows
+        self.clock = clock
         self.threads: set[str] = set()
         self.log: list[str] | None = None
 
@@ -36,7 +60,8 @@ class FakeEngine:
         self.threads.add(threading.current_thread().name)
         if self.log is not None:
             self.log.append(self.name)
-        time.sleep(self.cost)
+        if self.clock is not None:
+            self.clock.advance(self.cost)
         self.work -= 1
         return [f"{self.name}:{self.work}"]
 
@@ -85,10 +110,16 @@ def test_work_added_by_a_command_is_stepped(executor):
     assert engine.work == 0
 
 
-def _steps_until_done(name: str, busy: FakeEngine, finishing: FakeEngine) -> list[str]:
+# Step costs in 1/256 s: sums of them are exact in binary floating point, so ties between virtual
+# times are real ties (broken by who waited longest), and each wait stays far below the 0.2 s
+# step-gap floor, which therefore never steps in.
+TICK = 1 / 256
+
+
+def _steps_until_done(name: str, busy: FakeEngine, finishing: FakeEngine, clock: FakeClock) -> str:
     """Both engines attached to a paused executor at once, run until `finishing` has no work;
-    the order of steps up to `finishing`'s last one."""
-    executor = DeviceExecutor(name, StepPolicy())
+    the order of steps up to `finishing`'s last one, as the engines' initials."""
+    executor = DeviceExecutor(name, StepPolicy(), clock=clock)
     log: list[str] = []
     busy.log = finishing.log = log
     executor.start()
@@ -101,21 +132,26 @@ def _steps_until_done(name: str, busy: FakeEngine, finishing: FakeEngine) -> lis
         _wait_until(lambda: finishing.work == 0)
     finally:
         executor.stop()
-    return log[: len(log) - log[::-1].index(finishing.name)]
+    steps = log[: len(log) - log[::-1].index(finishing.name)]
+    return "".join(step[0] for step in steps)
 
 
 def test_device_time_is_shared_fairly_between_busy_engines():
-    slow, fast = FakeEngine("slow", 4, cost=0.03), FakeEngine("fast", 100, cost=0.01)
-    before_last_slow = _steps_until_done("fair", fast, slow)
-    # ~3 fast steps per slow one: 0.03 s of device time each way.
-    assert 8 <= before_last_slow.count("fast") <= 16
+    clock = FakeClock()
+    slow = FakeEngine("slow", 4, cost=3 * TICK, clock=clock)
+    fast = FakeEngine("fast", 100, cost=TICK, clock=clock)
+    # Three fast steps per slow one once they are level (fast first by name, then it catches up):
+    # the executor charges each step's measured time, not one unit per step (that would alternate).
+    assert _steps_until_done("fair", fast, slow, clock) == "fs" + "ffs" + "fffs" + "fffs"
 
 
 def test_device_time_follows_the_requests_each_engine_serves():
-    # Same step cost, but `big` serves 4 sequences per step and `small` 1: ~4 big steps per small one.
-    big, small = FakeEngine("big", 100, cost=0.01, rows=4), FakeEngine("small", 5, cost=0.01)
-    before_last_small = _steps_until_done("per-request", big, small)
-    assert 14 <= before_last_small.count("big") <= 22
+    # Same step cost, but `big` serves 4 sequences per step and `small` 1: 4 big steps per small
+    # one once they are level; charged per engine instead of per request, they would alternate.
+    clock = FakeClock()
+    big = FakeEngine("big", 100, cost=TICK, rows=4, clock=clock)
+    small = FakeEngine("small", 5, cost=TICK, clock=clock)
+    assert _steps_until_done("per-request", big, small, clock) == "bs" + "bbbs" + "bbbbs" * 3
 
 
 def test_a_failing_step_is_reported_and_the_others_go_on(executor):
@@ -152,7 +188,10 @@ def test_detach_stops_stepping(executor):
     _wait_until(lambda: len(out) > 0)
     executor.detach("a").result(timeout=5)
     count = len(out)
-    time.sleep(0.05)
+    # The loop goes on stepping another engine; were `a` still attached, it would get steps too.
+    other = FakeEngine("b", 5)
+    out_b, _ = _attach(executor, other)
+    _wait_until(lambda: len(out_b) == 5)
     assert len(out) == count
     assert "a" not in executor.stats()
 
@@ -172,20 +211,41 @@ def test_the_urgent_lane_gets_a_quarter_of_the_cores_and_none_on_one_core(cores,
     assert default_urgent_lane_threads(cores) == threads
 
 
+class StepUntil(FakeEngine):
+    """One main-lane step that lasts until `release` is set (a long decode step)."""
+
+    def __init__(self, name: str, release: threading.Event) -> None:
+        super().__init__(name, 1)
+        self.release, self.started = release, threading.Event()
+        self.was_released = False
+
+    def step(self) -> list:
+        self.started.set()
+        self.was_released = self.release.wait(timeout=10)
+        return super().step()
+
+
 def test_an_urgent_lane_step_runs_beside_a_long_main_lane_step():
     executor = DeviceExecutor("lanes", urgent_lane_threads=1)
-    decoder, embedder = FakeEngine("decoder", 1, cost=1.0), FakeEngine("embedder", 1, cost=0.01)
+    embedded = threading.Event()
+    # The decoder's step ends only once the embedding is delivered: one lane could never do both.
+    decoder, embedder = StepUntil("decoder", embedded), FakeEngine("embedder", 1)
+    decoder_work_seen: list[int] = []
+
+    def deliver(outputs: list) -> None:
+        decoder_work_seen.append(decoder.work)
+        embedded.set()
+
     executor.start()
     try:
         _attach(executor, decoder)
-        _wait_until(lambda: decoder.threads)  # the decoder's one-second step is under way
-        done: list = []
-        executor.attach("embedder", embedder, done.extend, lambda e: None, urgent_lane=True)
-        start = time.monotonic()
-        _wait_until(lambda: done, timeout=0.5)  # well before the decoder's step ends
-        assert time.monotonic() - start < 0.5 and decoder.work == 1
+        assert decoder.started.wait(timeout=5)
+        executor.attach("embedder", embedder, deliver, lambda e: None, urgent_lane=True)
+        assert embedded.wait(timeout=5), "the embedding waited for the main lane's step"
     finally:
+        embedded.set()  # never leave the decoder's step hanging
         executor.stop()
+    assert decoder.was_released and decoder_work_seen == [1]  # delivered inside the decoder's step
     assert decoder.threads == {"executor-lanes"}
     assert embedder.threads == {"executor-lanes-urgent"}
 
@@ -207,7 +267,6 @@ def test_commands_run_on_the_lane_of_their_engine():
 
 
 def test_the_urgent_lane_sizes_only_its_own_thread_team():
-    torch = pytest.importorskip("torch")
     executor = DeviceExecutor("omp", urgent_lane_threads=1)
     executor.start()
     try:

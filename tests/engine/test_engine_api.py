@@ -10,7 +10,7 @@ import pytest
 from swiftserve.scheduler.config import SchedulerConfig
 
 from swiftserve import LLM, AsyncEngine, EngineConfig, SamplingParams
-from swiftserve.engine.errors import QueueFullError
+from swiftserve.engine.errors import ContextLengthError, InvalidRequestError, QueueFullError
 
 pytestmark = pytest.mark.slow
 
@@ -44,16 +44,21 @@ def test_bad_sampling_params_name_the_field(kwargs, message) -> None:
 
 
 def test_bad_prompts_are_rejected_and_nothing_leaks(llm: LLM) -> None:
-    with pytest.raises(ValueError, match="prompt is empty"):
+    with pytest.raises(InvalidRequestError, match="prompt is empty") as info:
         llm.generate([""])
+    assert info.value.param == "prompt"
     with pytest.raises(ValueError, match="prompt is empty"):
         llm.generate([[]])
     with pytest.raises(ValueError, match="outside the vocabulary"):
         llm.generate([[1, 2, 10**9]])
-    with pytest.raises(ValueError, match="prompt has 600 tokens but max_model_len is 512"):
+    with pytest.raises(ContextLengthError, match="maximum context length is 512 tokens") as info:
         llm.generate([[5] * 600])
-    with pytest.raises(ValueError, match=r"plus max_tokens \(500\) exceeds max_model_len"):
+    assert (info.value.num_prompt_tokens, info.value.param) == (600, "prompt")
+    with pytest.raises(
+        ContextLengthError, match=r"needs 600 \(100 in the prompt, 500 for the completion\)"
+    ) as info:
         llm.generate([[5] * 100], SamplingParams(max_tokens=500))
+    assert info.value.param == "max_tokens"
     # a bad prompt among good ones: nothing runs, nothing leaks
     with pytest.raises(ValueError, match="prompt is empty"):
         llm.generate(["fine", ""])

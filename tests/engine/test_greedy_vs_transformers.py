@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import transformers
 
 from swiftserve import LLM, SamplingParams
 
-transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.slow
 
 NUM_NEW = 64

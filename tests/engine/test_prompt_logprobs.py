@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import transformers
 
 from swiftserve import LLM, SamplingParams
 
-transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.slow
 
 K = 5

@@ -17,7 +17,10 @@ SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "triton_aot.py
 
 
 def test_triton_kernels_compile_for_hopper():
-    pytest.importorskip("triton")
+    # A test extra: missing, it fails here; the harness's skip (exit 2) is for Triton builds
+    # without the nvidia backend's compiler APIs.
+    import triton  # noqa: F401
+
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # silences Triton 3.9's default-change warning
     proc = subprocess.run(

@@ -18,5 +18,6 @@ def smollm_gguf(smollm_dir) -> Path:
 @pytest.fixture(scope="session")
 def hf_gguf_tokenizer(smollm_gguf):
     """transformers' own tokenizer built from the GGUF metadata (the reference)."""
-    transformers = pytest.importorskip("transformers")
+    import transformers
+
     return transformers.AutoTokenizer.from_pretrained(str(smollm_gguf.parent), gguf_file=smollm_gguf.name)

@@ -42,7 +42,8 @@ count={{ ns.count }}{{ eos_token }}"""
 
 @pytest.fixture(scope="module")
 def hf_tokenizer(smollm_dir):
-    transformers = pytest.importorskip("transformers")
+    import transformers
+
     return transformers.AutoTokenizer.from_pretrained(smollm_dir)
 
 

@@ -46,7 +46,8 @@ def token_ids(minilm_dir, minilm):
 
 @pytest.fixture(scope="module")
 def reference(minilm_dir):
-    sentence_transformers = pytest.importorskip("sentence_transformers")
+    import sentence_transformers
+
     model = sentence_transformers.SentenceTransformer(str(minilm_dir), device="cpu")
     return model.encode(SENTENCES, convert_to_numpy=True, batch_size=len(SENTENCES))
 
@@ -99,7 +100,8 @@ TINY = dict(
 
 @pytest.fixture(scope="module")
 def tiny_hf_bert():
-    transformers = pytest.importorskip("transformers")
+    import transformers
+
     torch.manual_seed(0)
     config = transformers.BertConfig(**TINY, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     return transformers.BertModel(config).eval()

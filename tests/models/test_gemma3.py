@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 from swiftserve.scheduler.batch_scheduler import ScheduledSeq, SchedulerOutput
 from swiftserve.scheduler.block_manager import BlockManager
 from swiftserve.scheduler.sequence import Sequence
@@ -21,8 +22,6 @@ from swiftserve.model_runner.kv_cache import allocate_kv_cache
 from swiftserve.model_runner.model_loader import load_model
 from swiftserve.models.gemma3 import Gemma3ForCausalLM
 from swiftserve.models.gemma3_config import Gemma3Config
-
-transformers = pytest.importorskip("transformers")
 
 TINY = dict(
     vocab_size=101,

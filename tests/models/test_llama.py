@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import transformers
 from swiftserve.scheduler.batch_scheduler import ScheduledSeq, SchedulerOutput
 from swiftserve.scheduler.block_manager import BlockManager
 from swiftserve.scheduler.sequence import Sequence
@@ -17,8 +18,6 @@ from swiftserve.model_runner.input_batch import prepare_inputs
 from swiftserve.model_runner.kv_cache import allocate_kv_cache
 from swiftserve.models.llama import LlamaForCausalLM
 from swiftserve.models.llama_config import LlamaConfig
-
-transformers = pytest.importorskip("transformers")
 
 BASE = dict(
     vocab_size=97,

@@ -156,15 +156,15 @@ def test_typed_errors():
 
     async def go(router):
         user = [{"role": "user", "content": "hi"}]
-        with pytest.raises(errors.UnknownModelError):
+        with pytest.raises(errors.ModelNotFoundError):
             await router.chat("nope", user)
         with pytest.raises(errors.WrongKindError):
             await router.chat("embed", user)
-        with pytest.raises(errors.ContextLengthError) as info:
+        with pytest.raises(errors.ContextLengthExceededError) as info:
             await router.chat("chat", user, max_tokens=40)
         assert (info.value.num_prompt_tokens, info.value.max_tokens, info.value.max_model_len) == (4, 40, 32)
         assert info.value.param == "max_tokens"
-        with pytest.raises(errors.ContextLengthError) as info:
+        with pytest.raises(errors.ContextLengthExceededError) as info:
             await router.complete("chat", "x" * 40)
         assert info.value.param == "prompt"
         with pytest.raises(errors.InvalidParameterError) as info:
@@ -189,9 +189,9 @@ def test_typed_errors():
 
 def test_a_full_engine_queue_is_the_routers_queue_full_error():
     async def go(router):
-        with pytest.raises(errors.QueueFullError):
+        with pytest.raises(errors.ModelQueueFullError):
             await router.complete("chat", "hi")
-        with pytest.raises(errors.QueueFullError):
+        with pytest.raises(errors.ModelQueueFullError):
             await router.embed("embed", ["hi"])
 
     _run(go, chat=EchoChat(queue_full=True), embed=Embedder("embed", queue_full=True))

@@ -106,21 +106,21 @@ def test_on_demand_embeddings_and_model_states(running):
     assert s.router.info(EMBED).state == "cold"
     running.run(s.load(EMBED))
     assert s.router.info(EMBED).state == "resident"
-    with pytest.raises(errors.PinnedModelError):
+    with pytest.raises(errors.ModelPinnedError):
         running.run(s.unload(CHAT))
 
 
 def test_typed_errors(running):
     s = running.server
     user = [{"role": "user", "content": "hi"}]
-    with pytest.raises(errors.UnknownModelError):
+    with pytest.raises(errors.ModelNotFoundError):
         running.run(s.chat("no-such-model", user))
     with pytest.raises(errors.WrongKindError):
         running.run(s.embed(CHAT, ["x"]))
-    with pytest.raises(errors.ContextLengthError) as info:
+    with pytest.raises(errors.ContextLengthExceededError) as info:
         running.run(s.chat(CHAT, user, max_tokens=MAX_MODEL_LEN))
     assert info.value.max_model_len == MAX_MODEL_LEN and info.value.param == "max_tokens"
-    with pytest.raises(errors.ContextLengthError) as info:
+    with pytest.raises(errors.ContextLengthExceededError) as info:
         running.run(s.chat(CHAT, [{"role": "user", "content": "x " * 2000}]))
     assert info.value.param == "messages"
     with pytest.raises(errors.InvalidParameterError) as info:

@@ -186,7 +186,7 @@ def test_admin_unload():
         pool, models, memory = _pool([("pin", 10 * MB, "pinned"), ("a", 10 * MB, "on-demand")])
         await pool.start()
         assert await pool.unload("a") is False  # cold already
-        with pytest.raises(errors.PinnedModelError):
+        with pytest.raises(errors.ModelPinnedError):
             await pool.unload("pin")
         gate = asyncio.Event()
         busy = asyncio.create_task(_use(pool, "a", gate))
@@ -197,7 +197,7 @@ def test_admin_unload():
         await busy
         assert await pool.unload("a") is True
         assert "a" not in memory
-        with pytest.raises(errors.UnknownModelError):
+        with pytest.raises(errors.ModelNotFoundError):
             await pool.unload("nope")
 
     asyncio.run(main())

@@ -97,7 +97,7 @@ def test_pinned_models_load_at_start_and_refuse_unload():
         router, _ = _router(chat=(FakeChat("chat"), "pinned"))
         await router.start()
         assert router.info("chat").state == "resident"
-        with pytest.raises(errors.PinnedModelError):
+        with pytest.raises(errors.ModelPinnedError):
             await router.unload("chat")
         await router.shutdown()
 
@@ -134,9 +134,9 @@ def test_kinds_unknown_names_and_closed_router():
             await router.embed("chat", ["x"])
         with pytest.raises(errors.WrongKindError):
             await _collect(router, "embed", "x", 1)
-        with pytest.raises(errors.UnknownModelError):
+        with pytest.raises(errors.ModelNotFoundError):
             await _collect(router, "nope", "x", 1)
-        with pytest.raises(errors.UnknownModelError):
+        with pytest.raises(errors.ModelNotFoundError):
             await router.unload("nope")
         handle = router.handle("chat", "chat")
         assert (handle.tokenizer, handle.max_model_len) == ("tok", 64)  # while cold

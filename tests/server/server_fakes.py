@@ -75,8 +75,7 @@ class FakeChatEngine:
             raise RuntimeError("engine is shut down")
         ids = prompt if isinstance(prompt, list) else self.tokenizer.encode(prompt)
         if len(ids) + params.max_tokens > self.max_model_len:
-            message = f"prompt has {len(ids)} tokens but max_model_len is {self.max_model_len}"
-            raise ContextLengthError(message, len(ids), params.max_tokens, self.max_model_len)
+            raise ContextLengthError(len(ids), params.max_tokens, self.max_model_len, "max_tokens")
         if self.max_waiting is not None and len(self.waiting) >= self.max_waiting:
             raise QueueFullError("queue full")
         self.waiting.append(request_id)

@@ -32,15 +32,30 @@ def scaled(smollm_dir, minilm_dir):
     server.stop()
 
 
+def _loads_and_unloads(server: Server, *models: str) -> dict[str, tuple[float, float]]:
+    """model -> (swiftserve_model_loads_total, swiftserve_model_unloads_total)."""
+    return {
+        model: (
+            server.metric(f'swiftserve_model_loads_total{{model="{model}"}}'),
+            server.metric(f'swiftserve_model_unloads_total{{model="{model}"}}'),
+        )
+        for model in models
+    }
+
+
 def test_cold_model_loads_on_first_request_then_scales_to_zero(scaled):
     assert scaled.states() == {CHAT: "resident", EMBED: "cold", "chat2": "cold"}
+    assert _loads_and_unloads(scaled, EMBED) == {EMBED: (0, 0)}
     reply = scaled.embed("hello")
     assert reply.status_code == 200 and len(reply.json()["data"][0]["embedding"]) == 384
     assert scaled.states()[EMBED] == "resident"
     assert scaled.metric(f'swiftserve_cold_start_seconds_count{{model="{EMBED}"}}') == 1
+    assert _loads_and_unloads(scaled, EMBED) == {EMBED: (1, 0)}
     scaled.wait_state(EMBED, "cold", timeout=30)  # idle past 3 s: unloaded
     assert scaled.metric(f'swiftserve_model_resident_bytes{{model="{EMBED}"}}') == 0
+    assert _loads_and_unloads(scaled, EMBED) == {EMBED: (1, 1)}
     assert scaled.embed("hello again").status_code == 200  # and back on demand
+    assert _loads_and_unloads(scaled, EMBED) == {EMBED: (2, 1)}
 
 
 def test_scale_to_zero_returns_the_memory(scaled):
@@ -58,12 +73,19 @@ def test_scale_to_zero_returns_the_memory(scaled):
     assert loaded - after > 0.7 * weights, (before, loaded, after)
 
 
+def _wait_running(server: Server, model: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while server.metric(f'swiftserve_num_requests_running{{model="{model}"}}') < 1:
+        assert time.monotonic() < deadline, f"no request of {model} started running"
+        time.sleep(0.05)
+
+
 def test_admin_load_and_unload_with_a_request_in_flight(scaled):
     assert httpx.post(scaled.url + "/v1/models/chat2/load", timeout=120).json()["state"] == "resident"
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         body = {"model": "chat2", "prompt": "Count slowly:", "max_tokens": 200, "ignore_eos": True}
         slow = pool.submit(httpx.post, scaled.url + "/v1/completions", json=body, timeout=300)
-        time.sleep(0.5)
+        _wait_running(scaled, "chat2")  # the request is in flight (not merely sent) before the unload
         busy = httpx.post(scaled.url + "/v1/models/chat2/unload")
         assert busy.status_code == 409 and busy.json()["error"]["code"] == "model_busy"
         assert slow.result().status_code == 200  # the request in flight finished unharmed
@@ -142,29 +164,51 @@ def test_shutdown_with_a_stream_in_flight_aborts_it_cleanly(smollm_dir):
 
 def test_a_budget_for_one_model_at_a_time_answers_everyone(smollm_dir, minilm_dir):
     """Two chat models that do not fit together: interleaved and concurrent requests all get
-    their answer, by evicting the other model, with every KV block free afterwards."""
+    their answer, by evicting the other model, with every KV block free afterwards. An hour's
+    idle timeout: every unload here is an eviction, so the counts follow from the requests."""
     server = Server(
         "--models", EMBED, "--on-demand", f"a={CHAT},b={CHAT}", "--memory-budget", "500MiB",
-        "--max-model-len", "512", "--kv-cache-memory", "64MiB",
+        "--idle-timeout", "1h", "--max-model-len", "512", "--kv-cache-memory", "64MiB",
     )  # fmt: skip
     try:
-        want = server.chat("What is the capital of France?", model="a").json()["choices"][0]["message"]
-        assert server.states()["a"] == "resident" and server.states()["b"] == "cold"
-        with concurrent.futures.ThreadPoolExecutor(6) as pool:
-            jobs = [pool.submit(server.chat, "What is the capital of France?", m) for m in "abab"]
-            jobs += [pool.submit(server.embed, "text") for _ in range(2)]
-            replies = [job.result() for job in jobs]
-        assert [r.status_code for r in replies] == [200] * 6, [r.text for r in replies]
-        for reply in replies[:4]:
-            assert reply.json()["choices"][0]["message"]["content"]
-        assert want["content"]
-        assert server.metric('swiftserve_model_unloads_total{model="a"}') >= 1
-        assert server.metric('swiftserve_model_unloads_total{model="b"}') >= 0
+        _one_at_a_time(server)
+        _concurrent(server)
         for model in ("a", "b"):
             if server.states()[model] == "resident":
                 assert server.metric(f'swiftserve_kv_cache_usage_ratio{{model="{model}"}}') == 0
     finally:
         server.stop()
+
+
+def _one_at_a_time(server: Server) -> None:
+    """a, then b (a evicted), then a again (b evicted): each step's exact loads and unloads."""
+    question = "What is the capital of France?"
+    expected = [("a", {"a": (1, 0), "b": (0, 0)}), ("b", {"a": (1, 1), "b": (1, 0)})]
+    expected += [("a", {"a": (2, 1), "b": (1, 1)})]
+    for model, counts in expected:
+        reply = server.chat(question, model=model)
+        assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"]
+        other = "b" if model == "a" else "a"
+        assert (server.states()[model], server.states()[other]) == ("resident", "cold")
+        assert _loads_and_unloads(server, "a", "b") == counts
+
+
+def _concurrent(server: Server) -> None:
+    """a resident, then a, b, a, b and two embeddings at once: everyone answered. Which order the
+    chat models take turns in is up to the threads, but b must come in (a evicted) at least once,
+    and every load is either still resident or matched by an unload."""
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        jobs = [pool.submit(server.chat, "What is the capital of France?", m) for m in "abab"]
+        jobs += [pool.submit(server.embed, "text") for _ in range(2)]
+        replies = [job.result() for job in jobs]
+    assert [r.status_code for r in replies] == [200] * 6, [r.text for r in replies]
+    for reply in replies[:4]:
+        assert reply.json()["choices"][0]["message"]["content"]
+    counts, states = _loads_and_unloads(server, "a", "b"), server.states()
+    assert counts["b"][0] >= 2 and counts["a"][1] >= 2, counts
+    for model, (loads, unloads) in counts.items():
+        assert loads - unloads == (states[model] == "resident"), (counts, states)
+    assert [states["a"], states["b"]].count("resident") <= 1, states
 
 
 def test_a_budget_too_small_for_a_pinned_model_is_refused_at_start(smollm_dir):

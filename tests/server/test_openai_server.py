@@ -327,8 +327,8 @@ PROMPT = "The capital of France is"
 
 def _prompt_reference(smollm_dir, prompt: str):
     """transformers' float32 (token ids, logprobs [P, vocab]) for a completions prompt."""
-    transformers = pytest.importorskip("transformers")
     import torch
+    import transformers
 
     tok = transformers.AutoTokenizer.from_pretrained(smollm_dir)
     model = transformers.AutoModelForCausalLM.from_pretrained(smollm_dir, dtype=torch.float32).eval()

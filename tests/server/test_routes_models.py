@@ -36,6 +36,18 @@ class FakeModel:
     async def unload(self, *, force: bool = False) -> None:
         self.is_resident = False
 
+    # The calls of a chat and of an embedding model (engine/served_model.py): these tests make none.
+    max_model_len, dim, tokenizer = 64, 4, None
+
+    def apply_chat_template(self, messages, add_generation_prompt=True):
+        raise NotImplementedError
+
+    def generate(self, prompt, params, request_id=None):
+        raise NotImplementedError
+
+    async def embed(self, inputs):
+        raise NotImplementedError
+
 
 @pytest.fixture
 def served():

@@ -2,7 +2,8 @@
 and Gemma 3 270M (chat) beside all-MiniLM-L6-v2 (embeddings), float32 so that greedy tokens are exact.
 
 1. All three pinned: concurrent chat and embedding requests to all of them at once each get the
-   answer of its model run alone (transformers' greedy tokens, sentence-transformers' vectors).
+   answer of its model run alone (the greedy tokens of transformers reading the chat models'
+   original GGUF files itself, sentence-transformers' vectors).
 2. All three on demand under a memory budget that holds Gemma or SmolLM2 (with MiniLM) but never
    both chat models: two rounds of concurrent mixed requests still all answer correctly, so at
    least one chat model is evicted and loaded again, which /v1/models (polled throughout) and the
@@ -22,9 +23,12 @@ import numpy as np
 import pytest
 import torch
 
+from swiftserve.loader import source_gguf
+from swiftserve.loader.gguf_gemma3 import GEMMA3_CHAT_TEMPLATE
+
+from .. import gguf_reference
 from .live_server import Server as LiveServer
 
-transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.slow
 
 SMOL = "smollm2-135m-instruct"
@@ -41,6 +45,11 @@ CONVERSATIONS = [
     [{"role": "user", "content": "Name three colours of the rainbow."}],
 ]
 TEXTS = ["The cat sits on the mat.", "Serving three models in one process.", "héllo wörld ✓"]
+# What Gemma's base-model GGUF lacks and the converter adds (its template is checked against
+# Gemma's turn format in tests/models/test_gemma3_greedy.py): the chat template, and <end_of_turn>
+# as a stop token, which the served model's min_tokens masks too.
+CHAT_TEMPLATES = {GEMMA: GEMMA3_CHAT_TEMPLATE}
+END_OF_TURN = {GEMMA: "<end_of_turn>"}
 
 
 class Server(LiveServer):
@@ -139,18 +148,29 @@ def model_dirs(smollm_dir, gemma_dir, minilm_dir):
 
 
 @pytest.fixture(scope="module")
-def chat_reference(model_dirs, hf_greedy) -> dict[str, list[tuple[int, str]]]:
+def chat_reference(hf_greedy) -> dict[str, list[tuple[int, str]]]:
     """Per chat model and conversation: (prompt tokens, text of transformers' NUM_NEW greedy tokens),
-    each model alone in float32 on the prompt its own chat template makes."""
+    each model alone in float32 as transformers reads it from the original GGUF file (not from the
+    folder the server loads), on the prompt its chat template makes."""
     reference = {}
     for name in CHAT_MODELS:
-        tok = transformers.AutoTokenizer.from_pretrained(model_dirs[name])
-        model = transformers.AutoModelForCausalLM.from_pretrained(model_dirs[name], dtype=torch.float32)
+        gguf = source_gguf(name, progress=False)
+        tok, model = gguf_reference.load_tokenizer(gguf), gguf_reference.load_model(gguf)
+        extra_stops = [tok.convert_tokens_to_ids(END_OF_TURN[name])] if name in END_OF_TURN else []
+        model.generation_config.eos_token_id = [tok.eos_token_id, *extra_stops]
         prompts = [
-            list(tok.apply_chat_template(c, add_generation_prompt=True, tokenize=True, return_dict=False))
+            list(
+                tok.apply_chat_template(
+                    c,
+                    chat_template=CHAT_TEMPLATES.get(name),  # None: the GGUF's own
+                    add_generation_prompt=True,
+                    tokenize=True,
+                    return_dict=False,
+                )
+            )
             for c in CONVERSATIONS
         ]
-        outputs = hf_greedy(model.eval(), prompts, NUM_NEW)
+        outputs = hf_greedy(model, prompts, NUM_NEW)
         texts = [tok.decode(out, skip_special_tokens=True) for out in outputs]
         reference[name] = [(len(p), text) for p, text in zip(prompts, texts, strict=True)]
         del model
@@ -160,7 +180,8 @@ def chat_reference(model_dirs, hf_greedy) -> dict[str, list[tuple[int, str]]]:
 
 @pytest.fixture(scope="module")
 def embed_reference(minilm_dir) -> np.ndarray:
-    sentence_transformers = pytest.importorskip("sentence_transformers")
+    import sentence_transformers
+
     return sentence_transformers.SentenceTransformer(str(minilm_dir), device="cpu").encode(TEXTS)
 
 
@@ -258,6 +279,8 @@ def test_a_budget_short_of_all_three_evicts_reloads_and_answers_everyone(
             after = history[history.index("resident") :]
             assert "cold" in after and "resident" in after[after.index("cold") :], history
         final = server.states()
+        for model in CHAT_MODELS:  # every load is still resident or was unloaded since
+            assert loads[model] - unloads[model] == (final[model] == "resident"), (loads, unloads, final)
         held = [m for m in CHAT_MODELS if final[m] == "resident"]
         assert len(held) == 1 and resident_after_round[-1] == held, (final, resident_after_round)
         total = sum(server.metrics("swiftserve_model_resident_bytes").values())

@@ -14,22 +14,18 @@ import asyncio
 import concurrent.futures
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 from swiftserve.config import EngineConfig
 from swiftserve.engine.device_executor import DeviceExecutor, ExecutorStoppedError
 from swiftserve.engine.device_stream import EngineStream
-from swiftserve.engine.errors import RequestFailedError
+from swiftserve.engine.errors import EngineDeadError, InvalidRequestError, RequestFailedError
 from swiftserve.engine.llm_engine import EngineStats, LLMEngine
 from swiftserve.loader.model_source import ModelSource
 from swiftserve.loader.tokenizer import TokenizerInfo
 from swiftserve.model_runner.model_runner import CausalLM
 from swiftserve.outputs import RequestOutput
 from swiftserve.sampling_params import SamplingParams
-
-
-class EngineDeadError(RuntimeError):
-    """The engine was shut down, or a step failed, while the request was in flight."""
 
 
 class ChatSteppable:
@@ -131,16 +127,17 @@ class AsyncEngine:
     # -- requests ------------------------------------------------------------------------------
     async def generate(
         self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
-    ) -> AsyncIterator[RequestOutput]:
+    ) -> AsyncGenerator[RequestOutput, None]:
         """Cumulative outputs after each step that advanced the request; the last has finished=True.
-        Raises ValueError or QueueFullError before the first output. Closing early aborts it."""
+        Raises InvalidRequestError (ContextLengthError among them) or QueueFullError before the
+        first output. Closing early aborts it."""
         if not self._is_attached:
             if self._is_shut_down:  # a served model's engine unloaded under a request: no restart
                 raise EngineDeadError("the engine was shut down")
             await self.start()
         request_id = request_id or uuid.uuid4().hex
         if request_id in self._streams:
-            raise ValueError(f"request id {request_id!r} is already in use")
+            raise InvalidRequestError("request_id", f"request id {request_id!r} is already in use")
         stream: asyncio.Queue = asyncio.Queue()
         self._streams[request_id] = stream
         finished = False
@@ -215,6 +212,8 @@ class AsyncEngine:
             stream.put_nowait(item)
 
     def _call_soon(self, fn: Callable, *args) -> None:
+        if self._loop is None:  # never started: no stream is waiting on this engine
+            return
         try:
             self._loop.call_soon_threadsafe(fn, *args)
         except RuntimeError:  # the loop is closed: nobody is listening any more

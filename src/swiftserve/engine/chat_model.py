@@ -14,10 +14,10 @@ nothing else; a reload builds a fresh engine, KV cache and fused-decode table ar
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import TypeVar
 
-from swiftserve.config import EngineConfig
+from swiftserve.config import EngineConfig, ModelKind
 from swiftserve.engine.async_engine import AsyncEngine
 from swiftserve.engine.device_executor import DeviceExecutor
 from swiftserve.engine.footprint import chat_footprint, max_kv_tokens
@@ -40,8 +40,8 @@ _DEFAULT_MAX_POSITIONS = 2048
 T = TypeVar("T")
 
 
-class LocalChatModel(ServedHandle):
-    kind = "chat"
+class LocalChatModel(ServedHandle[AsyncEngine, ParkedWeights]):
+    kind: ModelKind = "chat"
 
     def __init__(
         self, name: str, config: EngineConfig, executor: DeviceExecutor, source: ModelSource | None = None
@@ -82,7 +82,7 @@ class LocalChatModel(ServedHandle):
 
     def generate(
         self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
-    ) -> AsyncIterator[RequestOutput]:
+    ) -> AsyncGenerator[RequestOutput, None]:
         """AsyncEngine.generate; ModelNotLoadedError at once while cold."""
         return self._resident_engine().generate(prompt, params, request_id)
 

@@ -18,12 +18,14 @@ the engine is attached to, between two of its steps, so engines need no locks.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
-from swiftserve.engine.executor_lane import AttachedEngine, ExecutorLane, ExecutorStoppedError, Steppable
+from swiftserve.engine.errors import ExecutorStoppedError
+from swiftserve.engine.executor_lane import AttachedEngine, ExecutorLane, Steppable
 from swiftserve.engine.omp_threads import set_this_thread_num_threads
 from swiftserve.scheduler.step_policy import StepPolicy
 
@@ -38,18 +40,23 @@ def default_urgent_lane_threads(num_cores: int | None = None) -> int:
 
 class DeviceExecutor:
     """The stepping lanes of one device (see the module docstring). urgent_lane_threads: the
-    urgent lane's OpenMP team (None: default_urgent_lane_threads(); 0: no urgent lane)."""
+    urgent lane's OpenMP team (None: default_urgent_lane_threads(); 0: no urgent lane).
+    clock: what the lanes time steps with (seconds; a test's fake clock makes the order exact)."""
 
     def __init__(
-        self, name: str = "cpu", policy: StepPolicy | None = None, urgent_lane_threads: int | None = None
+        self,
+        name: str = "cpu",
+        policy: StepPolicy | None = None,
+        urgent_lane_threads: int | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.name = name
-        self.main = ExecutorLane(name, policy)
+        self.main = ExecutorLane(name, policy, clock=clock)
         threads = default_urgent_lane_threads() if urgent_lane_threads is None else urgent_lane_threads
         if threads < 0:
             raise ValueError(f"urgent_lane_threads must be >= 0, got {threads}")
         on_start = partial(set_this_thread_num_threads, threads)
-        self.urgent = ExecutorLane(f"{name}-urgent", StepPolicy(), on_start) if threads else None
+        self.urgent = ExecutorLane(f"{name}-urgent", StepPolicy(), on_start, clock) if threads else None
         self._lane_of: dict[str, ExecutorLane] = {}
 
     @property
@@ -79,7 +86,8 @@ class DeviceExecutor:
     def call(self, fn: Callable[[], Any], owner: str | None = None) -> Future:
         """Runs fn between two steps on the lane of engine `owner` (main lane when None or not
         attached); its result or exception lands in the future."""
-        return self._lane_of.get(owner, self.main).call(fn)
+        lane = self._lane_of.get(owner, self.main) if owner is not None else self.main
+        return lane.call(fn)
 
     def attach(
         self,

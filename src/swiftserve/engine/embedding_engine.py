@@ -34,7 +34,7 @@ from swiftserve.engine.embedding_inputs import (
     to_token_ids,
     truncating_copy,
 )
-from swiftserve.engine.errors import QueueFullError
+from swiftserve.engine.errors import EngineDeadError, QueueFullError, RequestFailedError
 from swiftserve.loader import iter_weights, load_tokenizer
 from swiftserve.loader.model_source import ModelSource, resolve_source
 from swiftserve.loader.snapshot_cache import load_through_cache
@@ -123,23 +123,29 @@ class EmbeddingEngine:
         if self._owns_executor:
             self._executor = DeviceExecutor(f"embed-{self.name}", urgent_lane_threads=0)
             self._executor.start()
-        self._executor.attach(self.name, self, self._on_outputs, self._on_error, urgent_lane=True)
+        executor = self._attached_executor()
+        executor.attach(self.name, self, self._on_outputs, self._on_error, urgent_lane=True)
         # The first forwards pay one-time setup (allocator, kernels): not on a request's clock.
-        await asyncio.wrap_future(self._executor.call(self._warm_up, owner=self.name))
+        await asyncio.wrap_future(executor.call(self._warm_up, owner=self.name))
 
     async def shutdown(self) -> None:
-        """Stop stepping; calls still waiting fail with RuntimeError. Returns without waiting for
+        """Stop stepping; calls still waiting fail with EngineDeadError. Returns without waiting for
         a forward in progress (wait_detached() does)."""
         if not self._is_attached:
             return
         self._is_attached = False
         for request in list(self._requests):
-            if not request.future.done():
-                request.future.set_exception(RuntimeError(f"embedding engine {self.name!r} shut down"))
+            if request.future is not None and not request.future.done():
+                request.future.set_exception(EngineDeadError(f"embedding engine {self.name!r} shut down"))
         self._requests.clear()  # their queued items are abandoned now: the next step skips them
-        self._detached = self._executor.detach(self.name)
+        executor = self._attached_executor()
+        self._detached = executor.detach(self.name)
         if self._owns_executor:
-            self._executor.stop(wait=False)  # its thread ends after the forward in progress
+            executor.stop(wait=False)  # its thread ends after the forward in progress
+
+    def release_model(self) -> None:
+        """After shutdown() and wait_detached(): drops the encoder, so its memory can go (an unload)."""
+        del self.model
 
     async def wait_detached(self) -> None:
         """After shutdown(): returns once the executor holds no reference to this engine."""
@@ -155,8 +161,9 @@ class EmbeddingEngine:
     async def embed(self, inputs: list[str] | list[list[int]]) -> EmbeddingResult:
         """Embed texts or token-id lists; concurrent calls share forwards.
 
-        Raises ValueError for empty or malformed inputs, QueueFullError when max_num_waiting
-        calls are already queued or running.
+        Raises InvalidRequestError for empty or malformed inputs, QueueFullError when
+        max_num_waiting calls are already queued or running, RequestFailedError when its forward
+        failed.
         """
         inputs = as_batch(inputs)
         if sum(len(x) for x in inputs if isinstance(x, str | list | tuple)) > _INLINE_PREPARE_SIZE:
@@ -171,12 +178,13 @@ class EmbeddingEngine:
                 f"embedding engine {self.name!r} has {len(self._requests)} requests waiting "
                 f"(max_num_waiting={self.max_num_waiting})"
             )
-        request = EmbedRequest(token_ids, self.dim, asyncio.get_running_loop().create_future())
+        future: asyncio.Future[EmbeddingResult] = asyncio.get_running_loop().create_future()
+        request = EmbedRequest(token_ids, self.dim, future)
         self._requests.add(request)
-        request.future.add_done_callback(lambda _: self._requests.discard(request))
+        future.add_done_callback(lambda _: self._requests.discard(request))
         items = [(request, i) for i in range(len(token_ids))]
-        self._executor.call(lambda: self._pending.extend(items), owner=self.name)
-        return await request.future
+        self._attached_executor().call(lambda: self._pending.extend(items), owner=self.name)
+        return await future
 
     def embed_sync(self, inputs: list[str] | list[list[int]]) -> EmbeddingResult:
         """Blocking embed() on the calling thread for the Python API and tests.
@@ -208,12 +216,13 @@ class EmbeddingEngine:
         try:
             self._stream.run(lambda: self._forward(batch))
         except Exception as exc:  # noqa: BLE001 - a failed forward fails its requests, not the engine
-            return [(request, exc) for request in requests]
+            return [(request, _failed(exc)) for request in requests]
         return [(request, None) for request in requests if request.num_left == 0]
 
     def _on_outputs(self, done: list[_Done]) -> None:
         for request, exc in done:
-            _call_soon(request.future, _settle, request, exc)
+            if request.future is not None:  # embed_sync's requests never reach the executor
+                _call_soon(request.future, _settle, request, exc)
 
     def _on_error(self, exc: BaseException) -> None:
         # Only has_work() can get here (step() catches its own): fail everything still queued.
@@ -222,6 +231,12 @@ class EmbeddingEngine:
         self._on_outputs([(request, exc) for request in failed])
 
     # ---- internals -------------------------------------------------------------------------
+
+    def _attached_executor(self) -> DeviceExecutor:
+        """The executor it steps on: the one it was given, or the one start() made."""
+        if self._executor is None:
+            raise EngineDeadError(f"embedding engine {self.name!r} is not started")
+        return self._executor
 
     def _next_batch(self, items: deque[_Item]) -> list[_Item]:
         """Pop the oldest live items within max_batch_size and max_batch_tokens."""
@@ -281,14 +296,22 @@ def _load_folder(source: ModelSource, dtype: torch.dtype, device: torch.device) 
     return load_bert_encoder(folder, source.hf_config, iter_weights(folder), dtype=dtype, device=device)
 
 
+def _failed(exc: Exception) -> RequestFailedError:
+    """What a request whose forward raised gets: the typed error, the forward's as its cause."""
+    error = RequestFailedError(f"the embedding forward failed: {exc}")
+    error.__cause__ = exc
+    return error
+
+
 def _settle(request: EmbedRequest, exc: BaseException | None) -> None:
     """On the request's loop: its result, or the error of its forward (unless abandoned)."""
-    if request.is_abandoned:
+    future = request.future
+    if future is None or request.is_abandoned:
         return
     if exc is None:
-        request.future.set_result(request.result())
+        future.set_result(request.result())
     else:
-        request.future.set_exception(exc)
+        future.set_exception(exc)
 
 
 def _call_soon(future: asyncio.Future, fn, *args) -> None:

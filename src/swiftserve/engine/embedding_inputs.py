@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from swiftserve.engine.errors import InvalidRequestError
+
 
 @dataclass
 class EmbeddingResult:
@@ -44,9 +46,9 @@ def as_batch(inputs) -> list:
         return [inputs]
     if not isinstance(inputs, list | tuple):
         kinds = "a string, a list of strings or a list of token-id lists"
-        raise ValueError(f"input must be {kinds}, not {_type(inputs)}")
+        raise InvalidRequestError("input", f"input must be {kinds}, not {_type(inputs)}")
     if not inputs:
-        raise ValueError("input is empty: give at least one string or token-id list")
+        raise InvalidRequestError("input", "input is empty: give at least one string or token-id list")
     return list(inputs)
 
 
@@ -55,19 +57,23 @@ def to_token_ids(tokenizer, vocab_size: int, max_seq_length: int, inputs: list) 
     if isinstance(inputs[0], str):
         for i, text in enumerate(inputs):
             if not isinstance(text, str):
-                raise ValueError(f"input[{i}]: expected a string as input[0] is, got {_type(text)}")
+                raise InvalidRequestError(
+                    "input", f"input[{i}]: expected a string as input[0] is, got {_type(text)}"
+                )
             if not text:
-                raise ValueError(f"input[{i}] is an empty string")
+                raise InvalidRequestError("input", f"input[{i}] is an empty string")
         return [encoding.ids for encoding in tokenizer.encode_batch(inputs)]
     token_ids = []
     for i, ids in enumerate(inputs):
         if not isinstance(ids, list | tuple):
-            raise ValueError(f"input[{i}]: expected a list of token ids, got {_type(ids)}")
+            raise InvalidRequestError("input", f"input[{i}]: expected a list of token ids, got {_type(ids)}")
         if not ids:
-            raise ValueError(f"input[{i}] is an empty list of token ids")
+            raise InvalidRequestError("input", f"input[{i}] is an empty list of token ids")
         bad = [t for t in ids if type(t) is not int or not 0 <= t < vocab_size]
         if bad:
-            raise ValueError(f"input[{i}]: token ids must be ints in [0, {vocab_size}), got {bad[:5]!r}")
+            raise InvalidRequestError(
+                "input", f"input[{i}]: token ids must be ints in [0, {vocab_size}), got {bad[:5]!r}"
+            )
         token_ids.append(list(ids[:max_seq_length]))
     return token_ids
 

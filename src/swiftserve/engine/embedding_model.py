@@ -7,19 +7,19 @@ the automatic snapshot in snapshot_cache when one is given (EngineConfig.snapsho
 
 from __future__ import annotations
 
-from swiftserve.config import EngineConfig
+from swiftserve.config import EngineConfig, ModelKind
 from swiftserve.engine.device_executor import DeviceExecutor
 from swiftserve.engine.embedding_engine import EmbeddingEngine, EmbeddingResult
 from swiftserve.engine.footprint import encoder_footprint
 from swiftserve.engine.served_handle import ServedHandle
-from swiftserve.engine.served_model import Footprint
+from swiftserve.engine.served_model import EmbedInputs, Footprint
 from swiftserve.loader import load_tokenizer
 from swiftserve.loader.model_source import ModelSource, resolve_source
 from swiftserve.model_runner.model_loader import resolve_device, serving_torch_dtype
 
 
-class LocalEmbeddingModel(ServedHandle):
-    kind = "embedding"
+class LocalEmbeddingModel(ServedHandle[EmbeddingEngine, object]):  # it does not park yet
+    kind: ModelKind = "embedding"
 
     def __init__(
         self,
@@ -51,7 +51,7 @@ class LocalEmbeddingModel(ServedHandle):
     def engine(self) -> EmbeddingEngine | None:
         return self._engine
 
-    async def embed(self, inputs: list[str] | list[list[int]]) -> EmbeddingResult:
+    async def embed(self, inputs: EmbedInputs) -> EmbeddingResult:
         """EmbeddingEngine.embed; ModelNotLoadedError while cold."""
         return await self._resident_engine().embed(inputs)
 
@@ -64,4 +64,4 @@ class LocalEmbeddingModel(ServedHandle):
     async def _stop(self, engine: EmbeddingEngine) -> None:
         await engine.shutdown()
         await engine.wait_detached()
-        engine.model = None
+        engine.release_model()

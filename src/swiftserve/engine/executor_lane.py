@@ -21,6 +21,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from swiftserve.engine.errors import ExecutorStoppedError
 from swiftserve.scheduler.step_policy import Candidate, StepPolicy
 
 logger = logging.getLogger("swiftserve.executor")
@@ -55,20 +56,22 @@ class AttachedEngine:
     busy_seconds: float = 0.0
 
 
-class ExecutorStoppedError(RuntimeError):
-    """A command was sent to an executor that is not running."""
-
-
 class ExecutorLane:
     """One thread stepping its engines in its policy's order (see the module docstring).
-    on_start runs first on the new thread (e.g. to size its OpenMP team)."""
+    on_start runs first on the new thread (e.g. to size its OpenMP team). clock times the steps
+    (seconds); tests pass one that their fake engines advance, so the order of steps is exact."""
 
     def __init__(
-        self, name: str, policy: StepPolicy | None = None, on_start: Callable[[], None] | None = None
+        self,
+        name: str,
+        policy: StepPolicy | None = None,
+        on_start: Callable[[], object] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.name = name
         self.policy = policy or StepPolicy()
         self.on_start = on_start
+        self.clock = clock
         self._engines: dict[str, AttachedEngine] = {}
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -162,18 +165,18 @@ class ExecutorLane:
         return ready
 
     def _step(self, candidates: list[Candidate]) -> None:
-        name = self.policy.pick(candidates, time.perf_counter())
+        name = self.policy.pick(candidates, self.clock())
         if name is None:
             return
         attached = self._engines[name]
-        start = time.perf_counter()
+        start = self.clock()
         try:
             outputs = attached.engine.step()
         except Exception as exc:  # noqa: BLE001 - reported to the engine's owner; others go on
             self._fail(name, attached, exc)
             return
         finally:
-            end = time.perf_counter()
+            end = self.clock()
             elapsed = end - start
             self.policy.charge(name, elapsed, end)
             attached.num_steps += 1

@@ -44,9 +44,7 @@ class LLM:
         params: SamplingParams | Sequence[SamplingParams] | None = None,
     ) -> list[RequestOutput]:
         """Render each conversation with the model's chat template and generate the reply."""
-        conversations = [messages] if messages and isinstance(messages[0], dict) else list(messages)
-        if not conversations or any(not c for c in conversations):
-            raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts")
+        conversations = _as_conversations(messages)
         prompts = [self.chat_prompt_ids(c) for c in conversations]
         return self.generate(prompts, params)
 
@@ -73,6 +71,16 @@ class LLM:
             for request_id in ids:
                 self.engine.abort_request(request_id)  # no-op for finished ones; frees blocks on error
         return [finals[i] for i in ids]
+
+
+def _as_conversations(messages: list[dict] | Sequence[list[dict]]) -> list[list[dict]]:
+    """One conversation (a list of message dicts) or several -> the list of them, none empty."""
+    if messages and all(isinstance(m, dict) for m in messages):
+        return [[m for m in messages if isinstance(m, dict)]]
+    conversations = [c for c in messages if isinstance(c, list) and c]
+    if not conversations or len(conversations) != len(messages):
+        raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts")
+    return conversations
 
 
 def _as_prompt_list(prompts) -> list[Prompt]:

@@ -17,7 +17,7 @@ import torch
 
 from swiftserve.config import EngineConfig
 from swiftserve.engine.detokenizer import IncrementalDetokenizer
-from swiftserve.engine.errors import ContextLengthError, QueueFullError
+from swiftserve.engine.errors import ContextLengthError, InvalidRequestError, QueueFullError
 from swiftserve.engine.postprocess import append_prompt_logprobs, append_token
 from swiftserve.engine.request import Completion, Request
 from swiftserve.loader import apply_chat_template, load_tokenizer
@@ -25,7 +25,7 @@ from swiftserve.loader.model_source import ModelSource, resolve_source
 from swiftserve.loader.tokenizer import TokenizerInfo
 from swiftserve.model_runner.model_runner import CausalLM, ModelRunner, StepResult
 from swiftserve.model_runner.sampler import SamplingState
-from swiftserve.outputs import RequestOutput
+from swiftserve.outputs import RequestOutput, TokenLogprob
 from swiftserve.sampling_params import SamplingParams
 from swiftserve.scheduler.batch_scheduler import Scheduler
 from swiftserve.scheduler.kv_demand import KvUsage
@@ -108,16 +108,17 @@ class LLMEngine:
         """Token ids of a text or token-id prompt, validated against the vocabulary."""
         if isinstance(prompt, str):
             if not prompt:
-                raise ValueError("prompt is empty")
+                raise InvalidRequestError("prompt", "prompt is empty")
             return self.tokenizer.encode(prompt)
         if not isinstance(prompt, (list, tuple)) or not all(isinstance(t, int) for t in prompt):
-            raise ValueError("prompt must be a string or a list of token ids")
+            raise InvalidRequestError("prompt", "prompt must be a string or a list of token ids")
         if not prompt:
-            raise ValueError("prompt is empty")
+            raise InvalidRequestError("prompt", "prompt is empty")
         vocab = self.runner.model_config.vocab_size
         bad = [t for t in prompt if not 0 <= t < vocab]
         if bad:
-            raise ValueError(f"prompt token id {bad[0]} is outside the vocabulary [0, {vocab})")
+            message = f"prompt token id {bad[0]} is outside the vocabulary [0, {vocab})"
+            raise InvalidRequestError("prompt", message)
         return list(prompt)
 
     def add_request(
@@ -127,10 +128,11 @@ class LLMEngine:
         params: SamplingParams,
         prompt_token_ids: list[int] | None = None,
     ) -> Request:
-        """Queue a request. Raises ValueError for bad input, QueueFullError when the queue is full.
+        """Queue a request. Raises InvalidRequestError for bad input (ContextLengthError when it
+        does not fit the context), QueueFullError when the queue is full.
         prompt_token_ids, when the caller already encoded `prompt`, spares encoding it again."""
         if request_id in self.requests:
-            raise ValueError(f"request id {request_id!r} is already in use")
+            raise InvalidRequestError("request_id", f"request id {request_id!r} is already in use")
         token_ids = self.encode_prompt(prompt) if prompt_token_ids is None else prompt_token_ids
         self._check_length(len(token_ids), params)
         if not self.scheduler.can_accept(params.n):
@@ -150,15 +152,10 @@ class LLMEngine:
 
     def _check_length(self, num_prompt_tokens: int, params: SamplingParams) -> None:
         sizes = (num_prompt_tokens, params.max_tokens, self.max_model_len)
-        if num_prompt_tokens >= self.max_model_len:
-            message = f"prompt has {num_prompt_tokens} tokens but max_model_len is {self.max_model_len}"
-            raise ContextLengthError(message, *sizes)
+        if num_prompt_tokens >= self.max_model_len:  # no room for even one token: the prompt is to blame
+            raise ContextLengthError(*sizes, param="prompt")
         if num_prompt_tokens + params.max_tokens > self.max_model_len:
-            message = (
-                f"prompt ({num_prompt_tokens} tokens) plus max_tokens ({params.max_tokens}) exceeds "
-                f"max_model_len ({self.max_model_len})"
-            )
-            raise ContextLengthError(message, *sizes)
+            raise ContextLengthError(*sizes, param="max_tokens")
 
     def _new_completion(
         self, request_id: str, index: int, token_ids: list[int], params: SamplingParams
@@ -172,7 +169,7 @@ class LLMEngine:
             stop_ids |= set(self.tokenizer.eos_token_ids)
         state = SamplingState(params, token_ids, [], frozenset(stop_ids), generator)
         detok = IncrementalDetokenizer(self.tokenizer.tokenizer, token_ids, params.skip_special_tokens)
-        logprobs = [] if params.logprobs is not None else None
+        logprobs: list[TokenLogprob] | None = [] if params.logprobs is not None else None
         return Completion(request_id, index, seq, state, detok, logprobs=logprobs)
 
     def abort_request(self, request_id: str) -> RequestOutput | None:

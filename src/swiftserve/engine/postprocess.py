@@ -48,6 +48,8 @@ def append_prompt_logprobs(request: Request, completion: Completion, scored: Pro
     preemption scores positions again: those already held are kept. Once every prompt token has
     its entry the sequence may use prefix-cache hits again."""
     entries = request.prompt_logprobs
+    if entries is None:  # not asked for: the runner scores no prompt then
+        return
     held = len(entries) - scored.first_position  # entries of this chunk already recorded
     assert held >= 0, "prompt logprob chunks arrive in position order"
     entries.extend(scored.entries[held:])

@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
 
 from swiftserve.engine.errors import ModelInUseError, ModelNotLoadedError
 from swiftserve.engine.memory import return_freed_memory
@@ -24,33 +25,46 @@ from swiftserve.engine.memory import return_freed_memory
 logger = logging.getLogger(__name__)
 
 
-class ServedHandle:
+class ServingEngine(Protocol):
+    """What the life cycle needs of an engine (AsyncEngine, EmbeddingEngine)."""
+
+    async def start(self) -> None: ...
+
+    @property
+    def num_in_flight(self) -> int: ...
+
+
+EngineT = TypeVar("EngineT", bound=ServingEngine)
+ParkedT = TypeVar("ParkedT")  # what a parked model keeps (its weights in host memory)
+
+
+class ServedHandle(Generic[EngineT, ParkedT]):
     """Subclasses build, start, count and stop one engine; this class sequences those."""
 
     name: str
 
     def __init__(self) -> None:
-        self._engine: Any = None
-        self._loading: asyncio.Future | None = None
-        self._parked: Any = None  # what _park kept (the weights), until a reload or a drop
+        self._engine: EngineT | None = None
+        self._loading: asyncio.Future[None] | None = None
+        self._parked: ParkedT | None = None  # what _park kept (the weights), until a reload or a drop
         self.num_weight_loads = 0  # loads that read the weights (a reload from host memory does not)
         self.num_host_reloads = 0
 
     # -- what subclasses provide ---------------------------------------------------------------
-    def _build(self) -> Any:
+    def _build(self) -> EngineT:
         """Loads the weights and builds the engine (a worker thread: blocking is fine)."""
         raise NotImplementedError
 
-    async def _stop(self, engine: Any) -> None:
+    async def _stop(self, engine: EngineT) -> None:
         """Stops serving and breaks the engine's references to its tensors."""
         raise NotImplementedError
 
-    async def _park(self, engine: Any) -> Any:
+    async def _park(self, engine: EngineT) -> ParkedT:
         """Stops serving, breaks the engine's references to everything but its weights and returns
         them, in host memory. Only for subclasses whose can_park is True."""
         raise NotImplementedError
 
-    def _build_from_parked(self, parked: Any) -> Any:
+    def _build_from_parked(self, parked: ParkedT) -> EngineT:
         """Builds the engine around what `_park` returned (a worker thread)."""
         raise NotImplementedError
 
@@ -77,14 +91,16 @@ class ServedHandle:
         # Shielded: one caller giving up must not cancel the build the others wait on.
         await asyncio.shield(self._loading)
 
-    def _load_done(self, _: asyncio.Future) -> None:
+    def _load_done(self, _: asyncio.Future[None]) -> None:
         self._loading = None  # a failed load leaves the model cold: the next load() tries again
 
     async def _load(self) -> None:
         # A failed reload from host memory drops the parked weights too: the next load reads them.
         parked, self._parked = self._parked, None
         from_host = parked is not None
-        build = functools.partial(self._build_from_parked, parked) if from_host else self._build
+        build: Callable[[], EngineT] = self._build
+        if parked is not None:
+            build = functools.partial(self._build_from_parked, parked)
         del parked
         engine = await asyncio.to_thread(build)
         try:
@@ -132,7 +148,7 @@ class ServedHandle:
         return_freed_memory()
         logger.info("%s dropped from host memory to disk", self.name)
 
-    async def _take_engine(self, force: bool = False) -> Any:
+    async def _take_engine(self, force: bool = False) -> EngineT | None:
         """The engine, detached from the handle (None when cold); ModelInUseError while busy,
         unless force (stopping the engine aborts what is in flight)."""
         if self._loading is not None:  # let a load in progress finish, then undo it
@@ -143,7 +159,7 @@ class ServedHandle:
         self._engine = None  # from here on new requests get ModelNotLoadedError
         return engine
 
-    def _resident_engine(self) -> Any:
+    def _resident_engine(self) -> EngineT:
         if self._engine is None:
             raise ModelNotLoadedError(self.name)
         return self._engine

@@ -9,11 +9,18 @@ residency ledger (scheduler/residency.py) in step.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-ModelKind = Literal["chat", "embedding"]
+from swiftserve.config import ModelKind
+from swiftserve.engine.embedding_inputs import EmbeddingResult
+from swiftserve.outputs import RequestOutput
+from swiftserve.sampling_params import SamplingParams
+from swiftserve.scheduler.kv_demand import KvUsage
+
+# An embed call's inputs: texts, or token-id lists (the engine checks them).
+EmbedInputs = list[str] | list[list[int]]
 
 
 @dataclass(frozen=True)
@@ -25,10 +32,22 @@ class Footprint:
     kv_floor_blocks: int  # enough blocks for one sequence of max_model_len
 
 
+class TextTokenizer(Protocol):
+    """What the request path does with a model's tokenizer (loader/tokenizer.TokenizerInfo)."""
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+
 @runtime_checkable
 class ServedModel(Protocol):
-    name: str
-    kind: ModelKind
+    # Read-only: a plain attribute implements each of them.
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def kind(self) -> ModelKind: ...
 
     @property
     def is_resident(self) -> bool: ...
@@ -62,13 +81,45 @@ class ParkableModel(ServedModel, Protocol):
     def drop_parked(self) -> None: ...
 
 
+@runtime_checkable
+class ResizableKV(Protocol):
+    """A served model whose KV cache can be resized (engine/chat_model.LocalChatModel), by the
+    router's keeper of the memory budget (router/kv_controller.py)."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def kv_usage(self) -> KvUsage: ...
+
+    async def resize_kv(self, num_blocks: int) -> KvUsage: ...
+
+
+@runtime_checkable
 class ChatModel(ServedModel, Protocol):
-    max_model_len: int
+    """A chat model: what the router validates a request with while the model is cold
+    (tokenizer, chat template, context length), and generate() once it is resident."""
+
+    @property
+    def max_model_len(self) -> int: ...
+
+    @property
+    def tokenizer(self) -> TextTokenizer: ...
 
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str: ...
 
-    def generate(self, prompt, params, request_id: str | None = None) -> AsyncIterator: ...
+    def generate(
+        self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
+    ) -> AsyncGenerator[RequestOutput, None]:
+        """Cumulative outputs of one request; closing the iterator early aborts it. Engine errors
+        (engine/errors.py) come out of it, before the first output or later."""
+        ...
 
 
+@runtime_checkable
 class EmbeddingModel(ServedModel, Protocol):
-    async def embed(self, inputs: list[str] | list[list[int]]): ...
+    """An embedding model: its dimension while cold, embed() once resident."""
+
+    @property
+    def dim(self) -> int: ...
+
+    async def embed(self, inputs: EmbedInputs) -> EmbeddingResult: ...

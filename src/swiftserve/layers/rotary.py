@@ -30,7 +30,8 @@ def build_cos_sin_cache(
     """[max_position, rotary_dim] float32: cos in the first half of each row, sin in the second."""
     inv_freq = 1.0 / (base ** (torch.arange(0, rotary_dim, 2, dtype=torch.float64) / rotary_dim))
     positions = torch.arange(max_position, dtype=torch.float64)
-    kind = (scaling or {}).get("rope_type", (scaling or {}).get("type"))
+    scaling = scaling or {}  # no rope_scaling in the config: none
+    kind = scaling.get("rope_type", scaling.get("type"))
     if kind == "llama3":
         inv_freq = _llama3_inv_freq(inv_freq, scaling)
     elif kind == "linear":

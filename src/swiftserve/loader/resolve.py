@@ -31,6 +31,10 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SWIFTSERVE_CACHE") or Path.home() / ".cache" / "swiftserve" / "models")
 
 
+class UnknownSourceError(ValueError):
+    """A model spec that names nothing: no built-in alias, folder, .gguf or snapshot file."""
+
+
 def resolve_model(spec: str, cache_dir: str | Path | None = None, progress: bool = True) -> Path:
     """A Hugging Face-style folder (config.json, safetensors, tokenizer files) for spec.
 
@@ -50,7 +54,7 @@ def resolve_model(spec: str, cache_dir: str | Path | None = None, progress: bool
         return path
     if path.is_dir() and (path / "config.json").is_file():
         return path
-    raise ValueError(
+    raise UnknownSourceError(
         f"unknown model {spec!r}: not a built-in alias ({', '.join(sorted(aliases))}), "
         "a folder with config.json, a .gguf file or a .swsnap snapshot"
     )

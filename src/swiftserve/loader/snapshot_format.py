@@ -21,6 +21,8 @@ from typing import Any
 
 import msgspec
 
+from swiftserve.config import ModelKind
+
 MAGIC = b"SWSNAP\x00\x00"
 FORMAT_VERSION = 1
 SUFFIX = ".swsnap"
@@ -119,7 +121,7 @@ class SourceKey:
 class SnapshotMeta:
     """Everything but the tensors: what the writer is given besides the tensor dict."""
 
-    kind: str
+    kind: ModelKind
     hf_config: dict[str, Any]
     tokenizer: TokenizerFiles
     dtype: str
@@ -145,7 +147,7 @@ class ModelSummary:
     tokenizer.json alone is ~33 MB of text), so the load path reads the header at index speed.
     """
 
-    kind: str
+    kind: ModelKind
     hf_config: dict[str, Any]
     dtype: str
     source: SourceKey

@@ -18,13 +18,14 @@ import hashlib
 import importlib.metadata
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from swiftserve.router.errors import NoConfigFileError
 from swiftserve.router.router import Router
 from swiftserve.router.runtime import ReloadResult
-from swiftserve.server.errors import APIError, from_exception, service_unavailable
-from swiftserve.server.http import Handler, JSONResponse, Request, Response, error_response
+from swiftserve.server.errors import APIError, error_for, service_unavailable
+from swiftserve.server.http import Handler, HTTPRequest, JSONResponse, Response, error_response
 from swiftserve.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from swiftserve.server.routes_models import list_models, model_route, reload_config
 from swiftserve.server.routes_pipelines import pipeline_route
@@ -38,8 +39,8 @@ _MAX_DRAIN_BYTES = 64 * 1024 * 1024
 
 class App:
     """The ASGI application over one router (the only table of models); holds its metrics (no
-    globals). Routes decode, call the router, encode; typed errors become HTTP answers in
-    `_run`, through errors.from_exception."""
+    globals). Routes decode, call the router, encode; errors become HTTP answers in `_run`,
+    through errors.error_for."""
 
     def __init__(
         self,
@@ -48,7 +49,7 @@ class App:
         api_key: str | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         metrics: ServerMetrics | None = None,
-        on_startup: Callable[[App], Awaitable[None]] | None = None,
+        on_startup: Callable[[App], Coroutine[Any, Any, None]] | None = None,
         fingerprint_info: str = "",
         on_shutdown: Callable[[], None] | None = None,
         reload_config: Callable[[], Awaitable[ReloadResult]] | None = None,
@@ -150,7 +151,7 @@ class App:
         arrival = time.perf_counter()
         method, path = scope["method"], scope["path"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        request = Request(method, path, headers, b"", arrival, self)
+        request = HTTPRequest(method, path, headers, b"", arrival, self)
         status = 500
         try:
             handler = self._resolve(request)
@@ -174,7 +175,7 @@ class App:
         # /v1/models/{id}, /v1/models/{name}/load | unload, /v1/pipelines/{name}
         return model_route(path) or pipeline_route(path)
 
-    def _resolve(self, request: Request) -> Handler:
+    def _resolve(self, request: HTTPRequest) -> Handler:
         """The handler of the request's route (setting request.route); 404, 405, 401 or 503."""
         method, path = request.method, request.path
         match = self._match(path)
@@ -236,18 +237,15 @@ class App:
             code="request_too_large",
         )
 
-    async def _run(self, handler: Handler, request: Request, receive, send) -> int:
+    async def _run(self, handler: Handler, request: HTTPRequest, receive, send) -> int:
         """Runs the handler and sends its response; a client disconnect cancels both."""
 
         async def respond() -> int:
             try:
                 response = await handler(request)
             except Exception as exc:  # noqa: BLE001 - typed errors get their answer, the rest 500
-                error = from_exception(exc, request.model)
-                if error is None:
-                    logger.exception("unhandled error in %s %s", request.method, request.path)
-                    error = APIError(500, "Internal server error.", type="server_error")
-                response = error_response(error)
+                where = f"{request.method} {request.path}"
+                response = error_response(error_for(exc, request.model, where))
             await response.send(send)
             return response.status
 
@@ -293,7 +291,7 @@ async def _wait_for_disconnect(receive) -> None:
 # ---------------------------------------------------------------- small routes
 
 
-async def _health(request: Request) -> Response:
+async def _health(request: HTTPRequest) -> Response:
     app = request.app
     if app.is_draining:
         return JSONResponse(b'{"status":"shutting_down"}', status=503)
@@ -302,6 +300,6 @@ async def _health(request: Request) -> Response:
     return JSONResponse(b'{"status":"ok"}')
 
 
-async def _metrics(request: Request) -> Response:
+async def _metrics(request: HTTPRequest) -> Response:
     body = request.app.metrics.render()
     return JSONResponse(body, headers=[(b"content-type", CONTENT_TYPE_LATEST.encode())])

@@ -6,9 +6,15 @@ the shape the OpenAI SDKs parse into their exception classes (by HTTP status).
 
 from __future__ import annotations
 
+import logging
 import re
 
 import msgspec
+
+from swiftserve.router import errors as router
+from swiftserve.router.errors import RouterError
+
+logger = logging.getLogger("swiftserve.server")
 
 _ENCODER = msgspec.json.Encoder()
 
@@ -112,58 +118,68 @@ def _strip_at(text: str) -> str:
     return _AT_PATH.sub("", text)
 
 
-def from_exception(exc: BaseException, model: str) -> APIError | None:
-    """The HTTP answer for a typed error of the router or an engine, or None for anything else
-    (a bug: the caller answers 500). The one place these types meet HTTP statuses."""
-    from swiftserve.engine import errors as engine
-    from swiftserve.router import errors as router
-
+def error_for(exc: BaseException, model: str, where: str = "a request") -> APIError:
+    """The HTTP answer to an exception raised while serving `where` (for the log) for `model`:
+    the one place where errors meet HTTP statuses. An APIError is answered as it is and a router
+    error by its class (the router turned every lower layer's typed error into one:
+    router/errors.py); anything else is a bug, answered 500 and logged here, once, with its
+    traceback."""
     if isinstance(exc, APIError):
         return exc
-    if isinstance(exc, router.RouterError):
-        return _router_error(exc, router, model)
-    if isinstance(exc, engine.QueueFullError):
-        return queue_full(model)
-    if isinstance(exc, engine.ContextLengthError):
-        return bad_request(str(exc), code="context_length_exceeded")
-    if isinstance(exc, ValueError):  # the engine's checks of a request's parameters
-        return bad_request(str(exc))
-    return None
+    if isinstance(exc, RouterError):
+        return _router_error(exc, model)
+    logger.error("unexpected error in %s (model %r)", where, model, exc_info=exc)
+    return APIError(500, "Internal server error.", type="server_error")
 
 
-def _router_error(exc, router, model: str) -> APIError:
+def _router_error(exc: RouterError, model: str) -> APIError:
+    """One status and code per router error class (tests/server/test_errors.py checks them all)."""
     if isinstance(exc, router.PipelineStageError):
         # Answered as the stage's own error would be, the message naming the pipeline and stage.
-        inner = _router_error(exc.cause, router, model)
+        inner = _router_error(exc.cause, model)
         where = f"Pipeline {exc.pipeline!r}, stage {exc.stage!r}: "
         return APIError(inner.status, where + inner.message, type=inner.type, param=inner.param,
                         code=inner.code, headers=inner.headers)  # fmt: skip
     if isinstance(exc, router.UnknownPipelineError):
         return model_not_found(exc.name)
+    if isinstance(exc, router.ContextLengthExceededError):
+        return context_length_exceeded(exc.num_prompt_tokens, exc.max_tokens, exc.max_model_len, exc.param)
     if isinstance(exc, router.InvalidParameterError):
         return bad_request(str(exc), param=exc.param)
-    if isinstance(exc, router.ContextLengthError):
-        return context_length_exceeded(exc.num_prompt_tokens, exc.max_tokens, exc.max_model_len, exc.param)
-    if isinstance(exc, router.QueueFullError):
-        return queue_full(model)
-    if isinstance(exc, router.UnknownModelError):
+    if isinstance(exc, router.ModelQueueFullError):
+        return queue_full(exc.name)
+    if isinstance(exc, router.ModelNotFoundError):
         return model_not_found(exc.name)
-    message = str(exc)[:1].upper() + str(exc)[1:] + "."
+    if isinstance(exc, router.RequestAbortedError):
+        # A shutdown (or a dead engine) ended it: unavailable now, not a server bug.
+        message = "The request was aborted: the server is shutting down or stopped its model."
+        return APIError(503, message, type="server_error", code="aborted")
+    message = _sentence(str(exc))
     if isinstance(exc, router.WrongKindError):
         return APIError(400, message, param="model", code="model_not_supported")
+    if isinstance(exc, router.InvalidConfigError):
+        return APIError(400, message, code="invalid_config")
     if isinstance(exc, router.NoConfigFileError):
         return APIError(400, message, code="no_config_file")
-    if isinstance(exc, (router.ModelBusyError, router.PinnedModelError)):
-        code = "model_busy" if isinstance(exc, router.ModelBusyError) else "model_pinned"
-        return APIError(409, message, code=code)
+    if isinstance(exc, router.ModelBusyError):
+        return APIError(409, message, code="model_busy")
+    if isinstance(exc, router.ModelPinnedError):
+        return APIError(409, message, code="model_pinned")
     if isinstance(exc, router.LoadTimeoutError):
         return APIError(
             503, message, type="server_error", code="model_load_timeout", headers={"retry-after": "5"}
         )
     if isinstance(exc, router.ModelLoadError):
         return APIError(503, message, type="server_error", code="model_load_failed")
-    if isinstance(exc, router.RequestAbortedError):
-        # A shutdown (or a dead engine) ended it: unavailable now, not a server bug.
-        message = "The request was aborted: the server is shutting down or stopped its model."
-        return APIError(503, message, type="server_error", code="aborted")
-    return service_unavailable(message)  # RouterClosedError
+    if isinstance(exc, router.GenerationFailedError):
+        return APIError(500, f"Generation failed: {exc}", type="server_error", code="generation_failed")
+    if isinstance(exc, router.RouterClosedError):
+        return service_unavailable(message)
+    # A router error this table does not know yet: unavailable, not a client error (and logged,
+    # so that the table gets its entry).
+    logger.error("no HTTP answer for %s; answering 503", type(exc).__name__)
+    return service_unavailable(message)
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."

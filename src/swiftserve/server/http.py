@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from swiftserve.router.router import Router
+from swiftserve.router.runtime import ReloadResult
 from swiftserve.server.errors import APIError
 from swiftserve.server.metrics import ServerMetrics
 
@@ -71,9 +72,13 @@ class AppView(Protocol):
 
     def system_fingerprint(self, model: str) -> str: ...
 
+    async def reload_config(self) -> ReloadResult: ...
+
 
 @dataclass
-class Request:
+class HTTPRequest:
+    """One HTTP request as a handler sees it (the engine's state of a request is engine/request.py's)."""
+
     method: str
     path: str
     headers: dict[str, str]
@@ -93,4 +98,4 @@ class Request:
             self.model = model
 
 
-Handler = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[HTTPRequest], Awaitable[Response]]

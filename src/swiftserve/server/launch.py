@@ -109,6 +109,7 @@ def serve(config: ServeConfig) -> int:
     runtime = RouterRuntime(config.router, on_cold_start)
 
     async def on_startup(app: App) -> None:
+        assert server is not None  # built below, before uvicorn runs the startup
         try:
             await runtime.start()
         except Exception as exc:  # noqa: BLE001 - reported, then the server exits

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from swiftserve.engine.served_model import TextTokenizer
 from swiftserve.outputs import TokenLogprob
 from swiftserve.server import protocol as p
 
 
-def token_text(tokenizer: Any, token_id: int) -> str:
+def token_text(tokenizer: TextTokenizer, token_id: int) -> str:
     return tokenizer.decode([token_id])
 
 
-def chat_logprobs(tokenizer: Any, entries: list[TokenLogprob]) -> p.ChatLogprobs:
+def chat_logprobs(tokenizer: TextTokenizer, entries: list[TokenLogprob]) -> p.ChatLogprobs:
     content = []
     for entry in entries:
         token = token_text(tokenizer, entry.token_id)
@@ -28,7 +27,9 @@ def chat_logprobs(tokenizer: Any, entries: list[TokenLogprob]) -> p.ChatLogprobs
     return p.ChatLogprobs(content=content)
 
 
-def prompt_logprobs_json(tokenizer: Any, entries: list[TokenLogprob | None], k: int) -> p.PromptLogprobs:
+def prompt_logprobs_json(
+    tokenizer: TextTokenizer, entries: list[TokenLogprob | None], k: int
+) -> p.PromptLogprobs:
     """vLLM's `prompt_logprobs`: per prompt token (the first None) a map token id -> logprob,
     rank and text, holding the prompt token itself and the top k alternatives."""
     result: p.PromptLogprobs = []

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from swiftserve.router.request_types import GenerationStep
 
 __all__ = ["CONTENT_TYPE_LATEST", "ServerMetrics"]
 
@@ -244,7 +246,9 @@ class RequestTimer:
         self.metrics.generation_tokens.labels(self.model).inc(self.num_tokens)
 
 
-async def timed(steps: AsyncIterator, timer: RequestTimer) -> AsyncIterator:
+async def timed(
+    steps: AsyncGenerator[GenerationStep, None], timer: RequestTimer
+) -> AsyncGenerator[GenerationStep, None]:
     """The router's GenerationSteps, each counted by `timer` as it arrives; the end (or an early
     close) records the request's latency and token counts. Closing it closes `steps`."""
     num_prompt_tokens = 0

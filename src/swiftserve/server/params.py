@@ -18,7 +18,9 @@ MAX_STOP_SEQUENCES = 16
 _TEMPLATE_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 
-def sampling_fields(body: Any, *, logprobs: int | None, prompt_logprobs: int | None = None) -> dict[str, Any]:
+def sampling_fields(
+    body: p.GenerationRequest, *, logprobs: int | None, prompt_logprobs: int | None = None
+) -> dict[str, Any]:
     """SamplingParams fields (all but max_tokens) from what chat and completions share."""
     return {
         "n": body.n,

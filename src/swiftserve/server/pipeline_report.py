@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from swiftserve.router.pipeline_stream import PipelineStream
 from swiftserve.router.pipeline_types import PipelineResult, StageResult
@@ -35,16 +35,14 @@ def pipeline_report(result: PipelineResult) -> p.PipelineReport:
 
 def pipeline_run(result: PipelineResult) -> p.PipelineRun:
     stages = [p.StageOutput(stage_report(s), _wire(s.output)) for s in result.stages]
-    return p.PipelineRun(
-        result.pipeline, _wire(result.output), stages, p.usage_of(result.usage), result.latency_s
-    )
+    return p.PipelineRun(result.pipeline, _wire(result.output), stages, result.usage, result.latency_s)
 
 
 def _wire(output: object) -> object:
     return list(output) if isinstance(output, list) else output
 
 
-async def with_upstream_usage(stream: PipelineStream) -> AsyncIterator[GenerationStep]:
+async def with_upstream_usage(stream: PipelineStream) -> AsyncGenerator[GenerationStep, None]:
     """The final stage's steps, each one's usage counting every earlier stage too."""
     up = stream.upstream_usage
     async for step in stream:

@@ -13,12 +13,13 @@ chat completion; not with chat streaming).
 
 from __future__ import annotations
 
-import functools
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+# The router's Usage is the wire's too (a frozen dataclass that msgspec encodes as it is).
+from swiftserve.router.request_types import Usage
 from swiftserve.server.errors import bad_request, from_validation_error
 
 MAX_INT = 2**31 - 1
@@ -129,6 +130,10 @@ class CompletionRequest(_SamplingFields, kw_only=True):
     suffix: str | None = None
 
 
+# The two requests that generate (and may stream): they share the sampling fields.
+GenerationRequest = ChatCompletionRequest | CompletionRequest
+
+
 class EmbeddingRequest(_Request, kw_only=True):
     model: str
     input: str | list[Any]
@@ -162,12 +167,28 @@ def unsupported_fields(request: Struct) -> list[str]:
     return bad
 
 
-@functools.cache
-def _decoder(type_: type) -> msgspec.json.Decoder:
-    return msgspec.json.Decoder(type_)
+class PipelineRunRequest(_Request, kw_only=True):
+    """POST /v1/pipelines/{name}: the input as text or as a conversation, and the final stage's
+    max_tokens and sampling fields."""
+
+    input: str | UnsetType = UNSET
+    messages: list[dict] | UnsetType = UNSET
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
 
 
-def decode_request(body: bytes, type_: type):
+RequestT = TypeVar(
+    "RequestT", ChatCompletionRequest, CompletionRequest, EmbeddingRequest, "PipelineRunRequest"
+)
+_DECODERS: dict[type[_Request], msgspec.json.Decoder[Any]] = {
+    t: msgspec.json.Decoder(t)
+    for t in (ChatCompletionRequest, CompletionRequest, EmbeddingRequest, PipelineRunRequest)
+}
+
+
+def decode_request(body: bytes, type_: type[RequestT]) -> RequestT:
     """JSON body -> request Struct; malformed JSON, bad UTF-8 and schema errors -> 400."""
     try:
         body.decode("utf-8")
@@ -176,7 +197,7 @@ def decode_request(body: bytes, type_: type):
             f"The request body is not valid UTF-8 (byte {exc.start}).", code="invalid_json"
         ) from None
     try:
-        request = _decoder(type_).decode(body)
+        request: RequestT = _DECODERS[type_].decode(body)
     except msgspec.ValidationError as exc:
         raise from_validation_error(exc) from None
     except msgspec.DecodeError as exc:
@@ -223,17 +244,6 @@ def _is_token_id(x) -> bool:
 
 
 # ---------------------------------------------------------------- responses
-
-
-class Usage(Struct):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-def usage_of(usage: Any) -> Usage:
-    """The wire form of the router's Usage."""
-    return Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
 
 
 class TopLogprob(Struct):
@@ -356,7 +366,9 @@ class CompletionChoice(Struct):
     prompt_logprobs: PromptLogprobs | UnsetType = UNSET  # only when asked for; first chunk if streamed
 
 
-class Completion(Struct):
+class TextCompletion(Struct):
+    """A /v1/completions answer, or one chunk of its stream (OpenAI's "text_completion")."""
+
     id: str
     created: int
     model: str
@@ -431,18 +443,6 @@ _ENCODER = msgspec.json.Encoder()
 
 def encode(obj: Any) -> bytes:
     return _ENCODER.encode(obj)
-
-
-class PipelineRunRequest(Struct, forbid_unknown_fields=True, kw_only=True):
-    """POST /v1/pipelines/{name}: the input as text or as a conversation, and the final stage's
-    max_tokens and sampling fields."""
-
-    input: str | UnsetType = UNSET
-    messages: list[dict] | UnsetType = UNSET
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    seed: int | None = None
 
 
 class StageOutput(Struct):

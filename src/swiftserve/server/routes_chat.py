@@ -6,15 +6,15 @@ import contextlib
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 import msgspec
 
-from swiftserve.router.request_types import ChoiceDelta, Generation, GenerationStream
+from swiftserve.router.request_types import ChoiceDelta, Generation, GenerationStream, Usage
 from swiftserve.router.router import Router, as_generation
 from swiftserve.server import protocol as p
 from swiftserve.server.errors import bad_request
-from swiftserve.server.http import JSONResponse, Request, Response, StreamingResponse
+from swiftserve.server.http import HTTPRequest, JSONResponse, Response, StreamingResponse
 from swiftserve.server.logprobs import chat_logprobs, prompt_logprobs_json
 from swiftserve.server.metrics import RequestTimer, timed
 from swiftserve.server.params import explicit_sampling_fields, sampling_fields, template_messages
@@ -22,7 +22,7 @@ from swiftserve.server.pipeline_report import pipeline_report, with_upstream_usa
 from swiftserve.server.streaming import chunk_stream, collect_or_answer, sse_event
 
 
-async def chat_completions(request: Request) -> Response:
+async def chat_completions(request: HTTPRequest) -> Response:
     body = p.decode_request(request.body, p.ChatCompletionRequest)
     request.label(body.model)
     messages = template_messages(body.messages)
@@ -42,7 +42,7 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def pipeline_chat(
-    request: Request,
+    request: HTTPRequest,
     body: p.ChatCompletionRequest,
     messages: list[dict],
     requested: int | None,
@@ -81,7 +81,7 @@ class _Chat:
 
     def __init__(
         self,
-        request: Request,
+        request: HTTPRequest,
         body: p.ChatCompletionRequest,
         stream: GenerationStream | None,
         report: Callable[[], p.PipelineReport] | None = None,
@@ -91,17 +91,17 @@ class _Chat:
         report: a pipeline's stages and timings, sent on a chunk of its own at the end."""
         self.app = request.app
         self.body = body
-        self.model = stream.model if stream is not None else model
+        self.model = stream.model if stream is not None else (model or "")
         self.report = report
         # A pipeline has no tokenizer of its own; it answers without logprobs.
-        self.tokenizer = None if report is not None else request.app.router.handle(stream.model).tokenizer
+        self.tokenizer = None if report is not None else request.app.router.chat_handle(self.model).tokenizer
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.fingerprint = request.app.system_fingerprint(self.model)
         if stream is not None:
             timer = RequestTimer(request.app.metrics, self.model, request.arrival_time)
             self.stream = dataclasses.replace(stream, steps=timed(stream.steps, timer))
-        self.usage = None
+        self.usage: Usage | None = None  # the last step's
 
     def completion(self, generation: Generation) -> p.ChatCompletion:
         choices = [
@@ -114,24 +114,25 @@ class _Chat:
             for choice in generation.choices
         ]
         entries = generation.prompt_logprobs[0] if generation.prompt_logprobs else None
-        prompt_logprobs = msgspec.UNSET
+        prompt_logprobs: p.PromptLogprobs | msgspec.UnsetType = msgspec.UNSET
         if self.body.prompt_logprobs is not None and entries is not None:
+            assert self.tokenizer is not None  # a pipeline refuses prompt_logprobs
             prompt_logprobs = prompt_logprobs_json(self.tokenizer, entries, self.body.prompt_logprobs)
         return p.ChatCompletion(
             id=self.id,
             created=self.created,
             model=self.model,
             choices=choices,
-            usage=p.usage_of(generation.usage),
+            usage=generation.usage,
             system_fingerprint=self.fingerprint,
             prompt_logprobs=prompt_logprobs,
         )
 
-    def sse(self) -> AsyncIterator[bytes]:
-        usage_chunk = lambda: p.encode(self._chunk([], p.usage_of(self.usage)))  # noqa: E731
+    def sse(self) -> AsyncGenerator[bytes, None]:
+        usage_chunk = lambda: p.encode(self._chunk([], self.usage))  # noqa: E731
         return chunk_stream(self.body, self.app, self.model, self._events, usage_chunk)
 
-    async def _events(self, usage_field) -> AsyncIterator[bytes]:
+    async def _events(self, usage_field) -> AsyncGenerator[bytes, None]:
         started: set[int] = set()
         async with contextlib.aclosing(self.stream.steps) as steps:
             async for step in steps:
@@ -172,4 +173,6 @@ class _Chat:
         )
 
     def _logprobs(self, entries) -> p.ChatLogprobs | None:
-        return chat_logprobs(self.tokenizer, entries or []) if self.body.logprobs else None
+        if not self.body.logprobs or self.tokenizer is None:  # a pipeline refuses logprobs
+            return None
+        return chat_logprobs(self.tokenizer, entries or [])

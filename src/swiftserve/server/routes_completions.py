@@ -11,12 +11,12 @@ import contextlib
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
-from swiftserve.router.request_types import Choice, ChoiceDelta, GenerationStream
+from swiftserve.router.request_types import Choice, ChoiceDelta, GenerationStream, Usage
 from swiftserve.router.router import Router
 from swiftserve.server import protocol as p
-from swiftserve.server.http import JSONResponse, Request, Response, StreamingResponse
+from swiftserve.server.http import HTTPRequest, JSONResponse, Response, StreamingResponse
 from swiftserve.server.logprobs import prompt_logprobs_json, token_text
 from swiftserve.server.metrics import RequestTimer, timed
 from swiftserve.server.params import sampling_fields
@@ -25,7 +25,7 @@ from swiftserve.server.streaming import chunk_stream, collect_or_answer, sse_eve
 MAX_PROMPTS = 64
 
 
-async def completions(request: Request) -> Response:
+async def completions(request: HTTPRequest) -> Response:
     body = p.decode_request(request.body, p.CompletionRequest)
     request.label(body.model)
     prompts = p.text_or_token_inputs(body.prompt, "prompt", MAX_PROMPTS)
@@ -40,24 +40,24 @@ async def completions(request: Request) -> Response:
     generation = await collect_or_answer(completion.stream, request.app)
     completion.prompt_logprobs = dict(enumerate(generation.prompt_logprobs))
     choices = [completion.choice(c, first=True) for c in generation.choices]
-    return JSONResponse(p.encode(completion.chunk(choices, p.usage_of(generation.usage))))
+    return JSONResponse(p.encode(completion.chunk(choices, generation.usage)))
 
 
 class _Completion:
     """Shapes the router's answer into text completion objects (whole, or chunks)."""
 
-    def __init__(self, request: Request, body: p.CompletionRequest, stream: GenerationStream) -> None:
+    def __init__(self, request: HTTPRequest, body: p.CompletionRequest, stream: GenerationStream) -> None:
         self.app = request.app
         self.body = body
         self.model = stream.model
-        self.tokenizer = request.app.router.handle(stream.model).tokenizer
+        self.tokenizer = request.app.router.chat_handle(stream.model).tokenizer
         self.prompt_ids = stream.prompt_token_ids
         self.id = f"cmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.fingerprint = request.app.system_fingerprint(stream.model)
         timer = RequestTimer(request.app.metrics, self.model, request.arrival_time)
         self.stream = dataclasses.replace(stream, steps=timed(stream.steps, timer))
-        self.usage = None
+        self.usage: Usage | None = None  # the last step's
         # Per choice: characters emitted so far, for logprobs' text_offset.
         self._offsets: dict[int, int] = {}
         # Per prompt: its prompt logprobs (engine entries, the first None), from its first output.
@@ -116,11 +116,11 @@ class _Completion:
         """The top `logprobs` of a prompt token (scored with the larger of logprobs, prompt_logprobs)."""
         return {token_text(self.tokenizer, tid): lp for tid, lp in top[: self.body.logprobs]}
 
-    def sse(self) -> AsyncIterator[bytes]:
-        usage_chunk = lambda: p.encode(self.chunk([], p.usage_of(self.usage)))  # noqa: E731
+    def sse(self) -> AsyncGenerator[bytes, None]:
+        usage_chunk = lambda: p.encode(self.chunk([], self.usage))  # noqa: E731
         return chunk_stream(self.body, self.app, self.model, self._events, usage_chunk)
 
-    async def _events(self, usage_field) -> AsyncIterator[bytes]:
+    async def _events(self, usage_field) -> AsyncGenerator[bytes, None]:
         started: set[int] = set()
         async with contextlib.aclosing(self.stream.steps) as steps:
             async for step in steps:
@@ -134,8 +134,8 @@ class _Completion:
                 if choices:
                     yield sse_event(p.encode(self.chunk(choices, usage_field)))
 
-    def chunk(self, choices: list[p.CompletionChoice], usage) -> p.Completion:
-        return p.Completion(
+    def chunk(self, choices: list[p.CompletionChoice], usage) -> p.TextCompletion:
+        return p.TextCompletion(
             id=self.id,
             created=self.created,
             model=self.model,

@@ -10,17 +10,17 @@ import numpy as np
 from swiftserve.router.router import Router
 from swiftserve.server import protocol as p
 from swiftserve.server.errors import bad_request
-from swiftserve.server.http import JSONResponse, Request, Response
+from swiftserve.server.http import HTTPRequest, JSONResponse, Response
 
 MAX_INPUTS = 2048
 
 
-async def embeddings(request: Request) -> Response:
+async def embeddings(request: HTTPRequest) -> Response:
     body = p.decode_request(request.body, p.EmbeddingRequest)
     request.label(body.model)
     router: Router = request.app.router
     inputs = p.text_or_token_inputs(body.input, "input", MAX_INPUTS)
-    dim = router.handle(body.model, "embedding").dim
+    dim = router.embedding_handle(body.model).dim
     if body.dimensions is not None and body.dimensions != dim:
         raise bad_request(
             f"dimensions={body.dimensions} is not supported: `{body.model}` returns "

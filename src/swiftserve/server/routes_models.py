@@ -9,7 +9,8 @@ import msgspec
 
 from swiftserve.router.router import ModelInfo, Router
 from swiftserve.server import protocol
-from swiftserve.server.http import Handler, JSONResponse, Request, Response
+from swiftserve.server.errors import APIError
+from swiftserve.server.http import Handler, HTTPRequest, JSONResponse, Response
 from swiftserve.server.routes_pipelines import pipeline_cards
 
 MODEL_PREFIX = "/v1/models/"
@@ -27,14 +28,14 @@ def _card(info: ModelInfo, created: int) -> protocol.ModelCard:
     )
 
 
-async def list_models(request: Request) -> Response:
+async def list_models(request: HTTPRequest) -> Response:
     app = request.app
     cards = [_card(info, app.created) for info in app.router.models()]
     cards += pipeline_cards(app.router, app.created)
     return JSONResponse(protocol.encode(protocol.ModelList(data=cards)))
 
 
-async def retrieve_model(request: Request) -> Response:
+async def retrieve_model(request: HTTPRequest) -> Response:
     """One model's card; UnknownModelError (404 model_not_found) for a name not served here."""
     name = request.path[len(MODEL_PREFIX) :]
     request.label(name)
@@ -62,8 +63,11 @@ def admin_target(path: str) -> tuple[str, str] | None:
     return (name, action) if name and action in ADMIN_ACTIONS else None
 
 
-async def model_action(request: Request) -> Response:
-    name, action = admin_target(request.path)
+async def model_action(request: HTTPRequest) -> Response:
+    target = admin_target(request.path)
+    if target is None:  # model_route sends only admin paths here
+        raise APIError(404, f"Invalid URL ({request.method} {request.path})", code="not_found")
+    name, action = target
     request.label(name)
     router: Router = request.app.router
     changed = await (router.load(name) if action == "load" else router.unload(name))
@@ -73,7 +77,7 @@ async def model_action(request: Request) -> Response:
     return JSONResponse(protocol.encode(body))
 
 
-async def reload_config(request: Request) -> Response:
+async def reload_config(request: HTTPRequest) -> Response:
     result = await request.app.reload_config()
     body = protocol.ConfigReload(
         list(result.added),

@@ -9,7 +9,7 @@ import msgspec
 from swiftserve.router.router import Router
 from swiftserve.server import protocol as p
 from swiftserve.server.errors import bad_request
-from swiftserve.server.http import Handler, JSONResponse, Request, Response
+from swiftserve.server.http import Handler, HTTPRequest, JSONResponse, Response
 from swiftserve.server.pipeline_report import pipeline_run
 
 PIPELINE_PREFIX = "/v1/pipelines/"
@@ -21,7 +21,7 @@ def pipeline_route(path: str) -> tuple[str, dict[str, Handler]] | None:
     return None
 
 
-async def run_pipeline(request: Request) -> Response:
+async def run_pipeline(request: HTTPRequest) -> Response:
     name = request.path[len(PIPELINE_PREFIX) :]
     request.label(name)
     body = p.decode_request(request.body or b"{}", p.PipelineRunRequest)
@@ -35,8 +35,9 @@ async def run_pipeline(request: Request) -> Response:
 def _messages(body: p.PipelineRunRequest) -> list[dict]:
     if (body.input is msgspec.UNSET) == (body.messages is msgspec.UNSET):
         raise bad_request("Give the pipeline's input as either `input` (text) or `messages`.", param="input")
-    if body.input is not msgspec.UNSET:
+    if isinstance(body.input, str):
         return [{"role": "user", "content": body.input}]
+    assert isinstance(body.messages, list)  # exactly one of the two is set, checked above
     return body.messages
 
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, Callable
 
 import msgspec
 
 from swiftserve.router.generation import collect
-from swiftserve.server.errors import APIError, from_exception, service_unavailable
+from swiftserve.router.request_types import Generation, GenerationStream
+from swiftserve.server.errors import APIError, error_for, service_unavailable
+from swiftserve.server.http import AppView
+from swiftserve.server.protocol import GenerationRequest
+
+# What a chunk's `usage` says before the last chunk: null (include_usage), or nothing (UNSET).
+UsageField = None | msgspec.UnsetType
 
 DONE = b"data: [DONE]\n\n"
 
@@ -24,20 +29,17 @@ def sse_error(error: APIError) -> bytes:
     return sse_event(error.to_json())
 
 
-def stream_error(exc: BaseException, app: Any, model: str) -> APIError:
+def stream_error(exc: BaseException, app: AppView, model: str) -> APIError:
     """The answer to a request that failed after it was admitted (mid-stream, or while a
     non-streamed one was collected): a shutdown aborts everything in flight, so it is a 503."""
     if app.is_draining:
         return service_unavailable("The request was aborted: the server is shutting down.")
-    error = from_exception(exc, model)
-    if error is not None:
-        return error
-    return APIError(500, f"Generation failed: {exc}", type="server_error")
+    return error_for(exc, model, "a stream")
 
 
 async def sse_stream(
-    events: AsyncIterator[bytes], app: Any, model: str, usage_event: Callable[[], bytes] | None
-) -> AsyncIterator[bytes]:
+    events: AsyncGenerator[bytes, None], app: AppView, model: str, usage_event: Callable[[], bytes] | None
+) -> AsyncGenerator[bytes, None]:
     """The SSE body around a route's chunk events: a failure becomes a final error event, then
     the usage chunk (stream_options.include_usage) and `[DONE]`. Closing it closes `events`."""
     try:
@@ -53,7 +55,7 @@ async def sse_stream(
     yield DONE
 
 
-async def collect_or_answer(stream: Any, app: Any) -> Any:
+async def collect_or_answer(stream: GenerationStream, app: AppView) -> Generation:
     """A non-streamed request's whole generation; a failure after admission becomes the OpenAI
     error it answers (stream_error), raised."""
     try:
@@ -62,17 +64,17 @@ async def collect_or_answer(stream: Any, app: Any) -> Any:
         raise stream_error(exc, app, stream.model) from None
 
 
-def wants_usage(body: Any) -> bool:
+def wants_usage(body: GenerationRequest) -> bool:
     return body.stream_options is not None and body.stream_options.include_usage
 
 
 def chunk_stream(
-    body: Any,
-    app: Any,
+    body: GenerationRequest,
+    app: AppView,
     model: str,
-    events: Callable[[Any], AsyncIterator[bytes]],
+    events: Callable[[UsageField], AsyncGenerator[bytes, None]],
     usage_chunk: Callable[[], bytes],
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The SSE body of a streamed chat or completion: events(usage_field) yields the route's chunk
     events. With stream_options.include_usage every chunk says `usage: null` and one last chunk
     (usage_chunk(), encoded) carries the usage; without it, chunks leave the field out."""
