@@ -29,6 +29,8 @@ from typing import Literal
 
 import msgspec
 import msgspec.yaml
+from swiftserve.router.pipeline_file import PipelineEntry, pipeline_specs
+from swiftserve.router.pipeline_spec import PipelineError, PipelineSpec
 from swiftserve.router.registry import default_served_name
 from swiftserve.scheduler.memory_budget import parse_bytes
 
@@ -104,6 +106,7 @@ class FileConfig:
     memory_budget: int | None = None  # bytes; None: the default share of free memory
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     host_memory: int = 0  # bytes for parked weights; 0: the host tier is off
+    pipelines: tuple[PipelineSpec, ...] = ()  # router/pipeline_file.py
 
 
 class _ModelEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -123,6 +126,7 @@ class _File(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     memory_budget: str | int | None = None
     idle_timeout: str | float = DEFAULT_IDLE_TIMEOUT_S
     host_memory: str | int = 0
+    pipelines: list[PipelineEntry] = []
 
 
 def load_config_file(path: str | Path) -> FileConfig:
@@ -132,10 +136,11 @@ def load_config_file(path: str | Path) -> FileConfig:
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
-    return parse_config(raw, str(path))
+    return parse_config(raw, str(path), path.parent)
 
 
-def parse_config(text: bytes | str, where: str = "config") -> FileConfig:
+def parse_config(text: bytes | str, where: str = "config", base_dir: Path | None = None) -> FileConfig:
+    """base_dir: where relative paths in the file (a pipeline's corpus) start; default the cwd."""
     try:
         file = msgspec.yaml.decode(text, type=_File)
     except msgspec.ValidationError as exc:
@@ -143,12 +148,12 @@ def parse_config(text: bytes | str, where: str = "config") -> FileConfig:
     except msgspec.DecodeError as exc:
         raise ConfigError(f"{where}: not valid YAML ({exc})") from None
     try:
-        return _convert(file)
-    except ConfigError as exc:
+        return _convert(file, base_dir or Path.cwd())
+    except (ConfigError, PipelineError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def _convert(file: _File) -> FileConfig:
+def _convert(file: _File, base_dir: Path) -> FileConfig:
     if not file.models:
         raise ConfigError("models: at least one model is needed")
     default_idle = parse_duration(file.idle_timeout, "idle_timeout")
@@ -164,7 +169,8 @@ def _convert(file: _File) -> FileConfig:
     budget = None if file.memory_budget is None else _size("memory_budget", file.memory_budget)
     if budget == 0:
         raise ConfigError("memory_budget: must be a positive size such as 6GiB, got 0")
-    return FileConfig(models, budget, default_idle, host_memory)
+    pipelines = pipeline_specs(file.pipelines, set(names), base_dir)
+    return FileConfig(models, budget, default_idle, host_memory, pipelines)
 
 
 def _size(key: str, value: str | int) -> int:

@@ -121,6 +121,24 @@ class RequestAbortedError(RouterError):
     """The request ended early: a shutdown, an engine failure or an unload stopped its model."""
 
 
+class UnknownPipelineError(RouterError, KeyError):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+    def __str__(self) -> str:
+        return f"the pipeline {self.name!r} does not exist"
+
+
+class PipelineStageError(RouterError):
+    """A stage of a pipeline request failed; `cause` is the router error it met (its kind
+    decides the answer's status), and the request's other stages were aborted."""
+
+    def __init__(self, pipeline: str, stage: str, cause: RouterError) -> None:
+        super().__init__(f"pipeline {pipeline!r}, stage {stage!r}: {cause}")
+        self.pipeline, self.stage, self.cause = pipeline, stage, cause
+
+
 class GenerationFailedError(RouterError, engine.RequestFailedError):
     """The request failed inside an engine step or forward (the others in it went on): a server
     error, not the client's."""

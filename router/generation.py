@@ -57,9 +57,23 @@ async def open_chat(
     default_max_tokens: int,
 ) -> GenerationStream:
     """Starts a reply to `messages` on the handle's chat model."""
-    text = render_chat(handle, messages)
-    ids = await tokenize(handle.tokenizer, text, add_special_tokens=False)
-    return await _open(handle, [ids], max_tokens, sampling, "messages", default_max_tokens)
+    return await open_chats(handle, [messages], max_tokens, sampling, default_max_tokens)
+
+
+async def open_chats(
+    handle: ChatHandle,
+    conversations: list[list[dict]],
+    max_tokens: int | None,
+    sampling: Mapping[str, Any],
+    default_max_tokens: int,
+) -> GenerationStream:
+    """Starts a reply to each conversation, submitted together (a fan-out: their prefills share
+    engine steps and their common prefix the prefix cache); choice k answers conversation k // n."""
+    ids = []
+    for messages in conversations:
+        text = render_chat(handle, messages)
+        ids.append(await tokenize(handle.tokenizer, text, add_special_tokens=False))
+    return await _open(handle, ids, max_tokens, sampling, "messages", default_max_tokens)
 
 
 async def open_completion(

@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from swiftserve.router.config_file import DEFAULT_IDLE_TIMEOUT_S, parse_duration
+from swiftserve.router.pipeline_spec import PipelineSpec
+from swiftserve.router.pipeline_stream import PipelineStream
+from swiftserve.router.pipeline_types import PipelineResult
 from swiftserve.router.request_types import Generation, GenerationStream
 from swiftserve.router.router import ModelInfo, Router
 from swiftserve.router.router_config import RouterConfig
@@ -32,7 +35,8 @@ class Server:
     folders or .gguf files, optionally `served_name=spec`, as on the command line. Sizes take
     "6GiB"-style strings, durations "60s"-style ones. Other keywords: default_max_tokens, snapshots
     (automatic snapshots, on by default) and the engine defaults (ServeDefaults: dtype, device,
-    max_model_len, max_num_seqs, kv_cache_memory, seed, ...).
+    max_model_len, max_num_seqs, kv_cache_memory, seed, ...). `pipelines` are served beside the
+    config file's (swiftserve.Pipeline); a pipeline's name is called like a model's in `chat`.
     Use it as an async context manager, or call start() and stop()."""
 
     def __init__(
@@ -44,6 +48,7 @@ class Server:
         host_memory: int | str | None = None,
         idle_timeout: float | str = DEFAULT_IDLE_TIMEOUT_S,
         config_file: str | Path | None = None,
+        pipelines: Sequence[PipelineSpec] = (),
         **engine_defaults: Any,
     ) -> None:
         self.config = RouterConfig.build(
@@ -53,6 +58,7 @@ class Server:
             idle_timeout_s=parse_duration(idle_timeout, "idle_timeout"),
             memory_budget=_bytes(memory_budget),
             host_memory=_bytes(host_memory),
+            pipelines=tuple(pipelines),
             **_sized(engine_defaults),
         )
         self._runtime = RouterRuntime(self.config)
@@ -107,6 +113,15 @@ class Server:
     async def embed(self, model: str, texts: list[str] | list[list[int]]) -> Any:
         """One float32 row per input (`.embeddings`) and the tokens read (`.num_prompt_tokens`)."""
         return await self.router.embed(model, texts)
+
+    async def run_pipeline(self, name: str, messages: list[dict], **sampling: Any) -> PipelineResult:
+        """Every stage's output, usage and timings (`chat(name, ...)` gives the final reply only);
+        `sampling` (max_tokens, temperature, ...) applies to the final stage."""
+        return await self.router.run_pipeline(name, messages, **sampling)
+
+    async def open_pipeline(self, name: str, messages: list[dict], **sampling: Any) -> PipelineStream:
+        """run_pipeline with the final stage streamed (iterate its steps; `result()` at the end)."""
+        return await self.router.open_pipeline(name, messages, **sampling)
 
     # -- models -----------------------------------------------------------------------------------
     def models(self) -> list[ModelInfo]:

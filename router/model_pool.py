@@ -212,28 +212,48 @@ class ModelPool:
 
     async def ensure_resident(self, name: str) -> None:
         """Returns once the model is resident; loads it (evicting others if needed) when cold."""
+        while True:
+            loading, _ = await self.start_load(name)
+            if loading is None:
+                return
+            await asyncio.shield(loading)
+
+    async def start_load(self, name: str) -> tuple[asyncio.Task | None, bool]:
+        """Returns as soon as `name` is resident (None) or loading (its load task): admitted now, or
+        once memory allows (queued up to load_timeout_s). The flag says whether this call started
+        the load. A pipeline's pre-warm starts its models' loads this way, one after another in
+        order of need, so that loads overlap where the budget allows and keep that order where not."""
         entry = self._entry(name)
         deadline = time.monotonic() + self.load_timeout_s
         while True:
             state = self.ledger.state(name)
             if state is State.RESIDENT:
-                return
+                return None, False
             if state is State.LOADING:
                 # admit() and the task that loads are made with no await between: it has its task.
                 assert entry.load_task is not None
-                await asyncio.shield(entry.load_task)
-            elif state is State.UNLOADING:
+                return entry.load_task, False
+            if state is State.UNLOADING:
                 await self._settle(name)
-            else:
-                await self._report_kv_usage()  # so the ledger takes back only blocks unused now
-                # Another request got there first unless it is still cold or parked.
-                if self.ledger.state(name) not in (State.COLD, State.PARKED):
-                    continue
-                decision = self.ledger.admit(name)
-                if decision.admitted:
-                    entry.load_task = asyncio.create_task(self._load(name, decision), name=f"load-{name}")
-                else:
-                    await self._wait_for_change(name, deadline, decision.reason)
+                continue
+            await self._report_kv_usage()  # so the ledger takes back only blocks unused now
+            # Another request got there first unless it is still cold or parked.
+            if self.ledger.state(name) not in (State.COLD, State.PARKED):
+                continue
+            decision = self.ledger.admit(name)
+            if decision.admitted:
+                entry.load_task = asyncio.create_task(self._load(name, decision), name=f"load-{name}")
+                return entry.load_task, True
+            await self._wait_for_change(name, deadline, decision.reason)
+
+    def hold(self, name: str) -> None:
+        """Keeps `name` from eviction and idle unloads until unhold (a pipeline request's lease);
+        allowed while cold."""
+        self.ledger.hold(self._entry(name).model.name)
+
+    def unhold(self, name: str) -> None:
+        self.ledger.unhold(name)
+        self._notify()  # a load that waited for this model's memory may go now
 
     async def _wait_for_change(self, name: str, deadline: float, reason: str) -> None:
         remaining = deadline - time.monotonic()

@@ -20,15 +20,19 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from swiftserve.router import errors, generation
+from swiftserve.router import errors, generation, pipeline_run
 from swiftserve.router.abortable import until_closed
 from swiftserve.router.handles import ChatHandle, EmbeddingHandle, ModelHandle
 from swiftserve.router.model_pool import ModelPool, Registration
+from swiftserve.router.pipeline_spec import PipelineSpec
+from swiftserve.router.pipeline_stream import PipelineStream
+from swiftserve.router.pipeline_table import PipelineTable
+from swiftserve.router.pipeline_types import PipelineInput, PipelineResult
 from swiftserve.router.prompts import DEFAULT_MAX_TOKENS
-from swiftserve.router.request_types import Generation, GenerationStream
+from swiftserve.router.request_types import Choice, Generation, GenerationStream
 from swiftserve.scheduler.residency_types import Policy, State
 
 from swiftserve.engine.embedding_inputs import EmbeddingResult
@@ -85,6 +89,9 @@ class Router:
         self._closing = asyncio.Event()  # set at shutdown: ends every stream still in flight
         self._num_streams = 0
         self._drained = asyncio.Event()
+        self.pipelines = PipelineTable()
+        # on_pipeline(name, result): each pipeline request's end; result None when it failed.
+        self.on_pipeline: Callable[[str, PipelineResult | None], None] = lambda name, result: None
 
     # -- configuration ----------------------------------------------------------------------------
     def add(
@@ -219,7 +226,10 @@ class Router:
     async def chat(
         self, model: str, messages: list[dict], max_tokens: int | None = None, **sampling: Any
     ) -> Generation:
-        """The whole reply to `messages`; see open_chat."""
+        """The whole reply to `messages`; see open_chat. `model` may name a pipeline: the reply is
+        its final stage's, with the usage of every stage."""
+        if model in self.pipelines:
+            return as_generation(await self.run_pipeline(model, messages, max_tokens, **sampling))
         return await generation.collect(await self.open_chat(model, messages, max_tokens, **sampling))
 
     async def open_completion(
@@ -236,6 +246,30 @@ class Router:
     ) -> Generation:
         """The whole of the completions; see open_completion."""
         return await generation.collect(await self.open_completion(model, prompt, max_tokens, **sampling))
+
+    # -- pipelines --------------------------------------------------------------------------------
+    async def add_pipeline(self, spec: PipelineSpec) -> None:
+        """Serves a pipeline over the models added before (PipelineError naming the pipeline and
+        stage); its retrieve stages' corpora are indexed now (loading their embedding model)."""
+        await self.pipelines.add(self, spec, self.names())
+
+    async def run_pipeline(
+        self, name: str, messages: list[dict], max_tokens: int | None = None, **sampling: Any
+    ) -> PipelineResult:
+        """Runs pipeline `name` on a conversation (its last user message is the input); the
+        caller's max_tokens and sampling fields apply to the final stage."""
+        self._check_open()
+        return await pipeline_run.run(
+            self, self.pipelines.get(name), _pipeline_input(messages, max_tokens, sampling)
+        )
+
+    async def open_pipeline(
+        self, name: str, messages: list[dict], max_tokens: int | None = None, **sampling: Any
+    ) -> PipelineStream:
+        """run_pipeline with the final stage streamed; every other stage has run on return."""
+        self._check_open()
+        request = _pipeline_input(messages, max_tokens, sampling)
+        return await pipeline_run.open_stream(self, self.pipelines.get(name), request)
 
     # -- one request on one model -------------------------------------------------------------------
     async def generate(
@@ -281,3 +315,18 @@ class Router:
     def _check_open(self) -> None:
         if self._closed:
             raise errors.RouterClosedError("the router is shutting down")
+
+
+def _pipeline_input(messages: list[dict], max_tokens: int | None, sampling: dict[str, Any]) -> PipelineInput:
+    if not messages or not all(isinstance(m, dict) for m in messages):
+        raise errors.InvalidParameterError("messages", "'messages' must hold at least one message.")
+    return PipelineInput(list(messages), max_tokens, sampling)
+
+
+def as_generation(result: PipelineResult) -> Generation:
+    """A pipeline's answer as a chat reply: the final stage's choices (a retrieve stage's
+    passages as one), with the usage of every stage."""
+    if result.final is not None:
+        return replace(result.final, model=result.pipeline, usage=result.usage)
+    choice = Choice(0, 0, str(result.output), [], None, "stop")
+    return Generation(result.pipeline, [choice], result.usage, [[]])

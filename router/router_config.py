@@ -18,6 +18,7 @@ from swiftserve.router.config_file import (
     load_config_file,
 )
 from swiftserve.router.engine_configs import ServeDefaults, models_from_flags
+from swiftserve.router.pipeline_spec import PipelineSpec
 from swiftserve.router.prompts import DEFAULT_MAX_TOKENS
 from swiftserve.scheduler.memory_budget import default_cpu_budget
 
@@ -40,6 +41,7 @@ class RouterConfig:
     default_max_tokens: int = DEFAULT_MAX_TOKENS  # for requests that set no max_tokens
     config_file: str | None = None
     file: FileConfig | None = None
+    pipelines: tuple[PipelineSpec, ...] = ()  # the file's and those given in Python
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -64,19 +66,16 @@ class RouterConfig:
         host_memory: int | None = None,
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
         snapshots: bool = True,
+        pipelines: tuple[PipelineSpec, ...] = (),
         **engine_defaults: Any,
     ) -> RouterConfig:
         """`models` pinned and `on_demand` specs; with neither, DEFAULT_MODELS pinned.
         snapshots: automatic snapshots in the model cache. engine_defaults: ServeDefaults' fields."""
         pinned = models if models is not None or on_demand else DEFAULT_MODELS
         specs = models_from_flags(tuple(pinned or ()), tuple(on_demand or ()), idle_timeout_s)
-        return cls(
-            specs,
-            _defaults(snapshots, engine_defaults),
-            memory_budget,
-            host_memory,
-            default_max_tokens,
-        )
+        defaults = _defaults(snapshots, engine_defaults)
+        budgets = (memory_budget, host_memory)
+        return cls(specs, defaults, *budgets, default_max_tokens, pipelines=tuple(pipelines))
 
     @classmethod
     def from_file(
@@ -87,13 +86,17 @@ class RouterConfig:
         host_memory: int | None = None,
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
         snapshots: bool = True,
+        pipelines: tuple[PipelineSpec, ...] = (),
         **engine_defaults: Any,
     ) -> RouterConfig:
-        """The models of a config file (ConfigError naming the file and key); a budget given
-        here wins over the file's, a model's own engine setting over engine_defaults."""
+        """The models and pipelines of a config file (ConfigError naming the file and key), and
+        `pipelines` beside the file's; a budget given here wins over the file's, a model's own
+        engine setting over engine_defaults."""
         file = load_config_file(path)
         defaults = _defaults(snapshots, engine_defaults)
-        return cls(file.models, defaults, memory_budget, host_memory, default_max_tokens, str(path), file)
+        every = file.pipelines + tuple(pipelines)
+        budgets = (memory_budget, host_memory)
+        return cls(file.models, defaults, *budgets, default_max_tokens, str(path), file, every)
 
     @classmethod
     def build(

@@ -22,9 +22,10 @@ import time
 from dataclasses import dataclass
 
 from swiftserve.router import errors
-from swiftserve.router.config_file import ModelConfig, load_config_file
+from swiftserve.router.config_file import ConfigError, ModelConfig, load_config_file
 from swiftserve.router.engine_configs import engine_config
 from swiftserve.router.model_pool import ModelPool, Registration
+from swiftserve.router.pipeline_spec import PipelineError, PipelineSpec
 from swiftserve.router.router import ColdStartHook, Router
 from swiftserve.router.router_config import RouterConfig
 
@@ -56,6 +57,7 @@ class RouterRuntime:
         pool = ModelPool(config.budget_bytes(), host_budget_bytes=config.host_budget_bytes())
         self.router = Router(pool, on_cold_start, config.default_max_tokens)
         self._served: dict[str, ModelConfig] = {}
+        self._file_pipelines: list[PipelineSpec] = []  # served from the config file
         self._reload_lock = asyncio.Lock()
 
     async def start(self) -> None:
@@ -65,6 +67,9 @@ class RouterRuntime:
         start = time.perf_counter()
         await self.router.start()
         logger.info("pinned models loaded in %.1f s", time.perf_counter() - start)
+        for pipeline in self.config.pipelines:
+            await self.router.add_pipeline(pipeline)
+        self._file_pipelines = list(self.config.file.pipelines if self.config.file else ())
 
     async def reload_config(self) -> ReloadResult:
         """Adds the config file's new models (see the module docstring); ConfigError for a bad
@@ -85,12 +90,16 @@ class RouterRuntime:
             removed = [name for name in before if name not in listed]
             await self._add_all(new)
             await self._load_pinned_or_remove(new)
-            unchanged = tuple(name for name in kept if name not in changed)
+            pipelines = _compare(self._file_pipelines, file.pipelines)
+            await self._add_pipelines_or_remove(pipelines.new, new)
+            unchanged = tuple(name for name in kept if name not in changed) + pipelines.unchanged
             settings = self.config.settings_changed_in(file)
-            result = ReloadResult(tuple(m.name for m in new), unchanged, tuple(changed + removed), settings)
+            restart = tuple(changed + removed) + pipelines.needs_restart
+            added = tuple(m.name for m in new) + tuple(p.name for p in pipelines.new)
+            result = ReloadResult(added, unchanged, restart, settings)
         if result.needs_restart or result.settings_need_restart:
-            restart = list(result.needs_restart + result.settings_need_restart)
-            logger.warning("config reload: %s changed or left the file; a restart applies that", restart)
+            names = list(result.needs_restart + result.settings_need_restart)
+            logger.warning("config reload: %s changed or left the file; a restart applies that", names)
         logger.info("config reload: added %s", list(result.added) or "nothing")
         return result
 
@@ -107,6 +116,24 @@ class RouterRuntime:
         self.router.add_all(registrations)
         self._served.update((model.name, model) for model in models)
 
+    async def _add_pipelines_or_remove(
+        self, pipelines: list[PipelineSpec], models: list[ModelConfig]
+    ) -> None:
+        """Adds a reload's new pipelines; when one is refused, they and the reload's new models go."""
+        added: list[str] = []
+        try:
+            for pipeline in pipelines:
+                await self.router.add_pipeline(pipeline)
+                added.append(pipeline.name)
+        except PipelineError as exc:
+            for name in added:
+                self.router.pipelines.remove(name)
+            for model in models:
+                await self.router.remove(model.name)
+                del self._served[model.name]
+            raise ConfigError(f"{self.config.config_file}: {exc}") from None
+        self._file_pipelines += pipelines
+
     async def _load_pinned_or_remove(self, models: list[ModelConfig]) -> None:
         """Loads the pinned ones among freshly added models; on a failure all of them go again."""
         try:
@@ -122,6 +149,23 @@ class RouterRuntime:
     async def stop(self) -> None:
         await self.router.shutdown()
         await asyncio.to_thread(self.executor.stop)
+
+
+@dataclass(frozen=True)
+class _Compared:
+    new: list[PipelineSpec]
+    unchanged: tuple[str, ...]
+    needs_restart: tuple[str, ...]
+
+
+def _compare(served_specs: list[PipelineSpec], listed_specs: tuple[PipelineSpec, ...]) -> _Compared:
+    """The file's pipelines against those served from it: new, unchanged, changed or gone."""
+    served = {spec.name: spec for spec in served_specs}
+    listed = {spec.name: spec for spec in listed_specs}
+    new = [spec for name, spec in listed.items() if name not in served]
+    unchanged = tuple(name for name in listed if name in served and served[name] == listed[name])
+    restart = tuple(name for name in served if name not in listed or served[name] != listed[name])
+    return _Compared(new, unchanged, restart)
 
 
 def served_model(model: ModelConfig, config: RouterConfig, executor: DeviceExecutor) -> ServedModel:

@@ -9,6 +9,9 @@ __all__ = [
     "AsyncEngine",
     "EmbeddingEngine",
     "EngineConfig",
+    "Pipeline",
+    "Stage",
+    "Message",
     "SamplingParams",
     "RequestOutput",
     "CompletionOutput",
@@ -35,6 +38,14 @@ def __getattr__(name: str):
         from swiftserve.engine.embedding_engine import EmbeddingEngine
 
         return EmbeddingEngine
+    if name in ("Pipeline", "Stage", "Message"):
+        from swiftserve.router import pipeline_spec
+
+        return {
+            "Pipeline": pipeline_spec.PipelineSpec,
+            "Stage": pipeline_spec.StageSpec,
+            "Message": pipeline_spec.Message,
+        }[name]
     if name == "EngineConfig":
         from swiftserve.config import EngineConfig
 

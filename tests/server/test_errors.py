@@ -47,6 +47,9 @@ ROUTER_ERRORS = [
     (errors.RequestAbortedError("gone"), 503, "aborted", None),
     (errors.RouterClosedError("closing"), 503, "service_unavailable", None),
     (errors.GenerationFailedError("sampling raised"), 500, "generation_failed", None),
+    (errors.UnknownPipelineError("p"), 404, "model_not_found", "model"),
+    # A stage's error answers as its cause does (the message names the pipeline and stage).
+    (errors.PipelineStageError("p", "s", errors.ModelLoadError("m", "boom")), 503, "model_load_failed", None),
 ]
 
 # Every error class of engine/errors.py: what a request that met it is answered.

@@ -28,6 +28,7 @@ from swiftserve.server.errors import APIError, error_for, service_unavailable
 from swiftserve.server.http import Handler, HTTPRequest, JSONResponse, Response, error_response
 from swiftserve.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from swiftserve.server.routes_models import list_models, model_route, reload_config
+from swiftserve.server.routes_pipelines import pipeline_route
 
 logger = logging.getLogger("swiftserve.server")
 
@@ -69,6 +70,7 @@ class App:
         self._on_shutdown = on_shutdown
         self._startup_task: asyncio.Task | None = None
         self._shutdown_task: asyncio.Future | None = None
+        router.on_pipeline = self.metrics.pipeline.observe
         self._routes: dict[str, dict[str, Handler]] = {}
         self._install_routes()
 
@@ -170,7 +172,8 @@ class App:
         methods = self._routes.get(path)
         if methods is not None:
             return path, methods
-        return model_route(path)  # /v1/models/{id}, /v1/models/{name}/load | unload
+        # /v1/models/{id}, /v1/models/{name}/load | unload, /v1/pipelines/{name}
+        return model_route(path) or pipeline_route(path)
 
     def _resolve(self, request: HTTPRequest) -> Handler:
         """The handler of the request's route (setting request.route); 404, 405, 401 or 503."""

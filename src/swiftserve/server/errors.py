@@ -134,6 +134,14 @@ def error_for(exc: BaseException, model: str, where: str = "a request") -> APIEr
 
 def _router_error(exc: RouterError, model: str) -> APIError:
     """One status and code per router error class (tests/server/test_errors.py checks them all)."""
+    if isinstance(exc, router.PipelineStageError):
+        # Answered as the stage's own error would be, the message naming the pipeline and stage.
+        inner = _router_error(exc.cause, model)
+        where = f"Pipeline {exc.pipeline!r}, stage {exc.stage!r}: "
+        return APIError(inner.status, where + inner.message, type=inner.type, param=inner.param,
+                        code=inner.code, headers=inner.headers)  # fmt: skip
+    if isinstance(exc, router.UnknownPipelineError):
+        return model_not_found(exc.name)
     if isinstance(exc, router.ContextLengthExceededError):
         return context_length_exceeded(exc.num_prompt_tokens, exc.max_tokens, exc.max_model_len, exc.param)
     if isinstance(exc, router.InvalidParameterError):

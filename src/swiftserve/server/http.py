@@ -93,7 +93,8 @@ class HTTPRequest:
     def label(self, model: str) -> None:
         """Counts this request under `model` once it names a served one: unknown names would grow
         the counter's label set without bound. Typed errors are answered naming it too."""
-        if model in self.app.router.names():
+        router = self.app.router
+        if model in router.names() or model in router.pipelines:
             self.model = model
 
 

@@ -159,11 +159,59 @@ class ServerMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.pipeline = _PipelineMetrics(r)
         r.register(_EngineStatsCollector(engines))
         r.register(_ModelLifecycleCollector(models))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _PipelineMetrics:
+    """Per pipeline and stage; labels come from the config (pipeline, stage and model names)."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "swiftserve_pipeline_requests",
+            "Pipeline requests by outcome",
+            ["pipeline", "outcome"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "swiftserve_pipeline_latency_seconds", "Pipeline request latency", ["pipeline"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.stage_latency = Histogram(
+            "swiftserve_stage_latency_seconds", "A stage's time from its inputs ready to its end",
+            ["pipeline", "stage"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.cold_wait = Histogram(
+            "swiftserve_stage_cold_wait_seconds", "A stage's wait for its model to be resident",
+            ["pipeline", "stage"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.prewarm_loads = Counter(
+            "swiftserve_prewarm_loads", "Model loads started by a pipeline's pre-warm", ["pipeline", "model"],
+            registry=r,
+        )  # fmt: skip
+        self.prewarm_saved = Counter(
+            "swiftserve_prewarm_saved_seconds", "Loads a request caused minus the cold waits it saw",
+            ["pipeline"], registry=r,
+        )  # fmt: skip
+
+    def observe(self, name: str, result) -> None:
+        """One pipeline request's end (result None: it failed)."""
+        if result is None:
+            self.requests.labels(name, "error").inc()
+            return
+        self.requests.labels(name, "ok").inc()
+        self.latency.labels(name).observe(result.latency_s)
+        for stage in result.stages:
+            t = stage.timing
+            self.stage_latency.labels(name, stage.id).observe(t.end_s - t.start_s)
+            self.cold_wait.labels(name, stage.id).observe(t.cold_wait_s)
+            if t.load_started_by == "prewarm":
+                self.prewarm_loads.labels(name, stage.model).inc()
+        self.prewarm_saved.labels(name).inc(result.prewarm_saved_s)
 
 
 class RequestTimer:

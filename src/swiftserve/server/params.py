@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from swiftserve.server import protocol as p
 from swiftserve.server.errors import bad_request
 
@@ -37,6 +39,14 @@ def sampling_fields(
         "logprobs": logprobs,
         "prompt_logprobs": prompt_logprobs,
     }
+
+
+def explicit_sampling_fields(body: Any) -> dict[str, Any]:
+    """sampling_fields, only those the body sets to other than its default: a pipeline's final
+    stage keeps its own configured values for the rest."""
+    defaults = {f.name: f.default for f in msgspec.structs.fields(type(body))}
+    fields = sampling_fields(body, logprobs=None)
+    return {k: v for k, v in fields.items() if getattr(body, k, None) not in (None, defaults.get(k))}
 
 
 def _stops(stop: str | list[str] | None) -> tuple[str, ...]:

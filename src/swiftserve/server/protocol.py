@@ -167,9 +167,24 @@ def unsupported_fields(request: Struct) -> list[str]:
     return bad
 
 
-RequestT = TypeVar("RequestT", ChatCompletionRequest, CompletionRequest, EmbeddingRequest)
+class PipelineRunRequest(_Request, kw_only=True):
+    """POST /v1/pipelines/{name}: the input as text or as a conversation, and the final stage's
+    max_tokens and sampling fields."""
+
+    input: str | UnsetType = UNSET
+    messages: list[dict] | UnsetType = UNSET
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+
+
+RequestT = TypeVar(
+    "RequestT", ChatCompletionRequest, CompletionRequest, EmbeddingRequest, "PipelineRunRequest"
+)
 _DECODERS: dict[type[_Request], msgspec.json.Decoder[Any]] = {
-    t: msgspec.json.Decoder(t) for t in (ChatCompletionRequest, CompletionRequest, EmbeddingRequest)
+    t: msgspec.json.Decoder(t)
+    for t in (ChatCompletionRequest, CompletionRequest, EmbeddingRequest, PipelineRunRequest)
 }
 
 
@@ -274,6 +289,31 @@ class PromptLogprob(Struct):
 PromptLogprobs = list[dict[int, PromptLogprob] | None]
 
 
+class StageReport(Struct):
+    """One pipeline stage of a request: its model and timings (seconds; pipeline_types.StageTiming)."""
+
+    id: str
+    kind: str
+    model: str
+    start_s: float
+    cold_wait_s: float
+    first_token_s: float | None
+    run_s: float
+    end_s: float
+    load_started_by: str
+    load_s: float
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class PipelineReport(Struct):
+    """The `swiftserve` field of a pipeline's answer: what each stage cost."""
+
+    pipeline: str
+    latency_s: float
+    stages: list[StageReport]
+
+
 class ChatCompletion(Struct):
     id: str
     created: int
@@ -283,6 +323,7 @@ class ChatCompletion(Struct):
     system_fingerprint: str | UnsetType = UNSET  # a string from the route; never null
     object: str = "chat.completion"
     prompt_logprobs: PromptLogprobs | UnsetType = UNSET  # only when asked for
+    swiftserve: PipelineReport | UnsetType = UNSET  # a pipeline's stages and timings
 
 
 class ChatDelta(Struct):
@@ -307,6 +348,7 @@ class ChatCompletionChunk(Struct):
     usage: Usage | None | UnsetType = UNSET
     system_fingerprint: str | UnsetType = UNSET
     object: str = "chat.completion.chunk"
+    swiftserve: PipelineReport | UnsetType = UNSET  # a pipeline's, on one chunk after the last choice
 
 
 class CompletionLogprobs(Struct):
@@ -401,3 +443,19 @@ _ENCODER = msgspec.json.Encoder()
 
 def encode(obj: Any) -> bytes:
     return _ENCODER.encode(obj)
+
+
+class StageOutput(Struct):
+    report: StageReport
+    output: Any  # text, list of texts, or a vector
+
+
+class PipelineRun(Struct):
+    """The answer of POST /v1/pipelines/{name}: every stage's output and timings."""
+
+    pipeline: str
+    output: Any
+    stages: list[StageOutput]
+    usage: Usage
+    latency_s: float
+    object: str = "pipeline.run"

@@ -6,18 +6,19 @@ import contextlib
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 import msgspec
 
 from swiftserve.router.request_types import ChoiceDelta, Generation, GenerationStream, Usage
-from swiftserve.router.router import Router
+from swiftserve.router.router import Router, as_generation
 from swiftserve.server import protocol as p
 from swiftserve.server.errors import bad_request
 from swiftserve.server.http import HTTPRequest, JSONResponse, Response, StreamingResponse
 from swiftserve.server.logprobs import chat_logprobs, prompt_logprobs_json
 from swiftserve.server.metrics import RequestTimer, timed
-from swiftserve.server.params import sampling_fields, template_messages
+from swiftserve.server.params import explicit_sampling_fields, sampling_fields, template_messages
+from swiftserve.server.pipeline_report import pipeline_report, with_upstream_usage
 from swiftserve.server.streaming import chunk_stream, collect_or_answer, sse_event
 
 
@@ -30,12 +31,37 @@ async def chat_completions(request: HTTPRequest) -> Response:
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     sampling = sampling_fields(body, logprobs=logprobs, prompt_logprobs=body.prompt_logprobs)
     router: Router = request.app.router
+    if body.model in router.pipelines:
+        return await pipeline_chat(request, body, messages, requested)
     stream = await router.open_chat(body.model, messages, requested, **sampling)
     chat = _Chat(request, body, stream)
     if body.stream:
         return StreamingResponse(chat.sse())
     generation = await collect_or_answer(chat.stream, request.app)
     return JSONResponse(p.encode(chat.completion(generation)))
+
+
+async def pipeline_chat(
+    request: HTTPRequest,
+    body: p.ChatCompletionRequest,
+    messages: list[dict],
+    requested: int | None,
+) -> Response:
+    """A chat completion answered by a pipeline: its final stage's reply, the usage of every stage
+    and, in `swiftserve`, each stage's timings; streamed, the final stage streams."""
+    if body.logprobs or body.prompt_logprobs is not None:
+        raise bad_request("A pipeline answers without logprobs.", param="logprobs")
+    router: Router = request.app.router
+    sampling = explicit_sampling_fields(body)
+    if body.stream:
+        opened = await router.open_pipeline(body.model, messages, requested, **sampling)
+        stream = GenerationStream(body.model, opened.n, [[]], with_upstream_usage(opened))
+        chat = _Chat(request, body, stream, lambda: pipeline_report(opened.result()))
+        return StreamingResponse(chat.sse())
+    result = await router.run_pipeline(body.model, messages, requested, **sampling)
+    chat = _Chat(request, body, None, lambda: pipeline_report(result), model=body.model)
+    completion = chat.completion(as_generation(result))
+    return JSONResponse(p.encode(msgspec.structs.replace(completion, swiftserve=pipeline_report(result))))
 
 
 def _check_logprob_fields(body: p.ChatCompletionRequest) -> None:
@@ -53,16 +79,28 @@ def _check_logprob_fields(body: p.ChatCompletionRequest) -> None:
 class _Chat:
     """Shapes the router's answer into a chat completion object or its chunks."""
 
-    def __init__(self, request: HTTPRequest, body: p.ChatCompletionRequest, stream: GenerationStream) -> None:
+    def __init__(
+        self,
+        request: HTTPRequest,
+        body: p.ChatCompletionRequest,
+        stream: GenerationStream | None,
+        report: Callable[[], p.PipelineReport] | None = None,
+        model: str | None = None,
+    ) -> None:
+        """stream: None for an answer already collected (a pipeline's; then `model` names it).
+        report: a pipeline's stages and timings, sent on a chunk of its own at the end."""
         self.app = request.app
         self.body = body
-        self.model = stream.model
-        self.tokenizer = request.app.router.chat_handle(stream.model).tokenizer
+        self.model = stream.model if stream is not None else (model or "")
+        self.report = report
+        # A pipeline has no tokenizer of its own; it answers without logprobs.
+        self.tokenizer = None if report is not None else request.app.router.chat_handle(self.model).tokenizer
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
-        self.fingerprint = request.app.system_fingerprint(stream.model)
-        timer = RequestTimer(request.app.metrics, self.model, request.arrival_time)
-        self.stream = dataclasses.replace(stream, steps=timed(stream.steps, timer))
+        self.fingerprint = request.app.system_fingerprint(self.model)
+        if stream is not None:
+            timer = RequestTimer(request.app.metrics, self.model, request.arrival_time)
+            self.stream = dataclasses.replace(stream, steps=timed(stream.steps, timer))
         self.usage: Usage | None = None  # the last step's
 
     def completion(self, generation: Generation) -> p.ChatCompletion:
@@ -78,6 +116,7 @@ class _Chat:
         entries = generation.prompt_logprobs[0] if generation.prompt_logprobs else None
         prompt_logprobs: p.PromptLogprobs | msgspec.UnsetType = msgspec.UNSET
         if self.body.prompt_logprobs is not None and entries is not None:
+            assert self.tokenizer is not None  # a pipeline refuses prompt_logprobs
             prompt_logprobs = prompt_logprobs_json(self.tokenizer, entries, self.body.prompt_logprobs)
         return p.ChatCompletion(
             id=self.id,
@@ -106,6 +145,9 @@ class _Chat:
                 if step.deltas:
                     choices = [self._chunk_choice(delta) for delta in step.deltas]
                     yield sse_event(p.encode(self._chunk(choices, usage_field)))
+        if self.report is not None:
+            chunk = msgspec.structs.replace(self._chunk([], usage_field), swiftserve=self.report())
+            yield sse_event(p.encode(chunk))
 
     def _chunk(self, choices: list[p.ChatChunkChoice], usage) -> p.ChatCompletionChunk:
         return p.ChatCompletionChunk(
@@ -131,4 +173,6 @@ class _Chat:
         )
 
     def _logprobs(self, entries) -> p.ChatLogprobs | None:
-        return chat_logprobs(self.tokenizer, entries or []) if self.body.logprobs else None
+        if not self.body.logprobs or self.tokenizer is None:  # a pipeline refuses logprobs
+            return None
+        return chat_logprobs(self.tokenizer, entries or [])

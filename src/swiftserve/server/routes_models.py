@@ -11,6 +11,7 @@ from swiftserve.router.router import ModelInfo, Router
 from swiftserve.server import protocol
 from swiftserve.server.errors import APIError
 from swiftserve.server.http import Handler, HTTPRequest, JSONResponse, Response
+from swiftserve.server.routes_pipelines import pipeline_cards
 
 MODEL_PREFIX = "/v1/models/"
 ADMIN_ACTIONS = ("load", "unload")
@@ -30,6 +31,7 @@ def _card(info: ModelInfo, created: int) -> protocol.ModelCard:
 async def list_models(request: HTTPRequest) -> Response:
     app = request.app
     cards = [_card(info, app.created) for info in app.router.models()]
+    cards += pipeline_cards(app.router, app.created)
     return JSONResponse(protocol.encode(protocol.ModelList(data=cards)))
 
 
@@ -37,6 +39,9 @@ async def retrieve_model(request: HTTPRequest) -> Response:
     """One model's card; UnknownModelError (404 model_not_found) for a name not served here."""
     name = request.path[len(MODEL_PREFIX) :]
     request.label(name)
+    if name in request.app.router.pipelines:
+        card = next(c for c in pipeline_cards(request.app.router, request.app.created) if c.id == name)
+        return JSONResponse(protocol.encode(card))
     return JSONResponse(protocol.encode(_card(request.app.router.info(name), request.app.created)))
 
 

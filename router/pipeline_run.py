@@ -1,0 +1,295 @@
+"""Running one pipeline request: leases, coordinated pre-warming, stages as their inputs are ready.
+
+1. Lease: every model of the pipeline is held (never evicted nor idled out) from arrival until the
+   last stage that calls it ends, and released however the request ends.
+2. Pre-warm (spec.prewarm): the models' loads are started at once, in order of first need, each
+   as soon as the ledger admits it. Where the budget holds them all, every load starts within
+   milliseconds of arrival and they overlap; where it does not, a later model's load waits for the
+   memory of an earlier one, released when its last stage ends, so the order never deadlocks.
+3. Stages run as soon as the stages they wait for are done; independent ones run concurrently. A
+   fan-out's calls are submitted together (one engine admission: shared steps and prefix cache).
+4. A stage that fails fails the request (PipelineStageError naming it); the other stages in flight
+   are cancelled, which aborts their engine requests.
+The final stage can be opened as a stream (`open`): every other stage runs first, so an error of
+theirs is raised before the caller answers anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from swiftserve.router import generation
+from swiftserve.router.errors import InvalidParameterError, PipelineStageError, RouterError
+from swiftserve.router.pipeline_corpus import Corpus
+from swiftserve.router.pipeline_spec import GENERATING, PipelineSpec, StageSpec
+from swiftserve.router.pipeline_stream import FinalStage, ModelWait, PipelineStream, one_step, timed
+from swiftserve.router.pipeline_templates import PipelineInputError, StageTemplates, Texts
+from swiftserve.router.pipeline_types import (
+    PipelineInput,
+    PipelineResult,
+    StageResult,
+    StageTiming,
+    sum_usage,
+)
+from swiftserve.router.request_types import Generation, GenerationStep, GenerationStream, Usage
+
+logger = logging.getLogger("swiftserve.router")
+
+
+class PipelineHost(Protocol):
+    """What a pipeline needs of the router (router.py; duck-typed, as it imports this module)."""
+
+    pool: Any
+    default_max_tokens: int
+
+    def handle(self, name: str, kind: str | None = None) -> Any: ...
+
+    def chat_handle(self, name: str) -> Any: ...
+
+    def on_pipeline(self, name: str, result: PipelineResult | None) -> None: ...
+
+    async def embed(self, name: str, inputs: list[str]) -> Any: ...
+
+
+@dataclass(frozen=True)
+class CompiledPipeline:
+    """A registered pipeline: its spec, compiled templates and indexed corpora (by stage id)."""
+
+    spec: PipelineSpec
+    templates: Mapping[str, StageTemplates]
+    corpora: Mapping[str, Corpus] = field(default_factory=dict)
+
+
+async def run(host: PipelineHost, pipeline: CompiledPipeline, request: PipelineInput) -> PipelineResult:
+    """Runs every stage; the result holds each stage's output, usage and timings."""
+    run = _Run(host, pipeline, request)
+    try:
+        await run.upstream()
+        await run.stage(pipeline.spec.final)
+        result = run.result(run.final)
+    except BaseException:
+        host.on_pipeline(pipeline.spec.name, None)
+        raise
+    finally:
+        await run.close()
+    host.on_pipeline(pipeline.spec.name, result)
+    return result
+
+
+async def open_stream(
+    host: PipelineHost, pipeline: CompiledPipeline, request: PipelineInput
+) -> PipelineStream:
+    """Runs every stage but the last, then opens the last as a stream (see the module docstring)."""
+    run = _Run(host, pipeline, request)
+    try:
+        await run.upstream()
+        return await run.open_final()
+    except BaseException:
+        host.on_pipeline(pipeline.spec.name, None)
+        await run.close()
+        raise
+
+
+class _Run:
+    """One request's execution; see the module docstring."""
+
+    def __init__(self, host: PipelineHost, pipeline: CompiledPipeline, request: PipelineInput) -> None:
+        self.host, self.pipeline, self.spec, self.request = host, pipeline, pipeline.spec, request
+        self.arrival = time.perf_counter()
+        self.outputs: dict[str, Any] = {}
+        self.results: dict[str, StageResult] = {}
+        self.prewarmed: set[str] = set()
+        self.final: Generation | None = None  # the final stage's, when it generates
+        self.loads_counted: set[str] = set()  # models whose load a stage's timing counts already
+        self.held = list(self.spec.models())
+        for model in self.held:
+            host.pool.hold(model)
+        self.prewarm = asyncio.ensure_future(self._prewarm()) if self.spec.prewarm else None
+
+    # -- leases and pre-warming -------------------------------------------------------------------
+    async def _prewarm(self) -> None:
+        for model in self.spec.models():
+            try:
+                _, started = await self.host.pool.start_load(model)
+            except RouterError as exc:  # the stage that needs it meets the same error
+                logger.info("pre-warming %s for %s: %s", model, self.spec.name, exc)
+                continue
+            if started:
+                self.prewarmed.add(model)
+
+    def _release(self, stage: StageSpec) -> None:
+        """Ends the leases whose last stage this was."""
+        for model, last in self.spec.last_use().items():
+            if last == stage.id and model in self.held:
+                self.held.remove(model)
+                self.host.pool.unhold(model)
+
+    async def close(self) -> None:
+        if self.prewarm is not None and not self.prewarm.done():
+            self.prewarm.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.prewarm
+        for model in self.held:
+            self.host.pool.unhold(model)
+        self.held = []
+
+    # -- stages -----------------------------------------------------------------------------------
+    async def upstream(self) -> None:
+        """Every stage but the final one, each once its inputs are ready."""
+        tasks: dict[str, asyncio.Task] = {}
+        for stage in self.spec.stages[:-1]:
+            deps = [tasks[a] for a in stage.after]
+            tasks[stage.id] = asyncio.ensure_future(self._after(deps, stage))
+        try:
+            await asyncio.gather(*tasks.values())
+        except BaseException:
+            for task in tasks.values():
+                task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            raise
+
+    async def _after(self, deps: list[asyncio.Task], stage: StageSpec) -> None:
+        await asyncio.gather(*deps)
+        await self.stage(stage)
+
+    async def stage(self, stage: StageSpec) -> StageResult:
+        """Runs one stage whose inputs are ready; its output and result are recorded."""
+        start = time.perf_counter()
+        try:
+            result = await self._call(stage, start, await self._resident(stage.model))
+        except RouterError as exc:
+            raise PipelineStageError(self.spec.name, stage.id, exc) from exc
+        self.outputs[stage.id] = result.output
+        self.results[stage.id] = result
+        self._release(stage)
+        return result
+
+    async def _resident(self, model: str) -> ModelWait:
+        """Waits for `model` to be resident; who started its load, and what it cost."""
+        start = time.perf_counter()
+        loading, started = await self.host.pool.start_load(model)
+        if loading is not None:
+            await asyncio.shield(loading)
+            await self.host.pool.ensure_resident(model)
+        waited = time.perf_counter() - start
+        by = "prewarm" if model in self.prewarmed else ("stage" if started else "")
+        if not by or model in self.loads_counted:
+            return ModelWait("", waited, 0.0)
+        self.loads_counted.add(model)
+        return ModelWait(by, waited, self.host.pool.entry(model).load_seconds[-1])
+
+    async def _call(self, stage: StageSpec, start: float, wait: ModelWait) -> StageResult:
+        submitted = time.perf_counter()
+        first: list[float] = []
+        if stage.kind in GENERATING:
+            stream = timed(await self._open(stage), first)
+            generation_ = await generation.collect(stream)
+            if stage is self.spec.final:
+                self.final = generation_
+            texts = [choice.text for choice in generation_.choices]
+            output: Any = texts[0] if stage.fan_out == 1 else Texts(texts)
+            usage = generation_.usage
+        else:
+            output, usage = await self._vector_stage(stage)
+        end = time.perf_counter()
+        timing = StageTiming(
+            start_s=start - self.arrival,
+            cold_wait_s=wait.cold_wait_s,
+            first_token_s=(first[0] - submitted) if first else None,
+            run_s=end - submitted,
+            end_s=end - self.arrival,
+            load_started_by=wait.started_by,
+            load_s=wait.load_s,
+        )
+        return StageResult(stage.id, stage.kind, stage.model, output, usage, timing)
+
+    async def _open(self, stage: StageSpec) -> GenerationStream:
+        sampling = dict(stage.sampling)
+        max_tokens = sampling.pop("max_tokens", None)
+        if stage is self.spec.final:
+            sampling.update(self.request.sampling or {})
+            max_tokens = self.request.max_tokens if self.request.max_tokens is not None else max_tokens
+        handle, default = self.host.chat_handle(stage.model), self.host.default_max_tokens
+        if stage.kind == "chat":
+            conversations = [self._messages(stage, i) for i in range(stage.fan_out)]
+            return await generation.open_chats(handle, conversations, max_tokens, sampling, default)
+        prompts = [self._render(stage, "prompt", i) for i in range(stage.fan_out)]
+        return await generation.open_completion(handle, prompts, max_tokens, sampling, default)
+
+    async def _vector_stage(self, stage: StageSpec) -> tuple[Any, Usage]:
+        text = self._render(stage, "input", 0)
+        result = await self.host.embed(stage.model, [text])
+        usage = Usage(result.num_prompt_tokens, 0)
+        if stage.kind == "embed":
+            return [float(x) for x in result.embeddings[0]], usage
+        passages = self.pipeline.corpora[stage.id].top_k(result.embeddings[0], stage.top_k)
+        return Texts(p.text for p in passages), usage
+
+    def _messages(self, stage: StageSpec, i: int) -> list[dict]:
+        return [
+            {"role": m.role, "content": self._render(stage, f"messages[{n}].content", i)}
+            for n, m in enumerate(stage.messages)
+        ]
+
+    def _render(self, stage: StageSpec, where: str, i: int) -> str:
+        context = {
+            "input": self.request.input,
+            "messages": self.request.messages,
+            "stages": self.outputs,
+            "i": i,
+        }
+        try:
+            return self.pipeline.templates[stage.id].render(where, context)
+        except PipelineInputError as exc:
+            raise InvalidParameterError("messages", str(exc)) from None
+
+    # -- the final stage as a stream --------------------------------------------------------------
+    async def open_final(self) -> PipelineStream:
+        stage = self.spec.final
+        upstream = sum_usage(r.usage for r in self.results.values())
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        if stage.kind not in GENERATING:
+            result = await self.stage(stage)
+            steps = self._finishing(one_step(result.output, result.usage), future, lambda: self.result(None))
+            return PipelineStream(steps, 1, upstream, future)
+        start = time.perf_counter()
+        try:
+            final = FinalStage(stage, start - self.arrival, await self._resident(stage.model))
+            opened = await self._open(stage)
+        except RouterError as exc:
+            raise PipelineStageError(self.spec.name, stage.id, exc) from exc
+
+        def finish() -> PipelineResult:
+            self.results[stage.id] = final.result(self.arrival)
+            return self.result(None)
+
+        steps = self._finishing(final.track(opened.steps), future, finish)
+        return PipelineStream(steps, opened.n * len(opened.prompt_token_ids), upstream, future)
+
+    async def _finishing(
+        self,
+        steps: AsyncGenerator[GenerationStep, None],
+        future: asyncio.Future,
+        finish: Callable[[], PipelineResult],
+    ) -> AsyncGenerator[GenerationStep, None]:
+        """`steps`, then the result into `future`; the leases end however the stream ends."""
+        try:
+            async with contextlib.aclosing(steps) as inner:
+                async for step in inner:
+                    yield step
+            future.set_result(finish())
+        finally:
+            if not future.done():
+                future.cancel()
+            self.host.on_pipeline(self.spec.name, future.result() if not future.cancelled() else None)
+            await self.close()
+
+    def result(self, final: Generation | None) -> PipelineResult:
+        stages = tuple(self.results[s.id] for s in self.spec.stages)
+        return PipelineResult(self.spec.name, stages, final, time.perf_counter() - self.arrival)
