@@ -39,7 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+# Appended, not prepended: the root's kernels/ must not shadow the installed `kernels`.
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 from benchmarks.common import print_table, write_json
 from benchmarks.page_cache import TIMED_LOAD, best_of
 

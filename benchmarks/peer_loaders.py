@@ -36,7 +36,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+# Appended, not prepended: the root's kernels/ must not shadow the installed `kernels`.
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 from benchmarks.page_cache import TIMED_LOAD, best_of
 
 PEERS: tuple[str, ...] = ("fastsafetensors", "tensorizer", "serverless-llm-store")

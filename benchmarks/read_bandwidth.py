@@ -56,7 +56,8 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+# Appended, not prepended: the root's kernels/ must not shadow the installed `kernels`.
+sys.path.append(str(ROOT))  # run as a script from anywhere
 from swiftserve.kernels import cpp_native  # noqa: E402
 
 from benchmarks.common import print_table, write_json  # noqa: E402

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+# Appended, not prepended: the root's kernels/ must not shadow the installed `kernels`.
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 from benchmarks.common import matmul_gflops, print_table, write_json
 from benchmarks.op_timer import OpTimer
 from swiftserve import LLM, SamplingParams

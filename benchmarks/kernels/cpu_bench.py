@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
+# Appended, not prepended: the root's kernels/ must not shadow the installed `kernels`.
+sys.path.append(str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 from swiftserve.kernels import cpp_linear, cpp_ops, reference
 
 from benchmarks.common import print_table, write_json

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
+# Appended, not prepended: the root's kernels/ must not shadow the installed `kernels`.
+sys.path.append(str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 from swiftserve.kernels import cpp_attention, cpp_elementwise, cpp_native
 
 from swiftserve import kernels

@@ -1,0 +1,207 @@
+"""Pipelines: coordinated pre-warming against cascading cold starts, fan-out, and the machinery's
+overhead, in one run on this machine (in process, through swiftserve.Server).
+
+1. Cascade: every model of a 3-stage (retrieve, fan-out of 3, merge) and a 5-stage pipeline scaled
+   to zero, one request, with and without pre-warming. Its cold-start share is its latency minus
+   the same request's warm latency; the loads are each model's own load time, measured alone.
+   Target: with pre-warming, the cold-start share at most the longest single load + 10%.
+2. Fan-out of three through one pipeline call against three separate calls (concurrent, as a
+   client would make them, and one after another): latency and throughput.
+3. Overhead: a warm one-stage pipeline against the same call made directly. Target: < 5 ms.
+
+    python benchmarks/pipeline.py [--repeats 3] [--out benchmarks/results/pipeline.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Appended, not prepended: the root's kernels/ must not shadow the installed `kernels`.
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from benchmarks.common import print_table, write_json  # noqa: E402
+from swiftserve import Message, Pipeline, Server, Stage  # noqa: E402
+
+FACTS = [
+    "Paris is the capital of France.",
+    "The Nile is a river in Africa.",
+    "Python is a programming language.",
+    "Mount Everest is the highest mountain on Earth.",
+    "The Moon orbits the Earth.",
+    "Water boils at 100 degrees Celsius at sea level.",
+]
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+GREEDY = {"max_tokens": 16, "temperature": 0, "ignore_eos": True}
+MODELS = {
+    "embed": "all-minilm-l6-v2",
+    "smol-a": "smollm2-135m-instruct",
+    "smol-b": "smollm2-135m-instruct",
+    "gemma-a": "gemma-3-270m",
+    "gemma-b": "gemma-3-270m",
+}
+
+
+def _chat(id: str, model: str, after: str, content: str, fan_out: int = 1) -> Stage:
+    return Stage(id, "chat", model, (after,), (Message("user", content),), fan_out=fan_out, sampling=GREEDY)
+
+
+def pipelines(corpus: Path) -> list[Pipeline]:
+    retrieve = Stage("context", "retrieve", "embed", corpus=str(corpus), top_k=2)
+    three = (
+        retrieve,
+        _chat("drafts", "smol-a", "context", "Facts: {{ stages.context }}\nQ: {{ input }} #{{ i }}", 3),
+        _chat("final", "gemma-a", "drafts", "Merge: {{ stages.drafts }}"),
+    )
+    five = (
+        retrieve,
+        _chat("draft", "smol-a", "context", "Facts: {{ stages.context }}\nQ: {{ input }}"),
+        _chat("critique", "gemma-a", "draft", "Critique: {{ stages.draft }}"),
+        _chat("rewrite", "smol-b", "critique", "Rewrite {{ stages.draft }} given {{ stages.critique }}"),
+        _chat("final", "gemma-b", "rewrite", "Polish: {{ stages.rewrite }}"),
+    )
+    fan = (Stage("fan", "chat", "smol-a", messages=(Message("user", "{{ input }} #{{ i }}"),), fan_out=3,
+                 sampling=GREEDY),)  # fmt: skip
+    one = (
+        Stage(
+            "one", "chat", "smol-a", messages=(Message("user", "{{ input }}"),), sampling={"max_tokens": 1}
+        ),
+    )
+    out = []
+    for name, stages in (("three", three), ("five", five)):
+        out += [Pipeline(name, stages, prewarm=True), Pipeline(f"{name}-cold", stages, prewarm=False)]
+    return [*out, Pipeline("fan", fan), Pipeline("one", one)]
+
+
+async def all_cold(server: Server) -> None:
+    for name in MODELS:
+        await server.unload(name)
+        await server.unload(name)  # parked weights too
+
+
+async def single_loads(server: Server, repeats: int) -> dict[str, float]:
+    loads = {}
+    for name in MODELS:
+        times = []
+        for _ in range(repeats):
+            await all_cold(server)
+            start = time.perf_counter()
+            await server.load(name)
+            times.append(time.perf_counter() - start)
+        loads[name] = statistics.median(times)
+    return loads
+
+
+async def cascade(server: Server, name: str, loads: dict[str, float], repeats: int) -> dict:
+    models = sorted({s.model for s in server.router.pipelines.get(name).spec.stages})
+    warm, cold, cold_off = [], [], []
+    for _ in range(repeats):
+        for model in models:
+            await server.load(model)
+        warm.append((await server.run_pipeline(name, QUESTION)).latency_s)
+        await all_cold(server)
+        cold.append((await server.run_pipeline(name, QUESTION)).latency_s)
+        await all_cold(server)
+        cold_off.append((await server.run_pipeline(f"{name}-cold", QUESTION)).latency_s)
+    warm_s = statistics.median(warm)
+    used = [loads[m] for m in models]
+    row = {
+        "pipeline": name,
+        "models": len(models),
+        "warm_s": warm_s,
+        "cold_prewarm_s": statistics.median(cold),
+        "cold_no_prewarm_s": statistics.median(cold_off),
+        "sum_loads_s": sum(used),
+        "max_load_s": max(used),
+    }
+    row["share_prewarm_s"] = row["cold_prewarm_s"] - warm_s
+    row["share_no_prewarm_s"] = row["cold_no_prewarm_s"] - warm_s
+    row["share_vs_max_load"] = row["share_prewarm_s"] / row["max_load_s"]
+    row["target_met"] = row["share_prewarm_s"] <= 1.1 * row["max_load_s"]
+    return row
+
+
+async def fan_out(server: Server, repeats: int) -> list[dict]:
+    await server.load("smol-a")
+    prompts = [[{"role": "user", "content": f"{QUESTION[0]['content']} #{i}"}] for i in range(3)]
+
+    async def pipeline_call():
+        await server.run_pipeline("fan", QUESTION)
+
+    async def concurrent_calls():
+        await asyncio.gather(*(server.chat("smol-a", p, **GREEDY) for p in prompts))
+
+    async def sequential_calls():
+        for p in prompts:
+            await server.chat("smol-a", p, **GREEDY)
+
+    rows = []
+    for label, call in (("one pipeline call", pipeline_call), ("3 concurrent calls", concurrent_calls),
+                        ("3 calls in turn", sequential_calls)):  # fmt: skip
+        latency = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            await call()
+            latency.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        await asyncio.gather(*(call() for _ in range(4)))  # 4 clients at once
+        elapsed = time.perf_counter() - start
+        tokens = 4 * 3 * GREEDY["max_tokens"]
+        row = {"way": label, "latency_s": statistics.median(latency), "fan_outs_per_s": 4 / elapsed}
+        rows.append({**row, "tokens_per_s": tokens / elapsed})
+    return rows
+
+
+async def overhead(server: Server, repeats: int) -> dict:
+    await server.load("smol-a")
+    direct, piped = [], []
+    for _ in range(repeats):  # interleaved: both see the same machine
+        start = time.perf_counter()
+        await server.chat("smol-a", QUESTION, max_tokens=1)
+        direct.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        await server.run_pipeline("one", QUESTION)
+        piped.append(time.perf_counter() - start)
+    d, p = statistics.median(direct), statistics.median(piped)
+    return {
+        "direct_ms": d * 1e3,
+        "pipeline_ms": p * 1e3,
+        "overhead_ms": (p - d) * 1e3,
+        "target_met": p - d < 0.005,
+    }
+
+
+async def main(args: argparse.Namespace) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
+    corpus = work / "facts.jsonl"
+    corpus.write_text("\n".join(json.dumps({"text": fact}) for fact in FACTS))
+    specs = [f"{name}={source}" for name, source in MODELS.items()]
+    server = Server(on_demand=specs, idle_timeout="1h", memory_budget="8GiB", max_model_len=1024,
+                    kv_cache_memory="64MiB", pipelines=pipelines(corpus))  # fmt: skip
+    async with server:
+        for name in MODELS:  # the first load writes each automatic snapshot: not measured
+            await server.load(name)
+        loads = await single_loads(server, args.repeats)
+        rows = [await cascade(server, name, loads, args.repeats) for name in ("three", "five")]
+        fans = await fan_out(server, args.repeats)
+        over = await overhead(server, 10 * args.repeats)
+    return {"single_loads_s": loads, "cascade": rows, "fan_out": fans, "overhead": over}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default="benchmarks/results/pipeline.json")
+    args = parser.parse_args()
+    result = asyncio.run(main(args))
+    for source, loads in result["single_loads_s"].items():
+        print(f"single loads from the {source} (s):", loads)
+    print_table(result["cascade"], list(result["cascade"][0]))
+    print_table(result["fan_out"], list(result["fan_out"][0]))
+    print_table([result["overhead"]], list(result["overhead"]))
+    write_json(args.out, result)
