@@ -103,6 +103,7 @@ async def cascade(server: Server, name: str, loads: dict[str, float], repeats: i
     for _ in range(repeats):
         for model in models:
             await server.load(model)
+        await server.run_pipeline(name, QUESTION)  # the first forwards after a load: not warm yet
         warm.append((await server.run_pipeline(name, QUESTION)).latency_s)
         await all_cold(server)
         cold.append((await server.run_pipeline(name, QUESTION)).latency_s)
@@ -176,21 +177,38 @@ async def overhead(server: Server, repeats: int) -> dict:
     }
 
 
-async def main(args: argparse.Namespace) -> dict:
-    work = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
-    corpus = work / "facts.jsonl"
-    corpus.write_text("\n".join(json.dumps({"text": fact}) for fact in FACTS))
+def server(corpus: Path, snapshots: bool) -> Server:
     specs = [f"{name}={source}" for name, source in MODELS.items()]
-    server = Server(on_demand=specs, idle_timeout="1h", memory_budget="8GiB", max_model_len=1024,
-                    kv_cache_memory="64MiB", pipelines=pipelines(corpus))  # fmt: skip
-    async with server:
+    return Server(on_demand=specs, idle_timeout="1h", memory_budget="8GiB", max_model_len=1024,
+                  kv_cache_memory="64MiB", snapshots=snapshots, pipelines=pipelines(corpus))  # fmt: skip
+
+
+async def cascades(corpus: Path, snapshots: bool, repeats: int) -> tuple[dict, list[dict]]:
+    """Single loads and both cascades, the models loading from their snapshots (swiftserve's
+    default) or from their Hugging Face folders (snapshots off: loads of about a second)."""
+    async with server(corpus, snapshots) as s:
         for name in MODELS:  # the first load writes each automatic snapshot: not measured
-            await server.load(name)
-        loads = await single_loads(server, args.repeats)
-        rows = [await cascade(server, name, loads, args.repeats) for name in ("three", "five")]
-        fans = await fan_out(server, args.repeats)
-        over = await overhead(server, 10 * args.repeats)
-    return {"single_loads_s": loads, "cascade": rows, "fan_out": fans, "overhead": over}
+            await s.load(name)
+        loads = await single_loads(s, repeats)
+        rows = [await cascade(s, name, loads, repeats) for name in ("three", "five")]
+    source = "snapshot" if snapshots else "folder"
+    return {k: round(v, 4) for k, v in loads.items()}, [{"loads_from": source, **row} for row in rows]
+
+
+async def main(args: argparse.Namespace) -> dict:
+    corpus = Path(tempfile.mkdtemp(prefix="pipeline-bench-")) / "facts.jsonl"
+    corpus.write_text("\n".join(json.dumps({"text": fact}) for fact in FACTS))
+    loads_snap, rows_snap = await cascades(corpus, True, args.repeats)
+    loads_folder, rows_folder = await cascades(corpus, False, args.repeats)
+    async with server(corpus, True) as s:
+        fans = await fan_out(s, args.repeats)
+        over = await overhead(s, 10 * args.repeats)
+    return {
+        "single_loads_s": {"snapshot": loads_snap, "folder": loads_folder},
+        "cascade": rows_snap + rows_folder,
+        "fan_out": fans,
+        "overhead": over,
+    }
 
 
 if __name__ == "__main__":
