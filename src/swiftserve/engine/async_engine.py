@@ -126,11 +126,15 @@ class AsyncEngine:
 
     # -- requests ------------------------------------------------------------------------------
     async def generate(
-        self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
+        self,
+        prompt: str | list[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        priority: int = 0,
     ) -> AsyncGenerator[RequestOutput, None]:
         """Cumulative outputs after each step that advanced the request; the last has finished=True.
         Raises InvalidRequestError (ContextLengthError among them) or QueueFullError before the
-        first output. Closing early aborts it."""
+        first output. Closing early aborts it. priority: lower runs earlier (LLMEngine.add_request)."""
         if not self._is_attached:
             if self._is_shut_down:  # a served model's engine unloaded under a request: no restart
                 raise EngineDeadError("the engine was shut down")
@@ -142,7 +146,9 @@ class AsyncEngine:
         self._streams[request_id] = stream
         finished = False
         try:
-            added = self._executor.call(lambda: self.engine.add_request(request_id, prompt, params))
+            added = self._executor.call(
+                lambda: self.engine.add_request(request_id, prompt, params, priority=priority)
+            )
             await asyncio.wrap_future(added)
             while not finished:
                 output = await self._next(stream)
