@@ -23,13 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 from swiftserve.router import errors, generation, pipeline_run
 from swiftserve.router.abortable import until_closed
-from swiftserve.router.admission import Gate
+from swiftserve.router.admission import Gate, use_bounded
 from swiftserve.router.deadline import Deadline
 from swiftserve.router.handles import ChatHandle, EmbeddingHandle, ModelHandle
 from swiftserve.router.model_pool import ModelPool, Registration
@@ -383,7 +383,7 @@ class Router:
         self._drained.clear()
         try:
             with self._queue_full_counted(name), errors.router_errors(name):
-                async with self._use(name, params.n) as (_, was_cold):
+                async with use_bounded(self.pool, name, self._load_queues[name], params.n) as (_, was_cold):
                     stream = model.generate(prompt, params, request_id=request_id, priority=priority)
                     try:
                         async with contextlib.aclosing(until_closed(stream, self._closing)) as outputs:
@@ -405,29 +405,11 @@ class Router:
         model = self.embedding_handle(name).model
         arrival = time.perf_counter()
         with self._queue_full_counted(name), errors.router_errors(name):
-            async with self._use(name, 1) as (_, was_cold):
+            async with use_bounded(self.pool, name, self._load_queues[name], 1) as (_, was_cold):
                 result = await model.embed(inputs)
         if was_cold:
             self.on_cold_start(name, time.perf_counter() - arrival)
         return result
-
-    @contextlib.asynccontextmanager
-    async def _use(self, name: str, num_seqs: int) -> AsyncIterator[tuple[ServedModel, bool]]:
-        """pool.use, with the wait for a load bounded by the model's max_queue: a request that
-        finds num_seqs more would not fit is refused at once (ModelQueueFullError)."""
-        queue = self._load_queues[name]
-        waiting = self.pool.state(name) is not State.RESIDENT
-        if waiting and not queue.try_enter(num_seqs):
-            raise errors.ModelQueueFullError(name)
-        try:
-            async with self.pool.use(name) as used:
-                if waiting:  # resident now: the engine's own queue bound takes over
-                    queue.leave(num_seqs)
-                    waiting = False
-                yield used
-        finally:
-            if waiting:
-                queue.leave(num_seqs)
 
     @contextlib.contextmanager
     def _queue_full_counted(self, name: str) -> Iterator[None]:
