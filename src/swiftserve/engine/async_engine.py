@@ -46,6 +46,10 @@ class ChatSteppable:
         # Sequences a step can serve: the unfinished ones, as many as one batch holds.
         return max(1, min(len(self.engine.requests), self.engine.config.scheduler.max_num_seqs))
 
+    def priority(self) -> int:
+        # Waiting requests count too: stepping is what admits them.
+        return min((r.priority for r in self.engine.requests.values()), default=0)
+
     def step(self) -> list[RequestOutput]:
         return self.stream.run(self.engine.step)
 

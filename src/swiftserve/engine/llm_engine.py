@@ -140,7 +140,8 @@ class LLMEngine:
         self._check_length(len(token_ids), params)
         if not self.scheduler.can_accept(params.n):
             raise QueueFullError(f"the queue of model {self.model_name!r} is full")
-        request = Request(request_id, prompt if isinstance(prompt, str) else None, token_ids, params)
+        text = prompt if isinstance(prompt, str) else None
+        request = Request(request_id, text, token_ids, params, priority=priority)
         for index in range(params.n):
             request.completions.append(self._new_completion(request_id, index, token_ids, params, priority))
         if params.prompt_logprobs is not None:
