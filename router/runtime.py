@@ -165,9 +165,9 @@ def _compare(served_specs: list[PipelineSpec], listed_specs: tuple[PipelineSpec,
 
 
 def _registration(served: ServedModel, model: ModelConfig, config: RouterConfig) -> Registration:
-    """How the router serves `model`; its max_queue (else --max-queue) bounds the wait for a
-    load, as it bounds the engine's queue (engine_configs.engine_config)."""
-    max_queue = model.max_queue if model.max_queue is not None else config.defaults.max_queue
+    """How the router serves `model`. Its engine's queue bound (the model's max_queue, else
+    --max-queue: engine_configs.engine_config) also bounds the wait for its load."""
+    max_queue = engine_config(model, served.kind, config.defaults).scheduler.max_num_waiting
     return Registration(
         served,
         model.policy,
