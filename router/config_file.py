@@ -15,6 +15,8 @@ A file looks like:
         idle_timeout: 30s
         dtype: float32
         unload_to: disk        # auto (default): host memory when it has room, else disk; or host
+        request_priority: 0    # of its requests that set none: lower runs earlier (vLLM's sense)
+        max_queue: 16          # requests waiting (for the engine, or for a load) before 429
 
 YAML is parsed by PyYAML through msgspec, which also checks types and unknown keys; the
 result is converted to the frozen `ModelConfig` dataclasses the rest of swiftserve takes.
@@ -69,7 +71,9 @@ def parse_duration(value: str | float | int, key: str = "duration") -> float:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """One served model: what to load, under which name, and how it stays resident."""
+    """One served model: what to load, under which name, how it stays resident, and how its
+    requests are admitted. Two priorities, in opposite senses: `priority` orders evictions (the
+    lower is evicted first), `request_priority` is its requests' default (the lower runs first)."""
 
     name: str
     source: str
@@ -80,6 +84,8 @@ class ModelConfig:
     max_num_seqs: int | None = None
     priority: int = 0
     unload_to: UnloadTo = "auto"  # where the weights go on unload (scheduler/host_tier.py)
+    request_priority: int = 0
+    max_queue: int | None = None  # waiting requests before 429 (None: the --max-queue default)
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -96,6 +102,8 @@ class ModelConfig:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"models[{self.name}].{key}: must be >= 1, got {value}")
+        if self.max_queue is not None and self.max_queue < 0:
+            raise ConfigError(f"models[{self.name}].max_queue: must be >= 0, got {self.max_queue}")
 
 
 @dataclass(frozen=True)
@@ -119,6 +127,8 @@ class _ModelEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_num_seqs: int | None = None
     priority: int = 0
     unload_to: UnloadTo = "auto"
+    request_priority: int = 0
+    max_queue: int | None = None
 
 
 class _File(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -196,6 +206,8 @@ def _model(index: int, entry: _ModelEntry, default_idle: float) -> ModelConfig:
         max_num_seqs=entry.max_num_seqs,
         priority=entry.priority,
         unload_to=entry.unload_to,
+        request_priority=entry.request_priority,
+        max_queue=entry.max_queue,
     )
 
 

@@ -42,7 +42,7 @@ class ServeDefaults:
 def engine_config(model: ModelConfig, kind: ModelKind, defaults: ServeDefaults) -> EngineConfig:
     """The EngineConfig of one served model (chat or embedding)."""
     max_model_len = model.max_model_len or defaults.max_model_len
-    max_waiting = defaults.max_queue
+    max_waiting = model.max_queue if model.max_queue is not None else defaults.max_queue
     if kind == "embedding" and max_waiting is not None:
         max_waiting = max(1, max_waiting)  # an encoder counts the running call among the waiting
     scheduler: dict[str, Any] = {

@@ -78,6 +78,17 @@ class ModelQueueFullError(RouterError, engine.QueueFullError):
         self.name = name
 
 
+class PipelineQueueFullError(RouterError):
+    """The pipeline has its maximum number of requests in flight (its max_queue); retry shortly.
+    Refused at arrival, before any stage ran or any model was held."""
+
+    def __init__(self, name: str, max_queue: int) -> None:
+        super().__init__(
+            f"the pipeline {name!r} has its maximum of {max_queue} requests in flight; retry shortly"
+        )
+        self.name, self.max_queue = name, max_queue
+
+
 class ModelBusyError(RouterError):
     """An unload was asked while the model has requests in flight or is reserved."""
 
@@ -119,6 +130,16 @@ class RouterClosedError(RouterError):
 
 class RequestAbortedError(RouterError):
     """The request ended early: a shutdown, an engine failure or an unload stopped its model."""
+
+
+class RequestTimeoutError(RouterError, TimeoutError):
+    """The request ran past its `timeout` (the client's, else the server's default), counted from
+    its arrival; it was ended there, in every stage, and everything it held was let go.
+    `name` is the model or pipeline it called."""
+
+    def __init__(self, name: str, seconds: float) -> None:
+        super().__init__(f"the request to {name!r} did not finish within its timeout of {seconds:g} s")
+        self.name, self.seconds = name, seconds
 
 
 class UnknownPipelineError(RouterError, KeyError):

@@ -3,7 +3,8 @@
 1. The prompt becomes token ids: a conversation through the model's chat template (whose text
    already holds the special tokens), a text prompt with the tokenizer's special tokens; token
    ids pass as they are (the engine checks them against its vocabulary).
-2. Each prompt gets its completion budget (prompts.resolve_max_tokens) and its SamplingParams.
+2. Each prompt gets its completion budget (prompts.resolve_max_tokens) and its SamplingParams;
+   all of them the request's priority (None: the model's request_priority, set by the router).
 3. Every prompt is submitted at once (so their prefills share engine steps) and each one's first
    output is awaited: a full queue or a bad parameter is raised here, before a caller has sent
    anything (an HTTP route can still answer with a status).
@@ -55,9 +56,10 @@ async def open_chat(
     max_tokens: int | None,
     sampling: Mapping[str, Any],
     default_max_tokens: int,
+    priority: int | None = None,
 ) -> GenerationStream:
     """Starts a reply to `messages` on the handle's chat model."""
-    return await open_chats(handle, [messages], max_tokens, sampling, default_max_tokens)
+    return await open_chats(handle, [messages], max_tokens, sampling, default_max_tokens, priority)
 
 
 async def open_chats(
@@ -66,6 +68,7 @@ async def open_chats(
     max_tokens: int | None,
     sampling: Mapping[str, Any],
     default_max_tokens: int,
+    priority: int | None = None,
 ) -> GenerationStream:
     """Starts a reply to each conversation, submitted together (a fan-out: their prefills share
     engine steps and their common prefix the prefix cache); choice k answers conversation k // n."""
@@ -73,7 +76,7 @@ async def open_chats(
     for messages in conversations:
         text = render_chat(handle, messages)
         ids.append(await tokenize(handle.tokenizer, text, add_special_tokens=False))
-    return await _open(handle, ids, max_tokens, sampling, "messages", default_max_tokens)
+    return await _open(handle, ids, max_tokens, sampling, "messages", default_max_tokens, priority)
 
 
 async def open_completion(
@@ -82,10 +85,11 @@ async def open_completion(
     max_tokens: int | None,
     sampling: Mapping[str, Any],
     default_max_tokens: int,
+    priority: int | None = None,
 ) -> GenerationStream:
     """Starts completions of one prompt (text or token ids) or of a list of them."""
     ids = [await _prompt_ids(handle, prompt) for prompt in _as_prompts(prompts)]
-    return await _open(handle, ids, max_tokens, sampling, "prompt", default_max_tokens)
+    return await _open(handle, ids, max_tokens, sampling, "prompt", default_max_tokens, priority)
 
 
 def _as_prompts(prompts: Prompt | Sequence[Prompt]) -> list[Prompt]:
@@ -121,6 +125,7 @@ async def _open(
     sampling: Mapping[str, Any],
     prompt_param: str,
     default_max_tokens: int,
+    priority: int | None,
 ) -> GenerationStream:
     params = []
     for ids in prompt_ids:
@@ -128,31 +133,46 @@ async def _open(
             handle.max_model_len, len(ids), max_tokens, prompt_param, default_max_tokens
         )
         params.append(sampling_params(budget, sampling))
-    streams = await _submit_all(handle, prompt_ids, params)
+    streams = await _submit_all(handle, prompt_ids, params, priority)
     n = params[0].n
     return GenerationStream(handle.name, n, prompt_ids, _steps(streams, DeltaTracker(n)))
 
 
 async def _submit_all(
-    handle: ChatHandle, prompt_ids: list[list[int]], params: list[SamplingParams]
+    handle: ChatHandle, prompt_ids: list[list[int]], params: list[SamplingParams], priority: int | None
 ) -> list[Outputs]:
-    """Every prompt's outputs, all admitted; if one is refused, the others are aborted."""
-    opened = await asyncio.gather(
-        *(_first_output(handle, ids, p) for ids, p in zip(prompt_ids, params, strict=True)),
-        return_exceptions=True,
-    )
-    streams = [r for r in opened if not isinstance(r, BaseException)]
-    failures = [r for r in opened if isinstance(r, BaseException)]
+    """Every prompt's outputs, all admitted. If one is refused, or the caller gives up (cancelled:
+    a timeout, a client gone), the others are aborted before this raises: their engine requests
+    would otherwise run on, holding KV blocks, until garbage collection closed them."""
+    opening = [
+        asyncio.ensure_future(_first_output(handle, ids, p, priority))
+        for ids, p in zip(prompt_ids, params, strict=True)
+    ]
+    try:
+        await asyncio.gather(*opening, return_exceptions=True)
+    except BaseException:  # cancelled: the gather cancelled each one; let them end, then close
+        await asyncio.gather(*opening, return_exceptions=True)
+        await _close_opened(opening)
+        raise
+    failures = [error for task in opening if (error := task.exception()) is not None]
     if failures:
-        for stream in streams:
-            await stream.aclose()
+        await _close_opened(opening)
         raise failures[0]
-    return streams
+    return [_chain(*task.result()) for task in opening]
 
 
-async def _first_output(handle: ChatHandle, ids: list[int], params: SamplingParams) -> Outputs:
-    """The request's outputs, the first one already awaited (so a refusal is raised here)."""
-    gen = handle.generate(ids, params, new_id("req"))
+async def _close_opened(opening: Sequence[asyncio.Future[tuple[RequestOutput, Outputs]]]) -> None:
+    """Closes (aborts) the requests that were admitted."""
+    for task in opening:
+        if not task.cancelled() and task.exception() is None:
+            await task.result()[1].aclose()
+
+
+async def _first_output(
+    handle: ChatHandle, ids: list[int], params: SamplingParams, priority: int | None
+) -> tuple[RequestOutput, Outputs]:
+    """The request's first output and the rest of its outputs (so a refusal is raised here)."""
+    gen = handle.generate(ids, params, new_id("req"), priority)
     try:
         first = await gen.__anext__()
     except StopAsyncIteration:
@@ -160,7 +180,7 @@ async def _first_output(handle: ChatHandle, ids: list[int], params: SamplingPara
     except BaseException:  # cancelled too: the engine's generator must close (abort) either way
         await gen.aclose()
         raise
-    return _chain(first, gen)
+    return first, gen
 
 
 async def _chain(first: RequestOutput, gen: Outputs) -> Outputs:

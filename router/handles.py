@@ -22,7 +22,12 @@ class ModelRequests(Protocol):
     """The router's calls for one request on one model (router.Router implements them)."""
 
     def generate(
-        self, name: str, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
+        self,
+        name: str,
+        prompt: str | list[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        priority: int | None = None,
     ) -> AsyncGenerator[RequestOutput, None]: ...
 
     async def embed(self, name: str, inputs: EmbedInputs) -> EmbeddingResult: ...
@@ -67,10 +72,15 @@ class ChatHandle(ModelHandle):
         return self.model.apply_chat_template(messages, add_generation_prompt)
 
     def generate(
-        self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
+        self,
+        prompt: str | list[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        priority: int | None = None,
     ) -> AsyncGenerator[RequestOutput, None]:
-        """Router.generate on this model: loads it if cold; the router's errors come out."""
-        return self.router.generate(self.name, prompt, params, request_id)
+        """Router.generate on this model: loads it if cold; the router's errors come out.
+        priority None: the model's request_priority."""
+        return self.router.generate(self.name, prompt, params, request_id, priority)
 
 
 class EmbeddingHandle(ModelHandle):

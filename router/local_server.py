@@ -33,9 +33,10 @@ class Server:
     """In-process multi-model serving. `models` are pinned (loaded at start, never evicted),
     `on_demand` ones load on first use and unload after `idle_timeout` idle; specs are aliases,
     folders or .gguf files, optionally `served_name=spec`, as on the command line. Sizes take
-    "6GiB"-style strings, durations "60s"-style ones. Other keywords: default_max_tokens, snapshots
-    (automatic snapshots, on by default) and the engine defaults (ServeDefaults: dtype, device,
-    max_model_len, max_num_seqs, kv_cache_memory, seed, ...). `pipelines` are served beside the
+    "6GiB"-style strings, durations "60s"-style ones. request_timeout: the timeout of requests that
+    set none (default: none). Other keywords: default_max_tokens, snapshots (automatic snapshots,
+    on by default) and the engine defaults (ServeDefaults: dtype, device, max_model_len,
+    max_num_seqs, max_queue, kv_cache_memory, seed, ...). `pipelines` are served beside the
     config file's (swiftserve.Pipeline); a pipeline's name is called like a model's in `chat`.
     Use it as an async context manager, or call start() and stop()."""
 
@@ -49,8 +50,10 @@ class Server:
         idle_timeout: float | str = DEFAULT_IDLE_TIMEOUT_S,
         config_file: str | Path | None = None,
         pipelines: Sequence[PipelineSpec] = (),
+        request_timeout: float | str | None = None,
         **engine_defaults: Any,
     ) -> None:
+        timeout = None if request_timeout is None else parse_duration(request_timeout, "request_timeout")
         self.config = RouterConfig.build(
             _specs(models),
             _specs(on_demand),
@@ -59,6 +62,7 @@ class Server:
             memory_budget=_bytes(memory_budget),
             host_memory=_bytes(host_memory),
             pipelines=tuple(pipelines),
+            request_timeout_s=timeout,
             **_sized(engine_defaults),
         )
         self._runtime = RouterRuntime(self.config)
@@ -94,8 +98,9 @@ class Server:
 
     # -- requests ---------------------------------------------------------------------------------
     async def chat(self, model: str, messages: list[dict], **sampling: Any) -> Generation:
-        """The reply to `messages` ({"role", "content"} dicts). `sampling`: max_tokens and the
-        SamplingParams fields (n, temperature, top_p, stop, seed, logprobs, ...)."""
+        """The reply to `messages` ({"role", "content"} dicts). `sampling`: max_tokens, the
+        SamplingParams fields (n, temperature, top_p, stop, seed, logprobs, ...), and the request's
+        priority (lower runs earlier) and timeout (seconds), as on every request call below."""
         return await self.router.chat(model, messages, **sampling)
 
     async def open_chat(self, model: str, messages: list[dict], **sampling: Any) -> GenerationStream:

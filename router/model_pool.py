@@ -52,7 +52,9 @@ REAP_INTERVAL_S = 0.5
 @dataclass(frozen=True)
 class Registration:
     """One model to serve and how it stays resident (what `add` takes). source: what was loaded
-    (alias, folder, file), shown in /v1/models."""
+    (alias, folder, file), shown in /v1/models. priority orders evictions (lower goes first);
+    request_priority and max_queue are the router's, for its requests (router/admission.py):
+    the priority of those that set none (lower runs earlier), and how many may wait."""
 
     model: ServedModel
     policy: Policy | str
@@ -60,6 +62,8 @@ class Registration:
     priority: int = 0
     unload_to: UnloadTo | str = UnloadTo.AUTO
     source: str = ""
+    request_priority: int = 0
+    max_queue: int | None = None
 
 
 @dataclass

@@ -4,6 +4,8 @@ turned into PipelineSpecs whose errors name the pipeline and the stage.
     pipelines:
       - name: rag
         prewarm: true            # default; false leaves each load to its stage
+        priority: 0              # its stages' request priority when a request sets none
+        max_queue: 8             # requests in flight; past it 429 at arrival (default: no bound)
         stages:
           - {id: context, kind: retrieve, model: embed, corpus: docs.jsonl, top_k: 2}
           - id: drafts
@@ -55,6 +57,7 @@ class PipelineEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     stages: list[StageEntry]
     prewarm: bool = True
     priority: int = 0
+    max_queue: int | None = None
 
 
 def pipeline_specs(
@@ -66,7 +69,7 @@ def pipeline_specs(
         if entry.name in models:
             raise PipelineError(entry.name, "a pipeline cannot have the name of a model")
         stages = tuple(_stage(entry.name, stage, models, base_dir) for stage in entry.stages)
-        specs.append(PipelineSpec(entry.name, stages, entry.prewarm, entry.priority))
+        specs.append(PipelineSpec(entry.name, stages, entry.prewarm, entry.priority, entry.max_queue))
     names = [spec.name for spec in specs]
     for name in names:
         if names.count(name) > 1:

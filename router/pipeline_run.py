@@ -1,5 +1,8 @@
 """Running one pipeline request: leases, coordinated pre-warming, stages as their inputs are ready.
 
+0. Admission: the request enters the pipeline's gate (its max_queue of requests in flight) or is
+   refused at once (PipelineQueueFullError), before anything is held. Its deadline (deadline.py)
+   bounds everything below; every stage's calls run at its priority (else the pipeline's).
 1. Lease: every model of the pipeline is held (never evicted nor idled out) from arrival until the
    last stage that calls it ends, and released however the request ends.
 2. Pre-warm (spec.prewarm): the models' loads are started at once, in order of first need, each
@@ -25,13 +28,22 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from swiftserve.router import generation
-from swiftserve.router.errors import InvalidParameterError, PipelineStageError, RouterError
+from swiftserve.router.admission import Gate
+from swiftserve.router.deadline import Deadline
+from swiftserve.router.errors import (
+    InvalidParameterError,
+    PipelineQueueFullError,
+    PipelineStageError,
+    RequestTimeoutError,
+    RouterError,
+)
 from swiftserve.router.pipeline_corpus import Corpus
 from swiftserve.router.pipeline_spec import GENERATING, PipelineSpec, StageSpec
 from swiftserve.router.pipeline_stream import FinalStage, ModelWait, PipelineStream, one_step, timed
 from swiftserve.router.pipeline_templates import PipelineInputError, StageTemplates, Texts
 from swiftserve.router.pipeline_types import (
     PipelineInput,
+    PipelineOutcome,
     PipelineResult,
     StageResult,
     StageTiming,
@@ -52,55 +64,81 @@ class PipelineHost(Protocol):
 
     def chat_handle(self, name: str) -> Any: ...
 
-    def on_pipeline(self, name: str, result: PipelineResult | None) -> None: ...
+    def on_pipeline(self, name: str, outcome: PipelineOutcome) -> None: ...
 
     async def embed(self, name: str, inputs: list[str]) -> Any: ...
 
 
 @dataclass(frozen=True)
 class CompiledPipeline:
-    """A registered pipeline: its spec, compiled templates and indexed corpora (by stage id)."""
+    """A registered pipeline: its spec, compiled templates and indexed corpora (by stage id), and
+    the gate its requests in flight pass (its max_queue)."""
 
     spec: PipelineSpec
     templates: Mapping[str, StageTemplates]
     corpora: Mapping[str, Corpus] = field(default_factory=dict)
+    gate: Gate = field(default_factory=lambda: Gate(None), compare=False)
 
 
-async def run(host: PipelineHost, pipeline: CompiledPipeline, request: PipelineInput) -> PipelineResult:
+async def run(
+    host: PipelineHost, pipeline: CompiledPipeline, request: PipelineInput, deadline: Deadline
+) -> PipelineResult:
     """Runs every stage; the result holds each stage's output, usage and timings."""
-    run = _Run(host, pipeline, request)
+    run = _Run(host, _admitted(host, pipeline), request, deadline)
     try:
-        await run.upstream()
-        await run.stage(pipeline.spec.final)
+        async with deadline.bounding():
+            await run.upstream()
+            await run.stage(pipeline.spec.final)
         result = run.result(run.final)
-    except BaseException:
-        host.on_pipeline(pipeline.spec.name, None)
+    except BaseException as exc:
+        host.on_pipeline(pipeline.spec.name, PipelineOutcome(outcome_of(exc)))
         raise
     finally:
         await run.close()
-    host.on_pipeline(pipeline.spec.name, result)
+    host.on_pipeline(pipeline.spec.name, PipelineOutcome("ok", result))
     return result
 
 
 async def open_stream(
-    host: PipelineHost, pipeline: CompiledPipeline, request: PipelineInput
+    host: PipelineHost, pipeline: CompiledPipeline, request: PipelineInput, deadline: Deadline
 ) -> PipelineStream:
     """Runs every stage but the last, then opens the last as a stream (see the module docstring)."""
-    run = _Run(host, pipeline, request)
+    run = _Run(host, _admitted(host, pipeline), request, deadline)
     try:
-        await run.upstream()
-        return await run.open_final()
-    except BaseException:
-        host.on_pipeline(pipeline.spec.name, None)
+        async with deadline.bounding():
+            await run.upstream()
+            return await run.open_final()
+    except BaseException as exc:
+        host.on_pipeline(pipeline.spec.name, PipelineOutcome(outcome_of(exc)))
         await run.close()
         raise
 
 
-class _Run:
-    """One request's execution; see the module docstring."""
+def _admitted(host: PipelineHost, pipeline: CompiledPipeline) -> CompiledPipeline:
+    """`pipeline`, its gate entered; PipelineQueueFullError when it is full (nothing held)."""
+    if not pipeline.gate.try_enter():
+        host.on_pipeline(pipeline.spec.name, PipelineOutcome("queue_full"))
+        assert pipeline.gate.bound is not None  # only a bounded gate refuses
+        raise PipelineQueueFullError(pipeline.spec.name, pipeline.gate.bound)
+    return pipeline
 
-    def __init__(self, host: PipelineHost, pipeline: CompiledPipeline, request: PipelineInput) -> None:
+
+def outcome_of(exc: BaseException) -> str:
+    """The metrics' outcome of a pipeline request that ended with `exc`."""
+    return "timeout" if isinstance(exc, RequestTimeoutError) else "error"
+
+
+class _Run:
+    """One request's execution; see the module docstring. Made once the request is admitted
+    (its gate entered): close() leaves the gate."""
+
+    def __init__(
+        self, host: PipelineHost, pipeline: CompiledPipeline, request: PipelineInput, deadline: Deadline
+    ) -> None:
         self.host, self.pipeline, self.spec, self.request = host, pipeline, pipeline.spec, request
+        self.deadline = deadline
+        self.priority = request.priority if request.priority is not None else self.spec.priority
+        self.is_closed = False
         self.arrival = time.perf_counter()
         self.outputs: dict[str, Any] = {}
         self.results: dict[str, StageResult] = {}
@@ -131,6 +169,10 @@ class _Run:
                 self.host.pool.unhold(model)
 
     async def close(self) -> None:
+        """Ends pre-warming and the leases and leaves the gate; once, however the request ended."""
+        if self.is_closed:
+            return
+        self.is_closed = True
         if self.prewarm is not None and not self.prewarm.done():
             self.prewarm.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -138,6 +180,7 @@ class _Run:
         for model in self.held:
             self.host.pool.unhold(model)
         self.held = []
+        self.pipeline.gate.leave()
 
     # -- stages -----------------------------------------------------------------------------------
     async def upstream(self) -> None:
@@ -150,7 +193,11 @@ class _Run:
             await asyncio.gather(*tasks.values())
         except BaseException:
             for task in tasks.values():
-                task.cancel()
+                # Once: a cancelled gather has cancelled every stage already, and returned when
+                # the first one ended; a second cancel would cut short the others' aborts (they
+                # would free their KV blocks later, after this request had ended).
+                if not task.cancelling():
+                    task.cancel()
             await asyncio.gather(*tasks.values(), return_exceptions=True)
             raise
 
@@ -218,9 +265,11 @@ class _Run:
         handle, default = self.host.chat_handle(stage.model), self.host.default_max_tokens
         if stage.kind == "chat":
             conversations = [self._messages(stage, i) for i in range(stage.fan_out)]
-            return await generation.open_chats(handle, conversations, max_tokens, sampling, default)
+            return await generation.open_chats(
+                handle, conversations, max_tokens, sampling, default, self.priority
+            )
         prompts = [self._render(stage, "prompt", i) for i in range(stage.fan_out)]
-        return await generation.open_completion(handle, prompts, max_tokens, sampling, default)
+        return await generation.open_completion(handle, prompts, max_tokens, sampling, default, self.priority)
 
     async def _vector_stage(self, stage: StageSpec) -> tuple[Any, Usage]:
         text = self._render(stage, "input", 0)
@@ -269,7 +318,7 @@ class _Run:
             self.results[stage.id] = final.result(self.arrival)
             return self.result(None)
 
-        steps = self._finishing(final.track(opened.steps), future, finish)
+        steps = self._finishing(self.deadline.bound(final.track(opened.steps)), future, finish)
         return PipelineStream(steps, opened.n * len(opened.prompt_token_ids), upstream, future)
 
     async def _finishing(
@@ -279,15 +328,20 @@ class _Run:
         finish: Callable[[], PipelineResult],
     ) -> AsyncGenerator[GenerationStep, None]:
         """`steps`, then the result into `future`; the leases end however the stream ends."""
+        outcome = PipelineOutcome("error")  # unless it ends well, or by its deadline
         try:
             async with contextlib.aclosing(steps) as inner:
                 async for step in inner:
                     yield step
             future.set_result(finish())
+            outcome = PipelineOutcome("ok", future.result())
+        except BaseException as exc:
+            outcome = PipelineOutcome(outcome_of(exc))
+            raise
         finally:
             if not future.done():
                 future.cancel()
-            self.host.on_pipeline(self.spec.name, future.result() if not future.cancelled() else None)
+            self.host.on_pipeline(self.spec.name, outcome)
             await self.close()
 
     def result(self, final: Generation | None) -> PipelineResult:

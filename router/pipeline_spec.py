@@ -67,14 +67,22 @@ class StageSpec:
 class PipelineSpec:
     """name: how clients call it (as a model). stages: in an order where each stage comes after
     the ones it waits for. prewarm: load every model of the pipeline on arrival (coordinated
-    pre-warming); False leaves each load to its stage, so the effect can be measured."""
+    pre-warming); False leaves each load to its stage, so the effect can be measured.
+    priority: the request priority of its stages' calls when the request sets none (lower runs
+    earlier, as a request's). max_queue: the most requests in flight; past it a request is
+    refused at arrival (None: no bound)."""
 
     name: str
     stages: tuple[StageSpec, ...]
     prewarm: bool = True
     priority: int = 0
+    max_queue: int | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
+            raise PipelineError(self.name, f"priority: an integer, got {self.priority!r}")
+        if self.max_queue is not None and self.max_queue < 1:
+            raise PipelineError(self.name, f"max_queue: at least 1 request in flight, got {self.max_queue}")
         object.__setattr__(self, "stages", ordered(self.name, self.stages))  # a derived order, once
 
     @property

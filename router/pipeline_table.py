@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from swiftserve.router import errors
+from swiftserve.router.admission import Gate
 from swiftserve.router.pipeline_corpus import Corpus, CorpusError, read_corpus
 from swiftserve.router.pipeline_run import CompiledPipeline, PipelineHost
 from swiftserve.router.pipeline_spec import GENERATING, PipelineError, PipelineSpec, StageSpec
@@ -47,7 +48,7 @@ class PipelineTable:
             _check_sampling(spec.name, stage)
         templates = compile_pipeline(spec)
         corpora = {s.id: await _index(spec.name, s, host) for s in spec.stages if s.kind == "retrieve"}
-        self._pipelines[spec.name] = CompiledPipeline(spec, templates, corpora)
+        self._pipelines[spec.name] = CompiledPipeline(spec, templates, corpora, Gate(spec.max_queue))
 
 
 def _check_model(pipeline: str, stage: StageSpec, host: PipelineHost) -> None:

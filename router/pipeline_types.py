@@ -10,12 +10,14 @@ from swiftserve.router.request_types import Generation, Usage
 
 @dataclass(frozen=True)
 class PipelineInput:
-    """A pipeline request: the conversation (its last user message is `input`), and what the
-    caller set for the final stage (max_tokens and SamplingParams fields: temperature, seed...)."""
+    """A pipeline request: the conversation (its last user message is `input`), what the caller
+    set for the final stage (max_tokens and SamplingParams fields: temperature, seed...), and the
+    priority of every stage's calls (None: the pipeline's own)."""
 
     messages: list[dict]
     max_tokens: int | None = None
     sampling: dict[str, Any] | None = None
+    priority: int | None = None
 
     @property
     def input(self) -> str:
@@ -93,3 +95,12 @@ def sum_usage(usages) -> Usage:
     for usage in usages:
         prompt, completion = prompt + usage.prompt_tokens, completion + usage.completion_tokens
     return Usage(prompt, completion)
+
+
+@dataclass(frozen=True)
+class PipelineOutcome:
+    """How a pipeline request ended, for the metrics: "ok" (with its result), "error",
+    "queue_full" (refused at arrival: the pipeline's max_queue) or "timeout"."""
+
+    kind: str
+    result: PipelineResult | None = None

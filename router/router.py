@@ -7,8 +7,12 @@ hands out one handle per model. Two levels of call:
   plain dataclasses (request_types.py). The HTTP routes and the Python `Server` call these.
 - per model (`generate`, `embed`): one request on one model, which
   1. acquires the model in the pool, so it cannot be evicted under the request;
-  2. loads it if it is cold (the request waits: queued, not refused) and times that cold start;
-  3. runs the request on the resident model, and releases the model when the request ends.
+  2. loads it if it is cold (the request waits: queued, not refused, up to the model's max_queue
+     waiting: admission.py) and times that cold start;
+  3. runs the request on the resident model, at its priority (the request's, else the model's
+     request_priority), and releases the model when the request ends.
+A request's `timeout` (else the router's request_timeout_s) bounds it from arrival to its last
+output (deadline.py); a pipeline's bounds the whole pipeline.
 Typed errors (errors.py) come out of every call: a per-model call maps the lower layers' errors
 to the router's once, around the whole call (a stream from its first output to its last); the
 server maps the router's errors to HTTP in one place.
@@ -19,18 +23,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 from swiftserve.router import errors, generation, pipeline_run
 from swiftserve.router.abortable import until_closed
+from swiftserve.router.admission import Gate, use_bounded
+from swiftserve.router.deadline import Deadline
 from swiftserve.router.handles import ChatHandle, EmbeddingHandle, ModelHandle
 from swiftserve.router.model_pool import ModelPool, Registration
 from swiftserve.router.pipeline_spec import PipelineSpec
 from swiftserve.router.pipeline_stream import PipelineStream
 from swiftserve.router.pipeline_table import PipelineTable
-from swiftserve.router.pipeline_types import PipelineInput, PipelineResult
+from swiftserve.router.pipeline_types import PipelineInput, PipelineOutcome, PipelineResult
 from swiftserve.router.prompts import DEFAULT_MAX_TOKENS
 from swiftserve.router.request_types import Choice, Generation, GenerationStream
 from swiftserve.scheduler.residency_types import Policy, State
@@ -76,22 +82,32 @@ class Router:
         pool: ModelPool,
         on_cold_start: ColdStartHook | None = None,
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
+        request_timeout_s: float | None = None,
     ) -> None:
         if default_max_tokens < 1:
             raise ValueError(f"default_max_tokens must be >= 1, got {default_max_tokens}")
+        if request_timeout_s is not None and not request_timeout_s > 0:
+            raise ValueError(f"request_timeout_s must be > 0 or None, got {request_timeout_s}")
         self.pool = pool
         self.on_cold_start = on_cold_start or (lambda name, seconds: None)
         # The completion budget of a request that names none (capped by what the context leaves).
         self.default_max_tokens = default_max_tokens
+        self.request_timeout_s = request_timeout_s  # for requests that set no timeout (None: none)
         self._handles: dict[str, ModelHandle] = {}
         self._sources: dict[str, str] = {}
+        self._request_priority: dict[str, int] = {}  # per model, for requests that set none
+        self._load_queues: dict[str, Gate] = {}  # per model: the sequences waiting for its load
         self._closed = False
         self._closing = asyncio.Event()  # set at shutdown: ends every stream still in flight
         self._num_streams = 0
         self._drained = asyncio.Event()
         self.pipelines = PipelineTable()
-        # on_pipeline(name, result): each pipeline request's end; result None when it failed.
-        self.on_pipeline: Callable[[str, PipelineResult | None], None] = lambda name, result: None
+        # on_pipeline(name, outcome): each pipeline request's end (pipeline_types.PipelineOutcome).
+        self.on_pipeline: Callable[[str, PipelineOutcome], None] = lambda name, outcome: None
+        # on_queue_full(model): a request refused because the model's queue was full (any caller).
+        self.on_queue_full: Callable[[str], None] = lambda name: None
+        # on_timeout(model): a request to a model that ran past its timeout (pipelines: on_pipeline).
+        self.on_timeout: Callable[[str], None] = lambda name: None
 
     # -- configuration ----------------------------------------------------------------------------
     def add(
@@ -102,9 +118,16 @@ class Router:
         priority: int = 0,
         source: str = "",
         unload_to: str = "auto",
+        request_priority: int = 0,
+        max_queue: int | None = None,
     ) -> None:
-        """Registers a cold model (BudgetError if it could never fit beside the pinned ones)."""
-        self.add_all([Registration(model, policy, idle_timeout_s, priority, unload_to, source)])
+        """Registers a cold model (BudgetError if it could never fit beside the pinned ones).
+        priority orders evictions; request_priority and max_queue: see model_pool.Registration
+        (max_queue bounds the wait for a load here; the engine's own config bounds its queue)."""
+        registration = Registration(
+            model, policy, idle_timeout_s, priority, unload_to, source, request_priority, max_queue
+        )
+        self.add_all([registration])
 
     def add_all(self, registrations: list[Registration]) -> None:
         """Registers several cold models, all or none (InvalidConfigError for a name served twice,
@@ -120,6 +143,8 @@ class Router:
         for registration, handle in zip(registrations, handles, strict=True):
             self._handles[handle.name] = handle
             self._sources[handle.name] = registration.source
+            self._request_priority[handle.name] = registration.request_priority
+            self._load_queues[handle.name] = Gate(registration.max_queue)
 
     def _new_handle(self, model: ServedModel) -> ModelHandle:
         """The handle of its kind; TypeError now, not at its first request, for a model that lacks
@@ -134,7 +159,7 @@ class Router:
         """Unloads a model completely and forgets it; ModelBusyError while requests are in flight."""
         self.handle(name)
         await self.pool.remove(name)
-        del self._handles[name], self._sources[name]
+        del self._handles[name], self._sources[name], self._request_priority[name], self._load_queues[name]
 
     def handle(self, name: str, kind: str | None = None) -> ModelHandle:
         """The handle of `name` (ModelNotFoundError); WrongKindError when it is not a `kind` model."""
@@ -215,37 +240,88 @@ class Router:
         return [self.info(name) for name in self._handles]
 
     # -- requests ---------------------------------------------------------------------------------
+    # Every request call takes, beside its own arguments and SamplingParams fields (`sampling`):
+    # priority: lower runs earlier, vLLM's sense (None: the model's request_priority, or the
+    # pipeline's priority); timeout: seconds from arrival to the last output (None: the router's
+    # request_timeout_s), RequestTimeoutError past it, everything the request held let go.
     async def open_chat(
-        self, model: str, messages: list[dict], max_tokens: int | None = None, **sampling: Any
+        self,
+        model: str,
+        messages: list[dict],
+        max_tokens: int | None = None,
+        *,
+        priority: int | None = None,
+        timeout: float | None = None,
+        **sampling: Any,
     ) -> GenerationStream:
         """Starts a reply to `messages` ({"role", "content"} dicts); `sampling` holds SamplingParams
         fields (n, temperature, stop, logprobs, ...). Returns once the request is admitted."""
-        default = self.default_max_tokens
-        return await generation.open_chat(self.chat_handle(model), messages, max_tokens, sampling, default)
+        handle, default = self.chat_handle(model), self.default_max_tokens
+        deadline = self._deadline(model, timeout)
+        async with deadline.bounding():
+            stream = await generation.open_chat(handle, messages, max_tokens, sampling, default, priority)
+        return replace(stream, steps=deadline.bound(stream.steps))
 
     async def chat(
-        self, model: str, messages: list[dict], max_tokens: int | None = None, **sampling: Any
+        self,
+        model: str,
+        messages: list[dict],
+        max_tokens: int | None = None,
+        *,
+        priority: int | None = None,
+        timeout: float | None = None,
+        **sampling: Any,
     ) -> Generation:
         """The whole reply to `messages`; see open_chat. `model` may name a pipeline: the reply is
         its final stage's, with the usage of every stage."""
+        limits: dict[str, Any] = {"priority": priority, "timeout": timeout}
         if model in self.pipelines:
-            return as_generation(await self.run_pipeline(model, messages, max_tokens, **sampling))
-        return await generation.collect(await self.open_chat(model, messages, max_tokens, **sampling))
+            return as_generation(await self.run_pipeline(model, messages, max_tokens, **limits, **sampling))
+        return await generation.collect(
+            await self.open_chat(model, messages, max_tokens, **limits, **sampling)
+        )
 
     async def open_completion(
-        self, model: str, prompt: str | list, max_tokens: int | None = None, **sampling: Any
+        self,
+        model: str,
+        prompt: str | list,
+        max_tokens: int | None = None,
+        *,
+        priority: int | None = None,
+        timeout: float | None = None,
+        **sampling: Any,
     ) -> GenerationStream:
         """Starts completions of a prompt (text or token ids) or a list of prompts; choice
         `prompt_index * n + i` is the i-th completion of that prompt."""
-        return await generation.open_completion(
-            self.chat_handle(model), prompt, max_tokens, sampling, self.default_max_tokens
-        )
+        handle, default = self.chat_handle(model), self.default_max_tokens
+        deadline = self._deadline(model, timeout)
+        async with deadline.bounding():
+            stream = await generation.open_completion(handle, prompt, max_tokens, sampling, default, priority)
+        return replace(stream, steps=deadline.bound(stream.steps))
 
     async def complete(
-        self, model: str, prompt: str | list, max_tokens: int | None = None, **sampling: Any
+        self,
+        model: str,
+        prompt: str | list,
+        max_tokens: int | None = None,
+        *,
+        priority: int | None = None,
+        timeout: float | None = None,
+        **sampling: Any,
     ) -> Generation:
         """The whole of the completions; see open_completion."""
-        return await generation.collect(await self.open_completion(model, prompt, max_tokens, **sampling))
+        limits: dict[str, Any] = {"priority": priority, "timeout": timeout}
+        return await generation.collect(
+            await self.open_completion(model, prompt, max_tokens, **limits, **sampling)
+        )
+
+    def _deadline(self, name: str, timeout: float | None, pipeline: bool = False) -> Deadline:
+        """The request's deadline, from now. A model's timeouts are counted here (on_timeout), a
+        pipeline's with its outcome (on_pipeline)."""
+        seconds = timeout if timeout is not None else self.request_timeout_s
+        if pipeline:
+            return Deadline.start(name, seconds)
+        return Deadline.start(name, seconds, lambda: self.on_timeout(name))
 
     # -- pipelines --------------------------------------------------------------------------------
     async def add_pipeline(self, spec: PipelineSpec) -> None:
@@ -254,38 +330,61 @@ class Router:
         await self.pipelines.add(self, spec, self.names())
 
     async def run_pipeline(
-        self, name: str, messages: list[dict], max_tokens: int | None = None, **sampling: Any
+        self,
+        name: str,
+        messages: list[dict],
+        max_tokens: int | None = None,
+        *,
+        priority: int | None = None,
+        timeout: float | None = None,
+        **sampling: Any,
     ) -> PipelineResult:
         """Runs pipeline `name` on a conversation (its last user message is the input); the
-        caller's max_tokens and sampling fields apply to the final stage."""
+        caller's max_tokens and sampling fields apply to the final stage, its priority to every
+        stage. PipelineQueueFullError at arrival past the pipeline's max_queue."""
         self._check_open()
-        return await pipeline_run.run(
-            self, self.pipelines.get(name), _pipeline_input(messages, max_tokens, sampling)
-        )
+        pipeline = self.pipelines.get(name)
+        request = _pipeline_input(messages, max_tokens, sampling, priority)
+        return await pipeline_run.run(self, pipeline, request, self._deadline(name, timeout, pipeline=True))
 
     async def open_pipeline(
-        self, name: str, messages: list[dict], max_tokens: int | None = None, **sampling: Any
+        self,
+        name: str,
+        messages: list[dict],
+        max_tokens: int | None = None,
+        *,
+        priority: int | None = None,
+        timeout: float | None = None,
+        **sampling: Any,
     ) -> PipelineStream:
         """run_pipeline with the final stage streamed; every other stage has run on return."""
         self._check_open()
-        request = _pipeline_input(messages, max_tokens, sampling)
-        return await pipeline_run.open_stream(self, self.pipelines.get(name), request)
+        pipeline = self.pipelines.get(name)
+        request = _pipeline_input(messages, max_tokens, sampling, priority)
+        deadline = self._deadline(name, timeout, pipeline=True)
+        return await pipeline_run.open_stream(self, pipeline, request, deadline)
 
     # -- one request on one model -------------------------------------------------------------------
     async def generate(
-        self, name: str, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
+        self,
+        name: str,
+        prompt: str | list[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        priority: int | None = None,
     ) -> AsyncGenerator[RequestOutput, None]:
         """Cumulative outputs of one request to chat model `name`, loading it first if cold. Any
         error, before the first output or after it, is the router's (errors.router_errors)."""
         self._check_open()
         model = self.chat_handle(name).model
+        priority = self._priority(name, priority)
         arrival = time.perf_counter()
         self._num_streams += 1
         self._drained.clear()
         try:
-            with errors.router_errors(name):
-                async with self.pool.use(name) as (_, was_cold):
-                    stream = model.generate(prompt, params, request_id=request_id)
+            with self._queue_full_counted(name), errors.router_errors(name):
+                async with use_bounded(self.pool, name, self._load_queues[name], params.n) as (_, was_cold):
+                    stream = model.generate(prompt, params, request_id=request_id, priority=priority)
                     try:
                         async with contextlib.aclosing(until_closed(stream, self._closing)) as outputs:
                             async for output in outputs:
@@ -305,22 +404,44 @@ class Router:
         self._check_open()
         model = self.embedding_handle(name).model
         arrival = time.perf_counter()
-        with errors.router_errors(name):
-            async with self.pool.use(name) as (_, was_cold):
+        with self._queue_full_counted(name), errors.router_errors(name):
+            async with use_bounded(self.pool, name, self._load_queues[name], 1) as (_, was_cold):
                 result = await model.embed(inputs)
         if was_cold:
             self.on_cold_start(name, time.perf_counter() - arrival)
         return result
+
+    @contextlib.contextmanager
+    def _queue_full_counted(self, name: str) -> Iterator[None]:
+        try:
+            yield
+        except errors.ModelQueueFullError:
+            self.on_queue_full(name)
+            raise
+
+    def _priority(self, name: str, priority: int | None) -> int:
+        if priority is None:
+            return self._request_priority[name]
+        return _checked_priority(priority)
 
     def _check_open(self) -> None:
         if self._closed:
             raise errors.RouterClosedError("the router is shutting down")
 
 
-def _pipeline_input(messages: list[dict], max_tokens: int | None, sampling: dict[str, Any]) -> PipelineInput:
+def _checked_priority(priority: object) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise errors.InvalidParameterError("priority", f"priority must be an integer, got {priority!r}")
+    return priority
+
+
+def _pipeline_input(
+    messages: list[dict], max_tokens: int | None, sampling: dict[str, Any], priority: int | None
+) -> PipelineInput:
     if not messages or not all(isinstance(m, dict) for m in messages):
         raise errors.InvalidParameterError("messages", "'messages' must hold at least one message.")
-    return PipelineInput(list(messages), max_tokens, sampling)
+    checked = None if priority is None else _checked_priority(priority)
+    return PipelineInput(list(messages), max_tokens, sampling, checked)
 
 
 def as_generation(result: PipelineResult) -> Generation:

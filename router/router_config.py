@@ -32,7 +32,8 @@ DEFAULT_CUDA_FRACTION = 0.9  # of the free device memory: the rest is the CUDA c
 class RouterConfig:
     """models: every served model. defaults: the engine settings a model's own entry does not set.
     memory_budget / host_memory: the flags' (None: the file's, else default_budget() and 0).
-    file: the config file as read at start, when the models came from one (config_file)."""
+    file: the config file as read at start, when the models came from one (config_file).
+    request_timeout_s: the timeout of requests that set none (None: they have none)."""
 
     models: tuple[ModelConfig, ...]
     defaults: ServeDefaults = field(default_factory=ServeDefaults)
@@ -42,10 +43,13 @@ class RouterConfig:
     config_file: str | None = None
     file: FileConfig | None = None
     pipelines: tuple[PipelineSpec, ...] = ()  # the file's and those given in Python
+    request_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         if not self.models:
             raise ConfigError("at least one model is needed")
+        if self.request_timeout_s is not None and not self.request_timeout_s > 0:
+            raise ConfigError(f"request_timeout: must be > 0 seconds, got {self.request_timeout_s}")
         if self.default_max_tokens < 1:
             raise ValueError(f"default_max_tokens must be >= 1, got {self.default_max_tokens}")
         if self.host_memory is not None and self.host_memory < 0:
@@ -67,6 +71,7 @@ class RouterConfig:
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
         snapshots: bool = True,
         pipelines: tuple[PipelineSpec, ...] = (),
+        request_timeout_s: float | None = None,
         **engine_defaults: Any,
     ) -> RouterConfig:
         """`models` pinned and `on_demand` specs; with neither, DEFAULT_MODELS pinned.
@@ -75,7 +80,10 @@ class RouterConfig:
         specs = models_from_flags(tuple(pinned or ()), tuple(on_demand or ()), idle_timeout_s)
         defaults = _defaults(snapshots, engine_defaults)
         budgets = (memory_budget, host_memory)
-        return cls(specs, defaults, *budgets, default_max_tokens, pipelines=tuple(pipelines))
+        return cls(
+            specs, defaults, *budgets, default_max_tokens, pipelines=tuple(pipelines),
+            request_timeout_s=request_timeout_s,
+        )  # fmt: skip
 
     @classmethod
     def from_file(
@@ -87,6 +95,7 @@ class RouterConfig:
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
         snapshots: bool = True,
         pipelines: tuple[PipelineSpec, ...] = (),
+        request_timeout_s: float | None = None,
         **engine_defaults: Any,
     ) -> RouterConfig:
         """The models and pipelines of a config file (ConfigError naming the file and key), and
@@ -96,7 +105,9 @@ class RouterConfig:
         defaults = _defaults(snapshots, engine_defaults)
         every = file.pipelines + tuple(pipelines)
         budgets = (memory_budget, host_memory)
-        return cls(file.models, defaults, *budgets, default_max_tokens, str(path), file, every)
+        return cls(
+            file.models, defaults, *budgets, default_max_tokens, str(path), file, every, request_timeout_s
+        )
 
     @classmethod
     def build(

@@ -55,7 +55,7 @@ class RouterRuntime:
         self.config = config
         self.executor = DeviceExecutor(name=config.defaults.device)
         pool = ModelPool(config.budget_bytes(), host_budget_bytes=config.host_budget_bytes())
-        self.router = Router(pool, on_cold_start, config.default_max_tokens)
+        self.router = Router(pool, on_cold_start, config.default_max_tokens, config.request_timeout_s)
         self._served: dict[str, ModelConfig] = {}
         self._file_pipelines: list[PipelineSpec] = []  # served from the config file
         self._reload_lock = asyncio.Lock()
@@ -108,11 +108,7 @@ class RouterRuntime:
         registrations = []
         for model in models:
             served = await asyncio.to_thread(served_model, model, self.config, self.executor)
-            registrations.append(
-                Registration(
-                    served, model.policy, model.idle_timeout_s, model.priority, model.unload_to, model.source
-                )
-            )
+            registrations.append(_registration(served, model, self.config))
         self.router.add_all(registrations)
         self._served.update((model.name, model) for model in models)
 
@@ -166,6 +162,22 @@ def _compare(served_specs: list[PipelineSpec], listed_specs: tuple[PipelineSpec,
     unchanged = tuple(name for name in listed if name in served and served[name] == listed[name])
     restart = tuple(name for name in served if name not in listed or served[name] != listed[name])
     return _Compared(new, unchanged, restart)
+
+
+def _registration(served: ServedModel, model: ModelConfig, config: RouterConfig) -> Registration:
+    """How the router serves `model`. Its engine's queue bound (the model's max_queue, else
+    --max-queue: engine_configs.engine_config) also bounds the wait for its load."""
+    max_queue = engine_config(model, served.kind, config.defaults).scheduler.max_num_waiting
+    return Registration(
+        served,
+        model.policy,
+        model.idle_timeout_s,
+        model.priority,
+        model.unload_to,
+        model.source,
+        model.request_priority,
+        max_queue,
+    )
 
 
 def served_model(model: ModelConfig, config: RouterConfig, executor: DeviceExecutor) -> ServedModel:

@@ -29,13 +29,22 @@ class Sequence:
     block_ids: list[int] = field(default_factory=list)
     block_hashes: list[bytes] = field(default_factory=list)  # of the leading full blocks, chained
     num_preemptions: int = 0
+    # Lower runs earlier (vLLM's sense): the waiting queue's order and, reversed, the order of
+    # preemption (waiting_queue.py, batch_scheduler.py).
+    priority: int = 0
+    arrival: int = -1  # the waiting queue's arrival number (-1: never queued)
     # Every prompt position must run through the model (prompt logprobs score each one), so
     # admission skips prefix-cache hits while this is set; the engine clears it once scored.
     needs_prompt_logprobs: bool = False
 
     @classmethod
-    def from_prompt(cls, seq_id: int, prompt_token_ids: list[int]) -> Sequence:
-        return cls(seq_id=seq_id, token_ids=list(prompt_token_ids), num_prompt_tokens=len(prompt_token_ids))
+    def from_prompt(cls, seq_id: int, prompt_token_ids: list[int], priority: int = 0) -> Sequence:
+        return cls(
+            seq_id=seq_id,
+            token_ids=list(prompt_token_ids),
+            num_prompt_tokens=len(prompt_token_ids),
+            priority=priority,
+        )
 
     @property
     def num_tokens(self) -> int:

@@ -23,6 +23,12 @@ Several engines share one device; one loop runs one engine step at a time. The c
    its last step (or since it became busy) is picked first, the longest waiting first, so every
    request of every model gets at least 1 / max_step_gap_s tokens per second while the device
    can give it, and the busiest model still keeps most of the device.
+5. Request priority holds across models: only the candidates whose work includes the most urgent
+   priority among the busy ones (the lowest number, vLLM's sense) take part in 2. and 3.; the
+   others step only by the floor of 4. A request's priority thus means the same on every model
+   of the device: an urgent request on one model is not shared down to a sliver by another
+   model's crowd of less urgent ones (measured: benchmarks/priority_executor.py), yet those
+   still move. With one priority everywhere (the default) this changes nothing.
 Ties go to the engine that has waited longest since its last step, then by name. The clock is
 the caller's (`now` of pick and charge, in seconds), so the policy is tested with exact times.
 """
@@ -43,6 +49,7 @@ class Candidate:
     name: str
     is_urgent: bool = False
     demand: int = 1  # sequences its next step serves (its share of the device scales with it)
+    priority: int = 0  # the most urgent (lowest) request priority among its work
 
     def __post_init__(self) -> None:
         if isinstance(self.demand, bool) or not isinstance(self.demand, int) or self.demand < 1:
@@ -99,11 +106,13 @@ class StepPolicy:
         if starving is not None:
             self._accounts[starving.name].demand = starving.demand
             return starving.name
-        fairest = min(ready, key=self._order)
+        most_urgent = min(c.priority for c in ready)
+        contenders = [c for c in ready if c.priority == most_urgent]
+        fairest = min(contenders, key=self._order)
         floor = self._accounts[fairest.name].virtual_time
         urgent = [
             c
-            for c in ready
+            for c in contenders
             if c.is_urgent and self._accounts[c.name].virtual_time <= floor + self.urgent_slack_s
         ]
         chosen = min(urgent, key=self._order) if urgent else fairest

@@ -150,7 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_args(launch)
     launch.add_argument("--max-num-seqs", type=_positive_int, help="most sequences in one batch")
     launch.add_argument("--max-num-batched-tokens", type=_positive_int, help="token budget of one step")
-    launch.add_argument("--max-queue", type=_non_negative_int, help="waiting requests per model before 429")
+    launch.add_argument(
+        "--max-queue",
+        type=_non_negative_int,
+        help="waiting requests per model before 429 (a model's max_queue in --config wins)",
+    )
+    launch.add_argument(
+        "--request-timeout",
+        type=_duration,
+        help="end a chat, completion or pipeline request that sets no `timeout` after this long "
+        "(504 request_timeout; default: none)",
+    )
     launch.add_argument(
         "--seed",
         type=int,
@@ -250,6 +260,7 @@ def _launch(args) -> int:
         memory_budget=args.memory_budget,
         host_memory=args.host_memory,
         default_max_tokens=args.default_max_tokens,
+        request_timeout_s=args.request_timeout,
         snapshots=args.snapshots,
         dtype=args.dtype,
         device=args.device,

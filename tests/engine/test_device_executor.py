@@ -41,8 +41,10 @@ class FakeEngine:
         urgent: bool = False,
         rows: int = 1,
         clock: FakeClock | None = None,
+        priority: int = 0,
     ) -> None:
         self.name, self.work, self.cost, self.urgent, self.rows = name, work, cost, urgent, rows
+        self.request_priority = priority
         self.clock = clock
         self.threads: set[str] = set()
         self.log: list[str] | None = None
@@ -55,6 +57,9 @@ class FakeEngine:
 
     def demand(self) -> int:
         return self.rows
+
+    def priority(self) -> int:
+        return self.request_priority
 
     def step(self) -> list:
         self.threads.add(threading.current_thread().name)

@@ -25,6 +25,8 @@ models:
     policy: on-demand
     idle_timeout: 5m
     priority: 2
+    request_priority: -1
+    max_queue: 4
 """
 
 
@@ -43,7 +45,15 @@ def test_a_good_file_becomes_model_configs():
             idle_timeout_s=90.0,
             dtype="float32",
         ),
-        ModelConfig(name="big", source="/models/llama", policy="on-demand", idle_timeout_s=300.0, priority=2),
+        ModelConfig(
+            name="big",
+            source="/models/llama",
+            policy="on-demand",
+            idle_timeout_s=300.0,
+            priority=2,
+            request_priority=-1,
+            max_queue=4,
+        ),
     )
 
 
@@ -73,6 +83,8 @@ def test_load_config_file_reads_the_file(tmp_path):
         ("models:\n  - source: a\n    idle_timeout: 5s\n", ["models[0].idle_timeout", "pinned"]),
         ("idle_timeout: -3\nmodels:\n  - source: a\n", ["idle_timeout", ">= 0"]),
         ("models:\n  - name: a/b\n    source: a\n", ["models[].name"]),
+        ("models:\n  - source: a\n    max_queue: -1\n", ["models[a].max_queue", ">= 0"]),
+        ("models:\n  - source: a\n    request_priority: high\n", ["`models[0].request_priority`"]),
         ("models: [\n", ["not valid YAML"]),
         ("- just\n- a list\n", ["Expected `object`"]),
     ],
@@ -98,3 +110,26 @@ def test_durations(value, seconds):
 def test_bad_durations(value):
     with pytest.raises(ConfigError):
         parse_duration(value)
+
+
+PIPELINE = """
+models:
+  - source: a
+pipelines:
+  - name: p
+    priority: {priority}
+    max_queue: {max_queue}
+    stages:
+      - {{id: s, kind: chat, model: a, messages: [{{role: user, content: "{{{{ input }}}}"}}]}}
+"""
+
+
+def test_a_pipeline_has_a_priority_and_a_max_queue():
+    (spec,) = parse_config(PIPELINE.format(priority=-2, max_queue=3)).pipelines
+    assert (spec.priority, spec.max_queue) == (-2, 3)
+    (spec,) = parse_config(PIPELINE.format(priority=0, max_queue="null")).pipelines
+    assert spec.max_queue is None
+    with pytest.raises(ConfigError, match=r"pipelines\[p\]: max_queue: at least 1"):
+        parse_config(PIPELINE.format(priority=0, max_queue=0))
+    with pytest.raises(ConfigError, match=r"`pipelines\[0\].priority`"):
+        parse_config(PIPELINE.format(priority="soon", max_queue=1))

@@ -12,6 +12,8 @@ def test_a_models_own_settings_win_over_the_flags():
     config = engine_config(own, "chat", defaults)
     assert (config.model, config.dtype, config.max_model_len, config.seed) == ("src", "bfloat16", 256, 7)
     assert (config.scheduler.max_num_seqs, config.scheduler.max_num_waiting) == (2, 3)
+    queued = engine_config(ModelConfig("m", "src", max_queue=0), "chat", defaults)
+    assert queued.scheduler.max_num_waiting == 0  # a model's max_queue wins over --max-queue
     plain = engine_config(ModelConfig("m", "src"), "embedding", ServeDefaults())
     # "auto" stays auto: the loader decides it with the source in hand (a snapshot's own dtype).
     assert (plain.dtype, plain.max_model_len, plain.kv_cache_memory) == ("auto", None, None)

@@ -47,7 +47,7 @@ class EchoChat:
             raise KeyError("role bad")
         return "".join(f"[{m['content']}]" for m in messages)
 
-    async def generate(self, prompt, params, request_id=None):
+    async def generate(self, prompt, params, request_id=None, priority=0):
         if self.queue_full:
             raise engine_errors.QueueFullError("full")
         self.prompts.append((list(prompt), params))
@@ -200,7 +200,7 @@ def test_a_full_engine_queue_is_the_routers_queue_full_error():
 class Stalling(EchoChat):
     """One output, then nothing: an engine that would keep the request forever."""
 
-    async def generate(self, prompt, params, request_id=None):
+    async def generate(self, prompt, params, request_id=None, priority=0):
         try:
             yield RequestOutput(request_id, None, list(prompt), [CompletionOutput(0, "a", [97])])
             await asyncio.Event().wait()

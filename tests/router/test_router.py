@@ -9,6 +9,7 @@ from swiftserve.router.model_pool import ModelPool
 from swiftserve.router.router import Router
 
 from swiftserve.engine.served_model import Footprint
+from swiftserve.sampling_params import SamplingParams
 
 MB = 1_000_000
 
@@ -37,11 +38,11 @@ class FakeChat:
     def apply_chat_template(self, messages, add_generation_prompt=True):
         return "|".join(m["content"] for m in messages)
 
-    async def generate(self, prompt, params, request_id=None):
+    async def generate(self, prompt, params, request_id=None, priority=0):
         assert self.is_resident, "generate on a cold model"
         self.in_flight += 1
         try:
-            for i in range(params):
+            for i in range(params.max_tokens):
                 await asyncio.sleep(0)
                 yield f"{prompt}:{i}"
         finally:
@@ -69,7 +70,7 @@ def _router(budget=100 * MB, **models):
 
 
 async def _collect(router, name, prompt, n):
-    return [x async for x in router.generate(name, prompt, n)]
+    return [x async for x in router.generate(name, prompt, SamplingParams(max_tokens=n))]
 
 
 def test_cold_models_load_on_first_request_and_time_it():
@@ -109,7 +110,7 @@ def test_unload_with_a_request_in_flight_refuses_then_works():
         chat = FakeChat("chat")
         router, _ = _router(chat=(chat, "on-demand"))
         await router.start()
-        stream = router.generate("chat", "x", 3)
+        stream = router.generate("chat", "x", SamplingParams(max_tokens=3))
         assert await stream.__anext__() == "x:0"  # a request holds the model
         with pytest.raises(errors.ModelBusyError):
             await router.unload("chat")
@@ -142,7 +143,7 @@ def test_kinds_unknown_names_and_closed_router():
         assert (handle.tokenizer, handle.max_model_len) == ("tok", 64)  # while cold
         assert handle.apply_chat_template([{"content": "a"}, {"content": "b"}]) == "a|b"
         assert handle.stats() is None  # cold: nothing to report
-        assert [x async for x in handle.generate("h", 1)] == ["h:0"]
+        assert [x async for x in handle.generate("h", SamplingParams(max_tokens=1))] == ["h:0"]
         assert handle.stats() == {"running": 0}
         with pytest.raises(ValueError, match="two models"):
             router.add(FakeChat("chat"), "on-demand")

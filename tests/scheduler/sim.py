@@ -64,8 +64,8 @@ class FakeEngine:
         self.scheduler = Scheduler(self.config, self.num_blocks)
 
     # -- requests --------------------------------------------------------------------------
-    def add(self, seq_id: int, prompt: list[int], max_tokens: int) -> Sequence:
-        seq = Sequence.from_prompt(seq_id, prompt)
+    def add(self, seq_id: int, prompt: list[int], max_tokens: int, priority: int = 0) -> Sequence:
+        seq = Sequence.from_prompt(seq_id, prompt, priority)
         self.requests[seq_id] = Request(seq, max_tokens)
         self.scheduler.add(seq)
         return seq
@@ -130,6 +130,11 @@ class FakeEngine:
             assert seq.status is SequenceStatus.WAITING and not seq.block_ids and seq.num_computed_tokens == 0
         if out.preempted:  # no admission in a step that preempted
             assert set(ids) <= set(running_before), "admitted a waiting sequence in a step that preempted"
+        # Admission in queue order: everything admitted comes before everything still waiting.
+        admitted = [it.seq for it in out.scheduled if it.seq.seq_id not in running_before]
+        if admitted and sched.waiting:
+            last = max((s.priority, s.arrival) for s in admitted)
+            assert last < (sched.waiting.head.priority, sched.waiting.head.arrival), "admitted out of order"
         # Decodes first: if any prefill got tokens, every surviving decode got its token.
         prefill_tokens = sum(
             it.num_new_tokens for it in out.scheduled if it.seq.seq_id not in decoding_before

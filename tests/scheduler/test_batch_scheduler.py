@@ -461,7 +461,7 @@ def _load_sim():
 sim = _load_sim()
 
 
-def _simulate(seed: int, enable_prefix_caching: bool = True):
+def _simulate(seed: int, enable_prefix_caching: bool = True, priorities: tuple[int, ...] = (0,)):
     import random
 
     rng = random.Random(seed)
@@ -484,7 +484,8 @@ def _simulate(seed: int, enable_prefix_caching: bool = True):
         for _ in range(rng.randint(0, 3)):  # arrivals
             if pending:
                 seq_id, (prompt, max_tokens) = pending.pop(0)
-                engine.add(seq_id, prompt, max_tokens)
+                priority = rng.choice(priorities) if len(priorities) > 1 else priorities[0]
+                engine.add(seq_id, prompt, max_tokens, priority)
         if rng.random() < 0.05 and engine.unfinished_ids():  # client disconnects
             engine.abort(rng.choice(engine.unfinished_ids()))
         engine.scheduler.check_integrity()
@@ -528,6 +529,13 @@ def test_random_simulation_without_prefix_caching(seed):
     engine = _simulate(seed, enable_prefix_caching=False)
     assert all(r.seq.num_cached_tokens == 0 for r in engine.requests.values())
     assert all(b.block_hash is None for b in engine.scheduler.block_manager.pool.blocks)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_simulation_with_priorities_keeps_every_invariant(seed):
+    """Mixed priorities: the same invariants and outputs, admission in queue order (sim.py)."""
+    engine = _simulate(seed, priorities=(-1, 0, 0, 3))
+    assert {r.seq.priority for r in engine.requests.values()} == {-1, 0, 3}
 
 
 # -- no torch ---------------------------------------------------------------------------------------

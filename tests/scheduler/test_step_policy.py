@@ -171,3 +171,41 @@ def test_without_a_clock_there_is_no_step_gap_floor():
         order.append(name)
         policy.charge(name, 0.3)
     assert order == ["big", "small", "big", "big", "big", "big"]
+
+
+# -- request priority across engines ------------------------------------------------------------
+
+
+def test_only_the_most_urgent_priority_shares_the_device_and_the_others_step_at_the_floor():
+    policy = StepPolicy(max_step_gap_s=0.2)
+    for name in ("a", "b", "c"):
+        policy.register(name)
+    # b serves eight requests, each less urgent than a's and c's one; a first-token rush on b
+    # changes nothing either.
+    ready = [Candidate("a"), Candidate("b", is_urgent=True, demand=8, priority=5), Candidate("c")]
+    order, now = [], 0.0
+    for _ in range(12):
+        name = policy.pick(ready, now)
+        now += 0.05
+        policy.charge(name, 0.05, now)
+        order.append(name)
+    # a and c share the device; b steps once it has waited past the 0.2 s floor (at 0.25, 0.55).
+    assert "".join(order) == "acacabcacacb"
+    assert policy.pick(ready) in ("a", "c")  # without a clock, no floor: b never
+    # The urgent engines done, b gets every step (work-conserving).
+    assert [policy.pick([ready[1]], now) for _ in range(3)] == ["b", "b", "b"]
+
+
+def test_one_priority_everywhere_changes_nothing():
+    same = [Candidate("a", demand=2, priority=3), Candidate("b", demand=1, priority=3)]
+    default = [Candidate("a", demand=2), Candidate("b", demand=1)]
+    orders = []
+    for ready in (same, default):
+        policy = _policy("a", "b")
+        order = []
+        for _ in range(9):
+            name = policy.pick(ready)
+            policy.charge(name, 0.1)
+            order.append(name)
+        orders.append("".join(order))
+    assert orders[0] == orders[1] == "ababaabaa"  # a serves two requests: twice the steps

@@ -70,7 +70,7 @@ class FakeChatEngine:
     def abort(self, request_id: str) -> None:
         self.aborted.append(request_id)
 
-    async def generate(self, prompt, params, request_id=None):
+    async def generate(self, prompt, params, request_id=None, priority=0):
         if self.is_shut_down:
             raise RuntimeError("engine is shut down")
         ids = prompt if isinstance(prompt, list) else self.tokenizer.encode(prompt)

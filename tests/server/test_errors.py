@@ -40,6 +40,8 @@ ROUTER_ERRORS = [
     (errors.InvalidConfigError("models[0].colour: unknown key"), 400, "invalid_config", None),
     (errors.NoConfigFileError(), 400, "no_config_file", None),
     (errors.ModelQueueFullError("m"), 429, "queue_full", None),
+    (errors.PipelineQueueFullError("p", 2), 429, "queue_full", None),
+    (errors.RequestTimeoutError("m", 2.5), 504, "request_timeout", None),
     (errors.ModelBusyError("m"), 409, "model_busy", None),
     (errors.ModelPinnedError("m"), 409, "model_pinned", None),
     (errors.LoadTimeoutError("m", 5, "busy"), 503, "model_load_timeout", None),
@@ -90,6 +92,16 @@ def test_router_errors_map_to_openai_errors(exc, status, code, param):
     error = error_for(exc, "m")
     assert (error.status, error.code, error.param) == (status, code, param)
     assert error.message
+
+
+def test_a_full_queue_says_when_to_retry_and_a_timeout_not_to():
+    for exc in (errors.ModelQueueFullError("m"), errors.PipelineQueueFullError("p", 2)):
+        error = error_for(exc, "m")
+        assert error.headers == {"retry-after": "1"} and error.type == "rate_limit_error"
+    assert "`p` has its maximum of 2 requests in flight" in error.message
+    error = error_for(errors.RequestTimeoutError("rag", 2.5), "rag")
+    assert error.headers == {"x-should-retry": "false"} and error.type == "timeout_error"
+    assert error.message.startswith("Request timed out") and "2.5 s" in error.message
 
 
 def test_every_router_error_class_has_its_row():
@@ -151,7 +163,7 @@ class _Failing(FakeChatEngine):
         super().__init__()
         self.error, self.after = error, after
 
-    async def generate(self, prompt, params, request_id=None):
+    async def generate(self, prompt, params, request_id=None, priority=0):
         if self.after is None:
             raise self.error
         count = 0

@@ -42,7 +42,7 @@ class FakeModel:
     def apply_chat_template(self, messages, add_generation_prompt=True):
         raise NotImplementedError
 
-    def generate(self, prompt, params, request_id=None):
+    def generate(self, prompt, params, request_id=None, priority=0):
         raise NotImplementedError
 
     async def embed(self, inputs):

@@ -46,6 +46,10 @@ class ChatSteppable:
         # Sequences a step can serve: the unfinished ones, as many as one batch holds.
         return max(1, min(len(self.engine.requests), self.engine.config.scheduler.max_num_seqs))
 
+    def priority(self) -> int:
+        # Waiting requests count too: stepping is what admits them.
+        return min((r.priority for r in self.engine.requests.values()), default=0)
+
     def step(self) -> list[RequestOutput]:
         return self.stream.run(self.engine.step)
 
@@ -126,11 +130,15 @@ class AsyncEngine:
 
     # -- requests ------------------------------------------------------------------------------
     async def generate(
-        self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
+        self,
+        prompt: str | list[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        priority: int = 0,
     ) -> AsyncGenerator[RequestOutput, None]:
         """Cumulative outputs after each step that advanced the request; the last has finished=True.
         Raises InvalidRequestError (ContextLengthError among them) or QueueFullError before the
-        first output. Closing early aborts it."""
+        first output. Closing early aborts it. priority: lower runs earlier (LLMEngine.add_request)."""
         if not self._is_attached:
             if self._is_shut_down:  # a served model's engine unloaded under a request: no restart
                 raise EngineDeadError("the engine was shut down")
@@ -142,7 +150,9 @@ class AsyncEngine:
         self._streams[request_id] = stream
         finished = False
         try:
-            added = self._executor.call(lambda: self.engine.add_request(request_id, prompt, params))
+            added = self._executor.call(
+                lambda: self.engine.add_request(request_id, prompt, params, priority=priority)
+            )
             await asyncio.wrap_future(added)
             while not finished:
                 output = await self._next(stream)

@@ -81,10 +81,14 @@ class LocalChatModel(ServedHandle[AsyncEngine, ParkedWeights]):
         return apply_chat_template(self.tokenizer, messages, add_generation_prompt=add_generation_prompt)
 
     def generate(
-        self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
+        self,
+        prompt: str | list[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        priority: int = 0,
     ) -> AsyncGenerator[RequestOutput, None]:
         """AsyncEngine.generate; ModelNotLoadedError at once while cold."""
-        return self._resident_engine().generate(prompt, params, request_id)
+        return self._resident_engine().generate(prompt, params, request_id, priority)
 
     def abort(self, request_id: str) -> None:
         if self._engine is not None:

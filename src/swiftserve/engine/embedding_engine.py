@@ -210,6 +210,9 @@ class EmbeddingEngine:
     def demand(self) -> int:
         return max(1, min(len(self._pending), self.max_batch_size))
 
+    def priority(self) -> int:
+        return 0  # embedding calls have no request priority (yet): the default
+
     def step(self) -> list[_Done]:
         batch = self._next_batch(self._pending)
         requests = list(dict.fromkeys(request for request, _ in batch))

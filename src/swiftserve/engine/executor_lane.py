@@ -44,6 +44,11 @@ class Steppable(Protocol):
         """Sequences (or inputs) its next step serves, >= 1: its fair share scales with it."""
         ...
 
+    def priority(self) -> int:
+        """The most urgent (lowest) request priority among its work; the policy lets only the
+        most urgent engines share the device, the others step at its floor rate."""
+        ...
+
     def step(self) -> list[Any]: ...
 
 
@@ -159,7 +164,7 @@ class ExecutorLane:
             try:
                 engine = attached.engine
                 if engine.has_work():
-                    ready.append(Candidate(name, engine.is_urgent(), engine.demand()))
+                    ready.append(Candidate(name, engine.is_urgent(), engine.demand(), engine.priority()))
             except Exception as exc:  # noqa: BLE001 - a broken engine must not stop the others
                 self._fail(name, attached, exc)
         return ready

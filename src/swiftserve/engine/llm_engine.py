@@ -127,19 +127,23 @@ class LLMEngine:
         prompt: str | list[int],
         params: SamplingParams,
         prompt_token_ids: list[int] | None = None,
+        priority: int = 0,
     ) -> Request:
         """Queue a request. Raises InvalidRequestError for bad input (ContextLengthError when it
         does not fit the context), QueueFullError when the queue is full.
-        prompt_token_ids, when the caller already encoded `prompt`, spares encoding it again."""
+        prompt_token_ids, when the caller already encoded `prompt`, spares encoding it again.
+        priority: lower runs earlier (vLLM's sense): admitted ahead of less urgent waiting
+        requests, preempted after them (scheduler/batch_scheduler.py)."""
         if request_id in self.requests:
             raise InvalidRequestError("request_id", f"request id {request_id!r} is already in use")
         token_ids = self.encode_prompt(prompt) if prompt_token_ids is None else prompt_token_ids
         self._check_length(len(token_ids), params)
         if not self.scheduler.can_accept(params.n):
             raise QueueFullError(f"the queue of model {self.model_name!r} is full")
-        request = Request(request_id, prompt if isinstance(prompt, str) else None, token_ids, params)
+        text = prompt if isinstance(prompt, str) else None
+        request = Request(request_id, text, token_ids, params, priority=priority)
         for index in range(params.n):
-            request.completions.append(self._new_completion(request_id, index, token_ids, params))
+            request.completions.append(self._new_completion(request_id, index, token_ids, params, priority))
         if params.prompt_logprobs is not None:
             # The first completion's prefill scores the prompt (the others share it).
             request.prompt_logprobs = [None]
@@ -158,9 +162,9 @@ class LLMEngine:
             raise ContextLengthError(*sizes, param="max_tokens")
 
     def _new_completion(
-        self, request_id: str, index: int, token_ids: list[int], params: SamplingParams
+        self, request_id: str, index: int, token_ids: list[int], params: SamplingParams, priority: int
     ) -> Completion:
-        seq = Sequence.from_prompt(next(self._ids), token_ids)
+        seq = Sequence.from_prompt(next(self._ids), token_ids, priority)
         generator = None
         if params.seed is not None:
             generator = torch.Generator(device=self.runner.device).manual_seed(params.seed + index)

@@ -47,6 +47,7 @@ class Request:
     # With params.prompt_logprobs: the entries scored so far, [None] first (outputs.py).
     prompt_logprobs: list[TokenLogprob | None] | None = None
     error: str | None = None  # why it failed alone in a step (outputs.RequestOutput.error)
+    priority: int = 0  # lower runs earlier (its sequences carry it too: scheduler/sequence.py)
 
     @property
     def finished(self) -> bool:

@@ -108,10 +108,15 @@ class ChatModel(ServedModel, Protocol):
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str: ...
 
     def generate(
-        self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
+        self,
+        prompt: str | list[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        priority: int = 0,
     ) -> AsyncGenerator[RequestOutput, None]:
         """Cumulative outputs of one request; closing the iterator early aborts it. Engine errors
-        (engine/errors.py) come out of it, before the first output or later."""
+        (engine/errors.py) come out of it, before the first output or later. priority: lower runs
+        earlier in the model's queue (vLLM's sense)."""
         ...
 
 

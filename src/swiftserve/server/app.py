@@ -71,6 +71,8 @@ class App:
         self._startup_task: asyncio.Task | None = None
         self._shutdown_task: asyncio.Future | None = None
         router.on_pipeline = self.metrics.pipeline.observe
+        router.on_queue_full = lambda name: self.metrics.queue_full.labels(name).inc()
+        router.on_timeout = lambda name: self.metrics.timeouts.labels(name).inc()
         self._routes: dict[str, dict[str, Handler]] = {}
         self._install_routes()
 

@@ -76,13 +76,31 @@ def context_length_exceeded(
     )
 
 
-def queue_full(model: str, retry_after_s: int = 1) -> APIError:
+# What a refused request is told to wait: the queue moves by whole requests, which take seconds.
+QUEUE_FULL_RETRY_AFTER_S = 1
+
+
+def queue_full(what: str, retry_after_s: int = QUEUE_FULL_RETRY_AFTER_S) -> APIError:
+    """429 for a full queue; `what` says whose ("the request queue for model `m` is full")."""
     return APIError(
         429,
-        f"The server's request queue for model `{model}` is full; retry after {retry_after_s} s.",
+        f"{what[:1].upper()}{what[1:]}; retry after {retry_after_s} s.",
         type="rate_limit_error",
         code="queue_full",
         headers={"retry-after": str(retry_after_s)},
+    )
+
+
+def request_timeout(name: str, seconds: float) -> APIError:
+    """504: the server received the whole request and gave up answering it within its timeout.
+    (408 would say the client was too slow to send it, which invites an HTTP client to resend.)
+    x-should-retry: false keeps the openai SDKs from retrying what would time out again."""
+    return APIError(
+        504,
+        f"Request timed out: the request to `{name}` did not finish within its timeout of {seconds:g} s.",
+        type="timeout_error",
+        code="request_timeout",
+        headers={"x-should-retry": "false"},
     )
 
 
@@ -147,7 +165,11 @@ def _router_error(exc: RouterError, model: str) -> APIError:
     if isinstance(exc, router.InvalidParameterError):
         return bad_request(str(exc), param=exc.param)
     if isinstance(exc, router.ModelQueueFullError):
-        return queue_full(exc.name)
+        return queue_full(f"the server's request queue for model `{exc.name}` is full")
+    if isinstance(exc, router.PipelineQueueFullError):
+        return queue_full(f"the pipeline `{exc.name}` has its maximum of {exc.max_queue} requests in flight")
+    if isinstance(exc, router.RequestTimeoutError):
+        return request_timeout(exc.name, exc.seconds)
     if isinstance(exc, router.ModelNotFoundError):
         return model_not_found(exc.name)
     if isinstance(exc, router.RequestAbortedError):

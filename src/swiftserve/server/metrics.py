@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from swiftserve.router.pipeline_types import PipelineOutcome
 from swiftserve.router.request_types import GenerationStep
 
 __all__ = ["CONTENT_TYPE_LATEST", "ServerMetrics"]
@@ -159,6 +160,16 @@ class ServerMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.queue_full = Counter(
+            "swiftserve_queue_full",
+            "Requests refused (429) because the model's queue was full, from any caller",
+            ["model"],
+            registry=r,
+        )
+        self.timeouts = Counter(
+            "swiftserve_request_timeouts", "Requests to a model that ran past their timeout", ["model"],
+            registry=r,
+        )  # fmt: skip
         self.pipeline = _PipelineMetrics(r)
         r.register(_EngineStatsCollector(engines))
         r.register(_ModelLifecycleCollector(models))
@@ -198,12 +209,12 @@ class _PipelineMetrics:
             ["pipeline"], registry=r,
         )  # fmt: skip
 
-    def observe(self, name: str, result) -> None:
-        """One pipeline request's end (result None: it failed)."""
+    def observe(self, name: str, outcome: PipelineOutcome) -> None:
+        """One pipeline request's end: ok, error, queue_full (refused at arrival) or timeout."""
+        self.requests.labels(name, outcome.kind).inc()
+        result = outcome.result
         if result is None:
-            self.requests.labels(name, "error").inc()
             return
-        self.requests.labels(name, "ok").inc()
         self.latency.labels(name).observe(result.latency_s)
         for stage in result.stages:
             t = stage.timing

@@ -41,6 +41,12 @@ def sampling_fields(
     }
 
 
+def request_limits(body: p.GenerationRequest | p.PipelineRunRequest) -> dict[str, Any]:
+    """The router's priority and timeout keywords; None (unset) leaves them to the model's,
+    pipeline's or server's defaults."""
+    return {"priority": body.priority, "timeout": body.timeout}
+
+
 def explicit_sampling_fields(body: Any) -> dict[str, Any]:
     """sampling_fields, only those the body sets to other than its default: a pipeline's final
     stage keeps its own configured values for the rest."""

@@ -8,7 +8,8 @@ is reported with its path, e.g. "Expected `int` >= 1 - at `$.max_tokens`".
 
 Extensions (vLLM-style) on chat and completions: top_k, min_p, repetition_penalty, min_tokens,
 ignore_eos, prompt_logprobs (answered as `prompt_logprobs` on each completion choice, or on the
-chat completion; not with chat streaming).
+chat completion; not with chat streaming), priority (lower runs earlier; null: the model's or
+pipeline's default) and timeout (seconds from arrival to the last output; null: the server's).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
 NumChoices = Annotated[int, Meta(ge=1, le=MAX_N)]
 TopLogprobs = Annotated[int, Meta(ge=0, le=MAX_TOP_LOGPROBS)]
 Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
+Priority = Annotated[int, Meta(ge=-MAX_INT - 1, le=MAX_INT)]
+Timeout = Annotated[float, Meta(gt=0.0, le=MAX_INT)]
 
 
 class _Request(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -89,6 +92,8 @@ class _SamplingFields(_Request, kw_only=True):
     min_tokens: NonNegInt = 0
     ignore_eos: bool = False
     prompt_logprobs: TopLogprobs | None = None
+    priority: Priority | None = None
+    timeout: Timeout | None = None
 
 
 class ChatCompletionRequest(_SamplingFields, kw_only=True):
@@ -177,6 +182,8 @@ class PipelineRunRequest(_Request, kw_only=True):
     temperature: float | None = None
     top_p: float | None = None
     seed: int | None = None
+    priority: Priority | None = None
+    timeout: Timeout | None = None
 
 
 RequestT = TypeVar(

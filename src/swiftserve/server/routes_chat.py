@@ -17,7 +17,12 @@ from swiftserve.server.errors import bad_request
 from swiftserve.server.http import HTTPRequest, JSONResponse, Response, StreamingResponse
 from swiftserve.server.logprobs import chat_logprobs, prompt_logprobs_json
 from swiftserve.server.metrics import RequestTimer, timed
-from swiftserve.server.params import explicit_sampling_fields, sampling_fields, template_messages
+from swiftserve.server.params import (
+    explicit_sampling_fields,
+    request_limits,
+    sampling_fields,
+    template_messages,
+)
 from swiftserve.server.pipeline_report import pipeline_report, with_upstream_usage
 from swiftserve.server.streaming import chunk_stream, collect_or_answer, sse_event
 
@@ -33,7 +38,8 @@ async def chat_completions(request: HTTPRequest) -> Response:
     router: Router = request.app.router
     if body.model in router.pipelines:
         return await pipeline_chat(request, body, messages, requested)
-    stream = await router.open_chat(body.model, messages, requested, **sampling)
+    limits = request_limits(body)
+    stream = await router.open_chat(body.model, messages, requested, **limits, **sampling)
     chat = _Chat(request, body, stream)
     if body.stream:
         return StreamingResponse(chat.sse())
@@ -52,7 +58,7 @@ async def pipeline_chat(
     if body.logprobs or body.prompt_logprobs is not None:
         raise bad_request("A pipeline answers without logprobs.", param="logprobs")
     router: Router = request.app.router
-    sampling = explicit_sampling_fields(body)
+    sampling = {**explicit_sampling_fields(body), **request_limits(body)}
     if body.stream:
         opened = await router.open_pipeline(body.model, messages, requested, **sampling)
         stream = GenerationStream(body.model, opened.n, [[]], with_upstream_usage(opened))

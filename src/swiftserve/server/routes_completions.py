@@ -19,7 +19,7 @@ from swiftserve.server import protocol as p
 from swiftserve.server.http import HTTPRequest, JSONResponse, Response, StreamingResponse
 from swiftserve.server.logprobs import prompt_logprobs_json, token_text
 from swiftserve.server.metrics import RequestTimer, timed
-from swiftserve.server.params import sampling_fields
+from swiftserve.server.params import request_limits, sampling_fields
 from swiftserve.server.streaming import chunk_stream, collect_or_answer, sse_event
 
 MAX_PROMPTS = 64
@@ -33,7 +33,8 @@ async def completions(request: HTTPRequest) -> Response:
     wanted = [k for k in (body.logprobs if body.echo else None, body.prompt_logprobs) if k is not None]
     sampling = sampling_fields(body, logprobs=body.logprobs, prompt_logprobs=max(wanted, default=None))
     router: Router = request.app.router
-    stream = await router.open_completion(body.model, prompts, body.max_tokens, **sampling)
+    limits = request_limits(body)
+    stream = await router.open_completion(body.model, prompts, body.max_tokens, **limits, **sampling)
     completion = _Completion(request, body, stream)
     if body.stream:
         return StreamingResponse(completion.sse())

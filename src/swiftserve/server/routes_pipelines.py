@@ -10,6 +10,7 @@ from swiftserve.router.router import Router
 from swiftserve.server import protocol as p
 from swiftserve.server.errors import bad_request
 from swiftserve.server.http import Handler, HTTPRequest, JSONResponse, Response
+from swiftserve.server.params import request_limits
 from swiftserve.server.pipeline_report import pipeline_run
 
 PIPELINE_PREFIX = "/v1/pipelines/"
@@ -27,6 +28,7 @@ async def run_pipeline(request: HTTPRequest) -> Response:
     body = p.decode_request(request.body or b"{}", p.PipelineRunRequest)
     messages = _messages(body)
     sampling = {k: getattr(body, k) for k in ("temperature", "top_p", "seed") if getattr(body, k) is not None}
+    sampling.update(request_limits(body))
     router: Router = request.app.router
     result = await router.run_pipeline(name, messages, body.max_tokens, **sampling)
     return JSONResponse(p.encode(pipeline_run(result)))
