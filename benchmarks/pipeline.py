@@ -37,6 +37,16 @@ FACTS = [
     "Water boils at 100 degrees Celsius at sea level.",
 ]
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+_asked = iter(range(1 << 30))
+
+
+def fresh_question() -> list[dict]:
+    """QUESTION under a number never asked before: a warm run then finds no earlier run's prompts
+    in the prefix cache (which a cold run, after the reload, cannot), so cold minus warm is the
+    loads and first forwards, not the prefill that a repeated prompt skips."""
+    return [{"role": "user", "content": f"Question {next(_asked)}: {QUESTION[0]['content']}"}]
+
+
 GREEDY = {"max_tokens": 16, "temperature": 0, "ignore_eos": True}
 MODELS = {
     "embed": "all-minilm-l6-v2",
@@ -103,12 +113,12 @@ async def cascade(server: Server, name: str, loads: dict[str, float], repeats: i
     for _ in range(repeats):
         for model in models:
             await server.load(model)
-        await server.run_pipeline(name, QUESTION)  # the first forwards after a load: not warm yet
-        warm.append((await server.run_pipeline(name, QUESTION)).latency_s)
+        await server.run_pipeline(name, fresh_question())  # the first forwards after a load: not warm
+        warm.append((await server.run_pipeline(name, fresh_question())).latency_s)
         await all_cold(server)
-        cold.append((await server.run_pipeline(name, QUESTION)).latency_s)
+        cold.append((await server.run_pipeline(name, fresh_question())).latency_s)
         await all_cold(server)
-        cold_off.append((await server.run_pipeline(f"{name}-cold", QUESTION)).latency_s)
+        cold_off.append((await server.run_pipeline(f"{name}-cold", fresh_question())).latency_s)
     warm_s = statistics.median(warm)
     used = [loads[m] for m in models]
     row = {

@@ -4,18 +4,34 @@ At a few rows a linear layer is a read of its weight matrix, and oneDNN's bf16 G
 half of this CPU's memory bandwidth; _C's kernel streams the weight once at close to full
 bandwidth (benchmarks/kernels/cpu_bench.py). Past MAX_ROWS rows the matmul has enough reuse for
 torch's GEMM (oneDNN) to win, so this backend runs those through `gemm`: the faster kernel for the
-shape, not a fallback. Inputs _C has no kernel for (float16, mixed dtypes, a weight with strided
-rows) raise UnsupportedInputError at any size, so the backend's coverage does not depend on M.
+shape, not a fallback. On a CPU without native bf16 (cpu_isa.py) oneDNN emulates bf16 at about a
+seventh of its float32 speed, so there a large bf16 matmul is widened to float32 a slice of weight
+rows at a time (`widened_gemm`: 6x faster at 200 rows, the transient copy a few MiB) and _C keeps
+up to MAX_ROWS_WIDENED rows, where it is still ahead of the widening. Inputs _C has no kernel for
+(float16, mixed dtypes, a weight with strided rows) raise UnsupportedInputError at any size, so
+the backend's coverage does not depend on M.
 """
 
 from __future__ import annotations
 
+import logging
+from functools import cache
+
 import torch
 import torch.nn.functional as F
 from swiftserve.kernels import cpp_native as native
+from swiftserve.kernels.cpu_isa import has_native_bf16_matmul
+
+logger = logging.getLogger(__name__)
 
 # Measured crossover on a 2-core Zen 4 (cpu_bench.py): at 16 rows torch's GEMM is level or ahead.
 MAX_ROWS = 8
+# Without native bf16 (2-core AVX2 EPYC, /tmp measurements in the commit): _C 1.1 ms against
+# 1.6 ms widened at 16 rows of SmolLM2's gate_up, 2.9 against 1.6 ms at 32.
+MAX_ROWS_WIDENED = 16
+# float32 bytes of weight widened at a time: the slice is still in cache when the GEMM reads it
+# (a 49152-row lm_head: 20 ms in 2 MiB slices, 94 ms widened whole and 113 MiB transient).
+WIDEN_BYTES = 2 << 20
 gemm = F.linear  # the large-M path (a module attribute so benchmarks/op_timer.py can time it)
 
 
@@ -52,8 +68,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     _check(x, weight, bias)
     native.unsupported("linear", supports_linear(x, weight, bias))
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    if rows > MAX_ROWS:
-        return gemm(x, weight, bias)
+    widen = x.dtype is torch.bfloat16 and not has_native_bf16_matmul()
+    if rows > (MAX_ROWS_WIDENED if widen else MAX_ROWS):
+        return widened_gemm(x, weight, bias) if widen else gemm(x, weight, bias)
     x2 = x if x.dim() == 2 else x.reshape(rows, x.shape[-1])
     x_stride = x2.stride()
     if x_stride[-1] != 1:
@@ -75,3 +92,26 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         dtype=native.NATIVE_DTYPES[x.dtype],
     )
     return out if x.dim() == 2 else out.reshape(*x.shape[:-1], n)
+
+
+def widened_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x @ weight^T (+ bias) in float32, rounded once to x's dtype, widening WIDEN_BYTES of weight
+    rows at a time: what a bf16 GEMM computes (fp32 sums, one rounding), where bf16 is emulated."""
+    _log_widening()
+    x32 = x.float()
+    n, k = weight.shape
+    out = torch.empty(*x.shape[:-1], n, dtype=x.dtype)
+    step = max(16, WIDEN_BYTES // (4 * max(k, 1)))
+    for n0 in range(0, n, step):
+        b = None if bias is None else bias[n0 : n0 + step].float()
+        out[..., n0 : n0 + step] = gemm(x32, weight[n0 : n0 + step].float(), b)
+    return out
+
+
+@cache
+def _log_widening() -> None:
+    logger.info(
+        "this CPU has no native bf16 matmul (no AVX512-BF16 or AMX): bf16 matmuls of more than %d "
+        "rows run in float32, which torch computes ~6x faster here",
+        MAX_ROWS_WIDENED,
+    )

@@ -91,8 +91,10 @@ def test_portable_kernel_matches_matmul(dtype, m):
     _check(cpp_linear.linear(x, weight, bias), x, weight, bias)
 
 
-def test_large_batches_use_gemm_and_float16_is_refused():
-    """Past MAX_ROWS rows the result is exactly torch's F.linear; float16 has no kernel."""
+def test_large_batches_use_gemm_and_float16_is_refused(monkeypatch):
+    """Past MAX_ROWS rows on a CPU with native bf16 the result is exactly torch's F.linear;
+    float16 has no kernel."""
+    monkeypatch.setattr(cpp_linear, "has_native_bf16_matmul", lambda: True)
     x, weight = _rand((cpp_linear.MAX_ROWS + 1, 33), torch.bfloat16, 0), _rand((9, 33), torch.bfloat16, 1)
     assert torch.equal(cpp_linear.linear(x, weight), torch.nn.functional.linear(x, weight))
     x16, w16 = x[:2].half(), weight.half()
@@ -100,6 +102,40 @@ def test_large_batches_use_gemm_and_float16_is_refused():
         cpp_linear.linear(x16, w16)
     empty = cpp_linear.linear(x[:0], weight)
     assert empty.shape == (0, 9)
+
+
+@pytest.mark.parametrize("shape", [(17, 33), (40, 100), (2, 9, 576)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_bf16_without_native_bf16_is_widened(monkeypatch, shape, bias):
+    """Where bf16 is emulated, more than MAX_ROWS_WIDENED rows run in float32 over slices of
+    weight rows (WIDEN_BYTES shrunk to the 16-row floor: 37 rows in slices of 16, 16 and 5),
+    rounded once: equal to a float32 matmul rounded to bf16."""
+    monkeypatch.setattr(cpp_linear, "has_native_bf16_matmul", lambda: False)
+    monkeypatch.setattr(cpp_linear, "WIDEN_BYTES", 64)
+    k = shape[-1]
+    x, weight = _rand(shape, torch.bfloat16, 0), _rand((37, k), torch.bfloat16, 1)
+    b = _rand((37,), torch.bfloat16, 2) if bias else None
+    out = cpp_linear.linear(x, weight, b)
+    assert out.shape == (*shape[:-1], 37) and out.dtype == torch.bfloat16
+    _check(out.reshape(-1, 37), x.reshape(-1, k), weight, b)
+    expected = torch.nn.functional.linear(x.float(), weight.float(), None if b is None else b.float())
+    assert torch.equal(out, expected.bfloat16())
+
+
+def test_widening_starts_past_max_rows_widened(monkeypatch):
+    """Up to MAX_ROWS_WIDENED rows _C runs (it is ahead there), past it the float32 GEMM."""
+    monkeypatch.setattr(cpp_linear, "has_native_bf16_matmul", lambda: False)
+    calls = []
+    monkeypatch.setattr(
+        cpp_linear, "gemm", lambda *a: calls.append(a[0].dtype) or torch.nn.functional.linear(*a)
+    )
+    weight = _rand((9, 33), torch.bfloat16, 1)
+    cpp_linear.linear(_rand((cpp_linear.MAX_ROWS_WIDENED, 33), torch.bfloat16, 0), weight)
+    assert calls == []
+    cpp_linear.linear(_rand((cpp_linear.MAX_ROWS_WIDENED + 1, 33), torch.bfloat16, 0), weight)
+    assert calls == [torch.float32]
+    cpp_linear.linear(_rand((cpp_linear.MAX_ROWS + 1, 33), torch.float32, 0), weight.float())
+    assert calls == [torch.float32, torch.float32]  # float32 past MAX_ROWS: gemm as it is
 
 
 def test_bad_inputs_raise_value_error():
