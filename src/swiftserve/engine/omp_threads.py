@@ -51,8 +51,16 @@ def _loaded_runtime_path() -> str | None:
     maps = Path("/proc/self/maps")
     if not maps.exists():
         return None
-    for line in maps.read_text().splitlines():
-        path = line.split()[-1] if line.split() else ""
-        if any(Path(path).name.startswith(name) for name in _RUNTIMES):
-            return path
-    return None
+    paths = [line.split()[-1] for line in maps.read_text().splitlines() if line.split()]
+    return torch_runtime(paths, Path(torch.__file__).parent)
+
+
+def torch_runtime(mapped: list[str], torch_dir: Path) -> str | None:
+    """Of the OpenMP runtimes among the mapped paths, torch's: the one in torch's package (its
+    lib/ or the wheel's torch.libs/), else the first. Other wheels bring their own copy (scikit-learn
+    vendors a libgomp that sentence-transformers loads), and setting that copy's thread count
+    leaves torch's teams as they were."""
+    runtimes = list(dict.fromkeys(p for p in mapped if any(Path(p).name.startswith(n) for n in _RUNTIMES)))
+    homes = (torch_dir, torch_dir.parent / "torch.libs")
+    ours = [p for p in runtimes if any(Path(p).is_relative_to(home) for home in homes)]
+    return (ours or runtimes or [None])[0]
