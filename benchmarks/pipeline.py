@@ -41,9 +41,11 @@ _asked = iter(range(1 << 30))
 
 
 def fresh_question() -> list[dict]:
-    """QUESTION under a number never asked before: a warm run then finds no earlier run's prompts
-    in the prefix cache (which a cold run, after the reload, cannot), so cold minus warm is the
-    loads and first forwards, not the prefill that a repeated prompt skips."""
+    """QUESTION under a number never asked before. Every stage's prompt starts with it (or with an
+    upstream output, as unique), so a warm run finds nothing of an earlier run's prompts in the
+    prefix cache, which a cold run cannot after the reload: cold minus warm is then the loads and
+    what they slow down, not the prefill that a repeated prompt skips. (The fan-out's calls still
+    share their prompt's prefix within one run, warm or cold.)"""
     return [{"role": "user", "content": f"Question {next(_asked)}: {QUESTION[0]['content']}"}]
 
 
@@ -65,12 +67,12 @@ def pipelines(corpus: Path) -> list[Pipeline]:
     retrieve = Stage("context", "retrieve", "embed", corpus=str(corpus), top_k=2)
     three = (
         retrieve,
-        _chat("drafts", "smol-a", "context", "Facts: {{ stages.context }}\nQ: {{ input }} #{{ i }}", 3),
+        _chat("drafts", "smol-a", "context", "Q: {{ input }}\nFacts: {{ stages.context }}\n#{{ i }}", 3),
         _chat("final", "gemma-a", "drafts", "Merge: {{ stages.drafts }}"),
     )
     five = (
         retrieve,
-        _chat("draft", "smol-a", "context", "Facts: {{ stages.context }}\nQ: {{ input }}"),
+        _chat("draft", "smol-a", "context", "Q: {{ input }}\nFacts: {{ stages.context }}"),
         _chat("critique", "gemma-a", "draft", "Critique: {{ stages.draft }}"),
         _chat("rewrite", "smol-b", "critique", "Rewrite {{ stages.draft }} given {{ stages.critique }}"),
         _chat("final", "gemma-b", "rewrite", "Polish: {{ stages.rewrite }}"),
