@@ -63,4 +63,5 @@ def torch_runtime(mapped: list[str], torch_dir: Path) -> str | None:
     runtimes = list(dict.fromkeys(p for p in mapped if any(Path(p).name.startswith(n) for n in _RUNTIMES)))
     homes = (torch_dir, torch_dir.parent / "torch.libs")
     ours = [p for p in runtimes if any(Path(p).is_relative_to(home) for home in homes)]
-    return (ours or runtimes or [None])[0]
+    candidates = ours or runtimes
+    return candidates[0] if candidates else None
