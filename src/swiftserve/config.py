@@ -45,6 +45,8 @@ class EngineConfig:
     kernel_backend: str | None = None
     cache_dir: str | None = None
     snapshot_cache: str | None = None
+    # How long a request waits for its constraint (JSON schema, grammar) to compile before a 400.
+    grammar_compile_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -55,6 +57,8 @@ class EngineConfig:
             raise ValueError(f"load_format must be one of {_LOAD_FORMATS}, got {self.load_format!r}")
         if self.kv_cache_memory is not None and self.kv_cache_memory <= 0:
             raise ValueError(f"kv_cache_memory must be positive bytes, got {self.kv_cache_memory}")
+        if not self.grammar_compile_timeout_s > 0:
+            raise ValueError(f"grammar_compile_timeout_s must be > 0, got {self.grammar_compile_timeout_s}")
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ValueError(f"max_model_len must be >= 1, got {self.max_model_len}")
 

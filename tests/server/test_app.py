@@ -221,7 +221,12 @@ BAD_CHAT = [
     ({**CHAT, "bogus_field": 1}, "bogus_field"),
     ({**CHAT, "messages": [{"role": "user", "content": "x", "extra": 1}]}, "messages[0].extra"),
     ({**CHAT, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-    ({**CHAT, "response_format": {"type": "json_object"}}, "response_format"),
+    ({**CHAT, "response_format": {"type": "json_schema"}}, "response_format.json_schema.schema"),
+    ({**CHAT, "response_format": {"type": "xml"}}, "response_format.type"),
+    ({**CHAT, "response_format": {"type": "json_object"}, "guided_regex": "a+"}, "response_format"),
+    ({**CHAT, "guided_choice": []}, "guided_choice"),
+    ({**CHAT, "structured_outputs": {"json": {}, "regex": "a"}}, "structured_outputs"),
+    ({**CHAT, "structured_outputs": {"jsn": {}}}, "structured_outputs.jsn"),
     ({**CHAT, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}, None),
     ({**CHAT, "stream_options": {"include_usage": "yes"}}, "stream_options.include_usage"),
 ]

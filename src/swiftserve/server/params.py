@@ -13,6 +13,7 @@ import msgspec
 
 from swiftserve.server import protocol as p
 from swiftserve.server.errors import bad_request
+from swiftserve.server.structured_params import structured_outputs
 
 MAX_STOP_SEQUENCES = 16
 _TEMPLATE_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -38,6 +39,7 @@ def sampling_fields(
         "ignore_eos": body.ignore_eos,
         "logprobs": logprobs,
         "prompt_logprobs": prompt_logprobs,
+        "structured_outputs": structured_outputs(body),
     }
 
 
@@ -52,7 +54,10 @@ def explicit_sampling_fields(body: Any) -> dict[str, Any]:
     stage keeps its own configured values for the rest."""
     defaults = {f.name: f.default for f in msgspec.structs.fields(type(body))}
     fields = sampling_fields(body, logprobs=None)
-    return {k: v for k, v in fields.items() if getattr(body, k, None) not in (None, defaults.get(k))}
+    explicit = {k: v for k, v in fields.items() if getattr(body, k, None) not in (None, defaults.get(k))}
+    if fields["structured_outputs"] is not None:  # set through response_format or guided_*, too
+        explicit["structured_outputs"] = fields["structured_outputs"]
+    return explicit
 
 
 def _stops(stop: str | list[str] | None) -> tuple[str, ...]:

@@ -70,6 +70,35 @@ class StreamOptions(Struct, forbid_unknown_fields=True, kw_only=True):
     include_obfuscation: bool | None = None
 
 
+class JsonSchemaFormat(Struct, forbid_unknown_fields=True, kw_only=True):
+    """response_format.json_schema: the schema is enforced whether or not `strict` is set."""
+
+    name: str
+    schema: dict[str, Any] | None = None
+    strict: bool | None = None
+    description: str | None = None
+
+
+class ResponseFormat(Struct, forbid_unknown_fields=True, kw_only=True):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+class StructuredOutputsParams(Struct, forbid_unknown_fields=True, kw_only=True):
+    """vLLM's `structured_outputs` object (its newer form of the guided_* fields): one of json,
+    regex, choice, grammar, json_object. disable_any_whitespace None keeps swiftserve's default
+    (JSON without free whitespace); False allows any whitespace, as vLLM's default does."""
+
+    json: dict[str, Any] | str | None = None
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+    json_object: bool | None = None
+    disable_any_whitespace: bool | None = None
+    disable_fallback: bool | None = None  # one backend here: nothing to fall back to
+    disable_additional_properties: bool | None = None
+
+
 class _SamplingFields(_Request, kw_only=True):
     """Fields shared by chat and text completions (reference fields plus extensions)."""
 
@@ -94,6 +123,15 @@ class _SamplingFields(_Request, kw_only=True):
     prompt_logprobs: TopLogprobs | None = None
     priority: Priority | None = None
     timeout: Timeout | None = None
+    # Structured outputs: OpenAI's response_format, vLLM's guided_* extra body and its newer
+    # structured_outputs object; at most one of them per request (server/structured_params.py).
+    response_format: ResponseFormat | None = None
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
+    guided_decoding_backend: str | None = None  # accepted: llguidance serves every request
+    structured_outputs: StructuredOutputsParams | None = None
 
 
 class ChatCompletionRequest(_SamplingFields, kw_only=True):
@@ -120,7 +158,6 @@ class ChatCompletionRequest(_SamplingFields, kw_only=True):
     tool_choice: Any | None = None
     functions: list[Any] | None = None
     function_call: Any | None = None
-    response_format: dict[str, Any] | None = None
     audio: Any | None = None
     prediction: Any | None = None
     web_search_options: Any | None = None
@@ -158,9 +195,6 @@ def unsupported_fields(request: Struct) -> list[str]:
     tool_choice = getattr(request, "tool_choice", None)
     if tool_choice is not None and tool_choice != "none" and tool_choice != "auto":
         bad.append("tool_choice")
-    response_format = getattr(request, "response_format", None)
-    if response_format is not None and response_format.get("type") != "text":
-        bad.append("response_format")
     modalities = getattr(request, "modalities", None)
     if modalities is not None and any(m != "text" for m in modalities):
         bad.append("modalities")
