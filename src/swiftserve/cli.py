@@ -164,8 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument(
         "--grammar-compile-timeout",
         type=_duration,
+        default="10s",
         help="how long a request waits for its response_format / guided_* constraint to compile "
-        "before a 400 (default 10s; a constraint that timed out is refused at once after that)",
+        "before a 400 (a constraint that timed out is refused at once after that)",
     )
     launch.add_argument(
         "--seed",

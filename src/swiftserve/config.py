@@ -16,6 +16,9 @@ DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 _LOAD_FORMATS = ("auto", "dummy")
 
 
+DEFAULT_GRAMMAR_COMPILE_TIMEOUT_S = 10.0
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Everything one engine needs; several engines with different configs share a process.
@@ -46,7 +49,7 @@ class EngineConfig:
     cache_dir: str | None = None
     snapshot_cache: str | None = None
     # How long a request waits for its constraint (JSON schema, grammar) to compile before a 400.
-    grammar_compile_timeout_s: float = 10.0
+    grammar_compile_timeout_s: float = DEFAULT_GRAMMAR_COMPILE_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if not self.model:

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from swiftserve.config import DEFAULT_GRAMMAR_COMPILE_TIMEOUT_S
 from swiftserve.engine.errors import GrammarError
 from swiftserve.model_runner.grammar.interface import (
     CompiledGrammar,
@@ -25,7 +26,6 @@ from swiftserve.model_runner.grammar.interface import (
 )
 from swiftserve.structured_outputs import StructuredOutputs
 
-DEFAULT_COMPILE_TIMEOUT_S = 10.0
 DEFAULT_CACHE_SIZE = 256
 
 
@@ -47,7 +47,7 @@ class GrammarCompiler:
     def __init__(
         self,
         make_backend: Callable[[], GrammarBackend],
-        timeout_s: float = DEFAULT_COMPILE_TIMEOUT_S,
+        timeout_s: float = DEFAULT_GRAMMAR_COMPILE_TIMEOUT_S,
         cache_size: int = DEFAULT_CACHE_SIZE,
         num_threads: int = 1,
     ) -> None:
