@@ -142,6 +142,13 @@ def test_nothing_leaks_after_bad_and_good_constraints(server) -> None:
     free = server.chat("Say hi")  # a neighbour of the refused ones above still gets its answer
     assert free.status_code == 200
     assert server.metric(f'swiftserve_kv_cache_usage_ratio{{model="{CHAT}"}}') == 0
+    # what the tests above cost, on /metrics: PERSON came back from the cache, five were refused
+    model = f'{{model="{CHAT}"}}'
+    assert server.metric(f"swiftserve_grammar_cache_hits_total{model}") >= 1
+    assert server.metric(f"swiftserve_grammar_failures_total{model}") >= 5
+    assert server.metric(f"swiftserve_grammar_constrained_rows_total{model}") > 0
+    assert server.metric(f"swiftserve_grammar_compile_seconds_total{model}") > 0
+    assert server.metric(f'swiftserve_grammar_mask_fill_seconds{{model="{CHAT}",quantile="0.99"}}') > 0
 
 
 def test_a_compile_past_its_timeout_is_a_400_and_neighbours_go_on() -> None:

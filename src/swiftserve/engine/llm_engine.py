@@ -19,6 +19,7 @@ from swiftserve.config import EngineConfig
 from swiftserve.engine.detokenizer import IncrementalDetokenizer
 from swiftserve.engine.errors import ContextLengthError, InvalidRequestError, QueueFullError
 from swiftserve.engine.grammar_compiler import GrammarCompiler
+from swiftserve.engine.grammar_stats import GrammarStats, grammar_stats
 from swiftserve.engine.postprocess import append_prompt_logprobs, append_token
 from swiftserve.engine.request import Completion, Request
 from swiftserve.loader import apply_chat_template, load_tokenizer
@@ -47,6 +48,7 @@ class EngineStats:
     num_preemptions: int
     num_used_blocks: int = 0
     is_waiting_for_blocks: bool = False  # the last step left a request waiting for KV blocks
+    grammar: GrammarStats | None = None  # structured outputs, once a constrained request came
 
 
 def wanted_max_model_len(config: EngineConfig, model_limit: int, max_kv_tokens: int) -> int:
@@ -322,4 +324,10 @@ class LLMEngine:
             num_preemptions=self.scheduler.num_preemptions,
             num_used_blocks=bm.num_used_blocks,
             is_waiting_for_blocks=self._is_waiting_for_blocks(),
+            grammar=self._grammar_stats(),
         )
+
+    def _grammar_stats(self) -> GrammarStats | None:
+        if self.grammars.backend is None and not self.grammars.stats.num_compiles:
+            return None
+        return grammar_stats(self.grammars.stats, self.runner.mask_timings)
