@@ -158,6 +158,12 @@ def test_apply_bitmask_masks_exactly_the_cleared_bits(vocab) -> None:
     assert torch.equal(logits[1], original[1])
 
 
+def test_a_mask_narrower_than_the_logits_disallows_the_rest() -> None:
+    logits = torch.zeros(1, 40)
+    apply_bitmask_(logits, allocate_bitmask(1, 32), [0])  # every bit set, for 32 tokens only
+    assert torch.isfinite(logits[0, :32]).all() and torch.isinf(logits[0, 32:]).all()
+
+
 # -- the compiler: cache, failures cached, timeouts --------------------------------------------------
 def test_compiler_caches_successes_and_failures(backend) -> None:
     compiler = GrammarCompiler(lambda: backend, cache_size=2)
