@@ -204,3 +204,13 @@ def test_a_compile_past_its_timeout_is_refused_and_remembered(backend) -> None:
         assert compiler.stats.num_timeouts == 1
     finally:
         compiler.shutdown()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_apply_bitmask_takes_both_paths_alike(dtype) -> None:
+    bitmask = allocate_bitmask(1, 70)
+    bitmask[0, 1] = 0  # tokens 32..63 disallowed, 64..69 allowed
+    logits = torch.zeros(2, 70, dtype=dtype)
+    apply_bitmask_(logits, bitmask, [1])
+    assert torch.isinf(logits[1, 32:64]).all() and (logits[1, :32] == 0).all() and (logits[1, 64:] == 0).all()
+    assert (logits[0] == 0).all()
