@@ -97,7 +97,8 @@ def scan_calls(text: str) -> list[tuple[str, str]]:
     start = text.find(OPEN)
     if start < 0 or not text.startswith("[", start + len(OPEN)):
         return []
-    pos, calls = start + len(OPEN) + 1, []
+    pos = start + len(OPEN) + 1
+    calls: list[tuple[str, str]] = []
     while True:
         if text.startswith(", ", pos):
             pos += 2
