@@ -15,7 +15,7 @@ from swiftserve.router.config_file import DEFAULT_IDLE_TIMEOUT_S, ConfigError, M
 from swiftserve.router.registry import ModelSpec
 from swiftserve.scheduler.config import SchedulerConfig
 
-from swiftserve.config import DTYPES, EngineConfig, ModelKind
+from swiftserve.config import DEFAULT_GRAMMAR_COMPILE_TIMEOUT_S, DTYPES, EngineConfig, ModelKind
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class ServeDefaults:
     kv_cache_memory: int | None = None
     seed: int | None = None  # None: fresh entropy per load (EngineConfig.seed)
     snapshot_cache: str | None = None  # automatic snapshots of chat and embedding models there (None: off)
+    grammar_compile_timeout_s: float = DEFAULT_GRAMMAR_COMPILE_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -60,6 +61,7 @@ def engine_config(model: ModelConfig, kind: ModelKind, defaults: ServeDefaults) 
         scheduler=SchedulerConfig(**{k: v for k, v in scheduler.items() if v is not None}),
         seed=defaults.seed,
         snapshot_cache=defaults.snapshot_cache,
+        grammar_compile_timeout_s=defaults.grammar_compile_timeout_s,
     )
 
 

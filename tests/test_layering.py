@@ -75,6 +75,7 @@ LAYERS = {
     "swiftserve.config": "data",
     "swiftserve.outputs": "data",
     "swiftserve.sampling_params": "data",
+    "swiftserve.structured_outputs": "data",
 }
 
 # (importer package prefix, imported module): upward edges allowed by design, see the docstring.

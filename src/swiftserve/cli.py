@@ -162,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(504 request_timeout; default: none)",
     )
     launch.add_argument(
+        "--grammar-compile-timeout",
+        type=_duration,
+        default="10s",
+        help="how long a request waits for its response_format / guided_* constraint to compile "
+        "before a 400 (a constraint that timed out is refused at once after that)",
+    )
+    launch.add_argument(
         "--seed",
         type=int,
         help="seed of every model's sampler for requests that set no seed: each load then repeats "
@@ -270,6 +277,7 @@ def _launch(args) -> int:
         max_queue=args.max_queue,
         kv_cache_memory=args.kv_cache_memory,
         seed=args.seed,
+        grammar_compile_timeout_s=args.grammar_compile_timeout,
     )
     config = ServeConfig(
         router, host=args.host, port=args.port, api_key=args.api_key, max_body_bytes=args.max_body_bytes

@@ -16,6 +16,9 @@ DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 _LOAD_FORMATS = ("auto", "dummy")
 
 
+DEFAULT_GRAMMAR_COMPILE_TIMEOUT_S = 10.0
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Everything one engine needs; several engines with different configs share a process.
@@ -45,6 +48,8 @@ class EngineConfig:
     kernel_backend: str | None = None
     cache_dir: str | None = None
     snapshot_cache: str | None = None
+    # How long a request waits for its constraint (JSON schema, grammar) to compile before a 400.
+    grammar_compile_timeout_s: float = DEFAULT_GRAMMAR_COMPILE_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -55,6 +60,8 @@ class EngineConfig:
             raise ValueError(f"load_format must be one of {_LOAD_FORMATS}, got {self.load_format!r}")
         if self.kv_cache_memory is not None and self.kv_cache_memory <= 0:
             raise ValueError(f"kv_cache_memory must be positive bytes, got {self.kv_cache_memory}")
+        if not self.grammar_compile_timeout_s > 0:
+            raise ValueError(f"grammar_compile_timeout_s must be > 0, got {self.grammar_compile_timeout_s}")
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ValueError(f"max_model_len must be >= 1, got {self.max_model_len}")
 

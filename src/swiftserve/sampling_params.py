@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from swiftserve.structured_outputs import StructuredOutputs
+
 _MAX_TOP_LOGPROBS = 20
 
 
@@ -16,6 +18,9 @@ class SamplingParams:
     `logprobs` is the number of top alternatives to return per token (None: no logprobs;
     0: only the chosen token's logprob). `prompt_logprobs` likewise for the prompt's tokens
     (RequestOutput.prompt_logprobs; such a request skips prefix-cache hits).
+    `structured_outputs` constrains the output to a JSON schema, regex, choice or grammar: the
+    engine masks every token the constraint does not allow, and the completion stops ("stop")
+    when the constraint is complete.
     """
 
     n: int = 1
@@ -37,6 +42,7 @@ class SamplingParams:
     prompt_logprobs: int | None = None
     include_stop_str_in_output: bool = False
     skip_special_tokens: bool = True
+    structured_outputs: StructuredOutputs | None = None
     extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -88,6 +94,11 @@ class SamplingParams:
                 f"must be between 0 and {_MAX_TOP_LOGPROBS}, got {value}",
             )
         _check(all(isinstance(s, str) and s for s in self.stop), "stop", "must be non-empty strings")
+        _check(
+            self.structured_outputs is None or isinstance(self.structured_outputs, StructuredOutputs),
+            "structured_outputs",
+            f"must be a StructuredOutputs, got {type(self.structured_outputs).__name__}",
+        )
 
     @property
     def is_greedy(self) -> bool:

@@ -62,7 +62,8 @@ def test_reference_fields_that_ask_for_nothing_are_accepted():
         ({"model": "m", "messages": [], "n": 0}, "n", "invalid_value"),
         ({"model": "m", "messages": [], "seed": 2**70}, "seed", "invalid_value"),
         ({"model": "m", "messages": [], "audio": {}}, "audio", "unsupported_parameter"),
-        ({"model": "m", "messages": [], "tool_choice": "required"}, "tool_choice", "unsupported_parameter"),
+        ({"model": "m", "messages": [], "tool_choice": "sometimes"}, "tool_choice", "invalid_value"),
+        ({"model": "m", "messages": [], "functions": [{"name": "f"}]}, "functions", "unsupported_parameter"),
     ],
 )
 def test_chat_request_errors_name_the_field(body, param, code):

@@ -127,6 +127,7 @@ class AsyncEngine:
         await asyncio.wrap_future(self._executor.call(lambda: self._abort_all("the engine is shutting down")))
         if self._owns_executor:
             await asyncio.to_thread(self._executor.stop)
+        self.engine.grammars.shutdown()
 
     # -- requests ------------------------------------------------------------------------------
     async def generate(
@@ -146,12 +147,17 @@ class AsyncEngine:
         request_id = request_id or uuid.uuid4().hex
         if request_id in self._streams:
             raise InvalidRequestError("request_id", f"request id {request_id!r} is already in use")
+        grammar = None
+        if params.structured_outputs is not None:  # off the executor: the batch goes on meanwhile
+            grammar = await self.engine.grammars.compile_async(params.structured_outputs)
         stream: asyncio.Queue = asyncio.Queue()
         self._streams[request_id] = stream
         finished = False
         try:
             added = self._executor.call(
-                lambda: self.engine.add_request(request_id, prompt, params, priority=priority)
+                lambda: self.engine.add_request(
+                    request_id, prompt, params, priority=priority, grammar=grammar
+                )
             )
             await asyncio.wrap_future(added)
             while not finished:

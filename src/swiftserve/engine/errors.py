@@ -33,6 +33,16 @@ class ContextLengthError(InvalidRequestError):
         self.max_model_len = max_model_len
 
 
+class GrammarError(InvalidRequestError):
+    """A constraint (JSON schema, regex, choice, grammar) that cannot be served: invalid, using a
+    keyword that cannot be enforced, matching nothing, or not compiled within its timeout.
+    `param` names the request field it came from."""
+
+    def __init__(self, param: str | None, message: str) -> None:
+        super().__init__(param, message)
+        self.message = message
+
+
 class QueueFullError(RuntimeError):
     """The engine already holds its maximum number of waiting requests; retry later."""
 

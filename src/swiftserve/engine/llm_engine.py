@@ -18,11 +18,15 @@ import torch
 from swiftserve.config import EngineConfig
 from swiftserve.engine.detokenizer import IncrementalDetokenizer
 from swiftserve.engine.errors import ContextLengthError, InvalidRequestError, QueueFullError
+from swiftserve.engine.grammar_compiler import GrammarCompiler
+from swiftserve.engine.grammar_stats import GrammarStats, grammar_stats
 from swiftserve.engine.postprocess import append_prompt_logprobs, append_token
 from swiftserve.engine.request import Completion, Request
 from swiftserve.loader import apply_chat_template, load_tokenizer
 from swiftserve.loader.model_source import ModelSource, resolve_source
 from swiftserve.loader.tokenizer import TokenizerInfo
+from swiftserve.model_runner.grammar.interface import CompiledGrammar, GrammarBackend
+from swiftserve.model_runner.grammar.llguidance_backend import LLGuidanceBackend
 from swiftserve.model_runner.model_runner import CausalLM, ModelRunner, StepResult
 from swiftserve.model_runner.sampler import SamplingState
 from swiftserve.outputs import RequestOutput, TokenLogprob
@@ -44,6 +48,7 @@ class EngineStats:
     num_preemptions: int
     num_used_blocks: int = 0
     is_waiting_for_blocks: bool = False  # the last step left a request waiting for KV blocks
+    grammar: GrammarStats | None = None  # structured outputs, once a constrained request came
 
 
 def wanted_max_model_len(config: EngineConfig, model_limit: int, max_kv_tokens: int) -> int:
@@ -82,6 +87,7 @@ class LLMEngine:
         self.requests: dict[str, Request] = {}
         self._completions: dict[int, Completion] = {}  # seq id -> completion
         self._ids = itertools.count()
+        self.grammars = GrammarCompiler(self._grammar_backend, timeout_s=config.grammar_compile_timeout_s)
 
     def _max_model_len(self) -> int:
         model_limit = self.runner.model_config.max_position_embeddings
@@ -95,6 +101,13 @@ class LLMEngine:
                 "raise kv_cache_memory or lower max_model_len"
             )
         return wanted
+
+    def _grammar_backend(self) -> GrammarBackend:
+        return LLGuidanceBackend(
+            self.tokenizer.tokenizer.to_str(),
+            self.runner.model_config.vocab_size,
+            self.tokenizer.eos_token_ids,
+        )
 
     @property
     def model_name(self) -> str:
@@ -128,22 +141,30 @@ class LLMEngine:
         params: SamplingParams,
         prompt_token_ids: list[int] | None = None,
         priority: int = 0,
+        grammar: CompiledGrammar | None = None,
     ) -> Request:
         """Queue a request. Raises InvalidRequestError for bad input (ContextLengthError when it
         does not fit the context), QueueFullError when the queue is full.
         prompt_token_ids, when the caller already encoded `prompt`, spares encoding it again.
         priority: lower runs earlier (vLLM's sense): admitted ahead of less urgent waiting
-        requests, preempted after them (scheduler/batch_scheduler.py)."""
+        requests, preempted after them (scheduler/batch_scheduler.py).
+        grammar: params.structured_outputs already compiled (the async engine compiles it off this
+        thread); without it a constraint is compiled here, blocking. GrammarError when it cannot be."""
         if request_id in self.requests:
             raise InvalidRequestError("request_id", f"request id {request_id!r} is already in use")
         token_ids = self.encode_prompt(prompt) if prompt_token_ids is None else prompt_token_ids
         self._check_length(len(token_ids), params)
         if not self.scheduler.can_accept(params.n):
             raise QueueFullError(f"the queue of model {self.model_name!r} is full")
+        if params.structured_outputs is not None and grammar is None:
+            grammar = self.grammars.compile(params.structured_outputs)
         text = prompt if isinstance(prompt, str) else None
         request = Request(request_id, text, token_ids, params, priority=priority)
         for index in range(params.n):
-            request.completions.append(self._new_completion(request_id, index, token_ids, params, priority))
+            completion = self._new_completion(request_id, index, token_ids, params, priority)
+            if grammar is not None:
+                completion.state.grammar = grammar.new_matcher()
+            request.completions.append(completion)
         if params.prompt_logprobs is not None:
             # The first completion's prefill scores the prompt (the others share it).
             request.prompt_logprobs = [None]
@@ -184,6 +205,7 @@ class LLMEngine:
             return None
         for completion in request.completions:
             self._completions.pop(completion.seq.seq_id, None)
+            completion.state.grammar = None
             if completion.finish_reason is None:
                 completion.finish_reason = "abort"
                 self.scheduler.abort(completion.seq)
@@ -197,7 +219,8 @@ class LLMEngine:
         out = self.scheduler.schedule()
         if out.is_empty:
             return []
-        result = self.runner.run(out, {s: c.state for s, c in self._completions.items()})
+        states = {s: c.state for s, c in self._completions.items()}
+        result = self.runner.run(out, states, self.grammars.backend)
         self.scheduler.update(out)
         return self._postprocess(result)
 
@@ -217,10 +240,16 @@ class LLMEngine:
             if row in failed:
                 touched[completion.request_id] = self._fail(completion.request_id, failed[row])
                 continue
+            grammar = completion.state.grammar
+            if grammar is not None and not grammar.accept(token_id):  # the mask allowed it: a bug
+                reason = f"the grammar rejected sampled token {token_id}: {grammar.error()}"
+                touched[completion.request_id] = self._fail(completion.request_id, reason)
+                continue
             append_token(completion, token_id, logprob, self.max_model_len)
             if completion.finish_reason is not None:
                 self.scheduler.finish(completion.seq)
                 del self._completions[completion.seq.seq_id]
+                completion.state.grammar = None
             request = self.requests[completion.request_id]
             request.first_token_time = request.first_token_time or now
             # Outputs are cumulative: another completion's tokens wait until the first one's
@@ -239,6 +268,7 @@ class LLMEngine:
         request.error = reason
         for completion in request.completions:
             self._completions.pop(completion.seq.seq_id, None)
+            completion.state.grammar = None
             if completion.finish_reason is None:
                 completion.finish_reason = "abort"
                 self.scheduler.abort(completion.seq)
@@ -294,4 +324,10 @@ class LLMEngine:
             num_preemptions=self.scheduler.num_preemptions,
             num_used_blocks=bm.num_used_blocks,
             is_waiting_for_blocks=self._is_waiting_for_blocks(),
+            grammar=self._grammar_stats(),
         )
+
+    def _grammar_stats(self) -> GrammarStats | None:
+        if self.grammars.backend is None and not self.grammars.stats.num_compiles:
+            return None
+        return grammar_stats(self.grammars.stats, self.runner.mask_timings)

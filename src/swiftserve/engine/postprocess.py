@@ -4,7 +4,7 @@ recording a request's prompt logprobs as its prefill chunks are scored."""
 from __future__ import annotations
 
 from swiftserve.engine.request import Completion, Request
-from swiftserve.engine.stop_checker import check_stop, emittable_length
+from swiftserve.engine.stop_checker import StopResult, check_stop, emittable_length
 from swiftserve.model_runner.prompt_logprobs import PromptLogprobs
 from swiftserve.outputs import TokenLogprob
 
@@ -14,8 +14,9 @@ def append_token(
 ) -> None:
     """Record token_id; decide whether the completion stops, and what text it may show so far.
 
-    While running, `text` holds back any tail that could still become a stop string, so streamed
-    text is never taken back.
+    A constrained completion also stops when its grammar is complete (the engine has accepted the
+    token into it already). While running, `text` holds back any tail that could still become a
+    stop string, so streamed text is never taken back.
     """
     seq, params = completion.seq, completion.state.params
     seq.append_token(token_id)
@@ -34,6 +35,9 @@ def append_token(
         seq.num_tokens,
         max_model_len,
     )
+    grammar = completion.state.grammar
+    if result.finish_reason is None and grammar is not None and grammar.is_finished():
+        result = StopResult("stop")  # the constraint is complete: nothing more may follow
     if result.finish_reason is None:
         completion.text = full_text[: emittable_length(full_text, params.stop)]
         return

@@ -9,6 +9,8 @@ import torch
 
 from swiftserve.config import EngineConfig
 from swiftserve.loader.model_source import ModelSource
+from swiftserve.model_runner.grammar.interface import GrammarBackend
+from swiftserve.model_runner.grammar.step_masks import MaskTimings, mask_constrained_rows
 from swiftserve.model_runner.input_batch import prepare_inputs
 from swiftserve.model_runner.kv_cache import num_blocks_for_budget, reserve_kv_cache
 from swiftserve.model_runner.logits import float32_logits
@@ -61,6 +63,7 @@ class ModelRunner:
         # moves it; reproducible from config.seed when one is set, else fresh on every load.
         self.generator = _engine_generator(self.device, config.seed)
         self.sampler = Sampler(self.model_config.vocab_size, self.generator)
+        self.mask_timings = MaskTimings()
 
     @property
     def max_num_blocks(self) -> int:
@@ -72,8 +75,14 @@ class ModelRunner:
         self.kv_cache.release(first_block, end_block)
 
     @torch.inference_mode()
-    def run(self, out: SchedulerOutput, states: dict[int, SamplingState]) -> StepResult:
-        """Forward the step; sample a token for every item that reached its sequence's end."""
+    def run(
+        self,
+        out: SchedulerOutput,
+        states: dict[int, SamplingState],
+        grammar_backend: GrammarBackend | None = None,
+    ) -> StepResult:
+        """Forward the step; sample a token for every item that reached its sequence's end.
+        grammar_backend fills the masks of rows with a grammar (the engine's, once it has one)."""
         batch = prepare_inputs(out, self.block_size, self.device)
         hidden = self.model(batch.input_ids, batch.positions, batch.meta)
         prompt_logprobs = compute_prompt_logprobs(batch.order, hidden, states, self.compute_logits)
@@ -81,6 +90,7 @@ class ModelRunner:
             return StepResult([], SamplerOutput([], []), prompt_logprobs)
         logits = self.compute_logits(hidden[batch.logits_indices])
         rows = [states[item.seq.seq_id] for item in batch.sampling_items]
+        mask_constrained_rows(logits, rows, grammar_backend, self.mask_timings)
         return StepResult(batch.sampling_items, self.sampler(logits, rows), prompt_logprobs)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from swiftserve.model_runner.grammar.interface import GrammarMatcher
 from swiftserve.sampling_params import SamplingParams
 
 
@@ -20,3 +21,6 @@ class SamplingState:
     stop_token_ids: frozenset[int] = frozenset()
     # Seeded per sequence when params.seed is set; None draws from the shared default generator.
     generator: torch.Generator | None = None
+    # With params.structured_outputs: where the sequence is in its grammar (the engine accepts each
+    # sampled token into it); None once the sequence is done with it.
+    grammar: GrammarMatcher | None = None

@@ -61,6 +61,45 @@ class _EngineStatsCollector:
             total_blocks.add_metric([name], stats.num_total_blocks)
             preemptions.add_metric([name], getattr(stats, "num_preemptions", 0))
         yield from (running, waiting, kv_usage, free_blocks, total_blocks, preemptions)
+        yield from _grammar_metrics(self._engines())
+
+
+def _grammar_metrics(engines: Iterable[tuple[str, object]]) -> tuple:
+    """Structured outputs per model: compiles, cache hits, refusals, masked rows, mask fill time."""
+    counters = {
+        "num_compiles": CounterMetricFamily(
+            "swiftserve_grammar_compiles", "Grammars compiled", labels=["model"]
+        ),
+        "num_cache_hits": CounterMetricFamily(
+            "swiftserve_grammar_cache_hits", "Constraints found compiled in the cache", labels=["model"]
+        ),
+        "num_failures": CounterMetricFamily(
+            "swiftserve_grammar_failures",
+            "Constraints refused (invalid, unsupported, timed out)",
+            labels=["model"],
+        ),
+        "compile_s_total": CounterMetricFamily(
+            "swiftserve_grammar_compile_seconds", "Time spent compiling grammars", labels=["model"]
+        ),
+        "num_constrained_rows": CounterMetricFamily(
+            "swiftserve_grammar_constrained_rows", "Rows whose logits a grammar masked", labels=["model"]
+        ),
+    }
+    fill = GaugeMetricFamily(
+        "swiftserve_grammar_mask_fill_seconds",
+        "One step's mask fill for its constrained rows, over recent steps",
+        labels=["model", "quantile"],
+    )
+    for name, engine in engines:
+        stats_fn = getattr(engine, "stats", None)
+        grammar = getattr(stats_fn(), "grammar", None) if stats_fn is not None else None
+        if grammar is None:
+            continue
+        for field, family in counters.items():
+            family.add_metric([name], getattr(grammar, field))
+        fill.add_metric([name, "0.5"], grammar.mask_fill_p50_s)
+        fill.add_metric([name, "0.99"], grammar.mask_fill_p99_s)
+    return (*counters.values(), fill)
 
 
 _STATES = ("cold", "loading", "resident", "unloading", "parked")

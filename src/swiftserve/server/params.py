@@ -13,6 +13,8 @@ import msgspec
 
 from swiftserve.server import protocol as p
 from swiftserve.server.errors import bad_request
+from swiftserve.server.structured_params import structured_outputs
+from swiftserve.server.tool_params import template_tool_message
 
 MAX_STOP_SEQUENCES = 16
 _TEMPLATE_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -38,6 +40,7 @@ def sampling_fields(
         "ignore_eos": body.ignore_eos,
         "logprobs": logprobs,
         "prompt_logprobs": prompt_logprobs,
+        "structured_outputs": structured_outputs(body),
     }
 
 
@@ -52,7 +55,10 @@ def explicit_sampling_fields(body: Any) -> dict[str, Any]:
     stage keeps its own configured values for the rest."""
     defaults = {f.name: f.default for f in msgspec.structs.fields(type(body))}
     fields = sampling_fields(body, logprobs=None)
-    return {k: v for k, v in fields.items() if getattr(body, k, None) not in (None, defaults.get(k))}
+    explicit = {k: v for k, v in fields.items() if getattr(body, k, None) not in (None, defaults.get(k))}
+    if fields["structured_outputs"] is not None:  # set through response_format or guided_*, too
+        explicit["structured_outputs"] = fields["structured_outputs"]
+    return explicit
 
 
 def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
@@ -86,16 +92,24 @@ def template_messages(messages: list[p.ChatMessage]) -> list[dict]:
 
 
 def _template_message(i: int, message: p.ChatMessage) -> dict:
+    is_tool_message = message.role == "tool" or (message.role == "assistant" and bool(message.tool_calls))
     role = _TEMPLATE_ROLES.get(message.role)
-    if role is None or message.tool_calls or message.function_call is not None or message.audio is not None:
+    if (
+        (role is None and not is_tool_message)
+        or message.function_call is not None
+        or message.audio is not None
+    ):
         raise bad_request(
-            f"messages[{i}]: tool and function messages are not supported.",
+            f"messages[{i}]: function messages (the deprecated function_call) are not supported; use tools.",
             param=f"messages[{i}].role",
             code="unsupported_parameter",
         )
     content = message.content
     if isinstance(content, list):
         content = _join_text_parts(content, i)
+    if is_tool_message:
+        return template_tool_message(i, message, content)
+    assert role is not None
     if content is None:
         if role != "assistant":
             raise bad_request(f"messages[{i}].content is required.", param=f"messages[{i}].content")

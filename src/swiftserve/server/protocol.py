@@ -53,13 +53,48 @@ class ContentPart(Struct, kw_only=True):
     text: str | None = None
 
 
+class FunctionCall(Struct, kw_only=True):
+    """A call's function: its name and its arguments as JSON text (requests and answers)."""
+
+    name: str
+    arguments: str
+
+
+class ToolCallIn(Struct, forbid_unknown_fields=True, kw_only=True):
+    """A call an assistant message of the history made."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class FunctionDef(Struct, forbid_unknown_fields=True, kw_only=True):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None  # the arguments follow `parameters` by grammar whenever a call is forced
+
+
+class ToolDef(Struct, forbid_unknown_fields=True, kw_only=True):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class FunctionName(Struct, forbid_unknown_fields=True, kw_only=True):
+    name: str
+
+
+class NamedToolChoice(Struct, forbid_unknown_fields=True, kw_only=True):
+    type: Literal["function"]
+    function: FunctionName
+
+
 class ChatMessage(Struct, forbid_unknown_fields=True, kw_only=True):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
-    # Defined by the reference for assistant/tool messages; tool calling is not supported.
     refusal: str | None = None
-    tool_calls: list[Any] | None = None
+    tool_calls: list[ToolCallIn] | None = None
     tool_call_id: str | None = None
     function_call: Any | None = None
     audio: Any | None = None
@@ -68,6 +103,35 @@ class ChatMessage(Struct, forbid_unknown_fields=True, kw_only=True):
 class StreamOptions(Struct, forbid_unknown_fields=True, kw_only=True):
     include_usage: bool = False
     include_obfuscation: bool | None = None
+
+
+class JsonSchemaFormat(Struct, forbid_unknown_fields=True, kw_only=True):
+    """response_format.json_schema: the schema is enforced whether or not `strict` is set."""
+
+    name: str
+    schema: dict[str, Any] | None = None
+    strict: bool | None = None
+    description: str | None = None
+
+
+class ResponseFormat(Struct, forbid_unknown_fields=True, kw_only=True):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+class StructuredOutputsParams(Struct, forbid_unknown_fields=True, kw_only=True):
+    """vLLM's `structured_outputs` object (its newer form of the guided_* fields): one of json,
+    regex, choice, grammar, json_object. disable_any_whitespace None keeps swiftserve's default
+    (JSON without free whitespace); False allows any whitespace, as vLLM's default does."""
+
+    json: dict[str, Any] | str | None = None
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+    json_object: bool | None = None
+    disable_any_whitespace: bool | None = None
+    disable_fallback: bool | None = None  # one backend here: nothing to fall back to
+    disable_additional_properties: bool | None = None
 
 
 class _SamplingFields(_Request, kw_only=True):
@@ -94,6 +158,15 @@ class _SamplingFields(_Request, kw_only=True):
     prompt_logprobs: TopLogprobs | None = None
     priority: Priority | None = None
     timeout: Timeout | None = None
+    # Structured outputs: OpenAI's response_format, vLLM's guided_* extra body and its newer
+    # structured_outputs object; at most one of them per request (server/structured_params.py).
+    response_format: ResponseFormat | None = None
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
+    guided_decoding_backend: str | None = None  # accepted: llguidance serves every request
+    structured_outputs: StructuredOutputsParams | None = None
 
 
 class ChatCompletionRequest(_SamplingFields, kw_only=True):
@@ -106,7 +179,6 @@ class ChatCompletionRequest(_SamplingFields, kw_only=True):
     metadata: dict[str, str] | None = None
     store: bool | None = None
     service_tier: str | None = None
-    parallel_tool_calls: bool | None = None
     prompt_cache_key: str | None = None
     prompt_cache_retention: str | None = None
     prompt_cache_options: Any | None = None
@@ -115,12 +187,13 @@ class ChatCompletionRequest(_SamplingFields, kw_only=True):
     verbosity: str | None = None
     modalities: list[str] | None = None
     moderation: Any | None = None
+    # Tool calling (server/tool_params.py): the model's tool-call format, a grammar when a call is forced.
+    tools: list[ToolDef] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     # Reference fields that would change the output and are not implemented: null/empty only.
-    tools: list[Any] | None = None
-    tool_choice: Any | None = None
     functions: list[Any] | None = None
     function_call: Any | None = None
-    response_format: dict[str, Any] | None = None
     audio: Any | None = None
     prediction: Any | None = None
     web_search_options: Any | None = None
@@ -153,14 +226,6 @@ def unsupported_fields(request: Struct) -> list[str]:
     for name in ("functions", "function_call", "audio", "prediction", "web_search_options"):
         if getattr(request, name, None) is not None:
             bad.append(name)
-    if getattr(request, "tools", None):
-        bad.append("tools")
-    tool_choice = getattr(request, "tool_choice", None)
-    if tool_choice is not None and tool_choice != "none" and tool_choice != "auto":
-        bad.append("tool_choice")
-    response_format = getattr(request, "response_format", None)
-    if response_format is not None and response_format.get("type") != "text":
-        bad.append("response_format")
     modalities = getattr(request, "modalities", None)
     if modalities is not None and any(m != "text" for m in modalities):
         bad.append("modalities")
@@ -271,10 +336,31 @@ class ChatLogprobs(Struct):
     refusal: None = None
 
 
+class ToolCallOut(Struct):
+    id: str
+    function: FunctionCall
+    type: str = "function"
+
+
 class ChatResponseMessage(Struct):
     role: str
     content: str | None
     refusal: None = None
+    tool_calls: list[ToolCallOut] | UnsetType = UNSET
+
+
+class FunctionCallDelta(Struct):
+    name: str | UnsetType = UNSET
+    arguments: str | UnsetType = UNSET
+
+
+class ToolCallDelta(Struct):
+    """A streamed call: index, id, type and name on its first delta, then argument fragments."""
+
+    index: int
+    function: FunctionCallDelta
+    id: str | UnsetType = UNSET
+    type: str | UnsetType = UNSET
 
 
 class ChatChoice(Struct):
@@ -336,6 +422,7 @@ class ChatCompletion(Struct):
 class ChatDelta(Struct):
     role: str | UnsetType = UNSET
     content: str | UnsetType = UNSET
+    tool_calls: list[ToolCallDelta] | UnsetType = UNSET
 
 
 class ChatChunkChoice(Struct):

@@ -10,6 +10,7 @@ from collections.abc import AsyncGenerator, Callable
 
 import msgspec
 
+from swiftserve.router import tool_format
 from swiftserve.router.request_types import ChoiceDelta, Generation, GenerationStream, Usage
 from swiftserve.router.router import Router, as_generation
 from swiftserve.server import protocol as p
@@ -25,6 +26,8 @@ from swiftserve.server.params import (
 )
 from swiftserve.server.pipeline_report import pipeline_report, with_upstream_usage
 from swiftserve.server.streaming import chunk_stream, collect_or_answer, sse_event
+from swiftserve.server.tool_params import ToolPlan, tool_plan
+from swiftserve.server.tool_stream import ToolCallStream, scan_calls
 
 
 async def chat_completions(request: HTTPRequest) -> Response:
@@ -35,12 +38,27 @@ async def chat_completions(request: HTTPRequest) -> Response:
     requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     sampling = sampling_fields(body, logprobs=logprobs, prompt_logprobs=body.prompt_logprobs)
+    plan = tool_plan(body)
+    if plan is not None:
+        messages = tool_format.with_tools(messages, plan.tools)
+        if plan.constraint is not None:
+            if sampling["structured_outputs"] is not None:
+                raise bad_request(
+                    "a forced tool call (tool_choice required or a named function) already constrains the "
+                    "reply: it cannot be combined with response_format or guided_*",
+                    param="tool_choice",
+                )
+            sampling["structured_outputs"] = plan.constraint
     router: Router = request.app.router
     if body.model in router.pipelines:
+        if plan is not None:
+            raise bad_request(
+                "A pipeline answers without tools.", param="tools", code="unsupported_parameter"
+            )
         return await pipeline_chat(request, body, messages, requested)
     limits = request_limits(body)
     stream = await router.open_chat(body.model, messages, requested, **limits, **sampling)
-    chat = _Chat(request, body, stream)
+    chat = _Chat(request, body, stream, plan=plan)
     if body.stream:
         return StreamingResponse(chat.sse())
     generation = await collect_or_answer(chat.stream, request.app)
@@ -92,6 +110,7 @@ class _Chat:
         stream: GenerationStream | None,
         report: Callable[[], p.PipelineReport] | None = None,
         model: str | None = None,
+        plan: ToolPlan | None = None,
     ) -> None:
         """stream: None for an answer already collected (a pipeline's; then `model` names it).
         report: a pipeline's stages and timings, sent on a chunk of its own at the end."""
@@ -108,17 +127,21 @@ class _Chat:
             timer = RequestTimer(request.app.metrics, self.model, request.arrival_time)
             self.stream = dataclasses.replace(stream, steps=timed(stream.steps, timer))
         self.usage: Usage | None = None  # the last step's
+        self.plan = plan  # tool calling: replies are parsed into tool_calls
+        self.tool_streams: dict[int, ToolCallStream] = {}
 
     def completion(self, generation: Generation) -> p.ChatCompletion:
-        choices = [
-            p.ChatChoice(
-                index=choice.index,
-                message=p.ChatResponseMessage(role="assistant", content=choice.text),
-                logprobs=self._logprobs(choice.logprobs),
-                finish_reason=choice.finish_reason,
+        choices = []
+        for choice in generation.choices:
+            message, finish_reason = self._message(choice.text, choice.finish_reason)
+            choices.append(
+                p.ChatChoice(
+                    index=choice.index,
+                    message=message,
+                    logprobs=self._logprobs(choice.logprobs),
+                    finish_reason=finish_reason,
+                )
             )
-            for choice in generation.choices
-        ]
         entries = generation.prompt_logprobs[0] if generation.prompt_logprobs else None
         prompt_logprobs: p.PromptLogprobs | msgspec.UnsetType = msgspec.UNSET
         if self.body.prompt_logprobs is not None and entries is not None:
@@ -133,6 +156,24 @@ class _Chat:
             system_fingerprint=self.fingerprint,
             prompt_logprobs=prompt_logprobs,
         )
+
+    def _message(self, text: str, finish_reason: str | None) -> tuple[p.ChatResponseMessage, str | None]:
+        """The assistant message of a finished reply: its tool calls, when it made some."""
+        if self.plan is None:
+            return p.ChatResponseMessage(role="assistant", content=text), finish_reason
+        content: str | None
+        if self.plan.is_forced:  # the grammar's exact form: arguments as generated
+            content = None
+            calls = [tool_format.ToolCall(tool_format.new_call_id(), n, a) for n, a in scan_calls(text)]
+        else:
+            content, calls = tool_format.parse_calls(text)
+        if not calls:
+            return p.ChatResponseMessage(role="assistant", content=text), finish_reason
+        tool_calls = [
+            p.ToolCallOut(id=c.id, function=p.FunctionCall(name=c.name, arguments=c.arguments)) for c in calls
+        ]
+        message = p.ChatResponseMessage(role="assistant", content=content, tool_calls=tool_calls)
+        return message, "tool_calls" if finish_reason == "stop" else finish_reason
 
     def sse(self) -> AsyncGenerator[bytes, None]:
         usage_chunk = lambda: p.encode(self._chunk([], self.usage))  # noqa: E731
@@ -170,12 +211,39 @@ class _Chat:
         return p.ChatChunkChoice(index=index, delta=p.ChatDelta(role="assistant", content=""))
 
     def _chunk_choice(self, delta: ChoiceDelta) -> p.ChatChunkChoice:
+        if self.plan is not None:
+            return self._tool_chunk_choice(delta)
         content = p.ChatDelta(content=delta.text) if delta.text or not delta.finish_reason else p.ChatDelta()
         return p.ChatChunkChoice(
             index=delta.index,
             delta=content,
             logprobs=self._logprobs(delta.logprobs),
             finish_reason=delta.finish_reason,
+        )
+
+    def _tool_chunk_choice(self, delta: ChoiceDelta) -> p.ChatChunkChoice:
+        assert self.plan is not None
+        stream = self.tool_streams.setdefault(delta.index, ToolCallStream(self.plan.is_forced))
+        piece = stream.feed(delta.text, delta.finish_reason is not None)
+        calls = [
+            p.ToolCallDelta(
+                index=call.index,
+                id=call.id if call.id is not None else msgspec.UNSET,
+                type="function" if call.id is not None else msgspec.UNSET,
+                function=p.FunctionCallDelta(
+                    name=call.name if call.name is not None else msgspec.UNSET, arguments=call.arguments
+                ),
+            )
+            for call in piece.calls
+        ]
+        finish_reason = delta.finish_reason
+        if finish_reason == "stop" and stream.made_calls:
+            finish_reason = "tool_calls"
+        return p.ChatChunkChoice(
+            index=delta.index,
+            delta=p.ChatDelta(content=piece.content or msgspec.UNSET, tool_calls=calls or msgspec.UNSET),
+            logprobs=self._logprobs(delta.logprobs),
+            finish_reason=finish_reason,
         )
 
     def _logprobs(self, entries) -> p.ChatLogprobs | None:

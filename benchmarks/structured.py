@@ -1,0 +1,169 @@
+"""Structured outputs: what constraining costs. Decode throughput at 1, 16 and 64 concurrent
+requests, all constrained by a JSON schema, against the same requests unconstrained; the mask fill
+time per step and per row (p50 / p99); grammar compile times, cold and cached, for the test schemas
+and a tool list of 20 functions.
+
+Both sides produce exactly max_tokens tokens per request: the constrained ones follow a schema
+that cannot end sooner (an array of at least 1000 integers), the free ones ignore EOS.
+
+    python benchmarks/structured.py [--model smollm2-135m-instruct] [--max-tokens 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # appended: kernels/ must not shadow `kernels`
+from swiftserve.router.tool_format import Tool, call_constraint
+
+from benchmarks.common import print_table, write_json
+from swiftserve import LLM, SamplingParams
+from swiftserve.engine.grammar_compiler import GrammarCompiler
+from swiftserve.engine.grammar_stats import percentile
+from swiftserve.structured_outputs import StructuredOutputs
+
+LONG = {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 999}, "minItems": 1000}
+SCHEMAS = {
+    "object": {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+    },
+    "nested": {
+        "type": "object",
+        "properties": {
+            "city": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "tags": {"type": "array", "items": {"type": "string"}},
+                },
+                "required": ["name", "tags"],
+            }
+        },
+        "required": ["city"],
+    },
+    "enum+bounds": {
+        "type": "object",
+        "properties": {
+            "color": {"enum": ["red", "green", "blue"]},
+            "score": {"type": "number", "minimum": 0, "maximum": 10},
+            "code": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{3}$"},
+        },
+        "required": ["color", "score", "code"],
+    },
+}
+
+
+def twenty_tools() -> StructuredOutputs:
+    tools = [
+        Tool(
+            f"tool_{i}",
+            f"tool number {i}",
+            {
+                "type": "object",
+                "properties": {
+                    "query": {"type": "string"},
+                    "limit": {"type": "integer"},
+                    "flag": {"type": "boolean"},
+                },
+                "required": ["query"],
+            },
+        )
+        for i in range(20)
+    ]
+    return call_constraint(tools, parallel=True)
+
+
+def decode_run(llm: LLM, prompt: list[int], concurrency: int, max_tokens: int, constrained: bool) -> dict:
+    spec = StructuredOutputs(json=LONG) if constrained else None
+    params = SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True, structured_outputs=spec)
+    llm.generate(
+        [prompt], SamplingParams(temperature=0, max_tokens=2, structured_outputs=spec)
+    )  # warm, compile
+    timings = llm.engine.runner.mask_timings
+    timings.fill_s.clear(), timings.fill_per_row_s.clear(), timings.apply_s.clear()
+    start = time.perf_counter()
+    outs = llm.generate([prompt] * concurrency, params)
+    elapsed = time.perf_counter() - start
+    tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+    assert tokens == concurrency * max_tokens, "a request ended early"
+    row = {"concurrency": concurrency, "constrained": constrained, "tokens_per_s": tokens / elapsed}
+    if constrained:
+        row |= {
+            "fill_step_p50_ms": 1e3 * percentile(list(timings.fill_s), 0.5),
+            "fill_step_p99_ms": 1e3 * percentile(list(timings.fill_s), 0.99),
+            "fill_row_p50_ms": 1e3 * percentile(list(timings.fill_per_row_s), 0.5),
+            "fill_row_p99_ms": 1e3 * percentile(list(timings.fill_per_row_s), 0.99),
+            "apply_step_p99_ms": 1e3 * percentile(list(timings.apply_s), 0.99),
+        }
+    return row
+
+
+def compile_times(llm: LLM, repeats: int) -> list[dict]:
+    backend = llm.engine.grammars.backend
+    assert backend is not None, "run a constrained request first"
+    specs = {name: StructuredOutputs(json=schema) for name, schema in SCHEMAS.items()}
+    specs["20 tools"] = twenty_tools()
+    rows = []
+    for name, spec in specs.items():
+        cold = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            backend.compile(spec)
+            cold.append(time.perf_counter() - start)
+        compiler = GrammarCompiler(lambda: backend)
+        compiler.compile(spec)
+        cached = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            compiler.compile(spec).new_matcher()
+            cached.append(time.perf_counter() - start)
+        compiler.shutdown()
+        rows.append(
+            {
+                "grammar": name,
+                "cold_ms": 1e3 * statistics.median(cold),
+                "cached_ms": 1e3 * statistics.median(cached),
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "structured.json"))
+    args = parser.parse_args()
+    llm = LLM(args.model, max_model_len=1024, max_num_seqs=64)
+    prompt = llm.engine.encode_prompt(
+        llm.engine.apply_chat_template([{"role": "user", "content": "List numbers as a JSON array."}])
+    )
+    rows = []
+    for concurrency in (int(c) for c in args.concurrency.split(",")):
+        free = decode_run(llm, prompt, concurrency, args.max_tokens, constrained=False)
+        constrained = decode_run(llm, prompt, concurrency, args.max_tokens, constrained=True)
+        constrained["slowdown_pct"] = 100 * (1 - constrained["tokens_per_s"] / free["tokens_per_s"])
+        rows += [free, constrained]
+    print_table(
+        rows,
+        ["concurrency", "constrained", "tokens_per_s", "slowdown_pct", "fill_step_p50_ms", "fill_step_p99_ms",
+         "fill_row_p50_ms", "fill_row_p99_ms", "apply_step_p99_ms"],
+    )  # fmt: skip
+    compiles = compile_times(llm, args.repeats)
+    print()
+    print_table(compiles, ["grammar", "cold_ms", "cached_ms"])
+    write_json(
+        args.out, {"model": args.model, "max_tokens": args.max_tokens, "decode": rows, "compile": compiles}
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""`tools`, `tool_choice` and `parallel_tool_calls` -> a ToolPlan: which tools go in the prompt,
+and, when a call is forced (`required`, a named function), the grammar the reply must follow."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from swiftserve.router import tool_format
+from swiftserve.router.tool_format import Tool
+from swiftserve.server import protocol as p
+from swiftserve.server.errors import bad_request
+from swiftserve.structured_outputs import StructuredOutputs
+
+
+@dataclass(frozen=True)
+class ToolPlan:
+    tools: list[Tool]
+    is_forced: bool  # tool_choice required or a named function: the reply is only calls
+    constraint: StructuredOutputs | None
+
+
+def tool_plan(body: p.ChatCompletionRequest) -> ToolPlan | None:
+    """None when the request offers no tools, or tool_choice is `none` (then the prompt has none)."""
+    choice = body.tool_choice
+    if not body.tools:
+        if choice is not None and choice not in ("none", "auto"):
+            raise bad_request("tool_choice needs `tools` to choose from", param="tool_choice")
+        return None
+    if choice == "none":
+        return None
+    tools = [Tool(t.function.name, t.function.description, t.function.parameters) for t in body.tools]
+    names = [t.name for t in tools]
+    if len(set(names)) != len(names):
+        raise bad_request(f"tools: every function needs its own name, got {names}", param="tools")
+    parallel = body.parallel_tool_calls is not False
+    if choice is None or choice == "auto":
+        return ToolPlan(tools, False, None)
+    if choice == "required":
+        return ToolPlan(tools, True, tool_format.call_constraint(tools, parallel))
+    assert isinstance(choice, p.NamedToolChoice)
+    named = [t for t in tools if t.name == choice.function.name]
+    if not named:
+        raise bad_request(
+            f"tool_choice names the function {choice.function.name!r}, which is not among the tools {names}",
+            param="tool_choice",
+        )
+    return ToolPlan(tools, True, tool_format.call_constraint(named, parallel=False))
+
+
+def template_tool_message(i: int, message: p.ChatMessage, content: str | None) -> dict:
+    """A history message of tool calling, in the model's tool-call format: an assistant's calls,
+    or a tool's result."""
+    if message.role == "tool":
+        if content is None:
+            raise bad_request(f"messages[{i}].content is required.", param=f"messages[{i}].content")
+        return tool_format.tool_result(content)
+    calls = [(call.function.name, call.function.arguments) for call in message.tool_calls or []]
+    return {"role": "assistant", "content": tool_format.assistant_text(content, calls)}
