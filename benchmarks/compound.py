@@ -208,11 +208,14 @@ class Proc:
     def start(self) -> None:
         threads = str(len(self.cpus))
         env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-        cmd = ["taskset", "-c", ",".join(map(str, self.cpus)), sys.executable, "-m", "swiftserve.cli"]
+        cmd = ["taskset", "-c", ",".join(map(str, self.cpus)), sys.executable, "-m", "swiftserve.cli", "-v"]
         cmd += ["launch", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
         self.cmd = cmd
         self.log = (self.logdir / f"{self.name}.log").open("w")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        # stdin from /dev/null: a server under a job-controlled shell must never stop on reading a tty
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, env=env
+        )
 
     def wait_ready(self, timeout: float = 300.0) -> None:
         deadline = time.monotonic() + timeout
@@ -682,6 +685,10 @@ def summarize(run: dict, shape: Shape, slo: dict[str, float]) -> dict:
         "rate_limited_429": sum(r["outcome"] == "429" for r in records),
         "completed_per_s": len(ok) / max(shape.duration, last_end),
         "goodput_per_s": len(good) / shape.duration,
+        # goodput of each group: embeddings are most of the requests and cheap, so the overall
+        # figure says little about the pipelines
+        "pipeline_goodput_per_s": sum(r["cls"] == "pipeline" for r in good) / shape.duration,
+        "direct_goodput_per_s": sum(r["cls"] in DIRECT for r in good) / shape.duration,
         "within_slo": len(good),
         "pipeline": latency_stats(by["pipeline"]),
         "direct": latency_stats(direct),
@@ -713,6 +720,9 @@ def targets(summary: dict, ours: str = "swiftserve") -> dict:
     p95, p95_base = s["pipeline"]["p95_s"], b["pipeline"]["p95_s"]
     reduction = 1 - p95 / p95_base if p95 and p95_base else None
     goodput = s["goodput_per_s"] / b["goodput_per_s"] if b["goodput_per_s"] else math.inf
+    pipe_goodput = (
+        s["pipeline_goodput_per_s"] / b["pipeline_goodput_per_s"] if b["pipeline_goodput_per_s"] else math.inf
+    )
     cost_cut = 1 - s["cost"]["memory_gb_s"] / b["cost"]["memory_gb_s"]
     pss_cut = 1 - s["cost"]["memory_pss_gb_s"] / b["cost"]["memory_pss_gb_s"]
     spike = s["spike"]
@@ -724,6 +734,8 @@ def targets(summary: dict, ours: str = "swiftserve") -> dict:
         "pipeline_p95_met": reduction is not None and reduction >= 0.5,
         "goodput_ratio": goodput,
         "goodput_met": goodput >= 3.9,
+        "pipeline_goodput_ratio": pipe_goodput,
+        "pipeline_goodput_met": pipe_goodput >= 3.9,
         "memory_cost_reduction": cost_cut,
         "memory_cost_reduction_pss": pss_cut,
         "cost_met": cost_cut >= 0.4,
@@ -746,14 +758,15 @@ def table(summary: dict) -> None:
             "pipe p50/p95/p99 s": _triple(s["pipeline"]),
             "direct p50/p95/p99 s": _triple(s["direct"]),
             "done/s": s["completed_per_s"],
-            "goodput/s": s["goodput_per_s"],
+            "goodput/s all/pipe": f"{s['goodput_per_s']:.2f} / {s['pipeline_goodput_per_s']:.3f}",
             "errors": s["errors"],
             "429s": s["rate_limited_429"],
             "mem GB-s": c["memory_gb_s"],
             "PSS GB-s": c["memory_pss_gb_s"],
             "core-s": c["reserved_core_s"],
-            "cold waits (n, s)": f"{s['cold_starts']['cold_start_requests']:.0f}, "
-                                 f"{s['cold_starts']['cold_start_wait_total_s']:.1f}",
+            "cold starts n, s": f"{s['cold_starts']['cold_start_requests']:.0f}, "
+                                f"{s['cold_starts']['cold_start_wait_total_s']:.1f}",
+            "other cores": c["other_core_s"] / c["seconds"] if c["seconds"] else None,
             "spike p95 x": _ratio(s["spike"]),
         })  # fmt: skip
     print_table(rows, list(rows[0]))
@@ -776,7 +789,9 @@ def print_targets(t: dict) -> None:
     print(f"\ntargets, {t['system']} against static (same run):")
     print(f"  pipeline P95 {100 * t['pipeline_p95_reduction']:.0f}% lower (target >= 50%): "
           f"{'met' if t['pipeline_p95_met'] else 'missed'}")  # fmt: skip
-    print(f"  goodput {t['goodput_ratio']:.2f}x (target >= 3.9x): {'met' if t['goodput_met'] else 'missed'}")
+    print(f"  goodput {t['goodput_ratio']:.2f}x over all requests, {t['pipeline_goodput_ratio']:.2f}x of the "
+          f"pipelines (target >= 3.9x): {'met' if t['goodput_met'] else 'missed'} / "
+          f"{'met' if t['pipeline_goodput_met'] else 'missed'}")  # fmt: skip
     print(f"  memory cost {100 * t['memory_cost_reduction']:.0f}% lower by RSS, "
           f"{100 * t['memory_cost_reduction_pss']:.0f}% by PSS (target >= 40%): "
           f"{'met' if t['cost_met'] else 'missed'}; "
@@ -860,9 +875,9 @@ class Preset:
 def presets(kind: str) -> Preset:
     """Rates sized to this 2-core machine (see the README's section): at the spike, 10x every rate."""
     if kind == "ci":
-        patterns = {"pipeline": Pattern(0.25), "smol": Pattern(0.6), "gemma": Pattern(0.4, True, 1.5, 1.5),
+        patterns = {"pipeline": Pattern(0.3), "smol": Pattern(0.6), "gemma": Pattern(0.4, True, 1.5, 1.5),
                     "embed": Pattern(0.8)}  # fmt: skip
-        return Preset(8.0, patterns, 60.0)
+        return Preset(6.0, patterns, 60.0)
     patterns = {
         "pipeline": Pattern(0.025, bursts=True, on_s=12.0, off_s=14.0, burst_rate=0.12),
         "smol": Pattern(0.08),
@@ -904,7 +919,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--slo-chat", type=float, default=2.5, help="seconds, direct chat")
     parser.add_argument("--slo-embed", type=float, default=0.5, help="seconds")
     parser.add_argument("--memory-budget", default="3GiB", help="swiftserve's (not all four models fit)")
-    parser.add_argument("--idle-timeout", default="3s", help="swiftserve's on-demand models")
+    parser.add_argument("--idle-timeout", help="swiftserve's on-demand models (default 3s, --ci 1s)")
     parser.add_argument("--max-model-len", type=int, default=512)
     parser.add_argument("--kv-cache-memory", default="128MiB")
     parser.add_argument(
@@ -940,7 +955,7 @@ def main(argv: list[str] | None = None) -> dict:
     big_budget = "256MiB" if args.ci else "3GiB"
     setup = Setup(
         sources, workdir, logdir, cpus, args.max_model_len, args.kv_cache_memory, args.big_step_tokens,
-        args.idle_timeout, args.memory_budget,
+        args.idle_timeout or ("1s" if args.ci else "3s"), args.memory_budget,
         static_budgets={"embed": "512MiB", "smol": "768MiB", "gemma": "1GiB", "big": big_budget},
     )  # fmt: skip
     trace = make_trace(preset.patterns, shape, args.seed)

@@ -21,14 +21,15 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_FIELDS = {
     "requests", "completed", "errors", "rate_limited_429", "completed_per_s", "goodput_per_s", "within_slo",
+    "pipeline_goodput_per_s", "direct_goodput_per_s",
     "pipeline", "direct", "per_class", "pipeline_stages_mean_s", "cost", "cold_starts", "spike", "windows",
 }  # fmt: skip
 LATENCY_FIELDS = {"count", "ok", "p50_s", "p95_s", "p99_s"}
 COST_FIELDS = {"memory_gb_s", "memory_pss_gb_s", "reserved_core_s", "used_core_s", "peak_rss_gib"}
 COLD_FIELDS = {"pipeline_cold_wait_total_s", "model_loads", "cold_start_requests", "cold_start_wait_total_s"}
 TARGET_FIELDS = {
-    "pipeline_p95_reduction", "pipeline_p95_met", "goodput_ratio", "goodput_met", "memory_cost_reduction",
-    "cost_met", "spike_failed", "spike_p95_ratio_max", "spike_met",
+    "pipeline_p95_reduction", "pipeline_p95_met", "goodput_ratio", "goodput_met", "pipeline_goodput_ratio",
+    "memory_cost_reduction", "cost_met", "spike_failed", "spike_p95_ratio_max", "spike_met",
 }  # fmt: skip
 
 
