@@ -671,6 +671,13 @@ def cost(run: dict, duration: float) -> dict:
     }
 
 
+def stalled_seconds(samples: list[dict], interval: float = 0.5) -> float:
+    """Time the sampler missed by more than 5 s at once: this process (and so the load) was stopped
+    or starved; requests in flight meanwhile carry the stall in their latency."""
+    gaps = (b["t"] - a["t"] for a, b in zip(samples, samples[1:], strict=False))
+    return sum(gap - interval for gap in gaps if gap > 5.0)
+
+
 def summarize(run: dict, shape: Shape, slo: dict[str, float]) -> dict:
     records = run["records"]
     by = {c: [r for r in records if r["cls"] == c] for c in CLASSES}
@@ -699,6 +706,7 @@ def summarize(run: dict, shape: Shape, slo: dict[str, float]) -> dict:
         "spike": spike_check(records, shape),
         "windows": windows(records, shape),
         "ready_s": run["ready_s"],
+        "stalled_s": stalled_seconds(run["samples"]),
         "first_errors": [r["error"] for r in records if r["outcome"] != "ok"][:5],
     }
 
@@ -974,6 +982,9 @@ def main(argv: list[str] | None = None) -> dict:
         runs[name] = run_system(setup, name, trace, shape, preset.drain_s)
         done = sum(r["outcome"] == "ok" for r in runs[name]["records"])
         print(f"{name}: {done}/{len(trace)} ok, {time.perf_counter() - t:.0f} s with start and stop")
+        stalled = stalled_seconds(runs[name]["samples"])
+        if stalled:
+            print(f"  warning: the load generator stood still for {stalled:.0f} s (stopped or starved)")
     summary = {name: summarize(run, shape, slo) for name, run in runs.items()}
     result = {
         "wall_seconds": time.perf_counter() - began,
