@@ -501,7 +501,9 @@ async def drive(
     system: System, trace: list[Request], shape: Shape, drain_s: float, idle_wait_s: float
 ) -> dict:
     """Warm up, let on-demand models go cold, then the trace, open loop, with the sampler on."""
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+    # An idle connection expires on the client before uvicorn's 5 s keep-alive closes it on the
+    # server: reusing one the server is closing is a ReadError that no server caused.
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512, keepalive_expiry=2.0)
     async with httpx.AsyncClient(timeout=httpx.Timeout(None), limits=limits) as client:
         orch = Orchestrator(system.routes) if system.orchestrated else None
         if orch is not None:
