@@ -887,7 +887,7 @@ def presets(kind: str) -> Preset:
     if kind == "ci":
         patterns = {"pipeline": Pattern(0.3), "smol": Pattern(0.6), "gemma": Pattern(0.4, True, 1.5, 1.5),
                     "embed": Pattern(0.8)}  # fmt: skip
-        return Preset(6.0, patterns, 60.0)
+        return Preset(6.0, patterns, 120.0)  # a generous drain: a loaded CI host is slow, not wrong
     patterns = {
         "pipeline": Pattern(0.025, bursts=True, on_s=12.0, off_s=14.0, burst_rate=0.12),
         "smol": Pattern(0.08),
