@@ -501,9 +501,10 @@ async def drive(
     system: System, trace: list[Request], shape: Shape, drain_s: float, idle_wait_s: float
 ) -> dict:
     """Warm up, let on-demand models go cold, then the trace, open loop, with the sampler on."""
-    # An idle connection expires on the client before uvicorn's 5 s keep-alive closes it on the
-    # server: reusing one the server is closing is a ReadError that no server caused.
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512, keepalive_expiry=2.0)
+    # A new connection per request (localhost: ~0.1 ms): reusing an idle one races uvicorn's
+    # keep-alive timer, which fires late and first when a starved event loop wakes up, and closes
+    # the connection under the new request (a ReadError that no server fault caused).
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=httpx.Timeout(None), limits=limits) as client:
         orch = Orchestrator(system.routes) if system.orchestrated else None
         if orch is not None:
@@ -571,6 +572,9 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 def latency_stats(records: list[dict]) -> dict:
+    """Percentiles of the requests that completed, and P95 over all of them with each failed one at
+    the latency it failed after (an unfinished one: until the drain ended, a lower bound), so that
+    a system cannot look faster by dropping its slowest requests."""
     lat = [r["latency"] for r in records if r["outcome"] == "ok"]
     return {
         "count": len(records),
@@ -578,6 +582,7 @@ def latency_stats(records: list[dict]) -> dict:
         "p50_s": pct(lat, 50),
         "p95_s": pct(lat, 95),
         "p99_s": pct(lat, 99),
+        "p95_with_failures_s": pct([r["latency"] for r in records], 95),
     }
 
 
@@ -722,17 +727,24 @@ def stage_means(records: list[dict]) -> dict:
     )
 
 
+def _ratio_or_none(ours: float, base: float) -> float | None:
+    return ours / base if base else None
+
+
+def _at_least(ratio: float | None, target: float, ours: float) -> bool:
+    return ours > 0 if ratio is None else ratio >= target
+
+
 def targets(summary: dict, ours: str = "swiftserve") -> dict:
     """The issue's targets for `ours` against static, same run."""
     if "static" not in summary or ours not in summary:
         return {}
     s, b = summary[ours], summary["static"]
-    p95, p95_base = s["pipeline"]["p95_s"], b["pipeline"]["p95_s"]
+    p95, p95_base = s["pipeline"]["p95_with_failures_s"], b["pipeline"]["p95_with_failures_s"]
     reduction = 1 - p95 / p95_base if p95 and p95_base else None
-    goodput = s["goodput_per_s"] / b["goodput_per_s"] if b["goodput_per_s"] else math.inf
-    pipe_goodput = (
-        s["pipeline_goodput_per_s"] / b["pipeline_goodput_per_s"] if b["pipeline_goodput_per_s"] else math.inf
-    )
+    # None: static had nothing within the SLO, a ratio without a denominator (JSON has no inf)
+    goodput = _ratio_or_none(s["goodput_per_s"], b["goodput_per_s"])
+    pipe_goodput = _ratio_or_none(s["pipeline_goodput_per_s"], b["pipeline_goodput_per_s"])
     cost_cut = 1 - s["cost"]["memory_gb_s"] / b["cost"]["memory_gb_s"]
     pss_cut = 1 - s["cost"]["memory_pss_gb_s"] / b["cost"]["memory_pss_gb_s"]
     spike = s["spike"]
@@ -743,9 +755,9 @@ def targets(summary: dict, ours: str = "swiftserve") -> dict:
         "pipeline_p95_reduction": reduction,
         "pipeline_p95_met": reduction is not None and reduction >= 0.5,
         "goodput_ratio": goodput,
-        "goodput_met": goodput >= 3.9,
+        "goodput_met": _at_least(goodput, 3.9, s["goodput_per_s"]),
         "pipeline_goodput_ratio": pipe_goodput,
-        "pipeline_goodput_met": pipe_goodput >= 3.9,
+        "pipeline_goodput_met": _at_least(pipe_goodput, 3.9, s["pipeline_goodput_per_s"]),
         "memory_cost_reduction": cost_cut,
         "memory_cost_reduction_pss": pss_cut,
         "cost_met": cost_cut >= 0.4,
@@ -797,9 +809,10 @@ def print_targets(t: dict) -> None:
     if not t:
         return
     print(f"\ntargets, {t['system']} against static (same run):")
-    print(f"  pipeline P95 {100 * t['pipeline_p95_reduction']:.0f}% lower (target >= 50%): "
+    print(f"  pipeline P95 (failed requests at their latency) {100 * t['pipeline_p95_reduction']:.0f}% lower "
+          f"(target >= 50%): "
           f"{'met' if t['pipeline_p95_met'] else 'missed'}")  # fmt: skip
-    print(f"  goodput {t['goodput_ratio']:.2f}x over all requests, {t['pipeline_goodput_ratio']:.2f}x of the "
+    print(f"  goodput {_x(t['goodput_ratio'])} over all requests, {_x(t['pipeline_goodput_ratio'])} of the "
           f"pipelines (target >= 3.9x): {'met' if t['goodput_met'] else 'missed'} / "
           f"{'met' if t['pipeline_goodput_met'] else 'missed'}")  # fmt: skip
     print(f"  memory cost {100 * t['memory_cost_reduction']:.0f}% lower by RSS, "
@@ -809,6 +822,10 @@ def print_targets(t: dict) -> None:
     ratio = t["spike_p95_ratio_max"]
     print(f"  spike: {t['spike_failed']} failed, P95 {'-' if ratio is None else f'{ratio:.2f}'}x pre-spike "
           f"(target 0 and <= 2x): {'met' if t['spike_met'] else 'missed'}")  # fmt: skip
+
+
+def _x(ratio: float | None) -> str:
+    return "n/a (static: none within the SLO)" if ratio is None else f"{ratio:.2f}x"
 
 
 def figures(result: dict, shape: Shape, out_dir: Path) -> list[str]:
