@@ -153,10 +153,14 @@ def prepare(work: Path, big: bool) -> dict[str, dict]:
     return models
 
 
-def prepare_big(work: Path, tokenizer_folder: Path) -> dict:
+def prepare_big(
+    work: Path, tokenizer_folder: Path, hf_weights: bool = True, config: dict = BIG_CONFIG, name: str = BIG
+) -> dict:
     """The 1B-shaped model: random bf16 weights, snapshotted, and a Hugging Face folder of the same
     weights (config, tokenizer, model.safetensors in HF names and layout), so that every way that
-    loads a folder (before, safetensors, transformers, the peers) has what a user would have."""
+    loads a folder (before, safetensors, transformers, the peers) has what a user would have.
+    hf_weights=False leaves model.safetensors out (a server needs only the snapshot); config and
+    name give another Llama shape (benchmarks/compound.py's CI run uses a tiny one)."""
     import torch
     from safetensors.torch import save_file
 
@@ -167,19 +171,20 @@ def prepare_big(work: Path, tokenizer_folder: Path) -> dict:
     from swiftserve.loader.snapshot_writer import write_snapshot
     from swiftserve.model_runner.model_loader import load_model
 
-    folder = work / BIG
+    folder = work / name
     folder.mkdir()
     for f in tokenizer_folder.iterdir():
         if f.name.startswith(("tokenizer", "special_tokens")) or f.suffix == ".jinja":
             shutil.copy(f, folder / f.name)
-    (folder / "config.json").write_text(json.dumps(BIG_CONFIG))
-    source = ModelSource(BIG, folder, "chat", BIG_CONFIG)
+    (folder / "config.json").write_text(json.dumps(config))
+    source = ModelSource(name, folder, "chat", config)
     model = load_model(source, torch.bfloat16, torch.device("cpu"), load_format="dummy")
     tensors, buffers = snapshot_tensors(model)
-    snapshot = work / f"{BIG}.swsnap"
-    write_snapshot(snapshot, tensors, folder_meta(folder, "chat", SourceKey(BIG, "bfloat16")), buffers)
+    snapshot = work / f"{name}.swsnap"
+    write_snapshot(snapshot, tensors, folder_meta(folder, "chat", SourceKey(name, "bfloat16")), buffers)
     verify_once(snapshot)
-    save_file(hf_layout(model.state_dict(), BIG_CONFIG), folder / "model.safetensors")
+    if hf_weights:
+        save_file(hf_layout(model.state_dict(), config), folder / "model.safetensors")
     return {"kind": "chat", "folder": folder, "snapshot": snapshot, "st": folder / "model.safetensors"}
 
 

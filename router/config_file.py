@@ -17,6 +17,7 @@ A file looks like:
         unload_to: disk        # auto (default): host memory when it has room, else disk; or host
         request_priority: 0    # of its requests that set none: lower runs earlier (vLLM's sense)
         max_queue: 16          # requests waiting (for the engine, or for a load) before 429
+        max_num_batched_tokens: 16   # its own step budget (default: --max-num-batched-tokens)
 
 YAML is parsed by PyYAML through msgspec, which also checks types and unknown keys; the
 result is converted to the frozen `ModelConfig` dataclasses the rest of swiftserve takes.
@@ -82,6 +83,9 @@ class ModelConfig:
     dtype: Dtype = "auto"
     max_model_len: int | None = None
     max_num_seqs: int | None = None
+    # Its own step budget (chunked prefill): a large model's long steps hold every other model's
+    # steps back on a shared device, so it can take short ones while small models keep the default.
+    max_num_batched_tokens: int | None = None
     priority: int = 0
     unload_to: UnloadTo = "auto"  # where the weights go on unload (scheduler/host_tier.py)
     request_priority: int = 0
@@ -98,7 +102,7 @@ class ModelConfig:
             raise ConfigError(f"models[{self.name}].policy: one of {POLICIES}, got {self.policy!r}")
         if self.unload_to not in UNLOAD_TO:
             raise ConfigError(f"models[{self.name}].unload_to: one of {UNLOAD_TO}, got {self.unload_to!r}")
-        for key in ("max_model_len", "max_num_seqs"):
+        for key in ("max_model_len", "max_num_seqs", "max_num_batched_tokens"):
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"models[{self.name}].{key}: must be >= 1, got {value}")
@@ -125,6 +129,7 @@ class _ModelEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     dtype: Dtype = "auto"
     max_model_len: int | None = None
     max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
     priority: int = 0
     unload_to: UnloadTo = "auto"
     request_priority: int = 0
@@ -204,6 +209,7 @@ def _model(index: int, entry: _ModelEntry, default_idle: float) -> ModelConfig:
         dtype=entry.dtype,
         max_model_len=entry.max_model_len,
         max_num_seqs=entry.max_num_seqs,
+        max_num_batched_tokens=entry.max_num_batched_tokens,
         priority=entry.priority,
         unload_to=entry.unload_to,
         request_priority=entry.request_priority,

@@ -48,7 +48,7 @@ def engine_config(model: ModelConfig, kind: ModelKind, defaults: ServeDefaults) 
         max_waiting = max(1, max_waiting)  # an encoder counts the running call among the waiting
     scheduler: dict[str, Any] = {
         "max_num_seqs": model.max_num_seqs or defaults.max_num_seqs,
-        "max_num_batched_tokens": defaults.max_num_batched_tokens,
+        "max_num_batched_tokens": model.max_num_batched_tokens or defaults.max_num_batched_tokens,
         "max_model_len": max_model_len,
         "max_num_waiting": max_waiting,
     }

@@ -27,6 +27,7 @@ models:
     priority: 2
     request_priority: -1
     max_queue: 4
+    max_num_batched_tokens: 16
 """
 
 
@@ -53,6 +54,7 @@ def test_a_good_file_becomes_model_configs():
             priority=2,
             request_priority=-1,
             max_queue=4,
+            max_num_batched_tokens=16,
         ),
     )
 
@@ -73,6 +75,7 @@ def test_load_config_file_reads_the_file(tmp_path):
         ("models:\n  - source: a\n    policy: sometimes\n", ["`models[0].policy`"]),
         ("models:\n  - source: a\n    max_num_seqs: many\n", ["`models[0].max_num_seqs`"]),
         ("models:\n  - source: a\n    max_model_len: 0\n", ["models[a].max_model_len"]),
+        ("models:\n  - source: a\n    max_num_batched_tokens: 0\n", ["models[a].max_num_batched_tokens"]),
         ("models:\n  - name: x\n", ["missing required field `source`", "`models[0]`"]),
         ("models: []\n", ["models: at least one"]),
         ("models:\n  - source: a\n  - source: a\n", ["served twice under ['a']"]),

@@ -7,11 +7,17 @@ from swiftserve.router.router_config import RouterConfig
 
 
 def test_a_models_own_settings_win_over_the_flags():
-    defaults = ServeDefaults(dtype="float32", max_num_seqs=8, max_model_len=512, max_queue=3, seed=7)
-    own = ModelConfig("m", "src", dtype="bfloat16", max_model_len=256, max_num_seqs=2)
+    defaults = ServeDefaults(
+        dtype="float32", max_num_seqs=8, max_num_batched_tokens=512, max_model_len=512, max_queue=3, seed=7
+    )
+    own = ModelConfig(
+        "m", "src", dtype="bfloat16", max_model_len=256, max_num_seqs=2, max_num_batched_tokens=16
+    )
     config = engine_config(own, "chat", defaults)
     assert (config.model, config.dtype, config.max_model_len, config.seed) == ("src", "bfloat16", 256, 7)
     assert (config.scheduler.max_num_seqs, config.scheduler.max_num_waiting) == (2, 3)
+    assert config.scheduler.max_num_batched_tokens == 16
+    assert engine_config(ModelConfig("m", "src"), "chat", defaults).scheduler.max_num_batched_tokens == 512
     queued = engine_config(ModelConfig("m", "src", max_queue=0), "chat", defaults)
     assert queued.scheduler.max_num_waiting == 0  # a model's max_queue wins over --max-queue
     plain = engine_config(ModelConfig("m", "src"), "embedding", ServeDefaults())

@@ -81,6 +81,10 @@ def test_a_pipeline_is_listed_and_answers_through_the_openai_sdk(server):
     ]
     assert client.models.retrieve("rag").model_extra["kind"] == "pipeline"
     assert server.metric('swiftserve_pipeline_requests_total{outcome="ok",pipeline="rag"}') == 2
+    # the stages' tokens count for their models, as a direct request's do (two requests so far)
+    assert server.metric('swiftserve_generation_tokens_total{model="small"}') == 2 * (2 * 6 + 8)
+    small_prompt = sum(s["prompt_tokens"] for s in report["stages"] if s["model"] == "small")
+    assert server.metric('swiftserve_prompt_tokens_total{model="small"}') == 2 * small_prompt
     assert server.metric('swiftserve_stage_latency_seconds_count{pipeline="rag",stage="drafts"}') == 2
     # small was cold at the first request (only embed loaded, to index the corpus): pre-warmed once.
     assert server.metric('swiftserve_prewarm_loads_total{model="small",pipeline="rag"}') == 1

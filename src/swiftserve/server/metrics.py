@@ -209,7 +209,7 @@ class ServerMetrics:
             "swiftserve_request_timeouts", "Requests to a model that ran past their timeout", ["model"],
             registry=r,
         )  # fmt: skip
-        self.pipeline = _PipelineMetrics(r)
+        self.pipeline = _PipelineMetrics(r, self.prompt_tokens, self.generation_tokens)
         r.register(_EngineStatsCollector(engines))
         r.register(_ModelLifecycleCollector(models))
 
@@ -218,9 +218,12 @@ class ServerMetrics:
 
 
 class _PipelineMetrics:
-    """Per pipeline and stage; labels come from the config (pipeline, stage and model names)."""
+    """Per pipeline and stage; labels come from the config (pipeline, stage and model names).
+    A stage's tokens also count in its model's prompt and generation token counters: those say
+    what each model processed, whichever route its requests came by."""
 
-    def __init__(self, r: CollectorRegistry) -> None:
+    def __init__(self, r: CollectorRegistry, prompt_tokens: Counter, generation_tokens: Counter) -> None:
+        self.prompt_tokens, self.generation_tokens = prompt_tokens, generation_tokens
         self.requests = Counter(
             "swiftserve_pipeline_requests",
             "Pipeline requests by outcome",
@@ -261,6 +264,8 @@ class _PipelineMetrics:
             self.cold_wait.labels(name, stage.id).observe(t.cold_wait_s)
             if t.load_started_by == "prewarm":
                 self.prewarm_loads.labels(name, stage.model).inc()
+            self.prompt_tokens.labels(stage.model).inc(stage.usage.prompt_tokens)
+            self.generation_tokens.labels(stage.model).inc(stage.usage.completion_tokens)
         self.prewarm_saved.labels(name).inc(result.prewarm_saved_s)
 
 
