@@ -12,18 +12,14 @@ from swiftserve.scheduler.config import SchedulerConfig
 from swiftserve import LLM, AsyncEngine, EngineConfig, SamplingParams
 from swiftserve.engine.errors import ContextLengthError, InvalidRequestError, QueueFullError
 
+from .engine_checks import all_free
+
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def llm(smollm_dir) -> LLM:
     return LLM(str(smollm_dir), max_model_len=512, kv_cache_memory=64 << 20)
-
-
-def _all_free(llm: LLM) -> bool:
-    llm.engine.scheduler.check_integrity()
-    stats = llm.engine.stats()
-    return stats.num_free_blocks == stats.num_total_blocks and not llm.engine.requests
 
 
 # -- bad input -----------------------------------------------------------------------------------
@@ -62,7 +58,7 @@ def test_bad_prompts_are_rejected_and_nothing_leaks(llm: LLM) -> None:
     # a bad prompt among good ones: nothing runs, nothing leaks
     with pytest.raises(ValueError, match="prompt is empty"):
         llm.generate(["fine", ""])
-    assert _all_free(llm)
+    assert all_free(llm)
     assert llm.generate(["still serving"], SamplingParams(max_tokens=3))[0].outputs[0].token_ids
 
 
@@ -102,7 +98,7 @@ def test_n_completions_differ_and_are_indexed(llm: LLM) -> None:
     )[0]
     assert [c.index for c in out.outputs] == [0, 1, 2]
     assert len({tuple(c.token_ids) for c in out.outputs}) > 1
-    assert _all_free(llm)
+    assert all_free(llm)
 
 
 def test_stop_string_is_caught_and_not_emitted(llm: LLM) -> None:

@@ -16,6 +16,8 @@ from swiftserve import LLM, AsyncEngine, EngineConfig, SamplingParams
 from swiftserve.engine.errors import GrammarError
 from swiftserve.structured_outputs import StructuredOutputs
 
+from .engine_checks import all_free
+
 pytest.importorskip("llguidance")
 pytestmark = pytest.mark.slow
 
@@ -79,12 +81,6 @@ def llm(smollm_dir) -> LLM:
     return LLM(str(smollm_dir), max_model_len=512, kv_cache_memory=64 << 20)
 
 
-def _all_free(llm: LLM) -> bool:
-    llm.engine.scheduler.check_integrity()
-    stats = llm.engine.stats()
-    return stats.num_free_blocks == stats.num_total_blocks and not llm.engine.requests
-
-
 def _chat(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
 
@@ -104,7 +100,7 @@ def test_every_output_validates_against_its_schema(llm: LLM, sampled: bool) -> N
         completion = output.outputs[0]
         assert completion.finish_reason == "stop", (name, completion.text)
         jsonschema.validate(json.loads(completion.text), SCHEMAS[name])
-    assert _all_free(llm)
+    assert all_free(llm)
 
 
 def test_json_object_regex_and_choice(llm: LLM) -> None:
@@ -162,7 +158,7 @@ def test_n_logprobs_penalties_and_stop_strings_on_constrained_rows(llm: LLM) -> 
     stopped = llm.chat([_chat(QUESTION)], _json(SCHEMAS["object"], stop=['"age"']))[0].outputs[0]
     assert stopped.finish_reason == "stop" and stopped.text.startswith('{"name": ')
     assert '"age"' not in stopped.text
-    assert _all_free(llm)
+    assert all_free(llm)
 
 
 def math_finite(value: float) -> bool:
@@ -182,7 +178,7 @@ def test_constrained_rows_survive_preemption(smollm_dir) -> None:
     assert small.engine.stats().num_preemptions > 0
     for out, name in zip(outs, ("object", "nested", "bounded", "pattern"), strict=True):
         jsonschema.validate(json.loads(out.outputs[0].text), SCHEMAS[name])
-    assert _all_free(small)
+    assert all_free(small)
 
 
 def test_bad_constraints_are_refused_and_nothing_leaks(llm: LLM) -> None:
@@ -192,7 +188,7 @@ def test_bad_constraints_are_refused_and_nothing_leaks(llm: LLM) -> None:
     with pytest.raises(GrammarError, match="matches nothing"):
         bad = StructuredOutputs(regex=r"a[^\x00-\x{10FFFF}]")
         llm.chat([_chat("x")], SamplingParams(structured_outputs=bad))
-    assert _all_free(llm)
+    assert all_free(llm)
 
 
 def test_async_engine_compiles_off_the_loop_and_aborts_free_everything(smollm_dir) -> None:

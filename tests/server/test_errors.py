@@ -57,6 +57,7 @@ ROUTER_ERRORS = [
 # Every error class of engine/errors.py: what a request that met it is answered.
 ENGINE_ERRORS = {
     engine.InvalidRequestError: (engine.InvalidRequestError("prompt", "prompt is empty"), 400, None),
+    engine.GrammarError: (engine.GrammarError("response_format", "uniqueItems: not enforced"), 400, None),
     engine.ContextLengthError: (
         engine.ContextLengthError(10, 20, 16, "max_tokens"),
         400,
