@@ -160,3 +160,31 @@ def test_chat_and_embedding_answer_concurrently_on_the_executor_lanes(
     urgent = "executor-served-urgent" if executor.urgent is not None else "executor-served"
     assert stepping["embed"] == {urgent}
     assert not [t for t in threads if t.startswith(("engine-", "embed-"))]  # no per-engine threads
+
+
+def test_embedding_reload_reuses_its_input_tokenizer(minilm_dir, executor) -> None:
+    embed = LocalEmbeddingModel("embed-reload", str(minilm_dir), executor)
+    texts = ["hello", "a sentence long enough to be truncated " * 60]
+
+    async def load_embed() -> tuple[object, np.ndarray]:
+        await embed.load()
+        tokenizer = embed.engine.input_tokenizer
+        result = await embed.embed(texts)
+        await embed.unload()
+        return tokenizer, result
+
+    async def main():
+        return [await load_embed() for _ in range(2)]
+
+    (first, before), (second, after) = asyncio.run(main())
+    assert second is first  # built once, by the first load
+    assert before.num_prompt_tokens == after.num_prompt_tokens == 3 + 256  # still truncates at max_seq_length
+    np.testing.assert_array_equal(before.embeddings, after.embeddings)
+
+
+def test_an_input_tokenizer_that_truncates_elsewhere_is_not_reused(minilm_dir) -> None:
+    other = EmbeddingEngine(str(minilm_dir)).input_tokenizer
+    other.enable_truncation(max_length=8)
+    engine = EmbeddingEngine(str(minilm_dir), input_tokenizer=other)
+    assert engine.input_tokenizer is not other
+    assert engine.embed_sync(["word " * 40]).num_prompt_tokens == 42

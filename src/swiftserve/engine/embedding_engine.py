@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tokenizers import Tokenizer
 
 from swiftserve.config import EngineConfig
 from swiftserve.engine.device_executor import DeviceExecutor
@@ -32,6 +33,7 @@ from swiftserve.engine.embedding_inputs import (
     EmbedRequest,
     as_batch,
     to_token_ids,
+    truncates_at,
     truncating_copy,
 )
 from swiftserve.engine.errors import EngineDeadError, QueueFullError, RequestFailedError
@@ -61,7 +63,9 @@ class EmbeddingEngine:
     calls queued or running; past it embed() raises QueueFullError at once (None: unbounded).
     executor is the device's stepping loop (None: a private one); name keys the engine on it.
     snapshot_cache: automatic snapshots there (loader/snapshot_cache.py). source: config.model
-    already resolved. WrongModelKindError for a chat model.
+    already resolved. input_tokenizer: an earlier engine's of the same model (its
+    `input_tokenizer`), so a reload skips building it again (most of an encoder's load from a
+    snapshot); one that truncates elsewhere is not used. WrongModelKindError for a chat model.
     """
 
     def __init__(
@@ -73,6 +77,7 @@ class EmbeddingEngine:
         executor: DeviceExecutor | None = None,
         name: str | None = None,
         source: ModelSource | None = None,
+        input_tokenizer: Tokenizer | None = None,
         **config_fields: Any,
     ) -> None:
         if isinstance(config, str):
@@ -103,7 +108,9 @@ class EmbeddingEngine:
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
         self.max_num_waiting = max_num_waiting
-        self._tokenizer = truncating_copy(load_tokenizer(folder).tokenizer, self.max_seq_length)
+        if not truncates_at(input_tokenizer, self.max_seq_length):
+            input_tokenizer = truncating_copy(load_tokenizer(folder).tokenizer, self.max_seq_length)
+        self.input_tokenizer: Tokenizer = input_tokenizer
         self._owns_executor = executor is None
         self._executor = executor
         self._is_attached = False
@@ -271,7 +278,7 @@ class EmbeddingEngine:
         self.model([[0]])
 
     def _to_token_ids(self, inputs: list[str] | list[list[int]]) -> list[list[int]]:
-        return to_token_ids(self._tokenizer, self.vocab_size, self.max_seq_length, inputs)
+        return to_token_ids(self.input_tokenizer, self.vocab_size, self.max_seq_length, inputs)
 
 
 def _load_encoder(

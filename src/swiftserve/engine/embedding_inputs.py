@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from swiftserve.engine.errors import InvalidRequestError
 
@@ -88,6 +90,14 @@ def truncating_copy(tokenizer, max_seq_length: int):
     copy.no_padding()
     copy.enable_truncation(max_length=max_seq_length)
     return copy
+
+
+def truncates_at(tokenizer: Tokenizer | None, max_seq_length: int) -> TypeGuard[Tokenizer]:
+    """Whether tokenizer is a truncating_copy(..., max_seq_length) (False for None)."""
+    if tokenizer is None or tokenizer.padding is not None:
+        return False
+    truncation = tokenizer.truncation
+    return truncation is not None and truncation["max_length"] == max_seq_length
 
 
 def _type(value) -> str:

@@ -7,6 +7,8 @@ the automatic snapshot in snapshot_cache when one is given (EngineConfig.snapsho
 
 from __future__ import annotations
 
+from tokenizers import Tokenizer
+
 from swiftserve.config import EngineConfig, ModelKind
 from swiftserve.engine.device_executor import DeviceExecutor
 from swiftserve.engine.embedding_engine import EmbeddingEngine, EmbeddingResult
@@ -43,6 +45,9 @@ class LocalEmbeddingModel(ServedHandle[EmbeddingEngine, object]):  # it does not
         self._batch_limits = dict(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
         dtype = serving_torch_dtype(self.source, self.config.dtype, resolve_device(self.config.device))
         self._footprint = encoder_footprint(self.source.path, dtype)
+        # Built by the first load, handed to every later one: building it costs more than
+        # mapping the encoder's snapshot.
+        self._input_tokenizer: Tokenizer | None = None
 
     def footprint(self) -> Footprint:
         return self._footprint
@@ -57,9 +62,16 @@ class LocalEmbeddingModel(ServedHandle[EmbeddingEngine, object]):  # it does not
 
     # -- ServedHandle -----------------------------------------------------------------------------
     def _build(self) -> EmbeddingEngine:
-        return EmbeddingEngine(
-            self.config, executor=self.executor, name=self.name, source=self.source, **self._batch_limits
+        engine = EmbeddingEngine(
+            self.config,
+            executor=self.executor,
+            name=self.name,
+            source=self.source,
+            input_tokenizer=self._input_tokenizer,
+            **self._batch_limits,
         )
+        self._input_tokenizer = engine.input_tokenizer
+        return engine
 
     async def _stop(self, engine: EmbeddingEngine) -> None:
         await engine.shutdown()
