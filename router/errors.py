@@ -160,6 +160,11 @@ class PipelineStageError(RouterError):
         self.pipeline, self.stage, self.cause = pipeline, stage, cause
 
 
+class StageOutputError(RouterError):
+    """A pipeline stage's output is not what its structured_outputs promise the stages after it
+    (a JSON reply cut short by max_tokens): the pipeline's configuration, not the client's."""
+
+
 class GenerationFailedError(RouterError, engine.RequestFailedError):
     """The request failed inside an engine step or forward (the others in it went on): a server
     error, not the client's."""

@@ -15,6 +15,7 @@ turned into PipelineSpecs whose errors name the pipeline and the stage.
             fan_out: 3
             max_tokens: 64
             sampling: {temperature: 0.7}
+            structured_outputs: {json: {type: object, properties: {answer: {type: string}}}}
             messages:
               - {role: user, content: "Facts: {{ stages.context }}\\nQuestion: {{ input }}"}
           - {id: final, kind: chat, model: merge, after: [drafts],
@@ -30,6 +31,8 @@ from typing import Any
 
 import msgspec
 from swiftserve.router.pipeline_spec import Message, PipelineError, PipelineSpec, StageKind, StageSpec
+
+from swiftserve.structured_outputs import StructuredOutputs, StructuredOutputsError
 
 
 class MessageEntry(msgspec.Struct, forbid_unknown_fields=True):
@@ -50,6 +53,7 @@ class StageEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     sampling: dict[str, Any] = {}
     corpus: str | None = None
     top_k: int = 3
+    structured_outputs: dict[str, Any] | None = None
 
 
 class PipelineEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -96,4 +100,21 @@ def _stage(pipeline: str, entry: StageEntry, models: set[str], base_dir: Path) -
         sampling=sampling,
         corpus=corpus,
         top_k=entry.top_k,
+        structured_outputs=_constraint(pipeline, entry),
     )
+
+
+def _constraint(pipeline: str, entry: StageEntry) -> StructuredOutputs | None:
+    """The stage's structured_outputs mapping as StructuredOutputs (vLLM's `structured_outputs`
+    fields: json, json_object, regex, choice, grammar, whitespace_flexible)."""
+    if entry.structured_outputs is None:
+        return None
+    fields = dict(entry.structured_outputs)
+    if "param" in fields:
+        raise PipelineError(pipeline, "structured_outputs: unknown field 'param'", entry.id)
+    try:
+        return StructuredOutputs(**fields, param="structured_outputs")
+    except StructuredOutputsError as exc:
+        raise PipelineError(pipeline, str(exc), entry.id) from None
+    except TypeError as exc:  # an unknown field
+        raise PipelineError(pipeline, f"structured_outputs: {exc}", entry.id) from None

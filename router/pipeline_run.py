@@ -38,6 +38,7 @@ from swiftserve.router.errors import (
     RouterError,
 )
 from swiftserve.router.pipeline_corpus import Corpus
+from swiftserve.router.pipeline_json import stage_output
 from swiftserve.router.pipeline_spec import GENERATING, PipelineSpec, StageSpec
 from swiftserve.router.pipeline_stream import FinalStage, ModelWait, PipelineStream, one_step, timed
 from swiftserve.router.pipeline_templates import PipelineInputError, StageTemplates, Texts
@@ -239,8 +240,8 @@ class _Run:
             generation_ = await generation.collect(stream)
             if stage is self.spec.final:
                 self.final = generation_
-            texts = [choice.text for choice in generation_.choices]
-            output: Any = texts[0] if stage.fan_out == 1 else Texts(texts)
+            replies = [(c.text, c.finish_reason) for c in generation_.choices]
+            output: Any = stage_output(stage, replies, hands_on=stage is not self.spec.final)
             usage = generation_.usage
         else:
             output, usage = await self._vector_stage(stage)
@@ -259,6 +260,8 @@ class _Run:
     async def _open(self, stage: StageSpec) -> GenerationStream:
         sampling = dict(stage.sampling)
         max_tokens = sampling.pop("max_tokens", None)
+        if stage.structured_outputs is not None:
+            sampling["structured_outputs"] = stage.structured_outputs
         if stage is self.spec.final:
             sampling.update(self.request.sampling or {})
             max_tokens = self.request.max_tokens if self.request.max_tokens is not None else max_tokens

@@ -6,6 +6,9 @@ A stage has an `id`, a `kind`, the `model` it calls and the stages it waits for 
 - embed: an `input` template -> its vector;
 - retrieve: an `input` template embedded by `model`, the `top_k` nearest passages of `corpus`
   (a JSONL file indexed once at load; pipeline_corpus.py) -> a list of texts.
+A chat or completion stage may constrain its output (`structured_outputs`: a JSON schema, any JSON
+object, a regex, a choice or a grammar); a JSON one hands the parsed value on, so later templates
+read its fields (`{{ stages.route.topic }}`) and print it whole as JSON.
 The stages are ordered so that each comes after every stage it names; the last one in that
 order (exactly one stage that nothing waits for) gives the pipeline's answer. Everything here is
 plain data on names: checked without models, tested with exact expectations.
@@ -16,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from swiftserve.structured_outputs import StructuredOutputs
 
 StageKind = Literal["chat", "completion", "embed", "retrieve"]
 STAGE_KINDS: tuple[str, ...] = ("chat", "completion", "embed", "retrieve")
@@ -53,6 +58,13 @@ class StageSpec:
     sampling: Mapping[str, Any] = field(default_factory=dict)  # max_tokens and SamplingParams' fields
     corpus: str | None = None  # retrieve: a JSONL file of {"text": ...} lines
     top_k: int = 3  # retrieve
+    structured_outputs: StructuredOutputs | None = None  # chat, completion
+
+    @property
+    def parses_json(self) -> bool:
+        """Its outputs are JSON values handed on parsed (a JSON schema or json_object)."""
+        constraint = self.structured_outputs
+        return constraint is not None and constraint.kind in ("json", "json_object")
 
     def templates(self) -> dict[str, str]:
         """Every template of this stage by where it sits (for checks and error messages)."""
@@ -169,5 +181,11 @@ def _check_stage(pipeline: str, stage: StageSpec) -> None:
         fail(f"top_k: must be >= 1, got {stage.top_k}")
     if stage.sampling and stage.kind not in GENERATING:
         fail("sampling parameters are for chat and completion stages")
+    if "structured_outputs" in stage.sampling:
+        fail("sampling: set the stage's structured_outputs, not a sampling field")
+    if stage.structured_outputs is not None and stage.kind not in GENERATING:
+        fail("structured_outputs: only chat and completion stages generate")
+    if stage.structured_outputs is not None and not isinstance(stage.structured_outputs, StructuredOutputs):
+        fail(f"structured_outputs: a StructuredOutputs, got {type(stage.structured_outputs).__name__}")
     if stage.id in stage.after:
         fail("after: a stage cannot wait for itself")

@@ -10,8 +10,8 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
 from typing import Any
 
+from swiftserve.router.pipeline_json import stage_output
 from swiftserve.router.pipeline_spec import StageSpec
-from swiftserve.router.pipeline_templates import Texts
 from swiftserve.router.pipeline_types import PipelineResult, StageResult, StageTiming
 from swiftserve.router.request_types import ChoiceDelta, GenerationStep, GenerationStream, Usage
 
@@ -53,6 +53,7 @@ class FinalStage:
         self.submitted = time.perf_counter()
         self.first: float | None = None
         self.texts: dict[int, str] = {}
+        self.finish_reasons: dict[int, str | None] = {}
         self.usage = Usage(0, 0)
 
     async def track(
@@ -64,12 +65,14 @@ class FinalStage:
                 self.usage = step.usage
                 for delta in step.deltas:
                     self.texts[delta.index] = self.texts.get(delta.index, "") + delta.text
+                    self.finish_reasons[delta.index] = delta.finish_reason
                 yield step
 
     def result(self, arrival: float) -> StageResult:
         end = time.perf_counter()
-        texts = [self.texts.get(k, "") for k in range(max(self.texts, default=-1) + 1)]
-        output = texts[0] if self.stage.fan_out == 1 and len(texts) == 1 else Texts(texts)
+        indexes = range(max(self.texts, default=-1) + 1)
+        replies = [(self.texts.get(k, ""), self.finish_reasons.get(k)) for k in indexes]
+        output = stage_output(self.stage, replies, hands_on=False)
         first_token = self.first - self.submitted if self.first is not None else None
         wait = self.wait
         timing = StageTiming(

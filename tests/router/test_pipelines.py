@@ -19,6 +19,7 @@ from swiftserve.scheduler.residency_types import State
 from swiftserve.config import EngineConfig
 from swiftserve.engine.chat_model import LocalChatModel
 from swiftserve.engine.embedding_model import LocalEmbeddingModel
+from swiftserve.structured_outputs import StructuredOutputs
 
 pytestmark = pytest.mark.slow
 
@@ -233,3 +234,41 @@ def test_a_pipeline_over_a_missing_or_wrong_kind_model_is_refused_naming_the_sta
     assert found[0].startswith("pipelines[p].stages[look]: model:") and "needs an embedding model" in found[0]
     assert found[1].startswith("pipelines[q].stages[ask]: model:") and "'nope' does not exist" in found[1]
     assert "a model or another pipeline is served under this name" in found[2]
+
+
+def test_a_json_stage_hands_its_parsed_reply_to_the_next_stage(make_router):
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema (the `test` extra) validates the reply")
+    pytest.importorskip("llguidance", reason="llguidance (the `structured` extra) constrains the reply")
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 16}, "sure": {"type": "boolean"}},
+        "required": ["city", "sure"],
+        "additionalProperties": False,
+    }
+    constraint = StructuredOutputs(json=schema)
+    extract = StageSpec(
+        "extract", "chat", "small", messages=(Message("user", "Which city? {{ input }}"),),
+        sampling={"max_tokens": 40, "temperature": 0}, structured_outputs=constraint,
+    )  # fmt: skip
+    answer = "City: {{ stages.extract.city }} (sure: {{ stages.extract.sure }}); all: {{ stages.extract }}"
+    final = StageSpec("final", "chat", "merge", ("extract",), (Message("user", answer),), sampling=GREEDY)
+    router = make_router()
+
+    async def main():
+        await router.start()
+        await router.add_pipeline(PipelineSpec("extract", (extract, final)))
+        result = await router.run_pipeline("extract", QUESTION)
+        ask = [{"role": "user", "content": f"Which city? {QUESTION[0]['content']}"}]
+        one = await router.chat("small", ask, max_tokens=40, temperature=0, structured_outputs=constraint)
+        value = json.loads(one.text)
+        content = f"City: {value['city']} (sure: {value['sure']}); all: {json.dumps(value)}"
+        direct = await router.chat("merge", [{"role": "user", "content": content}], **GREEDY)
+        await router.shutdown()
+        return result, one, direct
+
+    result, one, direct = asyncio.run(main())
+    by_id = {stage.id: stage for stage in result.stages}
+    parsed = by_id["extract"].output
+    jsonschema.validate(parsed, schema)
+    assert parsed == json.loads(one.text)  # the same reply as the direct constrained call
+    assert by_id["final"].output == direct.text

@@ -50,6 +50,7 @@ ROUTER_ERRORS = [
     (errors.RouterClosedError("closing"), 503, "service_unavailable", None),
     (errors.GenerationFailedError("sampling raised"), 500, "generation_failed", None),
     (errors.UnknownPipelineError("p"), 404, "model_not_found", "model"),
+    (errors.StageOutputError("the output is not complete JSON"), 502, "stage_output_invalid", None),
     # A stage's error answers as its cause does (the message names the pipeline and stage).
     (errors.PipelineStageError("p", "s", errors.ModelLoadError("m", "boom")), 503, "model_load_failed", None),
 ]

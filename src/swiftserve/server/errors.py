@@ -195,6 +195,8 @@ def _router_error(exc: RouterError, model: str) -> APIError:
         return APIError(503, message, type="server_error", code="model_load_failed")
     if isinstance(exc, router.GenerationFailedError):
         return APIError(500, f"Generation failed: {exc}", type="server_error", code="generation_failed")
+    if isinstance(exc, router.StageOutputError):
+        return APIError(502, message, type="server_error", code="stage_output_invalid")
     if isinstance(exc, router.RouterClosedError):
         return service_unavailable(message)
     # A router error this table does not know yet: unavailable, not a client error (and logged,
