@@ -37,11 +37,17 @@ test-latest:
 	bash .ci/test-latest
 
 # Refresh the lock from pyproject.toml's ranges (and requirements/torch.in): commit the result.
+# The constraint names the +cpu build: PyPI's torch of the same version is the CUDA one, and a
+# bare version would let the resolver take it (with GBs of nvidia-* packages). UPGRADE= keeps the
+# pins already in the lock and only adds what is new.
+UPGRADE ?= --upgrade
 lock:
 	$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install uv
-	$(PYTHON) -m uv pip compile pyproject.toml --extra test --extra triton --upgrade \
-		--python-version 3.11 --python-platform x86_64-manylinux_2_28 $(TORCH_SOURCE) \
-		-c requirements/torch.in --custom-compile-command "make lock" -o $(LOCK)
+	echo "torch==$(TORCH_VERSION)+cpu" > $(LOCK).torch
+	$(PYTHON) -m uv pip compile pyproject.toml --extra test --extra triton --extra structured --extra bench \
+		$(UPGRADE) --python-version 3.11 --python-platform x86_64-manylinux_2_28 $(TORCH_SOURCE) \
+		-c $(LOCK).torch --custom-compile-command "make lock" -o $(LOCK); \
+		status=$$?; rm -f $(LOCK).torch; exit $$status
 	sed -i 's/^torch==\([^+]*\)+cpu$$/torch==\1/' $(LOCK)
 
 # ruff check and ruff format --check over the whole tree, then mypy over the packages that
