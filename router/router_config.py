@@ -33,7 +33,9 @@ class RouterConfig:
     """models: every served model. defaults: the engine settings a model's own entry does not set.
     memory_budget / host_memory: the flags' (None: the file's, else default_budget() and 0).
     file: the config file as read at start, when the models came from one (config_file).
-    request_timeout_s: the timeout of requests that set none (None: they have none)."""
+    request_timeout_s: the timeout of requests that set none (None: they have none).
+    chat_lanes: how many chat models step side by side on the device executor (None: its default,
+    two on two cores or more; engine/device_executor.py)."""
 
     models: tuple[ModelConfig, ...]
     defaults: ServeDefaults = field(default_factory=ServeDefaults)
@@ -44,10 +46,13 @@ class RouterConfig:
     file: FileConfig | None = None
     pipelines: tuple[PipelineSpec, ...] = ()  # the file's and those given in Python
     request_timeout_s: float | None = None
+    chat_lanes: int | None = None
 
     def __post_init__(self) -> None:
         if not self.models:
             raise ConfigError("at least one model is needed")
+        if self.chat_lanes is not None and self.chat_lanes < 1:
+            raise ValueError(f"chat_lanes must be >= 1 or None, got {self.chat_lanes}")
         if self.request_timeout_s is not None and not self.request_timeout_s > 0:
             raise ConfigError(f"request_timeout: must be > 0 seconds, got {self.request_timeout_s}")
         if self.default_max_tokens < 1:

@@ -53,7 +53,8 @@ class RouterRuntime:
 
     def __init__(self, config: RouterConfig, on_cold_start: ColdStartHook | None = None) -> None:
         self.config = config
-        self.executor = DeviceExecutor(name=config.defaults.device)
+        self.executor = DeviceExecutor(name=config.defaults.device, chat_lanes=config.chat_lanes)
+        self._chat_weights: dict[str, int] = {}  # the executor's lane plan is made from these
         pool = ModelPool(config.budget_bytes(), host_budget_bytes=config.host_budget_bytes())
         self.router = Router(pool, on_cold_start, config.default_max_tokens, config.request_timeout_s)
         self._served: dict[str, ModelConfig] = {}
@@ -111,6 +112,16 @@ class RouterRuntime:
             registrations.append(_registration(served, model, self.config))
         self.router.add_all(registrations)
         self._served.update((model.name, model) for model in models)
+        chat = [r.model for r in registrations if r.model.kind == "chat"]
+        self._plan_lanes({model.name: model.footprint().weight_bytes for model in chat})
+
+    def _plan_lanes(self, added: dict[str, int]) -> None:
+        """Re-plans the chat lanes over every chat model served: the heaviest steps on a lane of
+        its own (engine/device_executor.py). A model already stepping keeps its lane until it
+        unloads; the plan applies from its next load."""
+        self._chat_weights.update(added)
+        plan = self.executor.plan_lanes(self._chat_weights)
+        logger.info("chat lanes: %s", plan)
 
     async def _add_pipelines_or_remove(
         self, pipelines: list[PipelineSpec], models: list[ModelConfig]
@@ -127,6 +138,8 @@ class RouterRuntime:
             for model in models:
                 await self.router.remove(model.name)
                 del self._served[model.name]
+                self._chat_weights.pop(model.name, None)
+            self._plan_lanes({})
             raise ConfigError(f"{self.config.config_file}: {exc}") from None
         self._file_pipelines += pipelines
 
@@ -140,6 +153,8 @@ class RouterRuntime:
             for model in models:
                 await self.router.remove(model.name)
                 del self._served[model.name]
+                self._chat_weights.pop(model.name, None)
+            self._plan_lanes({})
             raise
 
     async def stop(self) -> None:

@@ -4,7 +4,6 @@ Step time is a fake clock that the engines advance by their step's cost, so the 
 picks is exact, and lanes running side by side are shown by events, not by elapsed time."""
 
 import threading
-import time
 
 import pytest
 import torch
@@ -16,72 +15,7 @@ from swiftserve.engine.device_executor import (
     default_urgent_lane_threads,
 )
 
-
-class FakeClock:
-    """Device time that moves only when a fake engine steps: each step advances it by its cost."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class FakeEngine:
-    """`work` steps to do, each producing one output and costing `cost` seconds of `clock`."""
-
-    def __init__(
-        self,
-        name: str,
-        work: int = 0,
-        cost: float = 0.0,
-        urgent: bool = False,
-        rows: int = 1,
-        clock: FakeClock | None = None,
-        priority: int = 0,
-    ) -> None:
-        self.name, self.work, self.cost, self.urgent, self.rows = name, work, cost, urgent, rows
-        self.request_priority = priority
-        self.clock = clock
-        self.threads: set[str] = set()
-        self.log: list[str] | None = None
-
-    def has_work(self) -> bool:
-        return self.work > 0
-
-    def is_urgent(self) -> bool:
-        return self.urgent
-
-    def demand(self) -> int:
-        return self.rows
-
-    def priority(self) -> int:
-        return self.request_priority
-
-    def step(self) -> list:
-        self.threads.add(threading.current_thread().name)
-        if self.log is not None:
-            self.log.append(self.name)
-        if self.clock is not None:
-            self.clock.advance(self.cost)
-        self.work -= 1
-        return [f"{self.name}:{self.work}"]
-
-
-def _attach(executor, engine, weight=1.0):
-    delivered, errors = [], []
-    executor.attach(engine.name, engine, delivered.extend, errors.append, weight).result(timeout=5)
-    return delivered, errors
-
-
-def _wait_until(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
+from .fake_engines import FakeClock, FakeEngine, StepUntil, attach, wait_until
 
 
 @pytest.fixture
@@ -94,10 +28,10 @@ def executor():
 
 def test_every_step_runs_on_the_one_executor_thread(executor):
     a, b = FakeEngine("a", 3), FakeEngine("b", 3)
-    out_a, _ = _attach(executor, a)
-    out_b, _ = _attach(executor, b)
+    out_a, _ = attach(executor, a)
+    out_b, _ = attach(executor, b)
     executor.call(lambda: None).result(timeout=5)
-    _wait_until(lambda: len(out_a) == 3 and len(out_b) == 3)
+    wait_until(lambda: len(out_a) == 3 and len(out_b) == 3)
     assert out_a == ["a:2", "a:1", "a:0"]
     assert a.threads == b.threads == {"executor-test"}
     assert executor.stats()["a"][0] == 3
@@ -105,13 +39,13 @@ def test_every_step_runs_on_the_one_executor_thread(executor):
 
 def test_work_added_by_a_command_is_stepped(executor):
     engine = FakeEngine("a")
-    out, _ = _attach(executor, engine)
+    out, _ = attach(executor, engine)
 
     def add_work():
         engine.work = 2
 
     executor.call(add_work).result(timeout=5)
-    _wait_until(lambda: len(out) == 2)
+    wait_until(lambda: len(out) == 2)
     assert engine.work == 0
 
 
@@ -134,7 +68,7 @@ def _steps_until_done(name: str, busy: FakeEngine, finishing: FakeEngine, clock:
         executor.attach(busy.name, busy, lambda o: None, lambda e: None)
         executor.attach(finishing.name, finishing, lambda o: None, lambda e: None)
         gate.set()
-        _wait_until(lambda: finishing.work == 0)
+        wait_until(lambda: finishing.work == 0)
     finally:
         executor.stop()
     steps = log[: len(log) - log[::-1].index(finishing.name)]
@@ -172,8 +106,8 @@ def test_a_failing_step_is_reported_and_the_others_go_on(executor):
         broken.work = 0
 
     executor.attach("broken", broken, lambda o: None, on_error).result(timeout=5)
-    out, _ = _attach(executor, healthy)
-    _wait_until(lambda: len(out) == 2 and errors)
+    out, _ = attach(executor, healthy)
+    wait_until(lambda: len(out) == 2 and errors)
     assert str(errors[0]) == "boom"
 
 
@@ -189,14 +123,14 @@ def test_command_results_and_exceptions_come_back(executor):
 
 def test_detach_stops_stepping(executor):
     engine = FakeEngine("a", 10**9)
-    out, _ = _attach(executor, engine)
-    _wait_until(lambda: len(out) > 0)
+    out, _ = attach(executor, engine)
+    wait_until(lambda: len(out) > 0)
     executor.detach("a").result(timeout=5)
     count = len(out)
     # The loop goes on stepping another engine; were `a` still attached, it would get steps too.
     other = FakeEngine("b", 5)
-    out_b, _ = _attach(executor, other)
-    _wait_until(lambda: len(out_b) == 5)
+    out_b, _ = attach(executor, other)
+    wait_until(lambda: len(out_b) == 5)
     assert len(out) == count
     assert "a" not in executor.stats()
 
@@ -216,20 +150,6 @@ def test_the_urgent_lane_gets_a_quarter_of_the_cores_and_none_on_one_core(cores,
     assert default_urgent_lane_threads(cores) == threads
 
 
-class StepUntil(FakeEngine):
-    """One main-lane step that lasts until `release` is set (a long decode step)."""
-
-    def __init__(self, name: str, release: threading.Event) -> None:
-        super().__init__(name, 1)
-        self.release, self.started = release, threading.Event()
-        self.was_released = False
-
-    def step(self) -> list:
-        self.started.set()
-        self.was_released = self.release.wait(timeout=10)
-        return super().step()
-
-
 def test_an_urgent_lane_step_runs_beside_a_long_main_lane_step():
     executor = DeviceExecutor("lanes", urgent_lane_threads=1)
     embedded = threading.Event()
@@ -243,7 +163,7 @@ def test_an_urgent_lane_step_runs_beside_a_long_main_lane_step():
 
     executor.start()
     try:
-        _attach(executor, decoder)
+        attach(executor, decoder)
         assert decoder.started.wait(timeout=5)
         executor.attach("embedder", embedder, deliver, lambda e: None, urgent_lane=True)
         assert embedded.wait(timeout=5), "the embedding waited for the main lane's step"
@@ -259,7 +179,7 @@ def test_commands_run_on_the_lane_of_their_engine():
     executor = DeviceExecutor("owners", urgent_lane_threads=1)
     executor.start()
     try:
-        _attach(executor, FakeEngine("chat"))
+        attach(executor, FakeEngine("chat"))
         executor.attach("embed", FakeEngine("embed"), lambda o: None, lambda e: None, urgent_lane=True)
         thread = lambda: threading.current_thread().name  # noqa: E731
         assert executor.call(thread, owner="chat").result(timeout=5) == "executor-owners"

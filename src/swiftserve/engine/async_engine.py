@@ -1,7 +1,8 @@
 """The asyncio face of one engine: requests stream back as tokens arrive.
 
-The engine steps on a device executor (engine/device_executor.py): one thread per device steps
-every resident engine, so models never fight over the cores. Everything that touches engine state
+The engine steps on a device executor (engine/device_executor.py): a few lanes (threads) per
+device step the resident engines and split the cores between them, so models never fight over
+the cores. Everything that touches engine state
 (adding, aborting) is an executor command run between two steps, so the engine needs no locks; the
 event loop only sends commands and receives outputs, so it never waits on model compute. Without
 an executor the engine starts a private one, as it ran its own worker thread before. Outputs are
@@ -71,7 +72,9 @@ class AsyncEngine:
         self.engine = LLMEngine(config, tokenizer, model, source)
         self.name = name or config.model
         self._owns_executor = executor is None
-        self._executor = executor or DeviceExecutor(f"engine-{self.name}", urgent_lane_threads=0)
+        self._executor = executor or DeviceExecutor(
+            f"engine-{self.name}", urgent_lane_threads=0, chat_lanes=1
+        )
         self._streams: dict[str, asyncio.Queue] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._is_attached = False
@@ -124,7 +127,8 @@ class AsyncEngine:
         self._is_attached, self._is_shut_down = False, True
         await asyncio.wrap_future(self._executor.detach(self.name))
         # Detached first, so no step can run between the abort and the stop.
-        await asyncio.wrap_future(self._executor.call(lambda: self._abort_all("the engine is shutting down")))
+        aborted = self._executor.call(lambda: self._abort_all("the engine is shutting down"), self.name)
+        await asyncio.wrap_future(aborted)
         if self._owns_executor:
             await asyncio.to_thread(self._executor.stop)
         self.engine.grammars.shutdown()
@@ -157,7 +161,8 @@ class AsyncEngine:
             added = self._executor.call(
                 lambda: self.engine.add_request(
                     request_id, prompt, params, priority=priority, grammar=grammar
-                )
+                ),
+                self.name,  # on the lane stepping this engine: it has no locks
             )
             await asyncio.wrap_future(added)
             while not finished:
@@ -198,7 +203,7 @@ class AsyncEngine:
                 self._call_soon(self._deliver, request_id, output)
 
         try:
-            return self._executor.call(abort_now)
+            return self._executor.call(abort_now, self.name)
         except ExecutorStoppedError:  # shut down: nothing is stepping it any more
             return None
 

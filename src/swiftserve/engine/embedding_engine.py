@@ -128,7 +128,7 @@ class EmbeddingEngine:
             return
         self._is_attached = True  # set first: concurrent embed() calls queue behind the attach
         if self._owns_executor:
-            self._executor = DeviceExecutor(f"embed-{self.name}", urgent_lane_threads=0)
+            self._executor = DeviceExecutor(f"embed-{self.name}", urgent_lane_threads=0, chat_lanes=1)
             self._executor.start()
         executor = self._attached_executor()
         executor.attach(self.name, self, self._on_outputs, self._on_error, urgent_lane=True)

@@ -4,8 +4,10 @@ The loop:
 1. run every queued command (waiting for one when no engine has work);
 2. ask each attached engine whether it has work, whether that work is urgent, and how many
    sequences it would serve;
-3. step the engine the policy picks, time the step, charge it to that engine;
-4. hand the step's outputs to the engine's `deliver` callback (which forwards them to asyncio).
+3. size this thread's OpenMP team for the step (when the lane has a `team` hook: chat lanes
+   stepping side by side split the cores, engine/lane_teams.py);
+4. step the engine the policy picks, time the step, charge it to that engine;
+5. hand the step's outputs to the engine's `deliver` callback (which forwards them to asyncio).
 A step that raises is reported to the engine's `on_error` callback; the loop goes on with the rest.
 Everything that touches an engine's state runs on this lane's thread, so engines need no locks.
 """
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from swiftserve.engine.errors import ExecutorStoppedError
+from swiftserve.engine.omp_threads import set_this_thread_num_threads
 from swiftserve.scheduler.step_policy import Candidate, StepPolicy
 
 logger = logging.getLogger("swiftserve.executor")
@@ -64,7 +67,9 @@ class AttachedEngine:
 class ExecutorLane:
     """One thread stepping its engines in its policy's order (see the module docstring).
     on_start runs first on the new thread (e.g. to size its OpenMP team). clock times the steps
-    (seconds); tests pass one that their fake engines advance, so the order of steps is exact."""
+    (seconds); tests pass one that their fake engines advance, so the order of steps is exact.
+    team: called with whether the lane is about to step (True) or to wait idle (False); returns
+    the OpenMP team size the step should use (None: leave it), set only when it changes."""
 
     def __init__(
         self,
@@ -72,11 +77,14 @@ class ExecutorLane:
         policy: StepPolicy | None = None,
         on_start: Callable[[], object] | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        team: Callable[[bool], int | None] | None = None,
     ) -> None:
         self.name = name
         self.policy = policy or StepPolicy()
         self.on_start = on_start
         self.clock = clock
+        self.team = team
+        self.team_sizes: list[int] = []  # each change of this thread's team, in order (tests, stats)
         self._engines: dict[str, AttachedEngine] = {}
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -133,15 +141,28 @@ class ExecutorLane:
                 self.on_start()
             except Exception:  # noqa: BLE001 - a lane that could not tune itself still steps
                 logger.exception("setting up executor lane %s failed", self.name)
-        self._loop()
+        try:
+            self._loop()
+        finally:
+            self._fit_team(False)  # a stopped lane leaves the cores to the others
 
     def _loop(self) -> None:
         while True:
             candidates = self._candidates()
+            if not candidates:
+                self._fit_team(False)
             if not self._run_commands(block=not candidates):
                 return
             if self._commands.empty():
                 self._step(self._candidates())
+
+    def _fit_team(self, is_busy: bool) -> None:
+        """Reports busy or idle to the team hook and takes on the team size it hands back."""
+        size = self.team(is_busy) if self.team is not None else None
+        if size is None or (self.team_sizes and self.team_sizes[-1] == size):
+            return
+        set_this_thread_num_threads(size)
+        self.team_sizes.append(size)
 
     def _run_commands(self, block: bool) -> bool:
         """Runs the queued commands (waiting for one if block); False once asked to stop."""
@@ -174,6 +195,7 @@ class ExecutorLane:
         if name is None:
             return
         attached = self._engines[name]
+        self._fit_team(True)
         start = self.clock()
         try:
             outputs = attached.engine.step()
