@@ -7,7 +7,7 @@ requests (their KV blocks go back) and ends a pipeline's leases. Two shapes of c
   pipeline): asyncio's own timeout cancels the call when the time is up;
 - `deadline.bound(items)` around a stream: each next item is raced against the time left, and
   the one still pending when it runs out is cancelled, which throws into the stream and closes it
-  (the same way router/abortable.py ends streams at shutdown).
+  (the same way router/abortable.py ends streams at shutdown: both are router/race.py's).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from swiftserve.router.errors import InvalidParameterError, RequestTimeoutError
+from swiftserve.router.race import race
 
 T = TypeVar("T")
 
@@ -76,22 +77,8 @@ class Deadline:
     async def _until(self, items: AsyncGenerator[T, None], at: float) -> AsyncGenerator[T, None]:
         loop = asyncio.get_running_loop()
         async with contextlib.aclosing(items):
-            step: asyncio.Future[T] | None = None
-            try:
-                while True:
-                    step = asyncio.ensure_future(items.__anext__())
-                    done, _ = await asyncio.wait((step,), timeout=max(0.0, at - loop.time()))
-                    if not done:
-                        raise self._expired()
-                    try:
-                        item = step.result()
-                    except StopAsyncIteration:
-                        return
+            async with contextlib.aclosing(
+                race(items, lambda: asyncio.sleep(max(0.0, at - loop.time())), self._expired)
+            ) as bounded:
+                async for item in bounded:
                     yield item
-            finally:
-                if step is not None and not step.done():
-                    # Cancelling the pending step throws into the stream, which aborts its
-                    # requests; awaited, so the stream has let go of them when this returns.
-                    step.cancel()
-                    with contextlib.suppress(BaseException):
-                        await step
