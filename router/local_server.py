@@ -34,7 +34,8 @@ class Server:
     `on_demand` ones load on first use and unload after `idle_timeout` idle; specs are aliases,
     folders or .gguf files, optionally `served_name=spec`, as on the command line. Sizes take
     "6GiB"-style strings, durations "60s"-style ones. request_timeout: the timeout of requests that
-    set none (default: none). Other keywords: default_max_tokens, snapshots (automatic snapshots,
+    set none (default: none). chat_lanes: chat models stepping side by side (default: 2 on two
+    cores or more; 1 steps one at a time). Other keywords: default_max_tokens, snapshots (automatic snapshots,
     on by default) and the engine defaults (ServeDefaults: dtype, device, max_model_len,
     max_num_seqs, max_queue, kv_cache_memory, seed, ...). `pipelines` are served beside the
     config file's (swiftserve.Pipeline); a pipeline's name is called like a model's in `chat`.
@@ -51,6 +52,7 @@ class Server:
         config_file: str | Path | None = None,
         pipelines: Sequence[PipelineSpec] = (),
         request_timeout: float | str | None = None,
+        chat_lanes: int | None = None,
         **engine_defaults: Any,
     ) -> None:
         timeout = None if request_timeout is None else parse_duration(request_timeout, "request_timeout")
@@ -63,6 +65,7 @@ class Server:
             host_memory=_bytes(host_memory),
             pipelines=tuple(pipelines),
             request_timeout_s=timeout,
+            chat_lanes=chat_lanes,
             **_sized(engine_defaults),
         )
         self._runtime = RouterRuntime(self.config)

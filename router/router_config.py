@@ -77,6 +77,7 @@ class RouterConfig:
         snapshots: bool = True,
         pipelines: tuple[PipelineSpec, ...] = (),
         request_timeout_s: float | None = None,
+        chat_lanes: int | None = None,
         **engine_defaults: Any,
     ) -> RouterConfig:
         """`models` pinned and `on_demand` specs; with neither, DEFAULT_MODELS pinned.
@@ -87,7 +88,7 @@ class RouterConfig:
         budgets = (memory_budget, host_memory)
         return cls(
             specs, defaults, *budgets, default_max_tokens, pipelines=tuple(pipelines),
-            request_timeout_s=request_timeout_s,
+            request_timeout_s=request_timeout_s, chat_lanes=chat_lanes,
         )  # fmt: skip
 
     @classmethod
@@ -101,6 +102,7 @@ class RouterConfig:
         snapshots: bool = True,
         pipelines: tuple[PipelineSpec, ...] = (),
         request_timeout_s: float | None = None,
+        chat_lanes: int | None = None,
         **engine_defaults: Any,
     ) -> RouterConfig:
         """The models and pipelines of a config file (ConfigError naming the file and key), and
@@ -111,8 +113,9 @@ class RouterConfig:
         every = file.pipelines + tuple(pipelines)
         budgets = (memory_budget, host_memory)
         return cls(
-            file.models, defaults, *budgets, default_max_tokens, str(path), file, every, request_timeout_s
-        )
+            file.models, defaults, *budgets, default_max_tokens, str(path), file, every, request_timeout_s,
+            chat_lanes,
+        )  # fmt: skip
 
     @classmethod
     def build(

@@ -162,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(504 request_timeout; default: none)",
     )
     launch.add_argument(
+        "--chat-lanes",
+        type=_positive_int,
+        help="chat models stepping side by side, each on its share of the cores (default: 2 on two "
+        "cores or more, the heaviest model alone on one; 1 steps one model at a time)",
+    )
+    launch.add_argument(
         "--grammar-compile-timeout",
         type=_duration,
         default="10s",
@@ -268,6 +274,7 @@ def _launch(args) -> int:
         host_memory=args.host_memory,
         default_max_tokens=args.default_max_tokens,
         request_timeout_s=args.request_timeout,
+        chat_lanes=args.chat_lanes,
         snapshots=args.snapshots,
         dtype=args.dtype,
         device=args.device,
