@@ -119,10 +119,10 @@ def test_chat_clients_that_hang_up_free_their_requests(server, stream):
     assert server.chat("Say hi.", model="chat").status_code == 200
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
-def test_twenty_clients_killed_at_once_free_everything(server, stream):
-    """The compound benchmark's case: many requests in flight, every connection closed at once."""
-    _hang_up(server, "/v1/chat/completions", {**CHAT_BODY, "stream": stream}, 20, 20)
+def test_twenty_clients_killed_at_once_free_everything(server):
+    """The compound benchmark's case: many requests in flight, every connection closed at once
+    (non-streamed: the case seen there; one streamed client is covered above)."""
+    _hang_up(server, "/v1/chat/completions", CHAT_BODY, 20, 20)
     assert server.chat("Say hi.", model="chat").status_code == 200
 
 
