@@ -291,6 +291,8 @@ class ModelPool:
                 return entry.load_task, False
             if state is State.UNLOADING:
                 await self._settle(name)
+                if self.ledger.state(name) is State.UNLOADING:  # evicted, its unload not started yet
+                    await self._wait_for_change(name, deadline, f"{name!r} is being evicted")
                 continue
             await self._report_kv_usage()  # so the ledger takes back only blocks unused now
             # Another request got there first unless it is still cold or parked.
