@@ -6,8 +6,12 @@ event loop:
    loaded for this request), then made resident, and released when the request ends.
 2. `ensure_resident` admits a cold model into the budget; the ledger names the victims to evict
    and the unloads to wait for. One task per model loads it; every request for that model waits
-   on the same task. When the memory is held by models with requests in flight, the request waits
-   until a release or an unload changes that (queued, not refused), up to `load_timeout_s`.
+   on the same task. When the memory is held by models with requests in flight or leases, the
+   request waits until a release or an unload changes that (queued, not refused), up to
+   `load_timeout_s`, in arrival order: each request has a ticket (`new_ticket`, or the one of the
+   pipeline being `serving`), the ledger admits the oldest waiting load first (scheduler/
+   arrival_queue.py), a lease (`hold`) keeps its model only from newer requests' loads, and `use`
+   makes a newer request wait before it starts on a model an older load waits for.
 3. A failed load puts the model back to cold with the error kept in its state and logged; the
    next request tries again.
 4. A reaper unloads on-demand models idle past their timeout (scale to zero).

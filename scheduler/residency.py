@@ -20,6 +20,12 @@ promised twice, even while loads and unloads overlap. Where the memory comes fro
 free bytes; unused extra KV blocks of resident models; models already unloading; evictions
 (`scheduler/eviction.py` chooses them).
 
+Arrival order (`scheduler/arrival_queue.py`): requests carry tickets. Loads that wait are admitted
+oldest ticket first, a newer one ahead only by non-blocking backfill (`_turn`); a lease (`hold`)
+keeps its model from the loads of its own and newer requests only, so a newer lease never starves
+an older waiter, and every wait points at an older request or the request's own earlier stage:
+no cycle, no deadlock.
+
 Not thread-safe, by design: the asyncio router drives it from one thread.
 """
 
