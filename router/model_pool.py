@@ -6,8 +6,12 @@ event loop:
    loaded for this request), then made resident, and released when the request ends.
 2. `ensure_resident` admits a cold model into the budget; the ledger names the victims to evict
    and the unloads to wait for. One task per model loads it; every request for that model waits
-   on the same task. When the memory is held by models with requests in flight, the request waits
-   until a release or an unload changes that (queued, not refused), up to `load_timeout_s`.
+   on the same task. When the memory is held by models with requests in flight or leases, the
+   request waits until a release or an unload changes that (queued, not refused), up to
+   `load_timeout_s`, in arrival order: each request has a ticket (`new_ticket`, or the one of the
+   pipeline being `serving`), the ledger admits the oldest waiting load first (scheduler/
+   arrival_queue.py), a lease (`hold`) keeps its model only from newer requests' loads, and `use`
+   makes a newer request wait before it starts on a model an older load waits for.
 3. A failed load puts the model back to cold with the error kept in its state and logged; the
    next request tries again.
 4. A reaper unloads on-demand models idle past their timeout (scale to zero).
@@ -24,9 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from swiftserve.router import errors
@@ -47,6 +52,15 @@ ASSUMED_LOAD_BYTES_PER_S = 1e9
 ASSUMED_HOST_RELOAD_BYTES_PER_S = 1e10
 DEFAULT_LOAD_TIMEOUT_S = 300.0
 REAP_INTERVAL_S = 0.5
+
+# The request that the current task serves, as (id of its pool, its arrival ticket): set by
+# `ModelPool.serving` around a pipeline's stages, so that the model calls they make through the
+# router's handles keep the pipeline's place in the arrival order without a ticket argument on
+# every layer between. A context variable: each task sees its own value (and the tasks it starts
+# inherit it), so requests never see one another's.
+_SERVING: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
+    "swiftserve_serving", default=None
+)
 
 
 @dataclass(frozen=True)
@@ -199,14 +213,38 @@ class ModelPool:
                 logger.exception("unloading %s at shutdown failed", name)
 
     # -- the request path -------------------------------------------------------------------------
+    def new_ticket(self) -> int:
+        """An arrival ticket for a request (scheduler/arrival_queue.py): later than every other."""
+        return self.ledger.new_ticket()
+
+    @contextlib.contextmanager
+    def serving(self, ticket: int) -> Iterator[None]:
+        """Model calls made in this context, and in the tasks started from it, are the request
+        with `ticket`'s (a pipeline's stages): they wait for memory in its place, not as new."""
+        token = _SERVING.set((id(self), ticket))
+        try:
+            yield
+        finally:
+            _SERVING.reset(token)
+
+    def _ticket(self, ticket: int | None) -> int:
+        """`ticket`, else the one of the request being served (`serving`), else a new one."""
+        serving = _SERVING.get()
+        if ticket is None and serving is not None and serving[0] == id(self):
+            return serving[1]
+        return self.new_ticket() if ticket is None else ticket
+
     @contextlib.asynccontextmanager
-    async def use(self, name: str) -> AsyncIterator[tuple[ServedModel, bool]]:
-        """The resident model for one request, and whether the request found it cold."""
+    async def use(self, name: str, ticket: int | None = None) -> AsyncIterator[tuple[ServedModel, bool]]:
+        """The resident model for one request, and whether the request found it cold. `ticket`:
+        the request's place in the arrival order (None: the one being served, else it arrives now)."""
         entry = self._entry(name)
+        ticket = self._ticket(ticket)
+        await self._wait_turn(name, ticket)
         self.ledger.acquire(name)
         try:
             was_cold = self.ledger.state(name) is not State.RESIDENT
-            await self.ensure_resident(name)
+            await self.ensure_resident(name, ticket)
             if was_cold:
                 entry.cold_waits += 1
             yield entry.model, was_cold
@@ -214,19 +252,37 @@ class ModelPool:
             self.ledger.release(name)
             self._notify()
 
-    async def ensure_resident(self, name: str) -> None:
+    async def _wait_turn(self, name: str, ticket: int) -> None:
+        """A request does not start on a resident model whose memory an older request's load waits
+        for: a stream of newer requests would keep it busy, and the older load waiting, forever."""
+        deadline = time.monotonic() + self.load_timeout_s
+        while self.ledger.state(name) is State.RESIDENT and not self.ledger.may_start(name, ticket):
+            await self._wait_for_change(name, deadline, f"an older request's load waits for {name!r}")
+
+    async def ensure_resident(self, name: str, ticket: int | None = None) -> None:
         """Returns once the model is resident; loads it (evicting others if needed) when cold."""
+        ticket = self._ticket(ticket)
         while True:
-            loading, _ = await self.start_load(name)
+            loading, _ = await self.start_load(name, ticket)
             if loading is None:
                 return
             await asyncio.shield(loading)
 
-    async def start_load(self, name: str) -> tuple[asyncio.Task | None, bool]:
+    async def start_load(self, name: str, ticket: int | None = None) -> tuple[asyncio.Task | None, bool]:
         """Returns as soon as `name` is resident (None) or loading (its load task): admitted now, or
-        once memory allows (queued up to load_timeout_s). The flag says whether this call started
-        the load. A pipeline's pre-warm starts its models' loads this way, one after another in
-        order of need, so that loads overlap where the budget allows and keep that order where not."""
+        once memory allows (queued in arrival order, by `ticket`, up to load_timeout_s). The flag
+        says whether this call started the load. A pipeline's pre-warm starts its models' loads this
+        way, one after another in order of need, so that loads overlap where the budget allows and
+        keep that order where not."""
+        ticket = self._ticket(ticket)
+        try:
+            return await self._start_load(name, ticket)
+        except BaseException:
+            self.ledger.withdraw(name, ticket)
+            self._notify()  # a load queued behind this one may go now
+            raise
+
+    async def _start_load(self, name: str, ticket: int) -> tuple[asyncio.Task | None, bool]:
         entry = self._entry(name)
         deadline = time.monotonic() + self.load_timeout_s
         while True:
@@ -239,24 +295,28 @@ class ModelPool:
                 return entry.load_task, False
             if state is State.UNLOADING:
                 await self._settle(name)
+                if self.ledger.state(name) is State.UNLOADING:  # evicted, its unload not started yet
+                    await self._wait_for_change(name, deadline, f"{name!r} is being evicted")
                 continue
             await self._report_kv_usage()  # so the ledger takes back only blocks unused now
             # Another request got there first unless it is still cold or parked.
             if self.ledger.state(name) not in (State.COLD, State.PARKED):
                 continue
-            decision = self.ledger.admit(name)
+            decision = self.ledger.admit(name, ticket)
             if decision.admitted:
                 entry.load_task = asyncio.create_task(self._load(name, decision), name=f"load-{name}")
+                self._notify()  # loads refused while this one went first may go now
                 return entry.load_task, True
             await self._wait_for_change(name, deadline, decision.reason)
 
-    def hold(self, name: str) -> None:
-        """Keeps `name` from eviction and idle unloads until unhold (a pipeline request's lease);
-        allowed while cold."""
-        self.ledger.hold(self._entry(name).model.name)
+    def hold(self, name: str, ticket: int | None = None) -> int:
+        """Keeps `name` from idle unloads, and from eviction by the loads of requests newer than
+        `ticket` (a pipeline request's lease; None: a new ticket), until unhold; allowed while cold.
+        A newer lease never keeps an older request's load waiting. Returns the ticket."""
+        return self.ledger.hold(self._entry(name).model.name, ticket)
 
-    def unhold(self, name: str) -> None:
-        self.ledger.unhold(name)
+    def unhold(self, name: str, ticket: int | None = None) -> None:
+        self.ledger.unhold(name, ticket)
         self._notify()  # a load that waited for this model's memory may go now
 
     async def _wait_for_change(self, name: str, deadline: float, reason: str) -> None:

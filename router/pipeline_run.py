@@ -3,14 +3,22 @@
 0. Admission: the request enters the pipeline's gate (its max_queue of requests in flight) or is
    refused at once (PipelineQueueFullError), before anything is held. Its deadline (deadline.py)
    bounds everything below; every stage's calls run at its priority (else the pipeline's).
-1. Lease: every model of the pipeline is held (never evicted nor idled out) from arrival until the
-   last stage that calls it ends, and released however the request ends.
+1. Lease: the request takes an arrival ticket (model_pool.new_ticket), and every model of the
+   pipeline is held under it from arrival until the last stage that calls it ends, released however
+   the request ends. A lease keeps its model from idle unloads and from the loads of requests that
+   arrived later; never from a load of an older request (scheduler/arrival_queue.py): a stream of
+   newer pipelines cannot starve a load that waits for a model they all lease.
 2. Pre-warm (spec.prewarm): the models' loads are started at once, in order of first need, each
-   as soon as the ledger admits it. Where the budget holds them all, every load starts within
-   milliseconds of arrival and they overlap; where it does not, a later model's load waits for the
-   memory of an earlier one, released when its last stage ends, so the order never deadlocks.
-3. Stages run as soon as the stages they wait for are done; independent ones run concurrently. A
-   fan-out's calls are submitted together (one engine admission: shared steps and prefix cache).
+   as soon as the ledger admits it. Loads that wait for memory are admitted in arrival order, and
+   this request's (pre-warm and stages alike) keep its ticket's place. Where the budget holds them
+   all, every load starts within milliseconds of arrival and they overlap; where it does not, a
+   later model's load waits for the memory of an earlier one, released when its last stage ends
+   (its own leases keep it from its own loads), so the order never deadlocks: a request waits only
+   for older requests and for its own earlier stages. What pre-warming loaded is never evicted
+   for a newer request while this one still needs it.
+3. Stages run as soon as the stages they wait for are done; independent ones run concurrently,
+   their model calls under the request's ticket (model_pool.serving). A fan-out's calls are
+   submitted together (one engine admission: shared steps and prefix cache).
 4. A stage that fails fails the request (PipelineStageError naming it); the other stages in flight
    are cancelled, which aborts their engine requests.
 The final stage can be opened as a stream (`open`): every other stage runs first, so an error of
@@ -88,8 +96,9 @@ async def run(
     run = _Run(host, _admitted(host, pipeline), request, deadline)
     try:
         async with deadline.bounding():
-            await run.upstream()
-            await run.stage(pipeline.spec.final)
+            with host.pool.serving(run.ticket):
+                await run.upstream()
+                await run.stage(pipeline.spec.final)
         result = run.result(run.final)
     except BaseException as exc:
         host.on_pipeline(pipeline.spec.name, PipelineOutcome(outcome_of(exc)))
@@ -107,8 +116,9 @@ async def open_stream(
     run = _Run(host, _admitted(host, pipeline), request, deadline)
     try:
         async with deadline.bounding():
-            await run.upstream()
-            return await run.open_final()
+            with host.pool.serving(run.ticket):
+                await run.upstream()
+                return await run.open_final()
     except BaseException as exc:
         host.on_pipeline(pipeline.spec.name, PipelineOutcome(outcome_of(exc)))
         await run.close()
@@ -146,16 +156,17 @@ class _Run:
         self.prewarmed: set[str] = set()
         self.final: Generation | None = None  # the final stage's, when it generates
         self.loads_counted: set[str] = set()  # models whose load a stage's timing counts already
+        self.ticket = host.pool.new_ticket()  # its place in the arrival order, for every stage
         self.held = list(self.spec.models())
         for model in self.held:
-            host.pool.hold(model)
+            host.pool.hold(model, self.ticket)
         self.prewarm = asyncio.ensure_future(self._prewarm()) if self.spec.prewarm else None
 
     # -- leases and pre-warming -------------------------------------------------------------------
     async def _prewarm(self) -> None:
         for model in self.spec.models():
             try:
-                _, started = await self.host.pool.start_load(model)
+                _, started = await self.host.pool.start_load(model, self.ticket)
             except RouterError as exc:  # the stage that needs it meets the same error
                 logger.info("pre-warming %s for %s: %s", model, self.spec.name, exc)
                 continue
@@ -167,7 +178,7 @@ class _Run:
         for model, last in self.spec.last_use().items():
             if last == stage.id and model in self.held:
                 self.held.remove(model)
-                self.host.pool.unhold(model)
+                self.host.pool.unhold(model, self.ticket)
 
     async def close(self) -> None:
         """Ends pre-warming and the leases and leaves the gate; once, however the request ended."""
@@ -179,7 +190,7 @@ class _Run:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.prewarm
         for model in self.held:
-            self.host.pool.unhold(model)
+            self.host.pool.unhold(model, self.ticket)
         self.held = []
         self.pipeline.gate.leave()
 
@@ -221,10 +232,10 @@ class _Run:
     async def _resident(self, model: str) -> ModelWait:
         """Waits for `model` to be resident; who started its load, and what it cost."""
         start = time.perf_counter()
-        loading, started = await self.host.pool.start_load(model)
+        loading, started = await self.host.pool.start_load(model, self.ticket)
         if loading is not None:
             await asyncio.shield(loading)
-            await self.host.pool.ensure_resident(model)
+            await self.host.pool.ensure_resident(model, self.ticket)
         waited = time.perf_counter() - start
         by = "prewarm" if model in self.prewarmed else ("stage" if started else "")
         if not by or model in self.loads_counted:

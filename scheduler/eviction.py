@@ -118,10 +118,11 @@ class AdmissionPlan:
 
 
 def plan_admission(
-    entries: Mapping[str, ModelEntry], footprint: int, free_bytes: int, now: float
+    entries: Mapping[str, ModelEntry], footprint: int, free_bytes: int, now: float, ticket: int | None = None
 ) -> AdmissionPlan | None:
     """How to find `footprint` bytes, in order: free memory; unused extra KV; models already
-    unloading (and not promised to another load); evictions. None if all of it is not enough."""
+    unloading (and not promised to another load); evictions of models evictable for the request
+    with `ticket` (None: no lease is newer). None if all of it is not enough."""
     need = footprint - free_bytes
     reclaim = {n: (e.reclaimable_blocks, e.spec.kv_block_bytes) for n, e in entries.items()}
     total_kv = sum(e.reclaimable_bytes for e in entries.values())
@@ -131,7 +132,7 @@ def plan_admission(
     unloading = [_candidate(n, e, e.full_bytes, 0.0) for n, e in _unpromised_unloading(entries)]
     wait_for = choose_victims(unloading, gap, now) or tuple(c.name for c in unloading)
     gap -= sum(entries[n].full_bytes for n in wait_for)
-    evict = choose_victims(eviction_candidates(entries), gap, now)
+    evict = choose_victims(eviction_candidates(entries, ticket), gap, now)
     if evict is None:
         return None
     for victim in evict:
@@ -140,19 +141,21 @@ def plan_admission(
     return AdmissionPlan(plan_kv_reclaim(reclaim, need - covered), wait_for, evict)
 
 
-def eviction_candidates(entries: Mapping[str, ModelEntry]) -> list[EvictionCandidate]:
-    """Every evictable model, credited only with the bytes that taking back its unused KV (which
-    a load tries first) would not free anyway."""
+def eviction_candidates(
+    entries: Mapping[str, ModelEntry], ticket: int | None = None
+) -> list[EvictionCandidate]:
+    """Every model evictable for the request with `ticket`, credited only with the bytes that
+    taking back its unused KV (which a load tries first) would not free anyway."""
     return [
         _candidate(n, e, e.full_bytes - e.reclaimable_bytes, e.reload_cost_s)
         for n, e in entries.items()
-        if e.is_evictable
+        if e.is_evictable_for(ticket)
     ]
 
 
-def obtainable_bytes(entries: Mapping[str, ModelEntry], free_bytes: int) -> int:
+def obtainable_bytes(entries: Mapping[str, ModelEntry], free_bytes: int, ticket: int | None = None) -> int:
     """The most a load could get now: free, unused KV, unpromised unloading and evictable bytes."""
-    evictable = sum(c.num_bytes for c in eviction_candidates(entries))
+    evictable = sum(c.num_bytes for c in eviction_candidates(entries, ticket))
     unloading = sum(e.full_bytes for _, e in _unpromised_unloading(entries))
     return free_bytes + sum(e.reclaimable_bytes for e in entries.values()) + unloading + evictable
 

@@ -20,6 +20,12 @@ promised twice, even while loads and unloads overlap. Where the memory comes fro
 free bytes; unused extra KV blocks of resident models; models already unloading; evictions
 (`scheduler/eviction.py` chooses them).
 
+Arrival order (`scheduler/arrival_queue.py`): requests carry tickets. Loads that wait are admitted
+oldest ticket first, a newer one ahead only by non-blocking backfill (`_turn`); a lease (`hold`)
+keeps its model from the loads of its own and newer requests only, so a newer lease never starves
+an older waiter, and every wait points at an older request or the request's own earlier stage:
+no cycle, no deadlock.
+
 Not thread-safe, by design: the asyncio router drives it from one thread.
 """
 
@@ -28,6 +34,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
+from swiftserve.scheduler.arrival_queue import ArrivalQueue
 from swiftserve.scheduler.eviction import AdmissionPlan, obtainable_bytes, plan_admission
 from swiftserve.scheduler.host_tier import HostTier, ParkDecision
 from swiftserve.scheduler.memory_budget import check_fits, format_bytes
@@ -60,6 +67,7 @@ class ResidencyManager:
         self._clock = clock
         self._models: dict[str, ModelEntry] = {}
         self.host = HostTier(host_budget_bytes, clock)
+        self.queue = ArrivalQueue()
 
     # -- configuration ----------------------------------------------------------------------------
 
@@ -104,39 +112,108 @@ class ResidencyManager:
         entry.in_flight -= 1
         entry.last_used = self._clock()
 
-    def hold(self, name: str) -> None:
-        """Keep the model from eviction (a pipeline reservation); counted, allowed while cold."""
-        self._get(name).holds += 1
+    def new_ticket(self) -> int:
+        """An arrival ticket for a request (scheduler/arrival_queue.py): later than all before."""
+        return self.queue.new_ticket()
 
-    def unhold(self, name: str) -> None:
-        entry = self._get(name)
-        if entry.holds == 0:
+    def hold(self, name: str, ticket: int | None = None) -> int:
+        """Keep the model from eviction (a pipeline's lease) by the loads of requests that arrived
+        after `ticket`'s (None: a new ticket, after every other), and from idle unloads; counted,
+        allowed while cold. Returns the ticket, which `unhold` takes."""
+        ticket = self.new_ticket() if ticket is None else ticket
+        self._get(name).hold_tickets.append(ticket)
+        return ticket
+
+    def unhold(self, name: str, ticket: int | None = None) -> None:
+        """Ends one lease on the model: the one of `ticket` (None: the latest taken)."""
+        tickets = self._get(name).hold_tickets
+        if not tickets or (ticket is not None and ticket not in tickets):
             raise ResidencyStateError(f"{name!r} unheld more often than held")
-        entry.holds -= 1
+        tickets.remove(tickets[-1] if ticket is None else ticket)
+
+    def may_start(self, name: str, ticket: int) -> bool:
+        """Whether a request with `ticket` may start on `name` now: not while a load queued by an
+        older request waits for `name`'s memory (a newer request would keep it from it)."""
+        return not self.queue.is_wanted(name, ticket)
+
+    def withdraw(self, name: str, ticket: int) -> None:
+        """The request with `ticket` no longer waits for the load of `name` (it gave up)."""
+        self.queue.withdraw(ticket, name)
 
     # -- admission --------------------------------------------------------------------------------
 
-    def admit(self, name: str) -> LoadDecision:
+    def admit(self, name: str, ticket: int | None = None) -> LoadDecision:
         """Reserve the model's footprint so that it can load; LoadDecision says what to do first.
 
         A cold or parked model that fits in free memory becomes LOADING at once. Otherwise the memory comes
         from unused extra KV, then models already unloading, then victims chosen by
-        `eviction.choose_victims` among resident on-demand models with no requests and no holds
-        (bytes, idle time and reload cost decide; see scheduler/eviction.py). If all of that cannot
-        cover it, nothing changes. Idempotent for a loading or resident model."""
+        `eviction.choose_victims` among resident on-demand models with no requests and no leases of
+        requests older than `ticket`'s or its own (bytes, idle time and reload cost decide; see
+        scheduler/eviction.py). If all of that cannot cover it, nothing changes.
+
+        Arrival order: loads that wait for memory are admitted oldest ticket first (`_turn`). With a
+        ticket, a refused load waits in `queue` under it until admitted or withdrawn; None: a request
+        newer than all others that does not queue (an admin load). Idempotent for a loading or
+        resident model."""
         entry = self._get(name)
         if entry.state in (State.LOADING, State.RESIDENT):
             return LoadDecision(True, reason=f"{name!r} is already {entry.state.value}")
         if entry.state is State.UNLOADING:
             return LoadDecision(False, reason=f"{name!r} is unloading; admit it again once unloaded")
-        plan = plan_admission(self._models, entry.spec.footprint, self.free_bytes(), self._clock())
+        turn = self._turn(entry.spec, self.new_ticket() if ticket is None else ticket)
+        if turn is not None:
+            return self._queued(name, ticket, LoadDecision(False, reason=turn))
+        plan = self._plan(entry.spec.footprint, ticket)
         if plan is None:
-            return self._refusal(entry.spec)
+            return self._queued(name, ticket, self._refusal(entry.spec, ticket))
         entry.loading_from = Tier.HOST if entry.state is State.PARKED else Tier.DISK
         if entry.loading_from is Tier.HOST:
             self.host.begin_reload(name)  # its weights stay counted there until it is loaded
         self._apply(entry, plan)
+        self.queue.admitted(name)
         return LoadDecision(True, plan.evict, plan.shrink, self._admitted_reason(plan), plan.wait_for)
+
+    def _queued(self, name: str, ticket: int | None, decision: LoadDecision) -> LoadDecision:
+        if ticket is not None:
+            self.queue.wait(ticket, name, decision.blocked_by)
+        return decision
+
+    def _turn(self, spec: ModelBudget, ticket: int) -> str | None:
+        """None when the load of `spec` with `ticket` may go now, else why it waits. FIFO with
+        non-blocking backfill: behind older waiters it may go only if none of them could load now,
+        it fits in free memory and unused KV (evicting nothing), and once every busy model is free
+        the memory left without it still covers them all, so it never becomes why they wait."""
+        ahead = self.queue.ahead_of(ticket, spec.name)
+        if not ahead:
+            return None
+        ready = [m for t, m in ahead if self._could_admit(m, t)]
+        if ready:
+            return f"{ready[0]!r} was queued earlier and loads first"
+        if self._can_backfill(spec.footprint, [m for _, m in ahead]):
+            return None
+        return f"queued behind {', '.join(m for _, m in ahead)}, asked for earlier"
+
+    def _could_admit(self, name: str, ticket: int) -> bool:
+        entry = self._models[name]
+        if entry.state not in (State.COLD, State.PARKED):
+            return False
+        return self._plan(entry.spec.footprint, ticket) is not None
+
+    def _plan(self, footprint: int, ticket: int | None) -> AdmissionPlan | None:
+        return plan_admission(self._models, footprint, self.free_bytes(), self._clock(), ticket)
+
+    def _can_backfill(self, footprint: int, ahead: list[str]) -> bool:
+        reclaimable = sum(e.reclaimable_bytes for e in self._models.values())
+        owed_ahead = sum(self._models[m].spec.footprint for m in ahead)
+        fits_now = footprint <= self.free_bytes() + reclaimable
+        return fits_now and self._eventual_bytes() - footprint >= owed_ahead
+
+    def _eventual_bytes(self) -> int:
+        """What waiting loads could get once no model is busy: all but the bytes of pinned models,
+        of loads in progress and of unloads promised to them."""
+        kept = [e for e in self._models.values() if e.state is State.LOADING or e.lent_to is not None]
+        kept += [e for e in self._models.values() if e.spec.policy is Policy.PINNED and e not in kept]
+        return self.budget_bytes - sum(e.charged for e in kept)
 
     def _apply(self, entry: ModelEntry, plan: AdmissionPlan) -> None:
         for name, blocks in plan.shrink.items():
@@ -154,13 +231,15 @@ class ResidencyManager:
         steps += [f"evicting {', '.join(plan.evict)}"] if plan.evict else []
         return "fits after " + "; ".join(steps) if steps else "fits in free memory"
 
-    def _refusal(self, spec: ModelBudget) -> LoadDecision:
-        busy = [(n, e) for n, e in self._models.items() if e.state is State.RESIDENT and e.is_busy]
+    def _refusal(self, spec: ModelBudget, ticket: int | None) -> LoadDecision:
+        busy = [(n, e) for n, e in self._models.items() if e.state is State.RESIDENT]
         busy = [(n, e) for n, e in busy if e.spec.policy is Policy.ON_DEMAND]  # pinned ones stay anyway
+        busy = [(n, e) for n, e in busy if not e.is_evictable_for(ticket)]
         detail = [f"{n} ({e.in_flight} in flight, {e.holds} held)" for n, e in busy]
+        obtainable = obtainable_bytes(self._models, self.free_bytes(), ticket)
         reason = (
             f"{spec.name!r} needs {format_bytes(spec.footprint)} but only"
-            f" {format_bytes(obtainable_bytes(self._models, self.free_bytes()))} can be freed now"
+            f" {format_bytes(obtainable)} can be freed now"
             + (f"; kept by {', '.join(detail)}" if detail else "; the rest is pinned, loading or promised")
         )
         return LoadDecision(False, reason=reason, blocked_by=tuple(n for n, _ in busy))

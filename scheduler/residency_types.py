@@ -191,7 +191,7 @@ class ModelEntry:
     extra_blocks: int = 0
     used_blocks: int = 0  # as last reported by the engine
     in_flight: int = 0
-    holds: int = 0
+    hold_tickets: list[int] = field(default_factory=list)  # the arrival ticket of each lease
     last_used: float | None = None
     loads: int = 0
     unloads: int = 0
@@ -225,8 +225,18 @@ class ModelEntry:
         return self.measured_reload_s.get(tier, estimate)
 
     @property
+    def holds(self) -> int:
+        return len(self.hold_tickets)
+
+    @property
     def is_busy(self) -> bool:
         return self.in_flight > 0 or self.holds > 0
+
+    def is_kept_from(self, ticket: int) -> bool:
+        """Whether a load for the request with `ticket` must leave it alone: requests in flight,
+        or a lease of that request or an older one. A newer lease never keeps an older waiter
+        from the memory (the arrival order of scheduler/arrival_queue.py)."""
+        return self.in_flight > 0 or any(held <= ticket for held in self.hold_tickets)
 
     @property
     def reclaimable_bytes(self) -> int:
@@ -241,5 +251,11 @@ class ModelEntry:
 
     @property
     def is_evictable(self) -> bool:
-        """Resident, on demand, no requests in flight and no holds."""
+        """Resident, on demand, no requests in flight and no holds (what an idle unload needs)."""
         return self.state is State.RESIDENT and self.spec.policy is Policy.ON_DEMAND and not self.is_busy
+
+    def is_evictable_for(self, ticket: int | None) -> bool:
+        """Evictable by the load of the request with `ticket` (None: newer than every lease)."""
+        if self.state is not State.RESIDENT or self.spec.policy is not Policy.ON_DEMAND:
+            return False
+        return not self.is_busy if ticket is None else not self.is_kept_from(ticket)

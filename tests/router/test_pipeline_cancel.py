@@ -17,10 +17,13 @@ class _Pool:
     def __init__(self) -> None:
         self.holds = 0
 
-    def hold(self, name: str) -> None:
+    def new_ticket(self) -> int:
+        return 1
+
+    def hold(self, name: str, ticket: int) -> None:
         self.holds += 1
 
-    def unhold(self, name: str) -> None:
+    def unhold(self, name: str, ticket: int) -> None:
         self.holds -= 1
 
 
