@@ -79,14 +79,15 @@ class IngressApp:
             pass
 
     async def _answer(self, scope, headers: dict[str, str], receive, send) -> None:
-        if scope["path"] == "/health":
+        path = _app_path(scope)
+        if path == "/health":
             status, body = (200, b'{"status":"ok"}') if self.is_ready() else (503, b'{"status":"no_replica"}')
             await JSONResponse(body, status=status).send(send)
             return
         if not self.is_ready():
             raise _no_replica()
         body = await read_body(receive, headers, self.max_body_bytes)
-        request = relayed(scope["method"], scope["path"], headers, body)
+        request = relayed(scope["method"], path, headers, body)
         relay = asyncio.ensure_future(self._relay(request, send))
         watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
         try:
@@ -162,6 +163,12 @@ class _Writer:
                 {"type": "http.response.body", "body": sse_error(error) + DONE, "more_body": True}
             )
         await self._send({"type": "http.response.body", "body": b""})
+
+
+def _app_path(scope) -> str:
+    """The path below the application's route prefix (Ray Serve passes it as root_path)."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root) :] or "/" if root and path.startswith(root) else path
 
 
 def _no_replica() -> APIError:
