@@ -46,14 +46,13 @@ class ClusterOptions:
 
 
 def build_app(spec: ServeSpec) -> serve.Application:
-    replica = serve.deployment(SwiftServeReplica, name=REPLICA_DEPLOYMENT, **deployment_options(spec))
+    replica = serve.deployment(name=REPLICA_DEPLOYMENT, **deployment_options(spec))(SwiftServeReplica)
     ingress = serve.deployment(
-        SwiftServeIngress,
         name=INGRESS_DEPLOYMENT,
         num_replicas=1,
         ray_actor_options={"num_cpus": 0},
         max_ongoing_requests=INGRESS_MAX_ONGOING_REQUESTS,
-    )
+    )(SwiftServeIngress)
     return ingress.bind(replica.bind(spec), spec)
 
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator
 import ray
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+from ray.serve.schema import ReplicaState
 
 from swiftserve.ray.ingress_app import IngressApp
 from swiftserve.ray.relay import Part, RelayedRequest
@@ -41,7 +42,8 @@ def is_replica_failure(exc: BaseException) -> bool:
 
 @serve.ingress()
 class SwiftServeIngress:
-    async def __init__(self, replicas: DeploymentHandle, spec: ServeSpec) -> None:
+    # Ray Serve awaits an async constructor; mypy knows only the synchronous kind.
+    async def __init__(self, replicas: DeploymentHandle, spec: ServeSpec) -> None:  # type: ignore[misc]
         self._replicas = replicas
         self._app_name = spec.app_name
         self._num_ready = 0
@@ -72,4 +74,4 @@ def running_replicas(app_name: str) -> int:
     """Replicas of the application that Ray's controller says are RUNNING (their models loaded)."""
     app = serve.status().applications.get(app_name)
     deployment = app.deployments.get(REPLICA_DEPLOYMENT) if app is not None else None
-    return 0 if deployment is None else int(deployment.replica_states.get("RUNNING", 0))
+    return 0 if deployment is None else int(deployment.replica_states.get(ReplicaState.RUNNING, 0))

@@ -34,7 +34,8 @@ logger = logging.getLogger("swiftserve.ray")
 class SwiftServeReplica:
     """See the module docstring. rank: given by tier-1 tests; on Ray, the replica's own."""
 
-    async def __init__(self, spec: ServeSpec, rank: int | None = None) -> None:
+    # Ray Serve awaits an async constructor (models load before the replica counts as running).
+    async def __init__(self, spec: ServeSpec, rank: int | None = None) -> None:  # type: ignore[misc]
         self.group = group_of_rank(_replica_rank() if rank is None else rank, spec.replicas.groups)
         self.runtime = RouterRuntime(spec.router_for(self.group), self._on_cold_start)
         self.app = App(
