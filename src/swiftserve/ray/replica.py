@@ -113,6 +113,7 @@ class SwiftServeReplica:
             "group": self.group,
             "seq": self._seq,
             "num_requests": dict(self.num_requests),
+            "num_loads": {info.name: info.num_loads for info in router.models()},
         }
 
     async def record_autoscaling_stats(self) -> dict[str, float]:
