@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from swiftserve.ray.spec import ServeSpec
+from swiftserve.ray.spec import RESIDENCY, ServeSpec
 
 REQUEST_ROUTER = "swiftserve.ray.request_router.ResidencyRouter"
+RAY_DEFAULT_ROUTER = "ray.serve._private.request_router.pow_2_router.PowerOfTwoChoicesRequestRouter"
 AUTOSCALING_POLICY = "swiftserve.ray.autoscaling_policy:scale_on_queue_and_ttft"
 # How often each replica reports its models' states (record_routing_stats): the router also
 # records where it sent a cold model meanwhile (routing.expect_loading), so this can stay relaxed.
@@ -30,7 +31,9 @@ def deployment_options(spec: ServeSpec) -> dict[str, Any]:
         "health_check_period_s": HEALTH_CHECK_PERIOD_S,
         "graceful_shutdown_timeout_s": GRACEFUL_SHUTDOWN_TIMEOUT_S,
         "request_router_config": {
-            "request_router_class": REQUEST_ROUTER,
+            "request_router_class": REQUEST_ROUTER
+            if spec.request_router == RESIDENCY
+            else RAY_DEFAULT_ROUTER,
             "request_router_kwargs": {"pipelines": spec.pipeline_models()},
             "request_routing_stats_period_s": ROUTING_STATS_PERIOD_S,
             "request_routing_stats_timeout_s": 5 * ROUTING_STATS_PERIOD_S,

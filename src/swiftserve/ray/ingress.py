@@ -20,7 +20,7 @@ from ray.serve.schema import ReplicaState
 
 from swiftserve.ray.ingress_app import IngressApp
 from swiftserve.ray.relay import Part, RelayedRequest
-from swiftserve.ray.spec import ServeSpec
+from swiftserve.ray.spec import POW2_MULTIPLEX, ServeSpec
 
 logger = logging.getLogger("swiftserve.ray")
 
@@ -47,6 +47,10 @@ class SwiftServeIngress:
         self._replicas = replicas
         self._app_name = spec.app_name
         self._num_ready = 0
+        self._multiplexed = spec.request_router == POW2_MULTIPLEX
+        # With min_replicas 0, Ray starts a replica for a request that waits at the handle: no 503.
+        auto = spec.replicas.autoscaling
+        self._scales_from_zero = auto is not None and auto.min_replicas == 0
         self._app = IngressApp(
             self._send, lambda: self._num_ready > 0, is_replica_failure, spec.max_body_bytes
         )
@@ -56,7 +60,10 @@ class SwiftServeIngress:
         return self._app
 
     async def _send(self, method: str, request: RelayedRequest) -> AsyncGenerator[Part, None]:
-        response = getattr(self._replicas.options(stream=True), method).remote(request)
+        handle = self._replicas.options(stream=True)
+        if self._multiplexed:
+            handle = handle.options(multiplexed_model_id=request.model or "")
+        response = getattr(handle, method).remote(request)
         try:
             async for part in response:
                 yield part

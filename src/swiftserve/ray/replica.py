@@ -24,7 +24,7 @@ from swiftserve.ray.autoscaling_policy import QUEUE_DEPTH, TTFT
 from swiftserve.ray.deployment_options import deployment_options
 from swiftserve.ray.groups import group_of_rank
 from swiftserve.ray.relay import Part, RelayedRequest, run_in_app
-from swiftserve.ray.spec import ServeSpec
+from swiftserve.ray.spec import MULTIPLEX_MODELS_PER_REPLICA, POW2_MULTIPLEX, ServeSpec
 from swiftserve.router.runtime import RouterRuntime
 from swiftserve.server.app import App
 
@@ -49,6 +49,7 @@ class SwiftServeReplica:
         self.num_requests: collections.Counter[str] = collections.Counter()
         self._seq = 0
         self._ttft_seen = (0.0, 0)
+        self._multiplex = _multiplexer() if spec.request_router == POW2_MULTIPLEX else None
         try:
             await self.runtime.start()
         except BaseException:
@@ -81,6 +82,8 @@ class SwiftServeReplica:
         """Any other route of the app (/v1/models, /v1/pipelines/{name}, /metrics)."""
         self.in_flight += 1
         self.num_requests[request.model or ""] += 1
+        if self._multiplex is not None and request.model:
+            await self._multiplex(request.model)  # the baseline: Ray counts this replica's models
         try:
             async for part in run_in_app(self.app, request):
                 yield part
@@ -133,6 +136,18 @@ def _replica_rank() -> int:
     from ray import serve
 
     return serve.get_replica_context().rank.rank
+
+
+def _multiplexer() -> Any:
+    """Ray's model multiplexing, as the baseline router sees it: this replica's last
+    MULTIPLEX_MODELS_PER_REPLICA models by request (an LRU of names; our pool still decides what
+    is resident). A function of its own per replica: Ray keeps its LRU on the function object."""
+    from ray import serve
+
+    async def touch(model_id: str) -> str:
+        return model_id
+
+    return serve.multiplexed(max_num_models_per_replica=MULTIPLEX_MODELS_PER_REPLICA)(touch)
 
 
 def _fingerprint(spec: ServeSpec) -> str:

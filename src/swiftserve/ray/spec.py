@@ -17,6 +17,12 @@ from swiftserve.router.router_config import RouterConfig
 from swiftserve.server.app import DEFAULT_MAX_BODY_BYTES
 
 DEFAULT_APP_NAME = "swiftserve"
+# request_router: ours (routing.py), or Ray Serve's default, power of two choices with model
+# multiplexing (each replica counting its last MULTIPLEX_MODELS_PER_REPLICA models, as Ray's
+# multiplexing does): the baseline that benchmarks/ray_serve.py measures ours against.
+RESIDENCY, POW2_MULTIPLEX = "residency", "pow2-multiplex"
+REQUEST_ROUTERS = (RESIDENCY, POW2_MULTIPLEX)
+MULTIPLEX_MODELS_PER_REPLICA = 2
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,11 @@ class ServeSpec:
     api_key: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     app_name: str = DEFAULT_APP_NAME
+    request_router: str = RESIDENCY
+
+    def __post_init__(self) -> None:
+        if self.request_router not in REQUEST_ROUTERS:
+            raise ValueError(f"request_router: one of {REQUEST_ROUTERS}, got {self.request_router!r}")
 
     def pipeline_models(self) -> dict[str, list[str]]:
         """Each pipeline's models in order of first need: the router ranks replicas for all of them."""
