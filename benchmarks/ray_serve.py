@@ -222,6 +222,7 @@ async def first_token_s(base: str, model: str) -> float:
             async for line in response.aiter_lines():
                 if line.startswith("data: ") and '"content":"' in line and '"content":""' not in line:
                     return time.perf_counter() - start
+            raise RuntimeError(f"no token: {response.status_code} {line[:300]}")
     raise RuntimeError("no token")
 
 
@@ -246,7 +247,10 @@ def cold(port: int) -> dict:
 
     ray_deploy(spec0, ClusterOptions(num_cpus=2, object_store_bytes=200 * MiB, port=port), wait=True)
     base0 = f"http://127.0.0.1:{port}/"
-    time.sleep(15)  # no replica runs: Ray scaled the deployment to zero
+    from swiftserve.ray.ingress import running_replicas
+
+    time.sleep(3)
+    assert running_replicas("zero") == 0, "the deployment did not start at zero replicas"
     zero = asyncio.run(first_token_s(base0.rstrip("/"), GEMMA))
     undeploy(spec0)
     return {"ours_cold_model_ttft_s": ours, "ours_warm_ttft_s": warm, "ray_scale_from_zero_ttft_s": zero}

@@ -53,7 +53,7 @@ def test_autoscaling_options_carry_our_targets():
     options = deployment_options(_spec(ReplicaSetConfig(autoscaling=auto)))
     assert "num_replicas" not in options
     config = options["autoscaling_config"]
-    assert (config["min_replicas"], config["max_replicas"]) == (1, 4)
+    assert (config["min_replicas"], config["initial_replicas"], config["max_replicas"]) == (1, 1, 4)
     assert config["policy"] == {
         "policy_function": "swiftserve.ray.autoscaling_policy:scale_on_queue_and_ttft",
         "policy_kwargs": {"target_queue_depth": 6, "target_ttft_s": 0.5},

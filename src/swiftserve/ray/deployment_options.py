@@ -46,6 +46,7 @@ def deployment_options(spec: ServeSpec) -> dict[str, Any]:
     targets = auto.targets
     options["autoscaling_config"] = {
         "min_replicas": auto.min_replicas,
+        "initial_replicas": auto.min_replicas,  # Ray's default would start one even at min 0
         "max_replicas": auto.max_replicas,
         "metrics_interval_s": 1.0,
         "look_back_period_s": 10.0,

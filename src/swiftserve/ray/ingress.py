@@ -51,9 +51,8 @@ class SwiftServeIngress:
         # With min_replicas 0, Ray starts a replica for a request that waits at the handle: no 503.
         auto = spec.replicas.autoscaling
         self._scales_from_zero = auto is not None and auto.min_replicas == 0
-        self._app = IngressApp(
-            self._send, lambda: self._num_ready > 0, is_replica_failure, spec.max_body_bytes
-        )
+        is_ready = lambda: self._num_ready > 0 or self._scales_from_zero  # noqa: E731
+        self._app = IngressApp(self._send, is_ready, is_replica_failure, spec.max_body_bytes)
         self._watcher = asyncio.get_running_loop().create_task(self._watch_readiness())
 
     def __serve_build_asgi_app__(self) -> IngressApp:
