@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 import msgspec.yaml
@@ -142,6 +142,9 @@ class _File(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     idle_timeout: str | float = DEFAULT_IDLE_TIMEOUT_S
     host_memory: str | int = 0
     pipelines: list[PipelineEntry] = []
+    # How many swiftserve processes on Ray Serve (`launch --ray`): validated by swiftserve.ray's
+    # replica_config.py, which the core never imports; a single-process launch ignores it.
+    replicas: dict[str, Any] | None = None
 
 
 def load_config_file(path: str | Path) -> FileConfig:

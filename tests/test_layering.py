@@ -1,6 +1,6 @@
 """Imports run downward only, and no two modules import each other (README, "Module map").
 
-    entry (cli, doctor, the `swiftserve` package) -> server -> router -> engine -> scheduler
+    entry (cli, doctor, the `swiftserve` package) -> ray -> server -> router -> engine -> scheduler
       -> model_runner -> models -> loader -> layers -> kernels -> _C
     data (config, outputs, sampling_params, scheduler.config): plain dataclasses, importable
       from every layer; they import only the standard library and each other.
@@ -42,6 +42,7 @@ EXTENSION_MODULES = {"swiftserve._C"}  # built from csrc/, no .py source
 # Highest first. A module may import its own layer and the ones below it.
 LAYER_ORDER = [
     "entry",
+    "ray",  # the optional swiftserve[ray] extra: only the CLI reaches it, and only for --ray
     "server",
     "router",
     "engine",
@@ -61,6 +62,7 @@ LAYERS = {
     "swiftserve": "entry",  # the package __init__: the public API, lazily reaching into engine/
     "swiftserve.cli": "entry",
     "swiftserve.doctor": "entry",
+    "swiftserve.ray": "ray",
     "swiftserve.server": "server",
     "swiftserve.router": "router",
     "swiftserve.engine": "engine",
@@ -277,6 +279,24 @@ def test_no_import_cycles():
     cycles = find_cycles(EDGES)
     if cycles:
         pytest.fail("import cycles:\n  " + "\n  ".join(describe(c) for c in cycles))
+
+
+def test_the_core_never_imports_the_ray_extra():
+    """swiftserve[ray] is optional: nothing below it imports it, nor the `ray` package itself, and
+    the CLI reaches it only inside a function (for `--ray`), so `swiftserve launch` never loads it."""
+    for e in EDGES:
+        if e.target.startswith("swiftserve.ray") and not e.source.startswith("swiftserve.ray"):
+            assert e.source == "swiftserve.cli" and e.kind == "function", (
+                f"{e.source} imports {e.target} at {e.where()}"
+            )
+    for module, path in MODULES.items():
+        if module.startswith("swiftserve.ray"):
+            continue
+        for node, _ in _imports(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            assert not any(n.split(".")[0] == "ray" for n in names if not getattr(node, "level", 0)), (
+                f"{module} imports ray: only swiftserve.ray may"
+            )
 
 
 def test_model_runner_sees_only_the_boundary_module_of_the_scheduler():

@@ -192,6 +192,19 @@ def build_parser() -> argparse.ArgumentParser:
         "(by default the first load of a folder, GGUF or alias writes one there and later loads read it)",
     )
     launch.add_argument(
+        "--ray",
+        action="store_true",
+        help="serve on Ray Serve: replicas of this whole server behind one OpenAI ingress (the "
+        "config file's replicas: section; needs swiftserve[ray]; see README)",
+    )
+    launch.add_argument(
+        "--address", help="with --ray: join this Ray cluster (e.g. auto; default: start a local Ray)"
+    )
+    launch.add_argument("--num-cpus", type=_positive_int, help="with --ray: CPUs of the local Ray it starts")
+    launch.add_argument(
+        "--num-replicas", type=_positive_int, help="with --ray: replicas (default: the config file's, else 1)"
+    )
+    launch.add_argument(
         "--default-max-tokens",
         type=_positive_int,
         default=DEFAULT_MAX_TOKENS,
@@ -286,10 +299,23 @@ def _launch(args) -> int:
         seed=args.seed,
         grammar_compile_timeout_s=args.grammar_compile_timeout,
     )
+    if args.ray:
+        return _launch_on_ray(args, router)
+    if args.address or args.num_cpus or args.num_replicas:
+        raise ValueError("--address, --num-cpus and --num-replicas go with --ray")
     config = ServeConfig(
         router, host=args.host, port=args.port, api_key=args.api_key, max_body_bytes=args.max_body_bytes
     )
     return serve(config)
+
+
+def _launch_on_ray(args, router: RouterConfig) -> int:
+    # The only import of swiftserve.ray: a launch without --ray never loads it (or Ray).
+    from swiftserve.ray.launch import RayFlags, launch_on_ray, serve_spec
+
+    flags = RayFlags(args.address, args.num_cpus, args.num_replicas)
+    spec = serve_spec(router, flags, args.api_key, args.max_body_bytes)
+    return launch_on_ray(spec, flags, args.host, args.port)
 
 
 def _specs(text: str | None) -> tuple[str, ...] | None:

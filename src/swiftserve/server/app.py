@@ -25,7 +25,15 @@ from swiftserve.router.errors import NoConfigFileError
 from swiftserve.router.router import Router
 from swiftserve.router.runtime import ReloadResult
 from swiftserve.server.errors import APIError, error_for, service_unavailable
-from swiftserve.server.http import Handler, HTTPRequest, JSONResponse, Response, error_response
+from swiftserve.server.http import (
+    ClientGone,
+    Handler,
+    HTTPRequest,
+    JSONResponse,
+    Response,
+    error_response,
+    read_body,
+)
 from swiftserve.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from swiftserve.server.routes_models import list_models, model_route, reload_config
 from swiftserve.server.routes_pipelines import pipeline_route
@@ -33,8 +41,6 @@ from swiftserve.server.routes_pipelines import pipeline_route
 logger = logging.getLogger("swiftserve.server")
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
-# Past this the body is not even drained: the connection is closed after the 413.
-_MAX_DRAIN_BYTES = 64 * 1024 * 1024
 
 
 class App:
@@ -157,12 +163,12 @@ class App:
         status = 500
         try:
             handler = self._resolve(request)
-            request.body = await self._read_body(receive, headers)
+            request.body = await read_body(receive, headers, self.max_body_bytes)
             status = await self._run(handler, request, receive, send)
         except APIError as error:
             status = error.status
             await error_response(error).send(send)
-        except _ClientGone:
+        except ClientGone:
             status = 499  # nobody to answer
         finally:
             if path.startswith("/v1/"):
@@ -212,33 +218,6 @@ class App:
                 code="invalid_api_key",
             )
 
-    async def _read_body(self, receive, headers: dict[str, str]) -> bytes:
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > _MAX_DRAIN_BYTES:
-            raise self._too_large()
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _ClientGone
-            body = message.get("body", b"")
-            more = message.get("more_body", False)
-            size += len(body)
-            if size > _MAX_DRAIN_BYTES:
-                raise self._too_large()
-            if size <= self.max_body_bytes:
-                chunks.append(body)
-        if size > self.max_body_bytes:
-            raise self._too_large()
-        return b"".join(chunks)
-
-    def _too_large(self) -> APIError:
-        return APIError(
-            413,
-            f"Request body too large: the limit is {self.max_body_bytes} bytes.",
-            code="request_too_large",
-        )
-
     async def _run(self, handler: Handler, request: HTTPRequest, receive, send) -> int:
         """Runs the handler and sends its response; a client disconnect cancels both."""
 
@@ -279,10 +258,6 @@ def _version() -> str:
 
 
 _VERSION = _version()
-
-
-class _ClientGone(Exception):
-    """The client disconnected before its request body was complete."""
 
 
 async def _wait_for_disconnect(receive) -> None:

@@ -99,3 +99,40 @@ class HTTPRequest:
 
 
 Handler = Callable[[HTTPRequest], Awaitable[Response]]
+
+# Past this the body is not even drained: the connection is closed after the 413.
+_MAX_DRAIN_BYTES = 64 * 1024 * 1024
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body was complete."""
+
+
+async def read_body(receive, headers: dict[str, str], max_body_bytes: int) -> bytes:
+    """The request body from ASGI `receive`, up to max_body_bytes (413 past it; up to
+    _MAX_DRAIN_BYTES the rest is read and dropped, so the client sees the answer instead of a
+    reset connection). ClientGone if the client leaves first. The app and the Ray ingress share it."""
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > _MAX_DRAIN_BYTES:
+        raise _too_large(max_body_bytes)
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        body = message.get("body", b"")
+        more = message.get("more_body", False)
+        size += len(body)
+        if size > _MAX_DRAIN_BYTES:
+            raise _too_large(max_body_bytes)
+        if size <= max_body_bytes:
+            chunks.append(body)
+    if size > max_body_bytes:
+        raise _too_large(max_body_bytes)
+    return b"".join(chunks)
+
+
+def _too_large(max_body_bytes: int) -> APIError:
+    return APIError(
+        413, f"Request body too large: the limit is {max_body_bytes} bytes.", code="request_too_large"
+    )

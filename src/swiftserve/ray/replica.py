@@ -1,0 +1,167 @@
+"""One replica: a whole multi-model swiftserve (the router and OpenAI app of `swiftserve launch`).
+
+The method names follow Ray Serve LLM's server contract: `chat`, `completions` and `embeddings`
+are async generators (the answer's parts, relay.py), `check_health` raises when the replica cannot
+serve, and `get_deployment_options` gives Ray its options (deployment_options.py). Beside them:
+- `record_routing_stats`: what the request router ranks replicas by (routing.ReplicaReport):
+  every model's state, the requests in flight, the free memory budget, the replica's group.
+  Ray calls it every ROUTING_STATS_PERIOD_S and hands the result to every router.
+- `record_autoscaling_stats`: requests in flight and recent mean time to first token
+  (autoscaling_policy.py).
+- `prewarm(models)`: starts loading models now (a pipeline elsewhere will need them here).
+A replica's group (and so which models it pins) follows from its rank (groups.py).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from swiftserve.ray.autoscale import window_mean
+from swiftserve.ray.autoscaling_policy import QUEUE_DEPTH, TTFT
+from swiftserve.ray.deployment_options import deployment_options
+from swiftserve.ray.groups import group_of_rank
+from swiftserve.ray.relay import Part, RelayedRequest, run_in_app
+from swiftserve.ray.spec import MULTIPLEX_MODELS_PER_REPLICA, POW2_MULTIPLEX, ServeSpec
+from swiftserve.router.runtime import RouterRuntime
+from swiftserve.server.app import App
+
+logger = logging.getLogger("swiftserve.ray")
+
+
+class SwiftServeReplica:
+    """See the module docstring. rank: given by tier-1 tests; on Ray, the replica's own."""
+
+    # Ray Serve awaits an async constructor (models load before the replica counts as running).
+    async def __init__(self, spec: ServeSpec, rank: int | None = None) -> None:  # type: ignore[misc]
+        self.group = group_of_rank(_replica_rank() if rank is None else rank, spec.replicas.groups)
+        self.runtime = RouterRuntime(spec.router_for(self.group), self._on_cold_start)
+        self.app = App(
+            self.runtime.router,
+            api_key=spec.api_key,
+            max_body_bytes=spec.max_body_bytes,
+            fingerprint_info=_fingerprint(spec),
+            on_shutdown=self.runtime.executor.stop,
+        )
+        self.in_flight = 0
+        self.num_requests: collections.Counter[str] = collections.Counter()
+        self._seq = 0
+        self._ttft_seen = (0.0, 0)
+        self._multiplex = _multiplexer() if spec.request_router == POW2_MULTIPLEX else None
+        try:
+            await self.runtime.start()
+        except BaseException:
+            await self.runtime.stop()
+            raise
+        self.app.is_ready = True
+        logger.info("replica ready (group %s): %s", self.group, self.runtime.router.names())
+
+    @classmethod
+    def get_deployment_options(cls, spec: ServeSpec) -> dict[str, Any]:
+        return deployment_options(spec)
+
+    def _on_cold_start(self, name: str, seconds: float) -> None:
+        self.app.metrics.cold_start.labels(name).observe(seconds)
+
+    # -- requests (the ingress picks the method by path; all answer through the app) ---------------
+    async def chat(self, request: RelayedRequest) -> AsyncGenerator[Part, None]:
+        async for part in self.relay(request):
+            yield part
+
+    async def completions(self, request: RelayedRequest) -> AsyncGenerator[Part, None]:
+        async for part in self.relay(request):
+            yield part
+
+    async def embeddings(self, request: RelayedRequest) -> AsyncGenerator[Part, None]:
+        async for part in self.relay(request):
+            yield part
+
+    async def relay(self, request: RelayedRequest) -> AsyncGenerator[Part, None]:
+        """Any other route of the app (/v1/models, /v1/pipelines/{name}, /metrics)."""
+        self.in_flight += 1
+        self.num_requests[request.model or ""] += 1
+        if self._multiplex is not None and request.model:
+            await self._multiplex(request.model)  # the baseline: Ray counts this replica's models
+        try:
+            async for part in run_in_app(self.app, request):
+                yield part
+        finally:
+            self.in_flight -= 1
+
+    async def prewarm(self, models: list[str]) -> list[str]:
+        """Starts loading those of `models` that are not resident (as a pipeline's pre-warm does
+        in one process); returns the ones whose load this started."""
+        started = []
+        for name in models:
+            if name in self.runtime.router.names():
+                _, did_start = await self.runtime.router.pool.start_load(name)
+                if did_start:
+                    started.append(name)
+        return started
+
+    # -- what Ray asks of a replica -----------------------------------------------------------------
+    async def check_health(self) -> None:
+        if not self.runtime.executor.is_running:
+            raise RuntimeError("the device executor stopped: this replica cannot step its models")
+
+    def record_routing_stats(self) -> dict[str, Any]:
+        self._seq += 1
+        router = self.runtime.router
+        return {
+            "models": {name: router.pool.state(name).value for name in router.names()},
+            "queue_depth": self.in_flight,
+            "free_budget_bytes": router.pool.ledger.free_bytes(),
+            "group": self.group,
+            "seq": self._seq,
+            "num_requests": dict(self.num_requests),
+            "num_loads": {info.name: info.num_loads for info in router.models()},
+        }
+
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        now = _histogram_sum_count(self.app.metrics.ttft)
+        ttft = window_mean(self._ttft_seen, now)
+        self._ttft_seen = now
+        return {QUEUE_DEPTH: float(self.in_flight), TTFT: ttft or 0.0}
+
+    async def __del__(self) -> None:
+        # Ray Serve awaits this on a graceful shutdown (its documented form of a replica's
+        # destructor): streams end with an error event, models unload. The garbage collector's
+        # later call only makes a coroutine that is never awaited.
+        await self.app.begin_shutdown()
+
+
+def _replica_rank() -> int:
+    from ray import serve
+
+    return serve.get_replica_context().rank.rank
+
+
+def _multiplexer() -> Any:
+    """Ray's model multiplexing, as the baseline router sees it: this replica's last
+    MULTIPLEX_MODELS_PER_REPLICA models by request (an LRU of names; our pool still decides what
+    is resident). A function of its own per replica: Ray keeps its LRU on the function object."""
+    from ray import serve
+
+    async def touch(model_id: str) -> str:
+        return model_id
+
+    return serve.multiplexed(max_num_models_per_replica=MULTIPLEX_MODELS_PER_REPLICA)(touch)
+
+
+def _fingerprint(spec: ServeSpec) -> str:
+    defaults = spec.router.defaults
+    return f"dtype={defaults.dtype} device={defaults.device}"
+
+
+def _histogram_sum_count(histogram: Any) -> tuple[float, int]:
+    """(sum, count) over every label of a prometheus_client Histogram."""
+    total, count = 0.0, 0
+    for metric in histogram.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_sum"):
+                total += sample.value
+            elif sample.name.endswith("_count"):
+                count += int(sample.value)
+    return total, count
