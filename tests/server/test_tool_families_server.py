@@ -36,7 +36,9 @@ def _check(calls, names: set[str]) -> None:
         jsonschema.validate(json.loads(call.function.arguments), SCHEMAS[call.function.name])
 
 
-@pytest.mark.parametrize(("choice", "names"), [("required", {"get_weather", "add"}), (NAMED, {"get_weather"})])
+@pytest.mark.parametrize(
+    ("choice", "names"), [("required", {"get_weather", "add"}), (NAMED, {"get_weather"})]
+)
 def test_gemma_forced_calls(client, choice, names) -> None:
     reply = client.chat.completions.create(
         model=GEMMA, messages=ASK, tools=TOOLS, tool_choice=choice, temperature=0, max_tokens=60
