@@ -57,9 +57,12 @@ async def open_chat(
     sampling: Mapping[str, Any],
     default_max_tokens: int,
     priority: int | None = None,
+    template_kwargs: Mapping[str, Any] | None = None,
 ) -> GenerationStream:
-    """Starts a reply to `messages` on the handle's chat model."""
-    return await open_chats(handle, [messages], max_tokens, sampling, default_max_tokens, priority)
+    """Starts a reply to `messages` on the handle's chat model; template_kwargs: see render_chat."""
+    return await open_chats(
+        handle, [messages], max_tokens, sampling, default_max_tokens, priority, template_kwargs
+    )
 
 
 async def open_chats(
@@ -69,12 +72,13 @@ async def open_chats(
     sampling: Mapping[str, Any],
     default_max_tokens: int,
     priority: int | None = None,
+    template_kwargs: Mapping[str, Any] | None = None,
 ) -> GenerationStream:
     """Starts a reply to each conversation, submitted together (a fan-out: their prefills share
     engine steps and their common prefix the prefix cache); choice k answers conversation k // n."""
     ids = []
     for messages in conversations:
-        text = render_chat(handle, messages)
+        text = render_chat(handle, messages, template_kwargs)
         ids.append(await tokenize(handle.tokenizer, text, add_special_tokens=False))
     return await _open(handle, ids, max_tokens, sampling, "messages", default_max_tokens, priority)
 

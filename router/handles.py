@@ -10,7 +10,9 @@ without an import cycle.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Protocol
+from typing import Any, Protocol
+
+from swiftserve.router.tool_formats import ToolFormat, format_for
 
 from swiftserve.engine.embedding_inputs import EmbeddingResult
 from swiftserve.engine.served_model import ChatModel, EmbeddingModel, EmbedInputs, ServedModel, TextTokenizer
@@ -68,8 +70,20 @@ class ChatHandle(ModelHandle):
     def max_model_len(self) -> int:
         return self.model.max_model_len
 
-    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(
+        self, messages: list[dict], add_generation_prompt: bool = True, **template_kwargs: Any
+    ) -> str:
+        """template_kwargs (`tools`) are passed only when given: models without them still work."""
+        if template_kwargs:
+            return self.model.apply_chat_template(messages, add_generation_prompt, **template_kwargs)  # type: ignore[call-arg]
         return self.model.apply_chat_template(messages, add_generation_prompt)
+
+    @property
+    def tool_format(self) -> ToolFormat:
+        """The model's tool-call format, from its architecture and chat template (duck-typed: a
+        model that tells neither gets the default)."""
+        chat_template = getattr(self.model.tokenizer, "chat_template", None)
+        return format_for(getattr(self.model, "model_type", None), chat_template)
 
     def generate(
         self,

@@ -31,12 +31,15 @@ async def tokenize(tokenizer: TextTokenizer, text: str, *, add_special_tokens: b
     return list(await asyncio.to_thread(encode, text, add_special_tokens=add_special_tokens))
 
 
-def render_chat(handle: ChatHandle, messages: list[dict]) -> str:
-    """The chat template applied to `messages` ({"role", "content"} dicts), ready for a reply."""
+def render_chat(
+    handle: ChatHandle, messages: list[dict], template_kwargs: Mapping[str, Any] | None = None
+) -> str:
+    """The chat template applied to `messages` ({"role", "content"} dicts), ready for a reply;
+    template_kwargs: what else the template is given (`tools`)."""
     if not messages:
         raise InvalidParameterError("messages", "'messages' must hold at least one message.")
     try:
-        return handle.apply_chat_template(messages, add_generation_prompt=True)
+        return handle.apply_chat_template(messages, add_generation_prompt=True, **(template_kwargs or {}))
     except Exception as exc:  # noqa: BLE001 - a template error is the request's fault
         raise InvalidParameterError(
             "messages", f"The chat template could not render these messages: {exc}"

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -252,14 +252,18 @@ class Router:
         *,
         priority: int | None = None,
         timeout: float | None = None,
+        template_kwargs: Mapping[str, Any] | None = None,
         **sampling: Any,
     ) -> GenerationStream:
         """Starts a reply to `messages` ({"role", "content"} dicts); `sampling` holds SamplingParams
-        fields (n, temperature, stop, logprobs, ...). Returns once the request is admitted."""
+        fields (n, temperature, stop, logprobs, ...); template_kwargs: what else the chat template
+        is given (`tools`). Returns once the request is admitted."""
         handle, default = self.chat_handle(model), self.default_max_tokens
         deadline = self._deadline(model, timeout)
         async with deadline.bounding():
-            stream = await generation.open_chat(handle, messages, max_tokens, sampling, default, priority)
+            stream = await generation.open_chat(
+                handle, messages, max_tokens, sampling, default, priority, template_kwargs
+            )
         return replace(stream, steps=deadline.bound(stream.steps))
 
     async def chat(

@@ -6,19 +6,24 @@ results are written back in the same form, so any template renders them.
 
 With tool_choice `required` or a named function the whole reply is constrained to that form by a
 grammar (one call unless parallel_tool_calls); with `auto` the reply is free, and a reply that is
-such a call is parsed into tool calls. Other families (Gemma 3's pythonic calls, Llama 3's JSON)
-would each be a module like this one.
+such a call is parsed into tool calls. `TaggedJson` is this format behind the interface of
+router/tool_formats.py, beside Gemma 3's pythonic calls and Llama 3's JSON.
+
+    <tool_call>[{"name": "NAME", "arguments": ARGS}, {"name": ...}]</tool_call>
+               ^ calls start     ^ name            ^ args: one JSON value, scanned to its end
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from swiftserve.structured_outputs import StructuredOutputs
 
+_NAME = '{"name": "'
+_ARGS = '", "arguments": '
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 # The JSON the grammar writes: as json.dumps does, so the arguments a stream sends piece by piece
 # and those parsed at the end are the same text.
@@ -37,6 +42,14 @@ class ToolCall:
     id: str
     name: str
     arguments: str  # JSON text, as generated
+
+
+@dataclass(frozen=True)
+class ToolPrompt:
+    """The conversation with the tools in it, and what else the chat template is given."""
+
+    messages: list[dict]
+    template_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 def new_call_id() -> str:
@@ -82,6 +95,12 @@ def tool_result(content: str) -> dict:
 
 def call_constraint(tools: list[Tool], parallel: bool) -> StructuredOutputs:
     """The grammar of a reply that is only calls to `tools` (at least one; one unless parallel)."""
+    grammar = f"start: {json.dumps(OPEN)} calls {json.dumps(CLOSE)}\n" + calls_rules(tools, parallel)
+    return StructuredOutputs(grammar=grammar, param="tools")
+
+
+def calls_rules(tools: list[Tool], parallel: bool) -> str:
+    """The Lark rule `calls`: the JSON list between the tags."""
     schema: dict[str, Any] = {
         "type": "array",
         "minItems": 1,
@@ -90,8 +109,7 @@ def call_constraint(tools: list[Tool], parallel: bool) -> StructuredOutputs:
     }
     if not parallel:
         schema["maxItems"] = 1
-    grammar = f"start: {json.dumps(OPEN)} calls {json.dumps(CLOSE)}\ncalls: %json {json.dumps(schema)}\n"
-    return StructuredOutputs(grammar=grammar, param="tools")
+    return f"calls: %json {json.dumps(schema)}\n"
 
 
 def _call_schema(tool: Tool) -> dict[str, Any]:
@@ -129,3 +147,80 @@ def _is_call(item: Any) -> bool:
         and isinstance(item.get("name"), str)
         and isinstance(item.get("arguments"), dict)
     )
+
+
+def scan_calls(text: str) -> list[tuple[str, str]]:
+    """(name, arguments so far) of each call whose name is complete, in a reply of the grammar's
+    form; a call's arguments grow until their JSON value ends."""
+    start = text.find(OPEN)
+    if start < 0 or not text.startswith("[", start + len(OPEN)):
+        return []
+    pos = start + len(OPEN) + 1
+    calls: list[tuple[str, str]] = []
+    while True:
+        if text.startswith(", ", pos):
+            pos += 2
+        if not text.startswith(_NAME, pos):
+            return calls
+        name_end = text.find(_ARGS, pos + len(_NAME))
+        if name_end < 0:
+            return calls
+        name = text[pos + len(_NAME) : name_end]
+        args_start = name_end + len(_ARGS)
+        args_end = json_value_end(text, args_start)
+        if args_end is None:
+            calls.append((name, text[args_start:]))
+            return calls
+        calls.append((name, text[args_start:args_end]))
+        pos = args_end + 1  # past the call's closing brace
+
+
+def json_value_end(text: str, start: int) -> int | None:
+    """The end of the JSON object or array that starts at text[start], or None while it is open.
+    Only brackets outside strings count; the value is valid JSON by the grammar, so nothing more
+    needs checking here."""
+    depth, in_string, escaped = 0, False, False
+    for i in range(start, len(text)):
+        char = text[i]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    return None
+
+
+class TaggedJson:
+    """This module as a ToolFormat (router/tool_formats.py)."""
+
+    name = "tagged_json"
+    open_tag, close_tag = OPEN, CLOSE
+    can_scan = True
+
+    def scan(self, text: str) -> list[tuple[str, str]]:
+        return scan_calls(text)
+
+    def prompt(self, messages: list[dict], tools: list[Tool]) -> ToolPrompt:
+        return ToolPrompt(with_tools(messages, tools))
+
+    def assistant_message(self, content: str | None, calls: list[tuple[str, str]]) -> dict:
+        return {"role": "assistant", "content": assistant_text(content, calls)}
+
+    def tool_result(self, content: str) -> dict:
+        return tool_result(content)
+
+    def calls_rules(self, tools: list[Tool], parallel: bool) -> str:
+        return calls_rules(tools, parallel)
+
+    def parse(self, text: str) -> tuple[str | None, list[ToolCall]]:
+        return parse_calls(text)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from swiftserve.config import EngineConfig, ModelKind
 from swiftserve.engine.async_engine import AsyncEngine
@@ -77,8 +77,16 @@ class LocalChatModel(ServedHandle[AsyncEngine, ParkedWeights]):
         """The running engine while resident (stats, tests), else None."""
         return self._engine
 
-    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        return apply_chat_template(self.tokenizer, messages, add_generation_prompt=add_generation_prompt)
+    def apply_chat_template(
+        self, messages: list[dict], add_generation_prompt: bool = True, **kwargs: Any
+    ) -> str:
+        """kwargs: what else the template is given (`tools`)."""
+        return apply_chat_template(self.tokenizer, messages, add_generation_prompt, **kwargs)
+
+    @property
+    def model_type(self) -> str | None:
+        """The config's model_type (`llama`, `gemma3_text`): which tool-call format it speaks."""
+        return self.source.hf_config.get("model_type")
 
     def generate(
         self,

@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from swiftserve.router.tool_formats import DEFAULT, ToolFormat
 from swiftserve.server import protocol as p
 from swiftserve.server.errors import bad_request
 from swiftserve.server.structured_params import structured_outputs
@@ -84,14 +85,15 @@ def _logit_bias(bias: dict[str, float] | None) -> dict[int, float] | None:
         ) from None
 
 
-def template_messages(messages: list[p.ChatMessage]) -> list[dict]:
-    """Request messages -> the dicts the chat template takes; text parts are joined."""
+def template_messages(messages: list[p.ChatMessage], fmt: ToolFormat = DEFAULT) -> list[dict]:
+    """Request messages -> the dicts the chat template takes; text parts are joined, tool calls and
+    results written in the model's tool-call format."""
     if not messages:
         raise bad_request("'messages' must hold at least one message.", param="messages")
-    return [_template_message(i, message) for i, message in enumerate(messages)]
+    return [_template_message(i, message, fmt) for i, message in enumerate(messages)]
 
 
-def _template_message(i: int, message: p.ChatMessage) -> dict:
+def _template_message(i: int, message: p.ChatMessage, fmt: ToolFormat) -> dict:
     is_tool_message = message.role == "tool" or (message.role == "assistant" and bool(message.tool_calls))
     role = _TEMPLATE_ROLES.get(message.role)
     if (
@@ -108,7 +110,7 @@ def _template_message(i: int, message: p.ChatMessage) -> dict:
     if isinstance(content, list):
         content = _join_text_parts(content, i)
     if is_tool_message:
-        return template_tool_message(i, message, content)
+        return template_tool_message(i, message, content, fmt)
     assert role is not None
     if content is None:
         if role != "assistant":

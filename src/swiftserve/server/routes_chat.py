@@ -10,9 +10,10 @@ from collections.abc import AsyncGenerator, Callable
 
 import msgspec
 
-from swiftserve.router import tool_format
 from swiftserve.router.request_types import ChoiceDelta, Generation, GenerationStream, Usage
 from swiftserve.router.router import Router, as_generation
+from swiftserve.router.tool_format import ToolCall, new_call_id
+from swiftserve.router.tool_formats import DEFAULT, ToolFormat
 from swiftserve.server import protocol as p
 from swiftserve.server.errors import bad_request
 from swiftserve.server.http import HTTPRequest, JSONResponse, Response, StreamingResponse
@@ -27,29 +28,25 @@ from swiftserve.server.params import (
 from swiftserve.server.pipeline_report import pipeline_report, with_upstream_usage
 from swiftserve.server.streaming import chunk_stream, collect_or_answer, sse_event
 from swiftserve.server.tool_params import ToolPlan, tool_plan
-from swiftserve.server.tool_stream import ToolCallStream, scan_calls
+from swiftserve.server.tool_stream import ToolCallStream
 
 
 async def chat_completions(request: HTTPRequest) -> Response:
     body = p.decode_request(request.body, p.ChatCompletionRequest)
     request.label(body.model)
-    messages = template_messages(body.messages)
+    router: Router = request.app.router
+    fmt = _tool_format(router, body.model)
+    messages = template_messages(body.messages, fmt)
     _check_logprob_fields(body)
     requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     sampling = sampling_fields(body, logprobs=logprobs, prompt_logprobs=body.prompt_logprobs)
-    plan = tool_plan(body)
+    plan = tool_plan(body, fmt)
+    template_kwargs: dict = {}
     if plan is not None:
-        messages = tool_format.with_tools(messages, plan.tools)
-        if plan.constraint is not None:
-            if sampling["structured_outputs"] is not None:
-                raise bad_request(
-                    "a forced tool call (tool_choice required or a named function) already constrains the "
-                    "reply: it cannot be combined with response_format or guided_*",
-                    param="tool_choice",
-                )
-            sampling["structured_outputs"] = plan.constraint
-    router: Router = request.app.router
+        prompt = fmt.prompt(messages, plan.tools)
+        messages, template_kwargs = prompt.messages, prompt.template_kwargs
+        plan = _with_constraint(plan, sampling)
     if body.model in router.pipelines:
         if plan is not None:
             raise bad_request(
@@ -57,7 +54,9 @@ async def chat_completions(request: HTTPRequest) -> Response:
             )
         return await pipeline_chat(request, body, messages, requested)
     limits = request_limits(body)
-    stream = await router.open_chat(body.model, messages, requested, **limits, **sampling)
+    stream = await router.open_chat(
+        body.model, messages, requested, template_kwargs=template_kwargs, **limits, **sampling
+    )
     chat = _Chat(request, body, stream, plan=plan)
     if body.stream:
         return StreamingResponse(chat.sse())
@@ -86,6 +85,28 @@ async def pipeline_chat(
     chat = _Chat(request, body, None, lambda: pipeline_report(result), model=body.model)
     completion = chat.completion(as_generation(result))
     return JSONResponse(p.encode(msgspec.structs.replace(completion, swiftserve=pipeline_report(result))))
+
+
+def _tool_format(router: Router, model: str) -> ToolFormat:
+    """The model's tool-call format; a pipeline (which refuses tools) gets the default."""
+    if model in router.pipelines:
+        return DEFAULT
+    return router.chat_handle(model).tool_format
+
+
+def _with_constraint(plan: ToolPlan, sampling: dict) -> ToolPlan:
+    """The plan's grammar in the sampling fields. `auto` yields to the request's own
+    response_format (its reply is then parsed at the end); a forced call cannot."""
+    if sampling["structured_outputs"] is None:
+        sampling["structured_outputs"] = plan.constraint
+        return plan
+    if not plan.is_forced:
+        return dataclasses.replace(plan, constraint=None)
+    raise bad_request(
+        "a forced tool call (tool_choice required or a named function) already constrains the "
+        "reply: it cannot be combined with response_format or guided_*",
+        param="tool_choice",
+    )
 
 
 def _check_logprob_fields(body: p.ChatCompletionRequest) -> None:
@@ -161,12 +182,7 @@ class _Chat:
         """The assistant message of a finished reply: its tool calls, when it made some."""
         if self.plan is None:
             return p.ChatResponseMessage(role="assistant", content=text), finish_reason
-        content: str | None
-        if self.plan.is_forced:  # the grammar's exact form: arguments as generated
-            content = None
-            calls = [tool_format.ToolCall(tool_format.new_call_id(), n, a) for n, a in scan_calls(text)]
-        else:
-            content, calls = tool_format.parse_calls(text)
+        content, calls = self._parsed(text)
         if not calls:
             return p.ChatResponseMessage(role="assistant", content=text), finish_reason
         tool_calls = [
@@ -174,6 +190,17 @@ class _Chat:
         ]
         message = p.ChatResponseMessage(role="assistant", content=content, tool_calls=tool_calls)
         return message, "tool_calls" if finish_reason == "stop" else finish_reason
+
+    def _parsed(self, text: str) -> tuple[str | None, list[ToolCall]]:
+        """(content, calls): a grammar-made reply whose format can scan it keeps its arguments as
+        generated (the stream sent those); anything else is parsed."""
+        assert self.plan is not None
+        fmt = self.plan.fmt
+        if self.plan.constraint is None or not fmt.can_scan:
+            return fmt.parse(text)
+        start = text.find(fmt.open_tag)
+        calls = [ToolCall(new_call_id(), n, a) for n, a in fmt.scan(text)]
+        return (text[:start] or None) if calls and start > 0 else None, calls
 
     def sse(self) -> AsyncGenerator[bytes, None]:
         usage_chunk = lambda: p.encode(self._chunk([], self.usage))  # noqa: E731
@@ -223,7 +250,8 @@ class _Chat:
 
     def _tool_chunk_choice(self, delta: ChoiceDelta) -> p.ChatChunkChoice:
         assert self.plan is not None
-        stream = self.tool_streams.setdefault(delta.index, ToolCallStream(self.plan.is_forced))
+        is_exact = self.plan.constraint is not None
+        stream = self.tool_streams.setdefault(delta.index, ToolCallStream(is_exact, self.plan.fmt))
         piece = stream.feed(delta.text, delta.finish_reason is not None)
         calls = [
             p.ToolCallDelta(

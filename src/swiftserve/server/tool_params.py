@@ -1,12 +1,14 @@
-"""`tools`, `tool_choice` and `parallel_tool_calls` -> a ToolPlan: which tools go in the prompt,
-and, when a call is forced (`required`, a named function), the grammar the reply must follow."""
+"""`tools`, `tool_choice` and `parallel_tool_calls` -> a ToolPlan: which tools go in the prompt, and
+the grammar of the reply in the model's tool-call format (router/tool_formats.py): only calls when
+one is forced (`required`, a named function), free text or calls from the opening tag on (`auto`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from swiftserve.router import tool_format
 from swiftserve.router.tool_format import Tool
+from swiftserve.router.tool_formats import DEFAULT, ToolFormat
+from swiftserve.router.tool_grammar import auto_constraint, forced_constraint
 from swiftserve.server import protocol as p
 from swiftserve.server.errors import bad_request
 from swiftserve.structured_outputs import StructuredOutputs
@@ -16,10 +18,11 @@ from swiftserve.structured_outputs import StructuredOutputs
 class ToolPlan:
     tools: list[Tool]
     is_forced: bool  # tool_choice required or a named function: the reply is only calls
-    constraint: StructuredOutputs | None
+    constraint: StructuredOutputs | None  # None: `auto` beside the request's own response_format
+    fmt: ToolFormat = DEFAULT
 
 
-def tool_plan(body: p.ChatCompletionRequest) -> ToolPlan | None:
+def tool_plan(body: p.ChatCompletionRequest, fmt: ToolFormat = DEFAULT) -> ToolPlan | None:
     """None when the request offers no tools, or tool_choice is `none` (then the prompt has none)."""
     choice = body.tool_choice
     if not body.tools:
@@ -34,9 +37,9 @@ def tool_plan(body: p.ChatCompletionRequest) -> ToolPlan | None:
         raise bad_request(f"tools: every function needs its own name, got {names}", param="tools")
     parallel = body.parallel_tool_calls is not False
     if choice is None or choice == "auto":
-        return ToolPlan(tools, False, None)
+        return ToolPlan(tools, False, auto_constraint(fmt, tools, parallel), fmt)
     if choice == "required":
-        return ToolPlan(tools, True, tool_format.call_constraint(tools, parallel))
+        return ToolPlan(tools, True, forced_constraint(fmt, tools, parallel), fmt)
     assert isinstance(choice, p.NamedToolChoice)
     named = [t for t in tools if t.name == choice.function.name]
     if not named:
@@ -44,15 +47,17 @@ def tool_plan(body: p.ChatCompletionRequest) -> ToolPlan | None:
             f"tool_choice names the function {choice.function.name!r}, which is not among the tools {names}",
             param="tool_choice",
         )
-    return ToolPlan(tools, True, tool_format.call_constraint(named, parallel=False))
+    return ToolPlan(tools, True, forced_constraint(fmt, named, parallel=False), fmt)
 
 
-def template_tool_message(i: int, message: p.ChatMessage, content: str | None) -> dict:
+def template_tool_message(
+    i: int, message: p.ChatMessage, content: str | None, fmt: ToolFormat = DEFAULT
+) -> dict:
     """A history message of tool calling, in the model's tool-call format: an assistant's calls,
     or a tool's result."""
     if message.role == "tool":
         if content is None:
             raise bad_request(f"messages[{i}].content is required.", param=f"messages[{i}].content")
-        return tool_format.tool_result(content)
+        return fmt.tool_result(content)
     calls = [(call.function.name, call.function.arguments) for call in message.tool_calls or []]
-    return {"role": "assistant", "content": tool_format.assistant_text(content, calls)}
+    return fmt.assistant_message(content, calls)
