@@ -1,6 +1,6 @@
 """Tool calls in each family's format on the real server through the openai SDK: Gemma 3's
 pythonic calls (required and a named function, streamed and not), whose arguments validate against
-the tool's parameters, and `auto` on SmolLM2 steered to call by its system prompt."""
+the tool's parameters, and `auto` on SmolLM2 leaving a reply in words as it would be unconstrained."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import jsonschema
 import openai
 import pytest
+from swiftserve.router.tool_format import Tool, with_tools
 
 from .live_server import CHAT, Server
 from .test_tools_server import SCHEMAS, TOOLS, WEATHER
@@ -55,15 +56,19 @@ def test_gemma_streamed_named_call(client) -> None:
     _check(final.choices[0].message.tool_calls, {"get_weather"})
 
 
-@pytest.mark.xfail(reason="SmolLM2-135M answers in words whatever this system prompt says: not yet steered")
-def test_auto_steered_to_call_gives_a_valid_call(client) -> None:
-    steer = {
-        "role": "system",
-        "content": 'Never answer in words. Your reply always starts with <tool_call>[{"name": "get_weather"',
-    }
-    reply = client.chat.completions.create(
-        model=CHAT, messages=[steer, *ASK], tools=TOOLS, tool_choice="auto", temperature=0, max_tokens=60
+def test_auto_leaves_a_reply_that_opens_no_call_as_it_would_be_unconstrained(client) -> None:
+    """`auto` constrains from the tag on: a greedy reply in words is the very reply of the same
+    prompt (the tools written into the system message by hand) sent with no tools at all."""
+    tools = [
+        Tool(t["function"]["name"], t["function"].get("description"), t["function"]["parameters"])
+        for t in TOOLS
+    ]
+    auto = client.chat.completions.create(
+        model=CHAT, messages=ASK, tools=TOOLS, tool_choice="auto", temperature=0, max_tokens=40
     )
-    choice = reply.choices[0]
-    assert choice.finish_reason == "tool_calls", choice.message.content
-    _check(choice.message.tool_calls, {"get_weather", "add"})
+    free = client.chat.completions.create(
+        model=CHAT, messages=with_tools(ASK, tools), temperature=0, max_tokens=40
+    )
+    assert auto.choices[0].message.tool_calls is None  # SmolLM2-135M answers this one in words
+    assert auto.choices[0].message.content == free.choices[0].message.content
+    assert auto.choices[0].finish_reason == free.choices[0].finish_reason
