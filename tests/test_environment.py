@@ -17,10 +17,16 @@ OWN = "swiftserve"
 
 
 def _inside_repository(name: str) -> list[str]:
-    spec = importlib.util.find_spec(name)
-    if spec is None:
-        return []
-    places = [spec.origin] if spec.origin else list(spec.submodule_search_locations or [])
+    try:
+        spec = importlib.util.find_spec(name)
+    except ValueError:
+        # Imported already by a package that replaced its module with an object of its own
+        # (Ray's `colorful` does): no spec, but the object still says where it came from.
+        places = [getattr(sys.modules[name], "__file__", None)]
+    else:
+        if spec is None:
+            return []
+        places = [spec.origin] if spec.origin else list(spec.submodule_search_locations or [])
     return [p for p in places if p and Path(p).resolve().is_relative_to(ROOT)]
 
 
