@@ -77,3 +77,30 @@ def test_parse_calls_and_the_history_round_trip() -> None:
         "role": "user",
         "content": "<tool_response>\n42\n</tool_response>",
     }
+
+
+@pytest.mark.parametrize("forced", [True, False], ids=["grammar", "parsed-at-end"])
+@pytest.mark.parametrize("step", [1, 3, 7, 50])
+def test_text_before_the_tag_streams_as_content_and_the_calls_after_it(forced, step) -> None:
+    """`auto`: words first, then a call; cut anywhere, the content is the words and the calls are
+    the reply's, as parse_calls reads the whole reply."""
+    reply = "Let me check <to be sure>. " + REPLY
+    stream = ToolCallStream(is_forced=forced)
+    content, names, arguments = "", {}, {}
+    for start in range(0, len(reply), step):
+        piece = stream.feed(reply[start : start + step], start + step >= len(reply))
+        content += piece.content
+        for call in piece.calls:
+            if call.id is not None:
+                names[call.index] = call.name
+            arguments[call.index] = arguments.get(call.index, "") + call.arguments
+    assert content == "Let me check <to be sure>. " == parse_calls(reply)[0]
+    assert [(names[i], arguments[i]) for i in sorted(names)] == CALLS and stream.made_calls
+
+
+def test_a_tail_that_may_open_a_call_waits_and_a_broken_call_after_words_is_content() -> None:
+    stream = ToolCallStream(is_forced=False)
+    assert stream.feed("Sunny. <tool_", False).content == "Sunny. "  # "<tool_" may be the tag
+    assert stream.feed("box>", False).content == "<tool_box>"  # it was not
+    assert stream.feed(" <tool_call>[{oops", False).content == " "
+    assert stream.feed("", True).content == "<tool_call>[{oops" and not stream.made_calls
