@@ -74,6 +74,25 @@ def wait_until(predicate, timeout=5.0):
         time.sleep(0.005)
 
 
+def steps_until_done(executor, lane: int, busy: FakeEngine, finishing: FakeEngine) -> str:
+    """Both engines attached at once to chat `lane` of `executor` (paused meanwhile), run until
+    `finishing` has no work; the order of steps up to `finishing`'s last one, as initials."""
+    log: list[str] = []
+    busy.log = finishing.log = log
+    executor.start()
+    try:
+        gate = threading.Event()
+        executor.chat[lane].call(gate.wait)  # hold the lane until both are attached
+        executor.attach(busy.name, busy, lambda o: None, lambda e: None)
+        executor.attach(finishing.name, finishing, lambda o: None, lambda e: None)
+        gate.set()
+        wait_until(lambda: finishing.work == 0)
+    finally:
+        executor.stop()
+    steps = log[: len(log) - log[::-1].index(finishing.name)]
+    return "".join(step[0] for step in steps)
+
+
 class StepUntil(FakeEngine):
     """One main-lane step that lasts until `release` is set (a long decode step)."""
 

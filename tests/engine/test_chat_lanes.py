@@ -10,7 +10,7 @@ from swiftserve.scheduler.step_policy import StepPolicy
 from swiftserve.engine.device_executor import DeviceExecutor, default_chat_lanes
 from swiftserve.engine.lane_teams import LaneTeams
 
-from .fake_engines import FakeClock, FakeEngine, StepUntil, attach, wait_until
+from .fake_engines import FakeClock, FakeEngine, StepUntil, attach, steps_until_done, wait_until
 
 TICK = 1 / 256  # step costs exact in binary floating point (as in test_device_executor.py)
 COMPOUND = {"big": 2_470_000_000, "smollm2": 270_000_000, "gemma": 536_000_000}
@@ -118,20 +118,7 @@ def _lane1_order(busy: FakeEngine, finishing: FakeEngine, clock: FakeClock) -> t
     lane at once; the order of steps up to `finishing`'s last one, as initials, and their threads."""
     executor = DeviceExecutor("lane1", StepPolicy(), urgent_lane_threads=0, clock=clock, chat_lanes=2)
     executor.plan_lanes({"heavy": 100, busy.name: 1, finishing.name: 1})
-    log: list[str] = []
-    busy.log = finishing.log = log
-    executor.start()
-    try:
-        gate = threading.Event()
-        executor.chat[1].call(gate.wait)  # hold lane 1 until both are attached
-        executor.attach(busy.name, busy, lambda o: None, lambda e: None)
-        executor.attach(finishing.name, finishing, lambda o: None, lambda e: None)
-        gate.set()
-        wait_until(lambda: finishing.work == 0)
-    finally:
-        executor.stop()
-    steps = log[: len(log) - log[::-1].index(finishing.name)]
-    return "".join(step[0] for step in steps), busy.threads | finishing.threads
+    return steps_until_done(executor, 1, busy, finishing), busy.threads | finishing.threads
 
 
 def test_device_time_is_shared_fairly_within_a_lane():

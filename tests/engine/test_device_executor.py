@@ -15,7 +15,7 @@ from swiftserve.engine.device_executor import (
     default_urgent_lane_threads,
 )
 
-from .fake_engines import FakeClock, FakeEngine, StepUntil, attach, wait_until
+from .fake_engines import FakeClock, FakeEngine, StepUntil, attach, steps_until_done, wait_until
 
 
 @pytest.fixture
@@ -58,21 +58,7 @@ TICK = 1 / 256
 def _steps_until_done(name: str, busy: FakeEngine, finishing: FakeEngine, clock: FakeClock) -> str:
     """Both engines attached to a paused executor at once, run until `finishing` has no work;
     the order of steps up to `finishing`'s last one, as the engines' initials."""
-    executor = DeviceExecutor(name, StepPolicy(), clock=clock)
-    log: list[str] = []
-    busy.log = finishing.log = log
-    executor.start()
-    try:
-        gate = threading.Event()
-        executor.call(gate.wait)  # hold the loop until both are attached
-        executor.attach(busy.name, busy, lambda o: None, lambda e: None)
-        executor.attach(finishing.name, finishing, lambda o: None, lambda e: None)
-        gate.set()
-        wait_until(lambda: finishing.work == 0)
-    finally:
-        executor.stop()
-    steps = log[: len(log) - log[::-1].index(finishing.name)]
-    return "".join(step[0] for step in steps)
+    return steps_until_done(DeviceExecutor(name, StepPolicy(), clock=clock), 0, busy, finishing)
 
 
 def test_device_time_is_shared_fairly_between_busy_engines():
