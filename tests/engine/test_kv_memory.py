@@ -17,11 +17,10 @@ import pytest
 from swiftserve import EngineConfig, SamplingParams
 from swiftserve.engine.llm_engine import LLMEngine
 
-from .tiny_chat import make_tiny_chat
+from .tiny_chat import BLOCK_BYTES, make_tiny_chat
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
 
-BLOCK_BYTES = 2 * 2 * 2 * 32 * 4 * 16  # K+V, layers, kv heads, head_dim, float32, block size
 MAX_BLOCKS = 4096  # 64 MiB reserved
 CONFIG = dict(max_model_len=1024, kv_cache_memory=MAX_BLOCKS * BLOCK_BYTES, dtype="float32")
 PARAMS = SamplingParams(temperature=0, max_tokens=60, ignore_eos=True)

@@ -8,9 +8,8 @@ import pytest
 from swiftserve import EngineConfig, SamplingParams
 from swiftserve.engine.llm_engine import LLMEngine
 
-from .tiny_chat import make_tiny_chat
+from .tiny_chat import BLOCK_BYTES, make_tiny_chat
 
-BLOCK_BYTES = 2 * 2 * 2 * 32 * 4 * 16  # K+V, layers, kv heads, head_dim, float32, block size
 CONFIG = dict(max_model_len=128, kv_cache_memory=64 * BLOCK_BYTES, dtype="float32")
 GREEDY = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
 PROMPTS = [[5 + i, 17, 300 + 7 * i, 4000 + i, 12, 99, 1000 + 3 * i, 8, 77 + i] for i in range(6)]

@@ -13,9 +13,8 @@ from swiftserve.scheduler.kv_demand import IDLE_TICKS
 from swiftserve import LLM, EngineConfig, SamplingParams
 from swiftserve.engine.chat_model import LocalChatModel
 
-from .tiny_chat import make_tiny_chat
+from .tiny_chat import BLOCK_BYTES, make_tiny_chat
 
-BLOCK_BYTES = 2 * 2 * 2 * 32 * 4 * 16  # K+V, layers, kv heads, head_dim, float32, block size
 CONFIG = dict(max_model_len=128, kv_cache_memory=256 * BLOCK_BYTES, dtype="float32")
 FLOOR = 128 // 16
 GREEDY = SamplingParams(temperature=0, max_tokens=100, ignore_eos=True)

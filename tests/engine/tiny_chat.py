@@ -28,6 +28,12 @@ TINY_CONFIG = dict(
     bos_token_id=1,
     eos_token_id=2,
 )
+# One KV block of the tiny model in float32: K and V, per layer, per KV head, head_dim values of
+# 4 bytes, for the scheduler's 16-token block.
+_LAYERS, _KV_HEADS, _HEAD_DIM = (
+    TINY_CONFIG[k] for k in ("num_hidden_layers", "num_key_value_heads", "head_dim")
+)
+BLOCK_BYTES = 2 * _LAYERS * _KV_HEADS * _HEAD_DIM * 4 * 16
 
 
 def _weights(seed: int) -> dict[str, torch.Tensor]:
