@@ -20,6 +20,7 @@
 #include "cpu/norm.h"
 #include "cpu/paged_attention.h"
 #include "cpu/rotary.h"
+#include "cpu/token_bitmask.h"
 
 namespace py = pybind11;
 using namespace swiftserve::cpu;
@@ -287,6 +288,20 @@ void llama_decode_layers_py(uintptr_t layers, int num_layers, int hidden, int nu
   });
 }
 
+// rows are checked against num_logits_rows here, with the GIL, so no row can land past logits.
+void apply_token_bitmask_py(uintptr_t logits, int64_t logits_stride, int64_t num_logits_rows, uintptr_t bitmask,
+                            int64_t bitmask_stride, uintptr_t rows, int64_t num_rows, int64_t vocab_size,
+                            int64_t num_words) {
+  const TokenBitmaskArgs args{ptr<float>(logits), logits_stride, ptr<const int32_t>(bitmask), bitmask_stride,
+                              ptr<const int64_t>(rows), num_rows, vocab_size, num_words};
+  for (int64_t k = 0; k < num_rows; ++k)
+    if (args.rows[k] < 0 || args.rows[k] >= num_logits_rows)
+      throw py::value_error("rows[" + std::to_string(k) + "] = " + std::to_string(args.rows[k]) +
+                            " is not a row of logits (" + std::to_string(num_logits_rows) + " rows)");
+  py::gil_scoped_release release;
+  apply_token_bitmask(args);
+}
+
 // A ReadError as the Python exception a file read raises: OSError with errno (its subclass, e.g.
 // FileNotFoundError, picked by errno as Python's own I/O does) and filename; EOFError when the
 // file ended before the range did.
@@ -389,6 +404,11 @@ PYBIND11_MODULE(_C, m) {
         py::arg("cache_stride_head"), py::arg("slot_mapping"), py::arg("num_tokens"), py::arg("num_kv_heads"),
         py::arg("head_dim"), py::arg("element_size"),
         "Copies k, v rows into the paged cache at slot_mapping (int64; -1 skips).");
+  m.def("apply_token_bitmask", &apply_token_bitmask_py, py::arg("logits"), py::arg("logits_stride"),
+        py::arg("num_logits_rows"), py::arg("bitmask"), py::arg("bitmask_stride"), py::arg("rows"),
+        py::arg("num_rows"), py::arg("vocab_size"), py::arg("num_words"),
+        "Sets logits[rows[k], t] (float32) to -inf where bit t of bitmask row k is clear (int32 words; "
+        "tokens past num_words * 32 too; see cpu/token_bitmask.h).");
   m.attr("direct_align") = kDirectAlign;
   m.def("read_chunks", &read_chunks_py, py::arg("path"), py::arg("file_offsets"), py::arg("lengths"),
         py::arg("dst_ptrs"), py::arg("num_threads"), py::arg("direct"), py::arg("chunk_bytes"),

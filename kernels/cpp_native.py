@@ -38,7 +38,7 @@ KERNELS = (
 # Functions a _C built before them lacks (an in-place build not yet redone): `calls` has them
 # only when this _C does, and their callers check has() and fall back, instead of every import
 # of the kernels failing on one missing name.
-OPTIONAL = ("read_chunks",)
+OPTIONAL = ("apply_token_bitmask", "read_chunks")
 
 
 def is_available() -> bool:

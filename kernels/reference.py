@@ -159,3 +159,16 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x [..., in_features] @ weight [out_features, in_features]^T (+ bias)."""
     return F.linear(x, weight, bias)
+
+
+def apply_token_bitmask_(logits: torch.Tensor, bitmask: torch.Tensor, rows: list[int]) -> None:
+    """logits[rows[k], t] = -inf where bit t % 32 of bitmask[k, t // 32] (int32) is clear; tokens past
+    the mask's width too. In place, on logits [num_logits_rows, vocab] of any float dtype."""
+    vocab = logits.shape[1]
+    shifts = torch.arange(32, dtype=torch.int32)
+    bits = (bitmask.unsqueeze(-1) >> shifts) & 1  # [rows, words, 32], token order
+    allowed = torch.zeros((bitmask.shape[0], vocab), dtype=torch.bool)
+    width = min(vocab, bitmask.shape[1] * 32)
+    allowed[:, :width] = bits.reshape(bitmask.shape[0], -1)[:, :width].bool()
+    for k, row in enumerate(rows):
+        logits[row].masked_fill_(~allowed[k].to(logits.device), float("-inf"))

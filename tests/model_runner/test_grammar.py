@@ -214,3 +214,22 @@ def test_apply_bitmask_takes_both_paths_alike(dtype) -> None:
     apply_bitmask_(logits, bitmask, [1])
     assert torch.isinf(logits[1, 32:64]).all() and (logits[1, :32] == 0).all() and (logits[1, 64:] == 0).all()
     assert (logits[0] == 0).all()
+
+
+def test_apply_bitmask_without_the_kernel_is_the_same_and_says_so_once(monkeypatch, caplog) -> None:
+    from swiftserve.kernels import cpp_bitmask
+
+    from swiftserve.model_runner.grammar import bitmask as bitmask_module
+
+    generator = torch.Generator().manual_seed(3)
+    mask = torch.randint(-(2**31), 2**31 - 1, (2, 4), generator=generator, dtype=torch.int32)
+    logits = torch.randn(3, 100, generator=generator)
+    native, fallback = logits.clone(), logits.clone()
+    apply_bitmask_(native, mask, [2, 0])
+    monkeypatch.setattr(cpp_bitmask, "is_available", lambda: False)
+    bitmask_module._log_fallback.cache_clear()
+    with caplog.at_level("WARNING", logger="swiftserve.grammar"):
+        apply_bitmask_(fallback, mask, [2, 0])
+        apply_bitmask_(fallback.clone(), mask, [2, 0])
+    assert torch.equal(native, fallback)
+    assert len([r for r in caplog.records if "without the C++ kernel" in r.getMessage()]) == 1

@@ -6,8 +6,15 @@ all see only what the grammar allows.
 
 from __future__ import annotations
 
+import logging
+from functools import cache
+
 import numpy as np
 import torch
+
+from swiftserve.kernels import cpp_bitmask, cpp_native
+
+logger = logging.getLogger("swiftserve.grammar")
 
 _NUMPY_DTYPES = (torch.float32, torch.float64, torch.float16)
 
@@ -37,9 +44,16 @@ def apply_bitmask_(logits: torch.Tensor, bitmask: torch.Tensor, rows: list[int])
     """Mask logits[rows[k]] with bitmask[k], in place; logits [num_rows, vocab] on any device,
     bitmask on the CPU (where the grammar backend fills it).
 
-    On the CPU numpy writes the rows on this thread: torch would run each row's fill as an OpenMP
-    region, and with the cores busy (the model's own threads, other engines) those forks cost
-    milliseconds each; measured 31 ms p99 per step with torch, see benchmarks/structured.py."""
+    On the CPU the C++ kernel reads the bits in place, on this thread (kernels/cpp_bitmask.py);
+    without it numpy unpacks the bits and writes the rows, also on this thread: torch would run
+    each row's fill as an OpenMP region, and with the cores busy (the model's own threads, other
+    engines) those forks cost milliseconds each (31 ms p99 per step, benchmarks/structured.py)."""
+    if logits.device.type == "cpu":
+        why_not = _native_reason(logits)
+        if why_not is None:
+            cpp_bitmask.apply_token_bitmask_(logits=logits, bitmask=bitmask, rows=rows)
+            return
+        _log_fallback(why_not)
     disallowed = disallowed_tokens(bitmask, logits.shape[1])
     if logits.device.type == "cpu" and logits.dtype in _NUMPY_DTYPES and logits.is_contiguous():
         values = logits.numpy()
@@ -49,3 +63,16 @@ def apply_bitmask_(logits: torch.Tensor, bitmask: torch.Tensor, rows: list[int])
     full = torch.zeros(logits.shape, dtype=torch.bool)
     full[rows] = torch.from_numpy(disallowed)
     logits.masked_fill_(full.to(logits.device, non_blocking=True), float("-inf"))
+
+
+def _native_reason(logits: torch.Tensor) -> str | None:
+    if not cpp_bitmask.is_available():
+        return (
+            cpp_native.IMPORT_ERROR or "this build of swiftserve._C has no apply_token_bitmask (rebuild it)"
+        )
+    return cpp_bitmask.supports(logits)
+
+
+@cache
+def _log_fallback(reason: str) -> None:
+    logger.warning("grammar masks applied without the C++ kernel (%s): slower, with numpy", reason)
