@@ -14,7 +14,7 @@ event loop:
    makes a newer request wait before it starts on a model an older load waits for.
 3. A failed load puts the model back to cold with the error kept in its state and logged; the
    next request tries again.
-4. A reaper unloads on-demand models idle past their timeout (scale to zero).
+4. A reaper unloads on-demand models idle past their timeout (scale to zero; router/pool_unloads.py).
    An unload (idle, evicted or admin) parks the weights in host memory when the model's
    `unload_to` and the host tier allow (scheduler/host_tier.py); parking may first drop the least
    recently parked models to disk. A parked model's next load is a reload from host memory.
@@ -28,75 +28,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-from swiftserve.router import errors
+from swiftserve.router import errors, pool_serving
 from swiftserve.router.kv_controller import KvController, ResizableKV
+from swiftserve.router.pool_entry import PoolEntry, Registration, budget_of, is_parked
+from swiftserve.router.pool_unloads import PoolUnloads
 from swiftserve.scheduler import residency_types as rt
 from swiftserve.scheduler.residency import ResidencyManager
-from swiftserve.scheduler.residency_types import LoadDecision, ModelBudget, Policy, State, Tier, UnloadTo
+from swiftserve.scheduler.residency_types import LoadDecision, Policy, State, Tier, UnloadTo
 
 from swiftserve.engine.errors import ModelInUseError, ModelNotLoadedError
-from swiftserve.engine.served_model import ParkableModel, ServedModel
+from swiftserve.engine.served_model import ServedModel
 
 logger = logging.getLogger("swiftserve.router")
 
-# Until a model has loaded once, its reload cost is estimated from its bytes at this rate.
-ASSUMED_LOAD_BYTES_PER_S = 1e9
-# The same for a reload from host memory: a host-to-device copy at PCIe rates on CUDA, less than
-# that on a CPU (nothing is copied); measured reloads replace it.
-ASSUMED_HOST_RELOAD_BYTES_PER_S = 1e10
 DEFAULT_LOAD_TIMEOUT_S = 300.0
 REAP_INTERVAL_S = 0.5
 
-# The request that the current task serves, as (id of its pool, its arrival ticket): set by
-# `ModelPool.serving` around a pipeline's stages, so that the model calls they make through the
-# router's handles keep the pipeline's place in the arrival order without a ticket argument on
-# every layer between. A context variable: each task sees its own value (and the tasks it starts
-# inherit it), so requests never see one another's.
-_SERVING: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
-    "swiftserve_serving", default=None
-)
-
-
-@dataclass(frozen=True)
-class Registration:
-    """One model to serve and how it stays resident (what `add` takes). source: what was loaded
-    (alias, folder, file), shown in /v1/models. priority orders evictions (lower goes first);
-    request_priority and max_queue are the router's, for its requests (router/admission.py):
-    the priority of those that set none (lower runs earlier), and how many may wait."""
-
-    model: ServedModel
-    policy: Policy | str
-    idle_timeout_s: float | None = None
-    priority: int = 0
-    unload_to: UnloadTo | str = UnloadTo.AUTO
-    source: str = ""
-    request_priority: int = 0
-    max_queue: int | None = None
-
-
-@dataclass
-class PoolEntry:
-    model: ServedModel
-    budget: ModelBudget
-    load_task: asyncio.Task | None = None
-    unload_task: asyncio.Task | None = None
-    last_error: str | None = None
-    cold_waits: int = 0
-    load_seconds: list[float] = field(default_factory=list)
-    num_unloads: int = 0
-    num_parks: int = 0  # unloads that kept the weights in host memory
-    num_drops: int = 0  # parked weights dropped to disk (freed)
-    loads_by_tier: dict[str, int] = field(default_factory=lambda: {"disk": 0, "host": 0})
-
 
 class ModelPool:
-    """See the module docstring. `on_load(name, seconds)` / `on_unload(name)` feed metrics."""
+    """See the module docstring."""
 
     def __init__(
         self,
@@ -114,8 +68,7 @@ class ModelPool:
         self._entries: dict[str, PoolEntry] = {}
         self._changed = asyncio.Event()
         self._reaper: asyncio.Task | None = None
-        self.on_load: Callable[[str, float], None] = lambda name, seconds: None
-        self.on_unload: Callable[[str], None] = lambda name: None
+        self.unloads = PoolUnloads(self._entries, self.ledger, self._notify)
 
     # -- configuration ----------------------------------------------------------------------------
     def add(
@@ -132,7 +85,7 @@ class ModelPool:
 
     def add_all(self, registrations: list[Registration]) -> None:
         """Registers several cold models, all or none (BudgetError: none of them)."""
-        budgets = [_budget(r) for r in registrations]
+        budgets = [budget_of(r) for r in registrations]
         self.ledger.add_all(budgets)
         for registration, budget in zip(registrations, budgets, strict=True):
             self._entries[budget.name] = PoolEntry(registration.model, budget)
@@ -143,11 +96,11 @@ class ModelPool:
         self._entry(name)
         await self._settle(name)
         if self.ledger.state(name) is State.PARKED:
-            self._drop(name)
+            self.unloads.drop(name)
         if self.ledger.state(name) is State.RESIDENT:
             if not self.ledger.begin_unload(name, force=True):
                 raise errors.ModelBusyError(name)
-            await self._start_unload(name, may_park=False)
+            await self.unloads.start(name, may_park=False)
         self.ledger.remove(name)
         del self._entries[name]
         self._notify()
@@ -174,7 +127,7 @@ class ModelPool:
             state = self.ledger.state(name)
             if state in (State.LOADING, State.UNLOADING):
                 continue
-            resident, parked = entry.model.is_resident, _is_parked(entry.model)
+            resident, parked = entry.model.is_resident, is_parked(entry.model)
             if (state is State.RESIDENT) != resident or (state is State.PARKED) != parked:
                 found.append(f"{name}: ledger says {state.value}, model resident={resident} parked={parked}")
         return found
@@ -203,12 +156,12 @@ class ModelPool:
         for name in self._entries:
             await self._settle(name)
             if self.ledger.state(name) is State.PARKED:
-                self._drop(name)
+                self.unloads.drop(name)
             if self.ledger.state(name) is not State.RESIDENT:
                 continue
             self.ledger.begin_unload(name, force=True, abort=True)
             try:
-                await self._start_unload(name, may_park=False, force=True)
+                await self.unloads.start(name, may_park=False, force=True)
             except Exception:  # noqa: BLE001 - the next models still unload
                 logger.exception("unloading %s at shutdown failed", name)
 
@@ -217,22 +170,20 @@ class ModelPool:
         """An arrival ticket for a request (scheduler/arrival_queue.py): later than every other."""
         return self.ledger.new_ticket()
 
-    @contextlib.contextmanager
-    def serving(self, ticket: int) -> Iterator[None]:
+    def serving(self, ticket: int) -> contextlib.AbstractContextManager[None]:
         """Model calls made in this context, and in the tasks started from it, are the request
         with `ticket`'s (a pipeline's stages): they wait for memory in its place, not as new."""
-        token = _SERVING.set((id(self), ticket))
-        try:
-            yield
-        finally:
-            _SERVING.reset(token)
+        return pool_serving.serving(self, ticket)
 
     def _ticket(self, ticket: int | None) -> int:
         """`ticket`, else the one of the request being served (`serving`), else a new one."""
-        serving = _SERVING.get()
-        if ticket is None and serving is not None and serving[0] == id(self):
-            return serving[1]
+        if ticket is None:
+            ticket = pool_serving.served_ticket(self)
         return self.new_ticket() if ticket is None else ticket
+
+    async def reap(self) -> list[str]:
+        """Unloads the on-demand models idle past their timeout; the names unloaded."""
+        return await self.unloads.reap()
 
     @contextlib.asynccontextmanager
     async def use(self, name: str, ticket: int | None = None) -> AsyncIterator[tuple[ServedModel, bool]]:
@@ -337,11 +288,11 @@ class ModelPool:
         try:
             for other in decision.shrink:
                 await self._kv_step(other, self.kv.reclaim)
-            evictions = [self._start_unload(v) for v in decision.evict]
+            evictions = [self.unloads.start(v) for v in decision.evict]
             await asyncio.gather(*evictions)
             for other in decision.wait_for:
                 await self._settle(other)
-            tier = Tier.HOST if _is_parked(entry.model) else Tier.DISK
+            tier = Tier.HOST if is_parked(entry.model) else Tier.DISK
             start = time.perf_counter()
             await entry.model.load()
             seconds = time.perf_counter() - start
@@ -359,7 +310,6 @@ class ModelPool:
         logger.info(
             "loaded %s from %s in %.3f s", name, "host memory" if tier is Tier.HOST else "disk", seconds
         )
-        self.on_load(name, seconds)
         await self._kv_step(name, self.kv.on_loaded)
 
     async def _settle(self, name: str) -> None:
@@ -370,70 +320,13 @@ class ModelPool:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(task)
 
-    def _start_unload(self, name: str, may_park: bool = True, force: bool = False) -> asyncio.Task:
-        task = asyncio.create_task(self._unload_now(name, may_park, force), name=f"unload-{name}")
-        self._entries[name].unload_task = task
-        return task
-
-    async def _unload_now(self, name: str, may_park: bool, force: bool = False) -> None:
-        """The ledger has marked `name` UNLOADING: free its memory (all of it, or all but the
-        weights when the host tier takes them), then tell the ledger what really happened."""
-        entry = self._entries[name]
-        # The ledger sends only a model that can park to the host tier (_unload_to).
-        host = _parkable(entry.model) if may_park and self._choose_tier(name) is Tier.HOST else None
-        try:
-            await (host.park() if host is not None else entry.model.unload(force=force))
-        except BaseException:
-            self._unload_did_not_finish(name)
-            raise
-        else:
-            parked = host is not None and host.is_parked
-            self.ledger.unloaded(name, parked=parked)
-        finally:
-            self._notify()
-        entry.num_unloads += 1
-        entry.num_parks += parked
-        logger.info("unloaded %s to %s", name, "host memory" if parked else "disk")
-        self.on_unload(name)
-
-    def _unload_did_not_finish(self, name: str) -> None:
-        """The ledger follows the model: still resident (refused: requests in flight), or gone
-        (its engine was taken before the failure: nothing of it can serve or be freed later)."""
-        model = self._entries[name].model
-        if model.is_resident:
-            self.ledger.unload_failed(name)
-        else:
-            self.ledger.unloaded(name, parked=_is_parked(model))
-
-    def _choose_tier(self, name: str) -> Tier:
-        """Where the ledger sends `name`'s weights; the parked models it drops for them are freed
-        first (no await in between: nothing can start reloading them meanwhile)."""
-        decision = self.ledger.choose_tier(name)
-        for victim in decision.drop:
-            self._free_parked(victim)
-        logger.info("unloading %s to %s: %s", name, decision.tier.value, decision.reason)
-        return decision.tier
-
-    def _drop(self, name: str) -> None:
-        """A parked model's weights go (to disk): the ledger first, then the memory."""
-        self.ledger.drop(name)
-        self._free_parked(name)
-
-    def _free_parked(self, name: str) -> None:
-        entry = self._entries[name]
-        parkable = _parkable(entry.model)
-        if parkable is not None:  # the ledger parks no other model
-            parkable.drop_parked()
-        entry.num_drops += 1
-        logger.info("dropped %s from host memory to disk", name)
-
     async def unload(self, name: str) -> bool:
         """An admin unload: False when already cold; ModelPinnedError, ModelBusyError as they say.
         A resident model goes where its unload_to says (maybe host memory); a parked one is
         dropped to disk, so unloading twice always returns all of its memory."""
         await self._settle(name)
         if self.ledger.state(name) is State.PARKED:
-            self._drop(name)
+            self.unloads.drop(name)
             self._notify()
             return True
         if self.ledger.state(name) is not State.RESIDENT:
@@ -445,24 +338,10 @@ class ModelPool:
         if not started:
             raise errors.ModelBusyError(name)
         try:
-            await asyncio.shield(self._start_unload(name))
+            await asyncio.shield(self.unloads.start(name))
         except ModelInUseError:  # a request the ledger no longer counted (still aborting)
             raise errors.ModelBusyError(name) from None
         return True
-
-    async def reap(self) -> list[str]:
-        """Unloads the on-demand models idle past their timeout; the names unloaded."""
-        done = []
-        for name in self.ledger.expired():
-            if not self.ledger.begin_unload(name):
-                continue
-            try:
-                await self._start_unload(name)
-            except ModelInUseError:  # still resident; the next tick tries again
-                logger.info("%s is idle but still has requests in flight; not unloading it yet", name)
-                continue
-            done.append(name)
-        return done
 
     async def _reap_forever(self) -> None:
         while True:
@@ -497,40 +376,3 @@ class ModelPool:
             pass
         except Exception:  # noqa: BLE001 - the KV size is an optimisation; serving goes on
             logger.exception("resizing the KV cache of %s failed", name)
-
-
-def _budget(registration: Registration) -> ModelBudget:
-    model, fp = registration.model, registration.model.footprint()
-    on_demand = Policy(registration.policy) is Policy.ON_DEMAND
-    return ModelBudget(
-        name=model.name,
-        weight_bytes=fp.weight_bytes,
-        kv_block_bytes=fp.kv_block_bytes,
-        kv_floor_blocks=fp.kv_floor_blocks,
-        policy=Policy(registration.policy),
-        idle_timeout_s=registration.idle_timeout_s if on_demand else None,
-        reload_cost_s=fp.weight_bytes / ASSUMED_LOAD_BYTES_PER_S,
-        priority=registration.priority,
-        unload_to=_unload_to(model, UnloadTo(registration.unload_to)),
-        host_reload_cost_s=fp.weight_bytes / ASSUMED_HOST_RELOAD_BYTES_PER_S,
-    )
-
-
-def _parkable(model: ServedModel) -> ParkableModel | None:
-    """The model as one that can be unloaded to host memory, or None (embedding models, for now)."""
-    return model if isinstance(model, ParkableModel) and model.can_park else None
-
-
-def _is_parked(model: ServedModel) -> bool:
-    return isinstance(model, ParkableModel) and model.is_parked
-
-
-def _unload_to(model: ServedModel, wanted: UnloadTo) -> UnloadTo:
-    """`wanted`, or DISK for a model that cannot be parked (embedding models, for now)."""
-    if wanted is UnloadTo.DISK or _parkable(model) is not None:
-        return wanted
-    if wanted is UnloadTo.HOST:
-        logger.warning(
-            "%s (%s) cannot be parked in host memory: its unloads go to disk", model.name, model.kind
-        )
-    return UnloadTo.DISK

@@ -32,11 +32,12 @@ from swiftserve.router.abortable import until_closed
 from swiftserve.router.admission import Gate, use_bounded
 from swiftserve.router.deadline import Deadline
 from swiftserve.router.handles import ChatHandle, EmbeddingHandle, ModelHandle
-from swiftserve.router.model_pool import ModelPool, Registration
+from swiftserve.router.model_pool import ModelPool
 from swiftserve.router.pipeline_spec import PipelineSpec
 from swiftserve.router.pipeline_stream import PipelineStream
 from swiftserve.router.pipeline_table import PipelineTable
 from swiftserve.router.pipeline_types import PipelineInput, PipelineOutcome, PipelineResult
+from swiftserve.router.pool_entry import Registration
 from swiftserve.router.prompts import DEFAULT_MAX_TOKENS
 from swiftserve.router.request_types import Choice, Generation, GenerationStream
 from swiftserve.scheduler.residency_types import Policy, State
@@ -122,7 +123,7 @@ class Router:
         max_queue: int | None = None,
     ) -> None:
         """Registers a cold model (BudgetError if it could never fit beside the pinned ones).
-        priority orders evictions; request_priority and max_queue: see model_pool.Registration
+        priority orders evictions; request_priority and max_queue: see pool_entry.Registration
         (max_queue bounds the wait for a load here; the engine's own config bounds its queue)."""
         registration = Registration(
             model, policy, idle_timeout_s, priority, unload_to, source, request_priority, max_queue

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from swiftserve.router import errors
 from swiftserve.router.config_file import ConfigError, ModelConfig, load_config_file
 from swiftserve.router.engine_configs import engine_config
-from swiftserve.router.model_pool import ModelPool, Registration
+from swiftserve.router.model_pool import ModelPool
 from swiftserve.router.pipeline_spec import PipelineError, PipelineSpec
+from swiftserve.router.pool_entry import Registration
 from swiftserve.router.router import ColdStartHook, Router
 from swiftserve.router.router_config import RouterConfig
 
