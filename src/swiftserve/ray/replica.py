@@ -18,6 +18,7 @@ A replica's group (and so which models it pins) follows from its rank (groups.py
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -121,8 +122,9 @@ class SwiftServeReplica:
         self.num_stage_calls[call.model] += 1
         self.in_flight += 1
         try:
-            async for part in serve_stage(self.runtime.router, call):
-                yield part
+            async with contextlib.aclosing(serve_stage(self.runtime.router, call)) as parts:
+                async for part in parts:
+                    yield part  # closed early (the stage was cancelled): aborts the request
         finally:
             self.in_flight -= 1
 
