@@ -23,6 +23,10 @@
    are cancelled, which aborts their engine requests.
 The final stage can be opened as a stream (`open`): every other stage runs first, so an error of
 theirs is raised before the caller answers anything.
+Each stage's call goes through a StageCaller (stage_caller.py): this process's router, or, for the
+models that a caller of another process says run elsewhere (a Ray replica's), that caller: those
+models get no lease and no load here; pre-warming asks the caller to start their loads where they
+will run, at arrival, beside this process's own.
 """
 
 from __future__ import annotations
@@ -39,17 +43,17 @@ from swiftserve.router import generation
 from swiftserve.router.admission import Gate
 from swiftserve.router.deadline import Deadline
 from swiftserve.router.errors import (
-    InvalidParameterError,
     PipelineQueueFullError,
     PipelineStageError,
     RequestTimeoutError,
     RouterError,
 )
+from swiftserve.router.pipeline_calls import stage_call
 from swiftserve.router.pipeline_corpus import Corpus
 from swiftserve.router.pipeline_json import stage_output
 from swiftserve.router.pipeline_spec import GENERATING, PipelineSpec, StageSpec
 from swiftserve.router.pipeline_stream import FinalStage, ModelWait, PipelineStream, one_step, timed
-from swiftserve.router.pipeline_templates import PipelineInputError, StageTemplates, Texts
+from swiftserve.router.pipeline_templates import StageTemplates, Texts
 from swiftserve.router.pipeline_types import (
     PipelineInput,
     PipelineOutcome,
@@ -59,6 +63,7 @@ from swiftserve.router.pipeline_types import (
     sum_usage,
 )
 from swiftserve.router.request_types import Generation, GenerationStep, GenerationStream, Usage
+from swiftserve.router.stage_caller import LocalStages, StageCall, StageCaller
 
 logger = logging.getLogger("swiftserve.router")
 
@@ -90,10 +95,15 @@ class CompiledPipeline:
 
 
 async def run(
-    host: PipelineHost, pipeline: CompiledPipeline, request: PipelineInput, deadline: Deadline
+    host: PipelineHost,
+    pipeline: CompiledPipeline,
+    request: PipelineInput,
+    deadline: Deadline,
+    remote: StageCaller | None = None,
 ) -> PipelineResult:
-    """Runs every stage; the result holds each stage's output, usage and timings."""
-    run = _Run(host, _admitted(host, pipeline), request, deadline)
+    """Runs every stage; the result holds each stage's output, usage and timings. remote: the
+    caller of the stages whose models run elsewhere (None: all run here)."""
+    run = _Run(host, _admitted(host, pipeline), request, deadline, remote)
     try:
         async with deadline.bounding():
             with host.pool.serving(run.ticket):
@@ -110,10 +120,14 @@ async def run(
 
 
 async def open_stream(
-    host: PipelineHost, pipeline: CompiledPipeline, request: PipelineInput, deadline: Deadline
+    host: PipelineHost,
+    pipeline: CompiledPipeline,
+    request: PipelineInput,
+    deadline: Deadline,
+    remote: StageCaller | None = None,
 ) -> PipelineStream:
     """Runs every stage but the last, then opens the last as a stream (see the module docstring)."""
-    run = _Run(host, _admitted(host, pipeline), request, deadline)
+    run = _Run(host, _admitted(host, pipeline), request, deadline, remote)
     try:
         async with deadline.bounding():
             with host.pool.serving(run.ticket):
@@ -144,9 +158,17 @@ class _Run:
     (its gate entered): close() leaves the gate."""
 
     def __init__(
-        self, host: PipelineHost, pipeline: CompiledPipeline, request: PipelineInput, deadline: Deadline
+        self,
+        host: PipelineHost,
+        pipeline: CompiledPipeline,
+        request: PipelineInput,
+        deadline: Deadline,
+        remote: StageCaller | None = None,
     ) -> None:
         self.host, self.pipeline, self.spec, self.request = host, pipeline, pipeline.spec, request
+        self.local: StageCaller = LocalStages(host)
+        self.remote = remote or self.local
+        self.elsewhere = self.remote.elsewhere(self.spec.models())  # decided once, at arrival
         self.deadline = deadline
         self.priority = request.priority if request.priority is not None else self.spec.priority
         self.is_closed = False
@@ -157,14 +179,16 @@ class _Run:
         self.final: Generation | None = None  # the final stage's, when it generates
         self.loads_counted: set[str] = set()  # models whose load a stage's timing counts already
         self.ticket = host.pool.new_ticket()  # its place in the arrival order, for every stage
-        self.held = list(self.spec.models())
+        self.held = [m for m in self.spec.models() if m not in self.elsewhere]
         for model in self.held:
             host.pool.hold(model, self.ticket)
-        self.prewarm = asyncio.ensure_future(self._prewarm()) if self.spec.prewarm else None
+        if self.spec.prewarm and self.elsewhere:
+            self.remote.prewarm([m for m in self.spec.models() if m in self.elsewhere])
+        self.prewarm = asyncio.ensure_future(self._prewarm(list(self.held))) if self.spec.prewarm else None
 
     # -- leases and pre-warming -------------------------------------------------------------------
-    async def _prewarm(self) -> None:
-        for model in self.spec.models():
+    async def _prewarm(self, models: list[str]) -> None:
+        for model in models:
             try:
                 _, started = await self.host.pool.start_load(model, self.ticket)
             except RouterError as exc:  # the stage that needs it meets the same error
@@ -221,13 +245,21 @@ class _Run:
         """Runs one stage whose inputs are ready; its output and result are recorded."""
         start = time.perf_counter()
         try:
-            result = await self._call(stage, start, await self._resident(stage.model))
+            result = await self._call(stage, start, await self._ready(stage.model))
         except RouterError as exc:
             raise PipelineStageError(self.spec.name, stage.id, exc) from exc
         self.outputs[stage.id] = result.output
         self.results[stage.id] = result
         self._release(stage)
         return result
+
+    def _caller(self, model: str) -> StageCaller:
+        return self.remote if model in self.elsewhere else self.local
+
+    async def _ready(self, model: str) -> ModelWait:
+        """Waits for a model of this process to be resident; one that runs elsewhere waits there
+        (its cold wait counts in the stage's run_s)."""
+        return ModelWait("", 0.0, 0.0) if model in self.elsewhere else await self._resident(model)
 
     async def _resident(self, model: str) -> ModelWait:
         """Waits for `model` to be resident; who started its load, and what it cost."""
@@ -269,48 +301,19 @@ class _Run:
         return StageResult(stage.id, stage.kind, stage.model, output, usage, timing)
 
     async def _open(self, stage: StageSpec) -> GenerationStream:
-        sampling = dict(stage.sampling)
-        max_tokens = sampling.pop("max_tokens", None)
-        if stage.structured_outputs is not None:
-            sampling["structured_outputs"] = stage.structured_outputs
-        if stage is self.spec.final:
-            sampling.update(self.request.sampling or {})
-            max_tokens = self.request.max_tokens if self.request.max_tokens is not None else max_tokens
-        handle, default = self.host.chat_handle(stage.model), self.host.default_max_tokens
-        if stage.kind == "chat":
-            conversations = [self._messages(stage, i) for i in range(stage.fan_out)]
-            return await generation.open_chats(
-                handle, conversations, max_tokens, sampling, default, self.priority
-            )
-        prompts = [self._render(stage, "prompt", i) for i in range(stage.fan_out)]
-        return await generation.open_completion(handle, prompts, max_tokens, sampling, default, self.priority)
+        return await self._caller(stage.model).open(self._stage_call(stage))
 
     async def _vector_stage(self, stage: StageSpec) -> tuple[Any, Usage]:
-        text = self._render(stage, "input", 0)
-        result = await self.host.embed(stage.model, [text])
+        result = await self._caller(stage.model).embed(self._stage_call(stage))
         usage = Usage(result.num_prompt_tokens, 0)
         if stage.kind == "embed":
             return [float(x) for x in result.embeddings[0]], usage
         passages = self.pipeline.corpora[stage.id].top_k(result.embeddings[0], stage.top_k)
         return Texts(p.text for p in passages), usage
 
-    def _messages(self, stage: StageSpec, i: int) -> list[dict]:
-        return [
-            {"role": m.role, "content": self._render(stage, f"messages[{n}].content", i)}
-            for n, m in enumerate(stage.messages)
-        ]
-
-    def _render(self, stage: StageSpec, where: str, i: int) -> str:
-        context = {
-            "input": self.request.input,
-            "messages": self.request.messages,
-            "stages": self.outputs,
-            "i": i,
-        }
-        try:
-            return self.pipeline.templates[stage.id].render(where, context)
-        except PipelineInputError as exc:
-            raise InvalidParameterError("messages", str(exc)) from None
+    def _stage_call(self, stage: StageSpec) -> StageCall:
+        templates, is_final = self.pipeline.templates[stage.id], stage is self.spec.final
+        return stage_call(stage, templates, self.request, self.outputs, is_final, self.priority)
 
     # -- the final stage as a stream --------------------------------------------------------------
     async def open_final(self) -> PipelineStream:
@@ -323,7 +326,7 @@ class _Run:
             return PipelineStream(steps, 1, upstream, future)
         start = time.perf_counter()
         try:
-            final = FinalStage(stage, start - self.arrival, await self._resident(stage.model))
+            final = FinalStage(stage, start - self.arrival, await self._ready(stage.model))
             opened = await self._open(stage)
         except RouterError as exc:
             raise PipelineStageError(self.spec.name, stage.id, exc) from exc

@@ -40,6 +40,7 @@ from swiftserve.router.pipeline_types import PipelineInput, PipelineOutcome, Pip
 from swiftserve.router.pool_entry import Registration
 from swiftserve.router.prompts import DEFAULT_MAX_TOKENS
 from swiftserve.router.request_types import Choice, Generation, GenerationStream
+from swiftserve.router.stage_caller import StageCaller
 from swiftserve.scheduler.residency_types import Policy, State
 
 from swiftserve.engine.embedding_inputs import EmbeddingResult
@@ -103,6 +104,9 @@ class Router:
         self._num_streams = 0
         self._drained = asyncio.Event()
         self.pipelines = PipelineTable()
+        # Set by a process that is one of several (a Ray replica): where the stages of its pipelines
+        # whose models run elsewhere are called (stage_caller.py). None: every stage runs here.
+        self.remote_stages: StageCaller | None = None
         # on_pipeline(name, outcome): each pipeline request's end (pipeline_types.PipelineOutcome).
         self.on_pipeline: Callable[[str, PipelineOutcome], None] = lambda name, outcome: None
         # on_queue_full(model): a request refused because the model's queue was full (any caller).
@@ -350,7 +354,8 @@ class Router:
         self._check_open()
         pipeline = self.pipelines.get(name)
         request = _pipeline_input(messages, max_tokens, sampling, priority)
-        return await pipeline_run.run(self, pipeline, request, self._deadline(name, timeout, pipeline=True))
+        deadline = self._deadline(name, timeout, pipeline=True)
+        return await pipeline_run.run(self, pipeline, request, deadline, self.remote_stages)
 
     async def open_pipeline(
         self,
@@ -367,7 +372,7 @@ class Router:
         pipeline = self.pipelines.get(name)
         request = _pipeline_input(messages, max_tokens, sampling, priority)
         deadline = self._deadline(name, timeout, pipeline=True)
-        return await pipeline_run.open_stream(self, pipeline, request, deadline)
+        return await pipeline_run.open_stream(self, pipeline, request, deadline, self.remote_stages)
 
     # -- one request on one model -------------------------------------------------------------------
     async def generate(

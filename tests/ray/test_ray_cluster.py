@@ -2,7 +2,9 @@
 default chat and embedding models, the unchanged openai SDK through Ray's HTTP proxy.
 
 The chat model is pinned on replica group "chatters" (rank 0) and on-demand on the other replica,
-so it is resident on one replica only; the embedding model is pinned on both. One Ray for the
+so it is resident on one replica only; the embedding model is pinned on both, and a second copy of
+it (`vec`) on group "vectors" (rank 1) only. Pipeline `ask` embeds with `vec`, then answers with the
+chat model: whichever replica it enters, one of its stages runs on the other one. One Ray for the
 whole module; every test bounds its requests with timeouts, so a routing bug fails, never hangs.
 """
 
@@ -18,6 +20,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'swiftserve[ray]')")
 serve = pytest.importorskip("ray.serve")
 
+from swiftserve.router.pipeline_spec import Message, PipelineSpec, StageSpec  # noqa: E402
 from swiftserve.router.router_config import RouterConfig  # noqa: E402
 
 from swiftserve.ray.application import ClusterOptions, deploy  # noqa: E402
@@ -27,13 +30,27 @@ from swiftserve.ray.spec import ServeSpec  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-CHAT, EMBED = "smollm2-135m-instruct", "all-minilm-l6-v2"
+CHAT, EMBED, VEC = "smollm2-135m-instruct", "all-minilm-l6-v2", "vec"
+ASK = PipelineSpec(
+    "ask",
+    (
+        StageSpec("vec", "embed", VEC),
+        StageSpec(
+            "answer", "chat", CHAT, ("vec",), (Message("user", "{{ input }}"),), sampling={"max_tokens": 2}
+        ),
+    ),
+)
 REPLICA_PREFIX = "SERVE_REPLICA::swiftserve#SwiftServeReplica#"
 
 
-def _router(*models: str) -> RouterConfig:
+def _router(*models: str, pipelines: tuple[PipelineSpec, ...] = ()) -> RouterConfig:
     return RouterConfig.from_flags(
-        models, memory_budget=2 << 30, max_model_len=512, kv_cache_memory=32 << 20, idle_timeout_s=300
+        models,
+        memory_budget=2 << 30,
+        max_model_len=512,
+        kv_cache_memory=32 << 20,
+        idle_timeout_s=300,
+        pipelines=pipelines,
     )
 
 
@@ -70,9 +87,10 @@ def replica_stats() -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def cluster():
     port = _free_port()
+    groups = (ReplicaGroup("chatters", 1, (CHAT,)), ReplicaGroup("vectors", 1, (VEC,)))
     spec = ServeSpec(
-        _router(CHAT, EMBED),
-        ReplicaSetConfig(num_replicas=2, num_cpus=1, groups=(ReplicaGroup("chatters", 1, (CHAT,)),)),
+        _router(CHAT, EMBED, f"{VEC}={EMBED}", pipelines=(ASK,)),
+        ReplicaSetConfig(num_replicas=2, num_cpus=1, groups=groups),
     )
     options = ClusterOptions(num_cpus=2, object_store_bytes=200 << 20, port=port)
     try:
@@ -128,6 +146,34 @@ def test_a_model_resident_on_one_replica_gets_its_requests_there(cluster):
     sent = {n: after[n]["num_requests"].get(CHAT, 0) - before[n]["num_requests"].get(CHAT, 0) for n in after}
     assert sent == {n: (4 if n == resident[0] else 0) for n in after}
     assert [s["models"][CHAT] for n, s in after.items() if n != resident[0]] == ["cold"]
+
+
+def test_a_pipeline_runs_each_stage_on_the_replica_holding_its_model(cluster):
+    before = replica_stats()
+    (chat_at,) = [n for n, s in before.items() if s["models"][CHAT] == "resident"]
+    (vec_at,) = [n for n, s in before.items() if s["models"][VEC] == "resident"]
+    assert chat_at != vec_at, before
+    reply = _client(cluster).chat.completions.create(
+        model="ask", messages=[{"role": "user", "content": "Say hi"}], max_tokens=2
+    )
+    assert reply.model == "ask" and reply.choices[0].message.content is not None
+    after = replica_stats()
+
+    def sent(key: str) -> dict[str, dict[str, int]]:
+        models = ("ask", CHAT, VEC)
+        return {n: {m: after[n][key].get(m, 0) - before[n][key].get(m, 0) for m in models} for n in after}
+
+    (entry,) = [n for n, counts in sent("num_requests").items() if counts["ask"] == 1]
+    other, held_there = (chat_at, CHAT) if entry == vec_at else (vec_at, VEC)
+    # The stage whose model the entry replica lacks was pre-warmed and ran on the other replica;
+    # the other stage ran on the entry replica, which holds its model.
+    expected = {n: {"ask": 0, CHAT: 0, VEC: 0} for n in after}
+    expected[other][held_there] = 1
+    assert sent("num_stage_calls") == expected
+    assert sent("num_prewarms") == expected
+    for name in after:  # no replica loaded a model it does not hold
+        assert after[name]["models"] == before[name]["models"]
+        assert after[name]["num_loads"] == before[name]["num_loads"]
 
 
 def test_a_session_sticks_to_one_replica(cluster):

@@ -14,6 +14,7 @@ from swiftserve.ray.ingress_app import IngressApp
 from swiftserve.ray.replica import SwiftServeReplica
 from swiftserve.ray.replica_config import ReplicaGroup, ReplicaSetConfig
 from swiftserve.ray.spec import ServeSpec
+from swiftserve.ray.stage_wire import PrewarmCall
 
 # Ray awaits the async __del__; the garbage collector's later call makes an unawaited coroutine.
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:coroutine .*__del__:RuntimeWarning")]
@@ -64,7 +65,7 @@ async def _scenario() -> None:
         after = replica.record_routing_stats()
         assert after["models"][CHAT] == "resident" and after["seq"] == 2
         assert after["num_requests"] == {CHAT: 3, EMBED: 1}
-        assert await replica.prewarm([CHAT, "unknown"]) == []  # resident already
+        assert await replica.prewarm(PrewarmCall((CHAT, "unknown"))) == []  # resident already
         scaling = await replica.record_autoscaling_stats()
         assert scaling["queue_depth"] == 0.0 and scaling["ttft_s"] > 0
         assert (await replica.record_autoscaling_stats())["ttft_s"] == 0.0  # nothing new since

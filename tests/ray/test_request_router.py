@@ -76,3 +76,21 @@ def test_in_flight_counts_rise_and_fall():
 def test_report_of_a_replica_that_has_not_reported():
     report = report_of("x", {})
     assert (report.models, report.queue_depth, report.free_budget_bytes, report.seq) == ({}, 0, 0, 0)
+
+
+def test_stage_calls_follow_their_prewarm_and_a_pipeline_records_no_guess():
+    from swiftserve.router.stage_caller import StageCall
+
+    from swiftserve.ray.stage_wire import PrewarmCall
+
+    a = _replica("a", models={"embed": "resident"}, seq=1, free_budget_bytes=10)
+    b = _replica("b", models={}, seq=1, free_budget_bytes=20)
+    router = _router(a, b)
+    router.on_request_routed(_request("rag"), a.replica_id, None)  # its entry replica decides
+    assert asyncio.run(_ids(router, [a, b], _request("chat"))) == ["b", "a"]  # no guess on a
+    prewarm = SimpleNamespace(args=[PrewarmCall(("chat",))])
+    assert asyncio.run(_ids(router, [a, b], prewarm)) == ["b", "a"]
+    router.on_request_routed(prewarm, b.replica_id, None)
+    a.routing_stats["free_budget_bytes"] = 50  # a has more room now; b is loading chat already
+    stage = SimpleNamespace(args=[StageCall("chat", "chat", ())])
+    assert asyncio.run(_ids(router, [a, b], stage)) == ["b", "a"]

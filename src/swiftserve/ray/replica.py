@@ -8,31 +8,47 @@ serve, and `get_deployment_options` gives Ray its options (deployment_options.py
   Ray calls it every ROUTING_STATS_PERIOD_S and hands the result to every router.
 - `record_autoscaling_stats`: requests in flight and recent mean time to first token
   (autoscaling_policy.py).
-- `prewarm(models)`: starts loading models now (a pipeline elsewhere will need them here).
+- `prewarm(call)`, `stage(call)`, `stage_embed(call)`: what another replica's pipeline asks of
+  this one (stage_wire.py): start loading its models now, run one of its stages here. On Ray, this
+  replica's own pipelines send their stages whose models are not resident here to the replicas
+  where they are (stage_caller.RayStages).
 A replica's group (and so which models it pins) follows from its rank (groups.py).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 from collections.abc import AsyncGenerator
 from typing import Any
 
+from swiftserve.engine.embedding_inputs import EmbeddingResult
 from swiftserve.ray.autoscale import window_mean
 from swiftserve.ray.autoscaling_policy import QUEUE_DEPTH, TTFT
 from swiftserve.ray.deployment_options import deployment_options
 from swiftserve.ray.groups import group_of_rank
 from swiftserve.ray.relay import Part, RelayedRequest, run_in_app
 from swiftserve.ray.spec import MULTIPLEX_MODELS_PER_REPLICA, POW2_MULTIPLEX, ServeSpec
+from swiftserve.ray.stage_caller import RayStages
+from swiftserve.ray.stage_wire import (
+    PrewarmCall,
+    StageFailure,
+    StagePart,
+    prewarm_models,
+    serve_embed,
+    serve_stage,
+)
 from swiftserve.router.runtime import RouterRuntime
+from swiftserve.router.stage_caller import StageCall
 from swiftserve.server.app import App
 
 logger = logging.getLogger("swiftserve.ray")
 
 
 class SwiftServeReplica:
-    """See the module docstring. rank: given by tier-1 tests; on Ray, the replica's own."""
+    """See the module docstring. rank: given by tier-1 tests; on Ray, the replica's own (and
+    its pipelines' stages may run on the other replicas)."""
 
     # Ray Serve awaits an async constructor (models load before the replica counts as running).
     async def __init__(self, spec: ServeSpec, rank: int | None = None) -> None:  # type: ignore[misc]
@@ -47,6 +63,10 @@ class SwiftServeReplica:
         )
         self.in_flight = 0
         self.num_requests: collections.Counter[str] = collections.Counter()
+        self.num_stage_calls: collections.Counter[str] = collections.Counter()  # other replicas' stages
+        self.num_prewarms: collections.Counter[str] = collections.Counter()  # models others pre-warmed
+        if rank is None and spec.router.pipelines:
+            self.runtime.router.remote_stages = _ray_stages(self, spec.app_name)
         self._seq = 0
         self._ttft_seen = (0.0, 0)
         self._multiplex = _multiplexer() if spec.request_router == POW2_MULTIPLEX else None
@@ -90,33 +110,55 @@ class SwiftServeReplica:
         finally:
             self.in_flight -= 1
 
-    async def prewarm(self, models: list[str]) -> list[str]:
-        """Starts loading those of `models` that are not resident (as a pipeline's pre-warm does
+    # -- what another replica's pipeline asks of this one (stage_wire.py) ---------------------------
+    async def prewarm(self, call: PrewarmCall) -> list[str]:
+        """Starts loading those of the models that are not resident (as a pipeline's pre-warm does
         in one process); returns the ones whose load this started."""
-        started = []
-        for name in models:
-            if name in self.runtime.router.names():
-                _, did_start = await self.runtime.router.pool.start_load(name)
-                if did_start:
-                    started.append(name)
-        return started
+        self.num_prewarms.update(call.models)
+        return await prewarm_models(self.runtime.router, call.models)
+
+    async def stage(self, call: StageCall) -> AsyncGenerator[StagePart, None]:
+        """A chat or completion stage of a pipeline that runs on another replica."""
+        self.num_stage_calls[call.model] += 1
+        self.in_flight += 1
+        try:
+            async with contextlib.aclosing(serve_stage(self.runtime.router, call)) as parts:
+                async for part in parts:
+                    yield part  # closed early (the stage was cancelled): aborts the request
+        finally:
+            self.in_flight -= 1
+
+    async def stage_embed(self, call: StageCall) -> EmbeddingResult | StageFailure:
+        """An embed or retrieve stage of a pipeline that runs on another replica."""
+        self.num_stage_calls[call.model] += 1
+        self.in_flight += 1
+        try:
+            return await serve_embed(self.runtime.router, call)
+        finally:
+            self.in_flight -= 1
 
     # -- what Ray asks of a replica -----------------------------------------------------------------
     async def check_health(self) -> None:
         if not self.runtime.executor.is_running:
             raise RuntimeError("the device executor stopped: this replica cannot step its models")
 
+    def model_states(self) -> dict[str, str]:
+        router = self.runtime.router
+        return {name: router.pool.state(name).value for name in router.names()}
+
     def record_routing_stats(self) -> dict[str, Any]:
         self._seq += 1
         router = self.runtime.router
         return {
-            "models": {name: router.pool.state(name).value for name in router.names()},
+            "models": self.model_states(),
             "queue_depth": self.in_flight,
             "free_budget_bytes": router.pool.ledger.free_bytes(),
             "group": self.group,
             "seq": self._seq,
             "num_requests": dict(self.num_requests),
             "num_loads": {info.name: info.num_loads for info in router.models()},
+            "num_stage_calls": dict(self.num_stage_calls),
+            "num_prewarms": dict(self.num_prewarms),
         }
 
     async def record_autoscaling_stats(self) -> dict[str, float]:
@@ -130,6 +172,14 @@ class SwiftServeReplica:
         # destructor): streams end with an error event, models unload. The garbage collector's
         # later call only makes a coroutine that is never awaited.
         await self.app.begin_shutdown()
+
+
+def _ray_stages(replica: SwiftServeReplica, app_name: str) -> RayStages:
+    """The stage caller of a replica on Ray: its stages go to the replicas holding their models."""
+    from swiftserve.ray.ingress import is_replica_failure
+    from swiftserve.ray.stage_handle import HandleSender
+
+    return RayStages(replica.model_states, HandleSender(app_name), is_replica_failure)
 
 
 def _replica_rank() -> int:

@@ -8,7 +8,11 @@ Ray tries them in turn, skipping a replica whose queue is full (max_ongoing_requ
 rule decides and Ray keeps its back-pressure.
 Between two reports this router counts what it has in flight on each replica and records where
 it sent a model that was not resident there (routing.expect_loading): a report with a newer
-sequence number replaces that guess.
+sequence number replaces that guess. A pipeline request records nothing: its entry replica sends
+the stages of the models it does not hold to the replicas that do (stage_plan.py), through a
+handle of its own whose router records where those went.
+Requests are ranked by what stage_plan.route_of reads of them: a relayed request, a stage's call
+or a pre-warm from another replica's pipeline.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, R
 
 from swiftserve.ray import routing
 from swiftserve.ray.relay import RelayedRequest
+from swiftserve.ray.stage_plan import route_of
 
 
 class ResidencyRouter(RequestRouter):
@@ -43,6 +48,8 @@ class ResidencyRouter(RequestRouter):
         replica = self._replicas.get(replica_id)
         if replica is None:
             return
+        if self._is_pipeline(pending_request):
+            return
         seq = replica.routing_stats.get("seq", 0)
         _, models = self._expected.get(rid, (seq, set()))
         models.update(self._route_request(pending_request).models)
@@ -59,11 +66,11 @@ class ResidencyRouter(RequestRouter):
         self._expected.pop(replica_id.unique_id, None)
 
     def _route_request(self, pending_request: PendingRequest | None) -> routing.RouteRequest:
-        relayed = _relayed_of(pending_request)
-        if relayed is None or relayed.model is None:
-            return routing.RouteRequest(())
-        models = self._pipelines.get(relayed.model, (relayed.model,))
-        return routing.RouteRequest(models, relayed.session_id)
+        return route_of(_first_arg(pending_request), self._pipelines)
+
+    def _is_pipeline(self, pending_request: PendingRequest) -> bool:
+        arg = _first_arg(pending_request)
+        return isinstance(arg, RelayedRequest) and arg.model in self._pipelines
 
     def _report(self, replica: RunningReplica) -> routing.ReplicaReport:
         rid = replica.replica_id.unique_id
@@ -90,8 +97,7 @@ def report_of(replica_id: str, stats: dict[str, Any]) -> routing.ReplicaReport:
     )
 
 
-def _relayed_of(pending_request: PendingRequest | None) -> RelayedRequest | None:
+def _first_arg(pending_request: PendingRequest | None) -> Any:
     if pending_request is None or not pending_request.args:
         return None
-    first = pending_request.args[0]
-    return first if isinstance(first, RelayedRequest) else None
+    return pending_request.args[0]
