@@ -62,7 +62,7 @@ import yaml
 # Appended, not prepended: the root's kernels/ must not shadow the installed `kernels`.
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 from benchmarks.cold_start import BIG, BIG_CONFIG, prepare_big  # noqa: E402
-from benchmarks.common import print_table, write_json  # noqa: E402
+from benchmarks.common import print_table, wait_ready, write_json  # noqa: E402
 from benchmarks.multi_model import free_port, git_commit  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -218,18 +218,7 @@ class Proc:
         )
 
     def wait_ready(self, timeout: float = 300.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                log = (self.logdir / f"{self.name}.log").read_text()
-                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{log[-3000:]}")
-            try:
-                if httpx.get(self.base + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s")
+        wait_ready(self.name, self.proc, self.base + "/health", self.logdir / f"{self.name}.log", timeout)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
