@@ -66,6 +66,11 @@ from benchmarks.common import print_table, wait_ready, write_json  # noqa: E402
 from benchmarks.multi_model import free_port, git_commit  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+# benchmarks/compound/ holds this benchmark's parts (the corpus, the llama.cpp peer): this module is
+# their package, also when it runs as a script (then registered under its package name, so that
+# the parts it imports find this run's module instead of executing it a second time).
+__path__ = [str(HERE / "compound")]
+sys.modules.setdefault("benchmarks.compound", sys.modules[__name__])
 CORPUS = HERE / "compound" / "corpus.jsonl"
 SMALL, SECOND, EMBEDDER = "smollm2-135m-instruct", "gemma-3-270m", "all-minilm-l6-v2"
 CLASSES = ("pipeline", "smol", "gemma", "embed")
