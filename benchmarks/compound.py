@@ -50,8 +50,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import jinja2
@@ -76,7 +78,9 @@ SMALL, SECOND, EMBEDDER = "smollm2-135m-instruct", "gemma-3-270m", "all-minilm-l
 CLASSES = ("pipeline", "smol", "gemma", "embed")
 DIRECT = ("smol", "gemma", "embed")
 FAN_OUTS = (3, 4, 5)
-SYSTEMS = ("static", "swiftserve", "swiftserve-noprewarm", "swiftserve-pinned")
+SYSTEMS = ("static", "llamacpp", "swiftserve", "swiftserve-noprewarm", "swiftserve-pinned")
+# no scale to zero: every model loaded from the start, nothing to wait for before the trace
+ALWAYS_LOADED = ("static", "llamacpp", "swiftserve-pinned")
 
 # Outputs are short and fixed (ignore_eos) so that a request's work does not depend on the model's
 # random weights: the trace is the same work for every system.
@@ -199,6 +203,8 @@ def make_trace(patterns: dict[str, Pattern], shape: Shape, seed: int) -> list[Re
 class Proc:
     """One `swiftserve launch` subprocess on `cpus` with `threads` OpenMP threads."""
 
+    health: ClassVar[str] = "/health"  # answers 200 once the server serves
+
     name: str
     args: list[str]
     cpus: list[int]
@@ -210,11 +216,15 @@ class Proc:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def command(self) -> list[str]:
+        """The server's command line (without the taskset prefix)."""
+        launch = ["launch", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
+        return [sys.executable, "-m", "swiftserve.cli", "-v", *launch]
+
     def start(self) -> None:
         threads = str(len(self.cpus))
         env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-        cmd = ["taskset", "-c", ",".join(map(str, self.cpus)), sys.executable, "-m", "swiftserve.cli", "-v"]
-        cmd += ["launch", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
+        cmd = ["taskset", "-c", ",".join(map(str, self.cpus)), *self.command()]
         self.cmd = cmd
         self.log = (self.logdir / f"{self.name}.log").open("w")
         # stdin from /dev/null: a server under a job-controlled shell must never stop on reading a tty
@@ -223,7 +233,7 @@ class Proc:
         )
 
     def wait_ready(self, timeout: float = 300.0) -> None:
-        wait_ready(self.name, self.proc, self.base + "/health", self.logdir / f"{self.name}.log", timeout)
+        wait_ready(self.name, self.proc, self.base + self.health, self.logdir / f"{self.name}.log", timeout)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -237,6 +247,11 @@ class Proc:
             self.log.close()
 
 
+def ignore_eos(model: str, max_tokens: int) -> dict:
+    """swiftserve's request fields for a greedy call of exactly max_tokens tokens."""
+    return {"max_tokens": max_tokens, **GREEDY}
+
+
 @dataclass
 class System:
     """A deployment: its processes, where each model is served, and how pipelines run."""
@@ -246,6 +261,8 @@ class System:
     routes: dict[str, str]  # served model -> base URL
     orchestrated: bool  # True: pipelines run by the client (static); False: by the server
     config_text: str = ""
+    # (model, max_tokens) -> the request fields of a greedy call of exactly max_tokens tokens
+    fixed_length: Callable[[str, int], dict] = ignore_eos
 
     def describe(self) -> dict:
         return {
@@ -275,14 +292,18 @@ def engine_flags(setup: Setup) -> list[str]:
     return ["--max-model-len", str(setup.max_model_len), "--kv-cache-memory", setup.kv_cache_memory]
 
 
+def static_cpus(cpus: list[int], name: str) -> list[int]:
+    """A static deployment's cores for one model: big alone on the upper half, the three small
+    models sharing the lower half (one machine of a single core: that core for all)."""
+    half = max(1, len(cpus) // 2)
+    return (cpus[half:] or cpus[:half]) if name == "big" else cpus[:half]
+
+
 def static_system(setup: Setup) -> System:
-    """One process per model: big alone on the upper half of the cores, the three small models
-    sharing the lower half (one thread each), each with a fixed memory budget."""
-    half = max(1, len(setup.cpus) // 2)
-    low, high = setup.cpus[:half], setup.cpus[half:] or setup.cpus[:half]
+    """One process per model, on its static_cpus, each with a fixed memory budget."""
     procs = []
     for name, source in setup.sources.items():
-        cpus = high if name == "big" else low[:1] if len(low) == 1 else low
+        cpus = static_cpus(setup.cpus, name)
         args = ["--models", f"{name}={source}", "--memory-budget", setup.static_budgets[name]]
         if name == "big":  # the same step budget as in swiftserve
             args += ["--max-num-batched-tokens", str(setup.big_step_tokens)]
@@ -343,6 +364,10 @@ def swiftserve_system(setup: Setup, name: str) -> System:
 
 
 def build_system(setup: Setup, name: str) -> System:
+    if name == "llamacpp":
+        from benchmarks.compound.llamacpp import llamacpp_system
+
+        return llamacpp_system(setup)
     return static_system(setup) if name == "static" else swiftserve_system(setup, name)
 
 
@@ -361,17 +386,14 @@ def _check(r: httpx.Response) -> dict:
     return r.json()
 
 
-async def chat(
-    client: httpx.AsyncClient, base: str, model: str, content: str, max_tokens: int | None
-) -> dict:
-    body: dict = {"model": model, "messages": [{"role": "user", "content": content}]}
-    if max_tokens is not None:  # a pipeline's stages carry their own
-        body.update(max_tokens=max_tokens, **GREEDY)
+async def chat(client: httpx.AsyncClient, base: str, model: str, content: str, fields: dict) -> dict:
+    """fields: the system's fixed_length ones ({} for a swiftserve pipeline: its stages carry theirs)."""
+    body: dict = {"model": model, "messages": [{"role": "user", "content": content}], **fields}
     return _check(await client.post(base + "/v1/chat/completions", json=body))
 
 
-async def complete(client: httpx.AsyncClient, base: str, model: str, prompt: str, max_tokens: int) -> dict:
-    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, **GREEDY}
+async def complete(client: httpx.AsyncClient, base: str, model: str, prompt: str, fields: dict) -> dict:
+    body = {"model": model, "prompt": prompt, **fields}
     return _check(await client.post(base + "/v1/completions", json=body))
 
 
@@ -385,8 +407,8 @@ class Orchestrator:
     application calling separate model services does; prompts rendered from the same templates as
     swiftserve's stages, so both systems run the same model calls."""
 
-    def __init__(self, routes: dict[str, str]) -> None:
-        self.routes = routes
+    def __init__(self, routes: dict[str, str], fixed_length: Callable[[str, int], dict]) -> None:
+        self.routes, self.fixed_length = routes, fixed_length
         env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
         self.draft, self.merge = env.from_string(DRAFT), env.from_string(MERGE)
         self.passages = [json.loads(line)["text"] for line in CORPUS.read_text().splitlines() if line.strip()]
@@ -403,13 +425,16 @@ class Orchestrator:
         retrieved = time.perf_counter()
         drafts = await asyncio.gather(*(
             chat(client, self.routes["smol"], "smol",
-                 self.draft.render(input=question, i=i, stages={"context": context}), DRAFT_TOKENS)
+                 self.draft.render(input=question, i=i, stages={"context": context}),
+                 self.fixed_length("smol", DRAFT_TOKENS))
             for i in range(fan_out)
         ))  # fmt: skip
         drafted = time.perf_counter()
         texts = "\n\n".join(d["choices"][0]["message"]["content"] for d in drafts)
         merge = self.merge.render(input=question, stages={"drafts": texts})
-        final = await complete(client, self.routes["big"], "big", merge, MERGE_TOKENS)
+        final = await complete(
+            client, self.routes["big"], "big", merge, self.fixed_length("big", MERGE_TOKENS)
+        )
         end = time.perf_counter()
         stages = {"context": retrieved - start, "drafts": drafted - retrieved, "final": end - drafted}
         return {"final": final, "stages_s": stages}
@@ -427,14 +452,16 @@ async def send(client: httpx.AsyncClient, system: System, orch: Orchestrator | N
         if req.cls == "embed":
             await embed(client, system.routes["embed"], [req.text])
         elif req.cls in ("smol", "gemma"):
-            await chat(client, system.routes[req.cls], req.cls, req.text, CHAT_TOKENS)
+            await chat(
+                client, system.routes[req.cls], req.cls, req.text, system.fixed_length(req.cls, CHAT_TOKENS)
+            )
         elif orch is not None:
             out = await orch.run(client, req.text, req.fan_out)
             record["stages_s"] = {k: round(v, 4) for k, v in out["stages_s"].items()}
             record["cold_wait_s"] = 0.0
         else:
             name = f"rag{req.fan_out}"
-            out = await chat(client, system.routes[name], name, req.text, None)
+            out = await chat(client, system.routes[name], name, req.text, {})
             stages = out.get("swiftserve", {}).get("stages", [])
             record["stages_s"] = {s["id"]: round(s["end_s"] - s["start_s"], 4) for s in stages}
             record["cold_wait_s"] = round(sum(s["cold_wait_s"] for s in stages), 4)
@@ -500,7 +527,7 @@ async def drive(
     # the connection under the new request (a ReadError that no server fault caused).
     limits = httpx.Limits(max_connections=512, max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=httpx.Timeout(None), limits=limits) as client:
-        orch = Orchestrator(system.routes) if system.orchestrated else None
+        orch = Orchestrator(system.routes, system.fixed_length) if system.orchestrated else None
         if orch is not None:
             await orch.index(client)
         await warm_up(client, system, orch)
@@ -541,7 +568,7 @@ def run_system(setup: Setup, name: str, trace: list[Request], shape: Shape, drai
         for p in system.procs:
             p.wait_ready()
         ready_s = time.perf_counter() - began
-        idle_wait = 0.0 if name in ("static", "swiftserve-pinned") else idle_seconds(setup) + 2.0
+        idle_wait = 0.0 if name in ALWAYS_LOADED else idle_seconds(setup) + 2.0
         run = asyncio.run(drive(system, trace, shape, drain_s, idle_wait))
     finally:
         for p in system.procs:
@@ -729,11 +756,11 @@ def _at_least(ratio: float | None, target: float, ours: float) -> bool:
     return ours > 0 if ratio is None else ratio >= target
 
 
-def targets(summary: dict, ours: str = "swiftserve") -> dict:
-    """The issue's targets for `ours` against static, same run."""
-    if "static" not in summary or ours not in summary:
+def targets(summary: dict, ours: str = "swiftserve", base: str = "static") -> dict:
+    """The issue's targets for `ours` against `base`, same run."""
+    if base not in summary or ours not in summary:
         return {}
-    s, b = summary[ours], summary["static"]
+    s, b = summary[ours], summary[base]
     p95, p95_base = s["pipeline"]["p95_with_failures_s"], b["pipeline"]["p95_with_failures_s"]
     reduction = 1 - p95 / p95_base if p95 and p95_base else None
     # None: static had nothing within the SLO, a ratio without a denominator (JSON has no inf)
@@ -746,6 +773,7 @@ def targets(summary: dict, ours: str = "swiftserve") -> dict:
     failed = sum(spike[g]["spike_failed"] for g in ("pipeline", "direct"))
     return {
         "system": ours,
+        "base": base,
         "pipeline_p95_reduction": reduction,
         "pipeline_p95_met": reduction is not None and reduction >= 0.5,
         "goodput_ratio": goodput,
@@ -802,7 +830,7 @@ def _ratio(spike: dict) -> str:
 def print_targets(t: dict) -> None:
     if not t:
         return
-    print(f"\ntargets, {t['system']} against static (same run):")
+    print(f"\ntargets, {t['system']} against {t['base']} (same run):")
     print(f"  pipeline P95 (failed requests at their latency) {100 * t['pipeline_p95_reduction']:.0f}% lower "
           f"(target >= 50%): "
           f"{'met' if t['pipeline_p95_met'] else 'missed'}")  # fmt: skip
@@ -819,7 +847,7 @@ def print_targets(t: dict) -> None:
 
 
 def _x(ratio: float | None) -> str:
-    return "n/a (static: none within the SLO)" if ratio is None else f"{ratio:.2f}x"
+    return "n/a (the base: none within the SLO)" if ratio is None else f"{ratio:.2f}x"
 
 
 def figures(result: dict, shape: Shape, out_dir: Path) -> list[str]:
@@ -928,6 +956,16 @@ def prepare_models(args, workdir: Path) -> dict[str, str]:
     return {"embed": EMBEDDER, "smol": SMALL, "gemma": SECOND, "big": str(snapshot)}
 
 
+def llamacpp_ready(sources: dict[str, str]) -> bool:
+    """Whether the llama.cpp peer can run here; if not, says why (it is then skipped)."""
+    from benchmarks.compound.llamacpp import missing
+
+    reason = missing(sources)
+    if reason:
+        print(f"llamacpp skipped: {reason}")
+    return not reason
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -974,6 +1012,7 @@ def main(argv: list[str] | None = None) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     sources = prepare_models(args, workdir)
+    names = [n for n in names if n != "llamacpp" or llamacpp_ready(sources)]
     logdir = Path(tempfile.mkdtemp(prefix="compound_"))
     cpus = sorted(os.sched_getaffinity(0))
     big_budget = "256MiB" if args.ci else "3GiB"
@@ -1020,6 +1059,7 @@ def main(argv: list[str] | None = None) -> dict:
         },  # fmt: skip
         "systems": summary,
         "targets": {n: targets(summary, n) for n in names if n != "static"},
+        "targets_against_llamacpp": {n: targets(summary, n, "llamacpp") for n in names if n != "llamacpp"},
         "deployments": {name: run["system"] for name, run in runs.items()},
         "records": {name: run["records"] for name, run in runs.items()},
         "memory_samples": {name: run["samples"] for name, run in runs.items()},
@@ -1027,6 +1067,7 @@ def main(argv: list[str] | None = None) -> dict:
     print()
     table(summary)
     print_targets(result["targets"].get("swiftserve", {}))
+    print_targets(result["targets_against_llamacpp"].get("swiftserve", {}))
     result["figures"] = figures(result, shape, Path(args.figures)) if args.figures else []
     write_json(args.out, result)
     return result
