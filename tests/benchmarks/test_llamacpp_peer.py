@@ -1,6 +1,7 @@
-"""benchmarks/compound.py's llama.cpp peer, its pure parts: the cores each model's server gets
-(the static deployment's split), the server's command line, the fields that make a call greedy
-and exactly max_tokens long, and where each model's GGUF is looked for."""
+"""The llama.cpp peer of benchmarks/compound.py and benchmarks/structured.py, its pure parts: the
+cores each model's server gets (the static deployment's split), the server's command line, the
+fields that make a call greedy and exactly max_tokens long, where each model's GGUF is looked
+for, and the constrained requests' body."""
 
 from __future__ import annotations
 
@@ -61,3 +62,15 @@ def test_gguf_names_say_the_model_and_its_dtype(tmp_path):
     assert gguf_path("embed", "all-minilm-l6-v2", tmp_path) == tmp_path / "all-minilm-l6-v2-f32.gguf"
     snapshot = "/w/llama-3.2-1b-dummy.swsnap"
     assert gguf_path("big", snapshot, tmp_path) == tmp_path / "llama-3.2-1b-dummy-bf16.gguf"
+
+
+def test_structured_peer_requests_say_the_schema_in_llama_cpp_python_s_dialect():
+    from benchmarks.structured_llamacpp import request_body
+
+    schema = {"type": "array", "items": {"type": "integer"}, "minItems": 1000}
+    body = request_body("List numbers.", 64, schema, [2])
+    assert body == {
+        "messages": [{"role": "user", "content": "List numbers."}], "max_tokens": 64, "temperature": 0.0,
+        "logit_bias": {"2": -1e9}, "response_format": {"type": "json_object", "schema": schema},
+    }  # fmt: skip
+    assert "response_format" not in request_body("List numbers.", 64, None, [2])
