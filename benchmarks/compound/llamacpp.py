@@ -42,7 +42,7 @@ def server_args(gguf: Path, alias: str, threads: int, n_ctx: int, embedding: boo
     """llama-cpp-python's server flags for one model (the host and port come from LlamaProc)."""
     flags = ["--model", str(gguf), "--model_alias", alias, "--n_ctx", str(n_ctx)]
     flags += ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
-    # queued requests wait for the running one instead of cancelling it (the server's default)
+    # a new request waits for the running one (the default, True, cancels the running one for it)
     return flags + ["--embedding", str(embedding), "--interrupt_requests", "False"]
 
 
@@ -53,16 +53,8 @@ class LlamaProc(Proc):
     health: ClassVar[str] = "/v1/models"  # it has no /health
 
     def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            *self.args,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-        ]
+        serve = ["--host", "127.0.0.1", "--port", str(self.port)]
+        return [sys.executable, "-m", "llama_cpp.server", *self.args, *serve]
 
 
 def eog_tokens(gguf: Path) -> list[int]:
