@@ -1,13 +1,15 @@
-"""Shared helpers for the benchmarks: peak rates measured in the same run, tables, JSON."""
+"""Shared helpers for the benchmarks: peak rates measured in the same run, tables, JSON, readiness."""
 
 from __future__ import annotations
 
 import json
 import platform
+import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import torch
 
 
@@ -50,3 +52,29 @@ def write_json(path: str | Path, payload: dict) -> None:
     }
     path.write_text(json.dumps({"meta": meta, **payload}, indent=2))
     print(f"wrote {path}")
+
+
+def wait_ready(
+    name: str, proc: subprocess.Popen, url: str, log: Path, timeout: float = 300.0, poll_s: float = 0.3
+) -> None:
+    """Poll `url` until it answers 200. The server's exit, or `timeout`, raises RuntimeError with the
+    end of its log: a benchmark must never measure a server that did not come up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited ({proc.returncode}):\n{_tail(log)}")
+        if _answers(url):
+            return
+        time.sleep(poll_s)
+    raise RuntimeError(f"{name} not ready after {timeout:.0f} s:\n{_tail(log)}")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _tail(log: Path, chars: int = 3000) -> str:
+    return log.read_text(errors="replace")[-chars:]

@@ -19,6 +19,10 @@ Systems, one after another, each started here on 127.0.0.1 and stopped after its
                      rest), a fixed memory budget each; no scale to zero, no pre-warming; the pipeline
                      run by an orchestrator here that calls the stages one by one (embed, top-k cosine
                      over the corpus vectors, the drafts concurrently, the merge)
+  llamacpp           static's deployment built from llama.cpp: one llama-cpp-python server per model
+                     on static's cores, the same orchestrator (benchmarks/compound/llamacpp.py; needs
+                     `pip install 'llama-cpp-python[server]'` and benchmarks/compound/make_ggufs.py's
+                     GGUFs, else skipped, saying why)
   swiftserve         one process, every core; embed and smol pinned, gemma and big on demand (short
                      idle timeout), snapshots, the pipelines declared in its config (pre-warming)
   swiftserve-noprewarm   the same with `prewarm: false`
@@ -31,7 +35,7 @@ core-seconds), cold-start waits (the pipeline response's per-stage `cold_wait_s`
 P95 per 10-second window. The table, the targets against static, JSON in --out and two figures
 (latency through the spike, latency CDFs) under --figures.
 
-    python benchmarks/compound.py            # ~17 minutes: four systems of a 180 s trace
+    python benchmarks/compound.py            # ~20 minutes: five systems of a 180 s trace
     python benchmarks/compound.py --quick    # ~8 minutes: a 90 s trace
     python benchmarks/compound.py --ci       # seconds: a tiny merge model, static and swiftserve
 """
@@ -50,8 +54,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import jinja2
@@ -62,16 +68,23 @@ import yaml
 # Appended, not prepended: the root's kernels/ must not shadow the installed `kernels`.
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 from benchmarks.cold_start import BIG, BIG_CONFIG, prepare_big  # noqa: E402
-from benchmarks.common import print_table, write_json  # noqa: E402
+from benchmarks.common import print_table, wait_ready, write_json  # noqa: E402
 from benchmarks.multi_model import free_port, git_commit  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+# benchmarks/compound/ holds this benchmark's parts (the corpus, the llama.cpp peer): this module is
+# their package, also when it runs as a script (then registered under its package name, so that
+# the parts it imports find this run's module instead of executing it a second time).
+__path__ = [str(HERE / "compound")]
+sys.modules.setdefault("benchmarks.compound", sys.modules[__name__])
 CORPUS = HERE / "compound" / "corpus.jsonl"
 SMALL, SECOND, EMBEDDER = "smollm2-135m-instruct", "gemma-3-270m", "all-minilm-l6-v2"
 CLASSES = ("pipeline", "smol", "gemma", "embed")
 DIRECT = ("smol", "gemma", "embed")
 FAN_OUTS = (3, 4, 5)
-SYSTEMS = ("static", "swiftserve", "swiftserve-noprewarm", "swiftserve-pinned")
+SYSTEMS = ("static", "llamacpp", "swiftserve", "swiftserve-noprewarm", "swiftserve-pinned")
+# no scale to zero: every model loaded from the start, nothing to wait for before the trace
+ALWAYS_LOADED = ("static", "llamacpp", "swiftserve-pinned")
 
 # Outputs are short and fixed (ignore_eos) so that a request's work does not depend on the model's
 # random weights: the trace is the same work for every system.
@@ -194,6 +207,8 @@ def make_trace(patterns: dict[str, Pattern], shape: Shape, seed: int) -> list[Re
 class Proc:
     """One `swiftserve launch` subprocess on `cpus` with `threads` OpenMP threads."""
 
+    health: ClassVar[str] = "/health"  # answers 200 once the server serves
+
     name: str
     args: list[str]
     cpus: list[int]
@@ -205,11 +220,15 @@ class Proc:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def command(self) -> list[str]:
+        """The server's command line (without the taskset prefix)."""
+        launch = ["launch", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
+        return [sys.executable, "-m", "swiftserve.cli", "-v", *launch]
+
     def start(self) -> None:
         threads = str(len(self.cpus))
         env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-        cmd = ["taskset", "-c", ",".join(map(str, self.cpus)), sys.executable, "-m", "swiftserve.cli", "-v"]
-        cmd += ["launch", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
+        cmd = ["taskset", "-c", ",".join(map(str, self.cpus)), *self.command()]
         self.cmd = cmd
         self.log = (self.logdir / f"{self.name}.log").open("w")
         # stdin from /dev/null: a server under a job-controlled shell must never stop on reading a tty
@@ -218,18 +237,7 @@ class Proc:
         )
 
     def wait_ready(self, timeout: float = 300.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                log = (self.logdir / f"{self.name}.log").read_text()
-                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{log[-3000:]}")
-            try:
-                if httpx.get(self.base + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s")
+        wait_ready(self.name, self.proc, self.base + self.health, self.logdir / f"{self.name}.log", timeout)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -243,6 +251,11 @@ class Proc:
             self.log.close()
 
 
+def ignore_eos(model: str, max_tokens: int) -> dict:
+    """swiftserve's request fields for a greedy call of exactly max_tokens tokens."""
+    return {"max_tokens": max_tokens, **GREEDY}
+
+
 @dataclass
 class System:
     """A deployment: its processes, where each model is served, and how pipelines run."""
@@ -252,6 +265,8 @@ class System:
     routes: dict[str, str]  # served model -> base URL
     orchestrated: bool  # True: pipelines run by the client (static); False: by the server
     config_text: str = ""
+    # (model, max_tokens) -> the request fields of a greedy call of exactly max_tokens tokens
+    fixed_length: Callable[[str, int], dict] = ignore_eos
 
     def describe(self) -> dict:
         return {
@@ -281,14 +296,18 @@ def engine_flags(setup: Setup) -> list[str]:
     return ["--max-model-len", str(setup.max_model_len), "--kv-cache-memory", setup.kv_cache_memory]
 
 
+def static_cpus(cpus: list[int], name: str) -> list[int]:
+    """A static deployment's cores for one model: big alone on the upper half, the three small
+    models sharing the lower half (one machine of a single core: that core for all)."""
+    half = max(1, len(cpus) // 2)
+    return (cpus[half:] or cpus[:half]) if name == "big" else cpus[:half]
+
+
 def static_system(setup: Setup) -> System:
-    """One process per model: big alone on the upper half of the cores, the three small models
-    sharing the lower half (one thread each), each with a fixed memory budget."""
-    half = max(1, len(setup.cpus) // 2)
-    low, high = setup.cpus[:half], setup.cpus[half:] or setup.cpus[:half]
+    """One process per model, on its static_cpus, each with a fixed memory budget."""
     procs = []
     for name, source in setup.sources.items():
-        cpus = high if name == "big" else low[:1] if len(low) == 1 else low
+        cpus = static_cpus(setup.cpus, name)
         args = ["--models", f"{name}={source}", "--memory-budget", setup.static_budgets[name]]
         if name == "big":  # the same step budget as in swiftserve
             args += ["--max-num-batched-tokens", str(setup.big_step_tokens)]
@@ -349,6 +368,10 @@ def swiftserve_system(setup: Setup, name: str) -> System:
 
 
 def build_system(setup: Setup, name: str) -> System:
+    if name == "llamacpp":
+        from benchmarks.compound.llamacpp import llamacpp_system
+
+        return llamacpp_system(setup)
     return static_system(setup) if name == "static" else swiftserve_system(setup, name)
 
 
@@ -367,17 +390,14 @@ def _check(r: httpx.Response) -> dict:
     return r.json()
 
 
-async def chat(
-    client: httpx.AsyncClient, base: str, model: str, content: str, max_tokens: int | None
-) -> dict:
-    body: dict = {"model": model, "messages": [{"role": "user", "content": content}]}
-    if max_tokens is not None:  # a pipeline's stages carry their own
-        body.update(max_tokens=max_tokens, **GREEDY)
+async def chat(client: httpx.AsyncClient, base: str, model: str, content: str, fields: dict) -> dict:
+    """fields: the system's fixed_length ones ({} for a swiftserve pipeline: its stages carry theirs)."""
+    body: dict = {"model": model, "messages": [{"role": "user", "content": content}], **fields}
     return _check(await client.post(base + "/v1/chat/completions", json=body))
 
 
-async def complete(client: httpx.AsyncClient, base: str, model: str, prompt: str, max_tokens: int) -> dict:
-    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, **GREEDY}
+async def complete(client: httpx.AsyncClient, base: str, model: str, prompt: str, fields: dict) -> dict:
+    body = {"model": model, "prompt": prompt, **fields}
     return _check(await client.post(base + "/v1/completions", json=body))
 
 
@@ -391,8 +411,8 @@ class Orchestrator:
     application calling separate model services does; prompts rendered from the same templates as
     swiftserve's stages, so both systems run the same model calls."""
 
-    def __init__(self, routes: dict[str, str]) -> None:
-        self.routes = routes
+    def __init__(self, routes: dict[str, str], fixed_length: Callable[[str, int], dict]) -> None:
+        self.routes, self.fixed_length = routes, fixed_length
         env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
         self.draft, self.merge = env.from_string(DRAFT), env.from_string(MERGE)
         self.passages = [json.loads(line)["text"] for line in CORPUS.read_text().splitlines() if line.strip()]
@@ -409,13 +429,16 @@ class Orchestrator:
         retrieved = time.perf_counter()
         drafts = await asyncio.gather(*(
             chat(client, self.routes["smol"], "smol",
-                 self.draft.render(input=question, i=i, stages={"context": context}), DRAFT_TOKENS)
+                 self.draft.render(input=question, i=i, stages={"context": context}),
+                 self.fixed_length("smol", DRAFT_TOKENS))
             for i in range(fan_out)
         ))  # fmt: skip
         drafted = time.perf_counter()
         texts = "\n\n".join(d["choices"][0]["message"]["content"] for d in drafts)
         merge = self.merge.render(input=question, stages={"drafts": texts})
-        final = await complete(client, self.routes["big"], "big", merge, MERGE_TOKENS)
+        final = await complete(
+            client, self.routes["big"], "big", merge, self.fixed_length("big", MERGE_TOKENS)
+        )
         end = time.perf_counter()
         stages = {"context": retrieved - start, "drafts": drafted - retrieved, "final": end - drafted}
         return {"final": final, "stages_s": stages}
@@ -433,14 +456,16 @@ async def send(client: httpx.AsyncClient, system: System, orch: Orchestrator | N
         if req.cls == "embed":
             await embed(client, system.routes["embed"], [req.text])
         elif req.cls in ("smol", "gemma"):
-            await chat(client, system.routes[req.cls], req.cls, req.text, CHAT_TOKENS)
+            await chat(
+                client, system.routes[req.cls], req.cls, req.text, system.fixed_length(req.cls, CHAT_TOKENS)
+            )
         elif orch is not None:
             out = await orch.run(client, req.text, req.fan_out)
             record["stages_s"] = {k: round(v, 4) for k, v in out["stages_s"].items()}
             record["cold_wait_s"] = 0.0
         else:
             name = f"rag{req.fan_out}"
-            out = await chat(client, system.routes[name], name, req.text, None)
+            out = await chat(client, system.routes[name], name, req.text, {})
             stages = out.get("swiftserve", {}).get("stages", [])
             record["stages_s"] = {s["id"]: round(s["end_s"] - s["start_s"], 4) for s in stages}
             record["cold_wait_s"] = round(sum(s["cold_wait_s"] for s in stages), 4)
@@ -506,7 +531,7 @@ async def drive(
     # the connection under the new request (a ReadError that no server fault caused).
     limits = httpx.Limits(max_connections=512, max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=httpx.Timeout(None), limits=limits) as client:
-        orch = Orchestrator(system.routes) if system.orchestrated else None
+        orch = Orchestrator(system.routes, system.fixed_length) if system.orchestrated else None
         if orch is not None:
             await orch.index(client)
         await warm_up(client, system, orch)
@@ -547,7 +572,7 @@ def run_system(setup: Setup, name: str, trace: list[Request], shape: Shape, drai
         for p in system.procs:
             p.wait_ready()
         ready_s = time.perf_counter() - began
-        idle_wait = 0.0 if name in ("static", "swiftserve-pinned") else idle_seconds(setup) + 2.0
+        idle_wait = 0.0 if name in ALWAYS_LOADED else idle_seconds(setup) + 2.0
         run = asyncio.run(drive(system, trace, shape, drain_s, idle_wait))
     finally:
         for p in system.procs:
@@ -735,11 +760,11 @@ def _at_least(ratio: float | None, target: float, ours: float) -> bool:
     return ours > 0 if ratio is None else ratio >= target
 
 
-def targets(summary: dict, ours: str = "swiftserve") -> dict:
-    """The issue's targets for `ours` against static, same run."""
-    if "static" not in summary or ours not in summary:
+def targets(summary: dict, ours: str = "swiftserve", base: str = "static") -> dict:
+    """The issue's targets for `ours` against `base`, same run."""
+    if base not in summary or ours not in summary:
         return {}
-    s, b = summary[ours], summary["static"]
+    s, b = summary[ours], summary[base]
     p95, p95_base = s["pipeline"]["p95_with_failures_s"], b["pipeline"]["p95_with_failures_s"]
     reduction = 1 - p95 / p95_base if p95 and p95_base else None
     # None: static had nothing within the SLO, a ratio without a denominator (JSON has no inf)
@@ -752,6 +777,7 @@ def targets(summary: dict, ours: str = "swiftserve") -> dict:
     failed = sum(spike[g]["spike_failed"] for g in ("pipeline", "direct"))
     return {
         "system": ours,
+        "base": base,
         "pipeline_p95_reduction": reduction,
         "pipeline_p95_met": reduction is not None and reduction >= 0.5,
         "goodput_ratio": goodput,
@@ -808,7 +834,7 @@ def _ratio(spike: dict) -> str:
 def print_targets(t: dict) -> None:
     if not t:
         return
-    print(f"\ntargets, {t['system']} against static (same run):")
+    print(f"\ntargets, {t['system']} against {t['base']} (same run):")
     print(f"  pipeline P95 (failed requests at their latency) {100 * t['pipeline_p95_reduction']:.0f}% lower "
           f"(target >= 50%): "
           f"{'met' if t['pipeline_p95_met'] else 'missed'}")  # fmt: skip
@@ -825,68 +851,7 @@ def print_targets(t: dict) -> None:
 
 
 def _x(ratio: float | None) -> str:
-    return "n/a (static: none within the SLO)" if ratio is None else f"{ratio:.2f}x"
-
-
-def figures(result: dict, shape: Shape, out_dir: Path) -> list[str]:
-    """Latency through the spike per system (each request, and P95 per 10 s), and latency CDFs."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no figures (pip install matplotlib)")
-        return []
-    out_dir.mkdir(parents=True, exist_ok=True)
-    systems = list(result["systems"])
-    fig, axes = plt.subplots(len(systems), 1, figsize=(10, 2.6 * len(systems)), sharex=True, squeeze=False)
-    for ax, name in zip(axes[:, 0], systems, strict=True):
-        records = result["records"][name]
-        for group, classes, color in (("pipeline", ("pipeline",), "tab:red"), ("direct", DIRECT, "tab:blue")):
-            ok = [r for r in records if r["cls"] in classes and r["outcome"] == "ok"]
-            ax.scatter([r["t"] for r in ok], [r["latency"] for r in ok], s=4, alpha=0.3, color=color)
-            win = result["systems"][name]["windows"]
-            xs = [w["start_s"] + w["width_s"] / 2 for w in win if w[group]["p95_s"] is not None]
-            ys = [w[group]["p95_s"] for w in win if w[group]["p95_s"] is not None]
-            ax.plot(xs, ys, marker="o", color=color, label=f"{group} P95 per 10 s")
-            bad = [r for r in records if r["cls"] in classes and r["outcome"] != "ok"]
-            if bad:
-                ax.scatter(
-                    [r["t"] for r in bad], [r["latency"] for r in bad], marker="x", color="black", s=20
-                )
-        ax.axvspan(shape.spike, shape.spike_end, color="orange", alpha=0.15, label="10x spike")
-        ax.set_yscale("log")
-        ax.set_ylabel("latency (s)")
-        ax.set_title(name, fontsize=10)
-        ax.legend(fontsize=7, loc="upper left")
-    axes[-1, 0].set_xlabel("arrival time in the trace (s)")
-    fig.tight_layout()
-    timeline = out_dir / "compound_timeline.png"
-    fig.savefig(timeline, dpi=110)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, (group, classes) in zip(
-        axes, (("pipeline", ("pipeline",)), ("direct calls", DIRECT)), strict=True
-    ):
-        for name in systems:
-            lat = sorted(
-                r["latency"] for r in result["records"][name] if r["cls"] in classes and r["outcome"] == "ok"
-            )
-            if lat:
-                ax.plot(lat, np.arange(1, len(lat) + 1) / len(lat), label=name)
-        ax.set_xscale("log")
-        ax.set_xlabel("end-to-end latency (s)")
-        ax.set_ylabel("fraction of requests")
-        ax.set_title(group)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    cdf = out_dir / "compound_cdf.png"
-    fig.savefig(cdf, dpi=110)
-    plt.close(fig)
-    return [str(timeline), str(cdf)]
+    return "n/a (the base: none within the SLO)" if ratio is None else f"{ratio:.2f}x"
 
 
 # --------------------------------------------------------------------------- main
@@ -932,6 +897,16 @@ def prepare_models(args, workdir: Path) -> dict[str, str]:
         print(f"writing the {name} snapshot (random weights) into {workdir}")
         prepare_big(workdir, resolve_model(SMALL, progress=False), hf_weights=False, config=config, name=name)
     return {"embed": EMBEDDER, "smol": SMALL, "gemma": SECOND, "big": str(snapshot)}
+
+
+def llamacpp_ready(sources: dict[str, str]) -> bool:
+    """Whether the llama.cpp peer can run here; if not, says why (it is then skipped)."""
+    from benchmarks.compound.llamacpp import missing
+
+    reason = missing(sources)
+    if reason:
+        print(f"llamacpp skipped: {reason}")
+    return not reason
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -980,6 +955,7 @@ def main(argv: list[str] | None = None) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     sources = prepare_models(args, workdir)
+    names = [n for n in names if n != "llamacpp" or llamacpp_ready(sources)]
     logdir = Path(tempfile.mkdtemp(prefix="compound_"))
     cpus = sorted(os.sched_getaffinity(0))
     big_budget = "256MiB" if args.ci else "3GiB"
@@ -1026,14 +1002,20 @@ def main(argv: list[str] | None = None) -> dict:
         },  # fmt: skip
         "systems": summary,
         "targets": {n: targets(summary, n) for n in names if n != "static"},
+        "targets_against_llamacpp": {n: targets(summary, n, "llamacpp") for n in names if n != "llamacpp"},
         "deployments": {name: run["system"] for name, run in runs.items()},
         "records": {name: run["records"] for name, run in runs.items()},
         "memory_samples": {name: run["samples"] for name, run in runs.items()},
+        "figures": [],
     }
     print()
     table(summary)
     print_targets(result["targets"].get("swiftserve", {}))
-    result["figures"] = figures(result, shape, Path(args.figures)) if args.figures else []
+    print_targets(result["targets_against_llamacpp"].get("swiftserve", {}))
+    if args.figures:
+        from benchmarks.compound.figures import figures
+
+        result["figures"] = figures(result, shape, Path(args.figures))
     write_json(args.out, result)
     return result
 

@@ -57,7 +57,7 @@ import psutil
 
 # Appended, not prepended: the root's kernels/ must not shadow the installed `kernels`.
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-from benchmarks.common import print_table, write_json
+from benchmarks.common import print_table, wait_ready, write_json
 from benchmarks.serve import PROMPTS, percentile
 
 CHAT = "smollm2-135m-instruct"
@@ -99,17 +99,7 @@ class Server:
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
     def wait_ready(self, timeout: float = 300.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"{self.name} exited ({self.proc.returncode}):\n{self.log_path.read_text()}")
-            try:
-                if httpx.get(self.base + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise SystemExit(f"{self.name} not ready after {timeout:.0f} s:\n{self.log_path.read_text()}")
+        wait_ready(self.name, self.proc, self.base + "/health", self.log_path, timeout)
 
     def cpu_seconds(self) -> float:
         try:

@@ -6,7 +6,10 @@ and a tool list of 20 functions.
 Both sides produce exactly max_tokens tokens per request: the constrained ones follow a schema
 that cannot end sooner (an array of at least 1000 integers), the free ones ignore EOS.
 
-    python benchmarks/structured.py [--model smollm2-135m-instruct] [--max-tokens 64]
+--peer llamacpp: the same requests over HTTP to a llama-cpp-python server on the model's GGUF
+(benchmarks/structured_llamacpp.py), its tokens/s constrained and free beside ours.
+
+    python benchmarks/structured.py [--model smollm2-135m-instruct] [--max-tokens 64] [--peer llamacpp]
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from swiftserve.engine.grammar_compiler import GrammarCompiler
 from swiftserve.engine.grammar_stats import percentile
 from swiftserve.structured_outputs import StructuredOutputs
 
+PROMPT = "List numbers as a JSON array."
 LONG = {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 999}, "minItems": 1000}
 SCHEMAS = {
     "object": {
@@ -92,7 +96,12 @@ def decode_run(llm: LLM, prompt: list[int], concurrency: int, max_tokens: int, c
     elapsed = time.perf_counter() - start
     tokens = sum(len(o.outputs[0].token_ids) for o in outs)
     assert tokens == concurrency * max_tokens, "a request ended early"
-    row = {"concurrency": concurrency, "constrained": constrained, "tokens_per_s": tokens / elapsed}
+    row = {
+        "system": "swiftserve",
+        "concurrency": concurrency,
+        "constrained": constrained,
+        "tokens_per_s": tokens / elapsed,
+    }
     if constrained:
         row |= {
             "fill_step_p50_ms": 1e3 * percentile(list(timings.fill_s), 0.5),
@@ -140,28 +149,39 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--peer", choices=["llamacpp"], help="the same requests to a peer server too")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "structured.json"))
     args = parser.parse_args()
     llm = LLM(args.model, max_model_len=1024, max_num_seqs=64)
-    prompt = llm.engine.encode_prompt(
-        llm.engine.apply_chat_template([{"role": "user", "content": "List numbers as a JSON array."}])
-    )
+    prompt = llm.engine.encode_prompt(llm.engine.apply_chat_template([{"role": "user", "content": PROMPT}]))
+    levels = [int(c) for c in args.concurrency.split(",")]
     rows = []
-    for concurrency in (int(c) for c in args.concurrency.split(",")):
+    for concurrency in levels:
         free = decode_run(llm, prompt, concurrency, args.max_tokens, constrained=False)
         constrained = decode_run(llm, prompt, concurrency, args.max_tokens, constrained=True)
         constrained["slowdown_pct"] = 100 * (1 - constrained["tokens_per_s"] / free["tokens_per_s"])
         rows += [free, constrained]
+    if args.peer == "llamacpp":
+        from benchmarks.structured_llamacpp import llamacpp_rows
+
+        rows += llamacpp_rows(args.model, PROMPT, LONG, levels, args.max_tokens)
     print_table(
         rows,
-        ["concurrency", "constrained", "tokens_per_s", "slowdown_pct", "fill_step_p50_ms", "fill_step_p99_ms",
-         "fill_row_p50_ms", "fill_row_p99_ms", "apply_step_p99_ms"],
+        ["system", "concurrency", "constrained", "tokens_per_s", "slowdown_pct", "fill_step_p50_ms",
+         "fill_step_p99_ms", "fill_row_p50_ms", "fill_row_p99_ms", "apply_step_p99_ms"],
     )  # fmt: skip
     compiles = compile_times(llm, args.repeats)
     print()
     print_table(compiles, ["grammar", "cold_ms", "cached_ms"])
     write_json(
-        args.out, {"model": args.model, "max_tokens": args.max_tokens, "decode": rows, "compile": compiles}
+        args.out,
+        {
+            "model": args.model,
+            "max_tokens": args.max_tokens,
+            "peer": args.peer,
+            "decode": rows,
+            "compile": compiles,
+        },
     )
 
 
