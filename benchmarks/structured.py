@@ -9,7 +9,11 @@ that cannot end sooner (an array of at least 1000 integers), the free ones ignor
 --peer llamacpp: the same requests over HTTP to a llama-cpp-python server on the model's GGUF
 (benchmarks/structured_llamacpp.py), its tokens/s constrained and free beside ours.
 
-    python benchmarks/structured.py [--model smollm2-135m-instruct] [--max-tokens 64] [--peer llamacpp]
+    python benchmarks/structured.py [--models smollm2-135m-instruct,gemma-3-270m] [--max-tokens 32]
+        [--concurrency 1,16,64] [--rounds 3] [--peer llamacpp]
+
+Free and constrained runs alternate (`--rounds` of each per level); each side reports its median
+round, so a busy spell of the host falls on both. [--peer llamacpp]
 """
 
 from __future__ import annotations
@@ -143,46 +147,67 @@ def compile_times(llm: LLM, repeats: int) -> list[dict]:
     return rows
 
 
+def interleaved(llm: LLM, prompt: list[int], concurrency: int, max_tokens: int, rounds: int) -> list[dict]:
+    """Free and constrained runs in turn, `rounds` times each, so that a busy spell of the host
+    hits both sides alike; each side's row is its median round (by tokens/s)."""
+    sides: dict[bool, list[dict]] = {False: [], True: []}
+    for _ in range(rounds):
+        for constrained in (False, True):
+            sides[constrained].append(decode_run(llm, prompt, concurrency, max_tokens, constrained))
+    free, constrained = (_median_row(sides[c]) for c in (False, True))
+    constrained["slowdown_pct"] = 100 * (1 - constrained["tokens_per_s"] / free["tokens_per_s"])
+    for row in (free, constrained):
+        row["rounds_tokens_per_s"] = [r["tokens_per_s"] for r in sides[row["constrained"]]]
+    return [free, constrained]
+
+
+def _median_row(rows: list[dict]) -> dict:
+    return sorted(rows, key=lambda r: r["tokens_per_s"])[len(rows) // 2]
+
+
+def model_rows(model: str, levels: list[int], max_tokens: int, rounds: int) -> tuple[list[dict], LLM]:
+    llm = LLM(model, max_model_len=1024, max_num_seqs=max(levels))
+    prompt = llm.engine.encode_prompt(llm.engine.apply_chat_template([{"role": "user", "content": PROMPT}]))
+    rows = []
+    for concurrency in levels:
+        rows += [r | {"model": model} for r in interleaved(llm, prompt, concurrency, max_tokens, rounds)]
+    return rows, llm
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--models", default="smollm2-135m-instruct,gemma-3-270m")
+    parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--concurrency", default="1,16,64")
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3, help="free/constrained runs in turn per level")
+    parser.add_argument("--repeats", type=int, default=20, help="compiles timed per grammar")
     parser.add_argument("--peer", choices=["llamacpp"], help="the same requests to a peer server too")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "structured.json"))
     args = parser.parse_args()
-    llm = LLM(args.model, max_model_len=1024, max_num_seqs=64)
-    prompt = llm.engine.encode_prompt(llm.engine.apply_chat_template([{"role": "user", "content": PROMPT}]))
     levels = [int(c) for c in args.concurrency.split(",")]
-    rows = []
-    for concurrency in levels:
-        free = decode_run(llm, prompt, concurrency, args.max_tokens, constrained=False)
-        constrained = decode_run(llm, prompt, concurrency, args.max_tokens, constrained=True)
-        constrained["slowdown_pct"] = 100 * (1 - constrained["tokens_per_s"] / free["tokens_per_s"])
-        rows += [free, constrained]
-    if args.peer == "llamacpp":
-        from benchmarks.structured_llamacpp import llamacpp_rows
+    rows, compiles = [], []
+    for model in args.models.split(","):
+        model_decode, llm = model_rows(model, levels, args.max_tokens, args.rounds)
+        rows += model_decode
+        compiles += [c | {"model": model} for c in compile_times(llm, args.repeats)]
+        del llm
+        if args.peer == "llamacpp" and model == "smollm2-135m-instruct":  # the peer's GGUF (make_ggufs.py)
+            from benchmarks.structured_llamacpp import llamacpp_rows
 
-        rows += llamacpp_rows(args.model, PROMPT, LONG, levels, args.max_tokens)
+            peer = llamacpp_rows(model, PROMPT, LONG, levels, args.max_tokens)
+            rows += [r | {"model": model} for r in peer]
     print_table(
         rows,
-        ["system", "concurrency", "constrained", "tokens_per_s", "slowdown_pct", "fill_step_p50_ms",
+        ["model", "system", "concurrency", "constrained", "tokens_per_s", "slowdown_pct", "fill_step_p50_ms",
          "fill_step_p99_ms", "fill_row_p50_ms", "fill_row_p99_ms", "apply_step_p99_ms"],
     )  # fmt: skip
-    compiles = compile_times(llm, args.repeats)
     print()
-    print_table(compiles, ["grammar", "cold_ms", "cached_ms"])
+    print_table(compiles, ["model", "grammar", "cold_ms", "cached_ms"])
     write_json(
         args.out,
-        {
-            "model": args.model,
-            "max_tokens": args.max_tokens,
-            "peer": args.peer,
-            "decode": rows,
-            "compile": compiles,
-        },
-    )
+        {"models": args.models, "max_tokens": args.max_tokens, "rounds": args.rounds, "peer": args.peer,
+         "decode": rows, "compile": compiles},
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
