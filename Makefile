@@ -21,8 +21,12 @@ run: install
 	$(PYTHON) -m swiftserve launch $(ARGS)
 
 # The only step that reaches the network for models: the test run itself is offline (tests/conftest.py).
+# The two wheels are data for tests/server/llama3_dummy.py (Llama 3's tokenizer and chat template),
+# read from the archives, never installed (their own dependencies are heavy and unused).
+TEST_SOURCES ?= llama-models==0.3.0 ldp==0.43.0
 models:
 	$(PYTHON) -m swiftserve pull $(MODELS)
+	$(PYTHON) -m pip download --no-deps -q -d $(HOME)/.cache/swiftserve/test-sources $(TEST_SOURCES)
 
 # PYTHONSAFEPATH: the repository root stays off sys.path (its kernels/ would shadow the installed
 # `kernels` that transformers imports), in pytest and in every Python the tests start.

