@@ -5,7 +5,8 @@ model's first token against Ray's own scale from zero. Prints a table and writes
 
 1. hop: one replica (chat + embeddings pinned) through Ray (HTTP proxy -> ingress -> replica)
    against `swiftserve launch` with the same models hit directly over HTTP; small embedding
-   requests and GET /v1/models, sequential (latency) and 4 at a time (throughput).
+   requests and GET /v1/models, sequential (latency) and 4 at a time (throughput); and the two
+   handle call shapes A/B (call_shapes: unary against streaming, the same request and replica).
 2. skew: two replicas, three on-demand models under a budget that holds two of them per replica
    (SmolLM2-135M, gemma-3-270m, MiniLM), a Zipf-skewed trace, 2 clients: our routing against Ray's
    default (power of two choices with model multiplexing, 2 models per replica); cold loads
@@ -138,15 +139,17 @@ def hop(port: int, n: int) -> dict:
 
     calls = [("POST", "/v1/embeddings", {"model": EMBED, "input": "a short text"})] * n
     models = [("GET", "/v1/models", None)] * n
+    kinds = {"embeddings": calls, "models": models}
     results: dict = {}
     spec = ServeSpec(
         router_config((CHAT, EMBED)), ReplicaSetConfig(num_replicas=1, num_cpus=1), app_name="hop"
     )
     base = deploy(spec, port)
-    for name, c in (("embeddings", calls), ("models", models)):
+    for name, c in kinds.items():
         asyncio.run(timed_requests(base, c[:5], 1))  # warm
         results[f"ray/{name}/seq"] = asyncio.run(timed_requests(base, c, 1))
         results[f"ray/{name}/x4"] = asyncio.run(timed_requests(base, c, 4))
+    results.update(call_shapes(spec.app_name, n))
     undeploy(spec)
     direct_port = free_port()
     command = [sys.executable, "-P", "-m", "swiftserve", "launch", "--models", f"{CHAT},{EMBED}"]
@@ -155,18 +158,48 @@ def hop(port: int, n: int) -> dict:
     try:
         direct = f"http://127.0.0.1:{direct_port}"
         wait_health(direct)
-        for name, c in (("embeddings", calls), ("models", models)):
+        for name, c in kinds.items():
             asyncio.run(timed_requests(direct, c[:5], 1))
             results[f"direct/{name}/seq"] = asyncio.run(timed_requests(direct, c, 1))
             results[f"direct/{name}/x4"] = asyncio.run(timed_requests(direct, c, 4))
     finally:
         server.terminate()
         server.wait(30)
-    for name in ("embeddings", "models"):
+    for name in kinds:
         results[f"hop_p50_ms/{name}"] = (
             results[f"ray/{name}/seq"]["p50_ms"] - results[f"direct/{name}/seq"]["p50_ms"]
         )
     return results
+
+
+def call_shapes(app_name: str, n: int) -> dict:
+    """The A/B of the two handle call shapes, from this process straight to the replica (no HTTP,
+    no ingress): GET /v1/models as one unary call (`answer`: every part in one reply) and as a
+    streaming call (`relay`: head, body and end, each through Ray's streaming generator)."""
+    from ray import serve
+
+    from swiftserve.ray.ingress import REPLICA_DEPLOYMENT
+    from swiftserve.ray.relay import relayed
+
+    handle = serve.get_deployment_handle(REPLICA_DEPLOYMENT, app_name)
+    request = relayed("GET", "/v1/models", {}, b"")
+
+    def unary() -> None:
+        handle.options(stream=False).answer.remote(request).result()
+
+    def streamed() -> None:
+        list(handle.options(stream=True).relay.remote(request))
+
+    shapes = {"unary": unary, "stream": streamed}
+    latencies: dict[str, list[float]] = {name: [] for name in shapes}
+    for i in range(n + 5):  # interleaved, so that the host's noise falls on both alike
+        for name, call in shapes.items():
+            start = time.perf_counter()
+            call()
+            if i >= 5:  # the first five warm up
+                latencies[name].append(time.perf_counter() - start)
+    out = {f"handle/models/{name}": summary(lat, sum(lat)) for name, lat in latencies.items()}
+    return out
 
 
 # ---------------------------------------------------------------- 2. a skewed multi-model trace

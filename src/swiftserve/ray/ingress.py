@@ -18,7 +18,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from ray.serve.schema import ReplicaState
 
-from swiftserve.ray.ingress_app import IngressApp
+from swiftserve.ray.ingress_app import UNARY_METHOD, IngressApp
 from swiftserve.ray.relay import Part, RelayedRequest
 from swiftserve.ray.spec import POW2_MULTIPLEX, ServeSpec
 
@@ -45,6 +45,9 @@ class SwiftServeIngress:
     # Ray Serve awaits an async constructor; mypy knows only the synchronous kind.
     async def __init__(self, replicas: DeploymentHandle, spec: ServeSpec) -> None:  # type: ignore[misc]
         self._replicas = replicas
+        # Made once: .options() copies the handle's options on every call.
+        self._streaming = replicas.options(stream=True)
+        self._unary_calls = replicas.options(stream=False)
         self._app_name = spec.app_name
         self._num_ready = 0
         self._multiplexed = spec.request_router == POW2_MULTIPLEX
@@ -59,15 +62,33 @@ class SwiftServeIngress:
         return self._app
 
     async def _send(self, method: str, request: RelayedRequest) -> AsyncGenerator[Part, None]:
-        handle = self._replicas.options(stream=True)
+        parts = self._unary(request) if method == UNARY_METHOD else self._stream(method, request)
+        async with contextlib.aclosing(parts) as opened:
+            async for part in opened:
+                yield part
+
+    def _handle(self, request: RelayedRequest, stream: bool) -> DeploymentHandle:
+        handle = self._streaming if stream else self._unary_calls
         if self._multiplexed:
             handle = handle.options(multiplexed_model_id=request.model or "")
-        response = getattr(handle, method).remote(request)
+        return handle
+
+    async def _stream(self, method: str, request: RelayedRequest) -> AsyncGenerator[Part, None]:
+        response = getattr(self._handle(request, stream=True), method).remote(request)
         try:
             async for part in response:
                 yield part
         finally:
             response.cancel()  # the client left, or the answer is over (then a no-op)
+
+    async def _unary(self, request: RelayedRequest) -> AsyncGenerator[Part, None]:
+        response = self._handle(request, stream=False).answer.remote(request)
+        try:
+            parts: list[Part] = await response
+        finally:
+            response.cancel()  # the client left while the replica answered (else a no-op)
+        for part in parts:
+            yield part
 
     async def _watch_readiness(self) -> None:
         while True:

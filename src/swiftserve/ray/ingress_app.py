@@ -5,15 +5,17 @@ Lifecycle of one request:
    replica; while none is ready the answer is 503 `service_unavailable` with Retry-After.
 2. The body is read with the server's own limit (server/http.read_body: 413 past it); its
    `model` and the `x-session-id` header are peeked for routing (relay.relayed).
-3. The request goes to a replica by the method Ray Serve LLM names for its route (chat,
-   completions, embeddings; `relay` for the others); Ray's request router picks the replica.
+3. The request goes to a replica: a streamed one (`"stream": true`) by the method Ray Serve LLM
+   names for its route (chat, completions, embeddings; `relay` for the others), as a stream of
+   parts; any other one by `answer`, one unary call whose answer is every part at once (relay.py).
+   Ray's request router picks the replica.
 4. The replica's parts come back and are written as they come: the head with the first body
    chunk (so that a replica that dies before answering can be replaced), then every SSE event.
 5. A replica that fails before its first chunk: the request goes to another one, up to
-   MAX_ATTEMPTS in all. One that fails mid-stream: the stream ends with an error event (503,
-   code `replica_failed`) and `[DONE]`, as a shutdown ends streams; a JSON answer cut short ends
-   the connection. A client that disconnects cancels the relay, which aborts the request on its
-   replica (relay.run_in_app).
+   MAX_ATTEMPTS in all (a unary answer arrives whole, so a replica lost while answering one is
+   always in this case). One that fails mid-stream: the stream ends with an error event (503,
+   code `replica_failed`) and `[DONE]`, as a shutdown ends streams. A client that disconnects
+   cancels the relay, which aborts the request on its replica (relay.run_in_app).
 Errors answered here are the server's (server/errors.py), in OpenAI's format.
 """
 
@@ -37,9 +39,10 @@ METHOD_OF_PATH = {
     "/v1/completions": "completions",
     "/v1/embeddings": "embeddings",
 }
+UNARY_METHOD = "answer"  # the replica's method that returns every part of an answer as one list
 MAX_ATTEMPTS = 3
 NO_REPLICA_RETRY_AFTER_S = 2
-# Sends a request to a replica by method name; yields its parts.
+# Sends a request to a replica by method name; yields its parts (UNARY_METHOD: in one call).
 Sender = Callable[[str, RelayedRequest], AsyncGenerator[Part, None]]
 
 
@@ -100,7 +103,7 @@ class IngressApp:
                 await relay
 
     async def _relay(self, request: RelayedRequest, send) -> None:
-        method = METHOD_OF_PATH.get(request.path, "relay")
+        method = method_of(request)
         for attempt in range(1, MAX_ATTEMPTS + 1):
             writer = _Writer(send)
             try:
@@ -163,6 +166,11 @@ class _Writer:
                 {"type": "http.response.body", "body": sse_error(error) + DONE, "more_body": True}
             )
         await self._send({"type": "http.response.body", "body": b""})
+
+
+def method_of(request: RelayedRequest) -> str:
+    """The replica method that answers `request` (see step 3 of the module docstring)."""
+    return METHOD_OF_PATH.get(request.path, "relay") if request.stream else UNARY_METHOD
 
 
 def _app_path(scope) -> str:

@@ -1,7 +1,8 @@
 """One replica: a whole multi-model swiftserve (the router and OpenAI app of `swiftserve launch`).
 
 The method names follow Ray Serve LLM's server contract: `chat`, `completions` and `embeddings`
-are async generators (the answer's parts, relay.py), `check_health` raises when the replica cannot
+are async generators (a streamed answer's parts, relay.py; `answer` returns every part of any
+other request at once), `check_health` raises when the replica cannot
 serve, and `get_deployment_options` gives Ray its options (deployment_options.py). Beside them:
 - `record_routing_stats`: what the request router ranks replicas by (routing.ReplicaReport):
   every model's state, the requests in flight, the free memory budget, the replica's group.
@@ -28,7 +29,7 @@ from swiftserve.ray.autoscale import window_mean
 from swiftserve.ray.autoscaling_policy import QUEUE_DEPTH, TTFT
 from swiftserve.ray.deployment_options import deployment_options
 from swiftserve.ray.groups import group_of_rank
-from swiftserve.ray.relay import Part, RelayedRequest, run_in_app
+from swiftserve.ray.relay import Part, RelayedRequest, collect, run_in_app
 from swiftserve.ray.spec import MULTIPLEX_MODELS_PER_REPLICA, POW2_MULTIPLEX, ServeSpec
 from swiftserve.ray.stage_caller import RayStages
 from swiftserve.ray.stage_wire import (
@@ -97,6 +98,11 @@ class SwiftServeReplica:
     async def embeddings(self, request: RelayedRequest) -> AsyncGenerator[Part, None]:
         async for part in self.relay(request):
             yield part
+
+    async def answer(self, request: RelayedRequest) -> list[Part]:
+        """Any request not streamed: every part at once (one round trip through Ray, not one per
+        part). Cancelled (the client left): the app's request is aborted, as for a stream."""
+        return await collect(self.relay(request))
 
     async def relay(self, request: RelayedRequest) -> AsyncGenerator[Part, None]:
         """Any other route of the app (/v1/models, /v1/pipelines/{name}, /metrics)."""
