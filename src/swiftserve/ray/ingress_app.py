@@ -1,8 +1,10 @@
 """The ingress's ASGI app: the OpenAI API in front of the replicas, as a relay (no import of ray).
 
 Lifecycle of one request:
-1. `/health` is answered here: 200 while a replica is ready, else 503. Any other path goes to a
-   replica; while none is ready the answer is 503 `service_unavailable` with Retry-After.
+1. `/health` is answered here: 200 while a replica is ready, else 503. `/metrics` too, when
+   the ingress can scrape every replica (`metrics`): their expositions merged, each sample
+   labelled with its replica (metrics_merge.py). Any other path goes to a replica; while none is
+   ready the answer is 503 `service_unavailable` with Retry-After.
 2. The body is read with the server's own limit (server/http.read_body: 413 past it); its
    `model` and the `x-session-id` header are peeked for routing (relay.relayed).
 3. The request goes to a replica: a streamed one (`"stream": true`) by the method Ray Serve LLM
@@ -24,12 +26,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from swiftserve.ray.relay import Part, RelayedRequest, ResponseHead, relayed
 from swiftserve.server.errors import APIError, service_unavailable
 from swiftserve.server.http import ClientGone, JSONResponse, error_response, read_body
+from swiftserve.server.metrics import CONTENT_TYPE_LATEST
 from swiftserve.server.streaming import DONE, sse_error
 
 logger = logging.getLogger("swiftserve.ray")
@@ -53,7 +56,8 @@ class ReplicaFailedError(Exception):
 class IngressApp:
     """send: to a replica (ingress.py, through a Ray handle; tests pass a replica directly).
     is_ready: whether a replica is ready now. is_replica_failure: which exceptions of `send` mean
-    that the replica was lost (Ray's), as opposed to a bug."""
+    that the replica was lost (Ray's), as opposed to a bug. metrics: the deployment's merged
+    exposition (None: /metrics goes to one replica, like any other path)."""
 
     def __init__(
         self,
@@ -61,11 +65,13 @@ class IngressApp:
         is_ready: Callable[[], bool],
         is_replica_failure: Callable[[BaseException], bool],
         max_body_bytes: int,
+        metrics: Callable[[], Awaitable[bytes]] | None = None,
     ) -> None:
         self.send = send
         self.is_ready = is_ready
         self.is_replica_failure = is_replica_failure
         self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -86,6 +92,10 @@ class IngressApp:
         if path == "/health":
             status, body = (200, b'{"status":"ok"}') if self.is_ready() else (503, b'{"status":"no_replica"}')
             await JSONResponse(body, status=status).send(send)
+            return
+        if path == "/metrics" and self.metrics is not None and scope["method"] == "GET":
+            content_type = [(b"content-type", CONTENT_TYPE_LATEST.encode())]
+            await JSONResponse(await self.metrics(), headers=content_type).send(send)
             return
         if not self.is_ready():
             raise _no_replica()
