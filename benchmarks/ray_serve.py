@@ -6,7 +6,9 @@ model's first token against Ray's own scale from zero. Prints a table and writes
 1. hop: one replica (chat + embeddings pinned) through Ray (HTTP proxy -> ingress -> replica)
    against `swiftserve launch` with the same models hit directly over HTTP; small embedding
    requests and GET /v1/models, sequential (latency) and 4 at a time (throughput); and the two
-   handle call shapes A/B (call_shapes: unary against streaming, the same request and replica).
+   handle call shapes A/B (call_shapes: unary against streaming, the same request and replica);
+   with --same-loop-ab, the Ray half again on a Ray started with Ray Serve's default thread
+   switches instead of ours (serve_env.py).
 2. skew: two replicas, three on-demand models under a budget that holds two of them per replica
    (SmolLM2-135M, gemma-3-270m, MiniLM), a Zipf-skewed trace, 2 clients: our routing against Ray's
    default (power of two choices with model multiplexing, 2 models per replica); cold loads
@@ -133,24 +135,14 @@ def undeploy(spec) -> None:
 # ---------------------------------------------------------------- 1. the extra hop
 
 
-def hop(port: int, n: int) -> dict:
-    from swiftserve.ray.replica_config import ReplicaSetConfig
-    from swiftserve.ray.spec import ServeSpec
-
+def hop(port: int, n: int, serve_envs: dict[str, dict[str, str]]) -> dict:
     calls = [("POST", "/v1/embeddings", {"model": EMBED, "input": "a short text"})] * n
     models = [("GET", "/v1/models", None)] * n
     kinds = {"embeddings": calls, "models": models}
     results: dict = {}
-    spec = ServeSpec(
-        router_config((CHAT, EMBED)), ReplicaSetConfig(num_replicas=1, num_cpus=1), app_name="hop"
-    )
-    base = deploy(spec, port)
-    for name, c in kinds.items():
-        asyncio.run(timed_requests(base, c[:5], 1))  # warm
-        results[f"ray/{name}/seq"] = asyncio.run(timed_requests(base, c, 1))
-        results[f"ray/{name}/x4"] = asyncio.run(timed_requests(base, c, 4))
-    results.update(call_shapes(spec.app_name, n))
-    undeploy(spec)
+    for label, env in serve_envs.items():
+        results.update(ray_hop(port, n, kinds, label, env))
+    os.environ.update(next(iter(serve_envs.values())))  # the later parts: the first env's Ray
     direct_port = free_port()
     command = [sys.executable, "-P", "-m", "swiftserve", "launch", "--models", f"{CHAT},{EMBED}"]
     command += ["--port", str(direct_port), "--max-model-len", "512", "--kv-cache-memory", "32MiB"]
@@ -165,10 +157,36 @@ def hop(port: int, n: int) -> dict:
     finally:
         server.terminate()
         server.wait(30)
-    for name in kinds:
-        results[f"hop_p50_ms/{name}"] = (
-            results[f"ray/{name}/seq"]["p50_ms"] - results[f"direct/{name}/seq"]["p50_ms"]
-        )
+    for label in serve_envs:
+        for name in kinds:
+            results[f"hop_p50_ms/{label}/{name}"] = (
+                results[f"{label}/{name}/seq"]["p50_ms"] - results[f"direct/{name}/seq"]["p50_ms"]
+            )
+    return results
+
+
+def ray_hop(port: int, n: int, kinds: dict, label: str, env: dict[str, str]) -> dict:
+    """The requests through a local Ray started afresh with `env` set (then shut down)."""
+    import ray
+    from ray import serve
+
+    from swiftserve.ray.replica_config import ReplicaSetConfig
+    from swiftserve.ray.spec import ServeSpec
+
+    os.environ.update(env)  # explicit either way: deploy() would set SAME_LOOP_ENV's by default
+    spec = ServeSpec(
+        router_config((CHAT, EMBED)), ReplicaSetConfig(num_replicas=1, num_cpus=1), app_name="hop"
+    )
+    base = deploy(spec, port)
+    results: dict = {}
+    for name, c in kinds.items():
+        asyncio.run(timed_requests(base, c[:5], 1))  # warm
+        results[f"{label}/{name}/seq"] = asyncio.run(timed_requests(base, c, 1))
+        results[f"{label}/{name}/x4"] = asyncio.run(timed_requests(base, c, 4))
+    shapes = call_shapes(spec.app_name, n)
+    results.update({f"{label}/{key}": value for key, value in shapes.items()})
+    serve.shutdown()
+    ray.shutdown()
     return results
 
 
@@ -353,6 +371,11 @@ def main() -> int:
     parser.add_argument("--trace", type=int, default=48)
     parser.add_argument("--out", default="benchmarks/results/ray_serve.json")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: hop,skew,cold")
+    parser.add_argument(
+        "--same-loop-ab",
+        action="store_true",
+        help="hop: also through a Ray started with Ray Serve's default switches (serve_env.py)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("PYTHONSAFEPATH", "1")  # the Ray workers: the repo's kernels/ stays off sys.path
     import ray
@@ -363,7 +386,10 @@ def main() -> int:
     results: dict = {"host": f"{os.cpu_count()} vCPU, shared", "predict": {}}
     try:
         if "hop" not in skip:
-            results["hop"] = hop(port, args.requests)
+            from swiftserve.ray.serve_env import RAY_DEFAULT_ENV, SAME_LOOP_ENV
+
+            envs = {"ray": SAME_LOOP_ENV, **({"ray-defaults": RAY_DEFAULT_ENV} if args.same_loop_ab else {})}
+            results["hop"] = hop(port, args.requests, envs)
         if "skew" not in skip:
             results["skew"] = skew(port, args.trace)
         if "cold" not in skip:
@@ -384,9 +410,9 @@ def print_table(results: dict) -> None:
     for key, value in results.get("hop", {}).items():
         if isinstance(value, dict):
             line = f"p50 {value['p50_ms']:7.2f} ms  p95 {value['p95_ms']:7.2f} ms"
-            print(f"  {key:24s} {line}  {value['req_per_s']:7.1f} req/s")
+            print(f"  {key:36s} {line}  {value['req_per_s']:7.1f} req/s")
         else:
-            print(f"  {key:24s} {value:+7.2f} ms (Ray - direct)")
+            print(f"  {key:36s} {value:+7.2f} ms (Ray - direct)")
     skew_results = results.get("skew", {})
     if skew_results:
         print(f"  skewed trace {skew_results['trace']}")
