@@ -5,7 +5,10 @@ model's first token against Ray's own scale from zero. Prints a table and writes
 
 1. hop: one replica (chat + embeddings pinned) through Ray (HTTP proxy -> ingress -> replica)
    against `swiftserve launch` with the same models hit directly over HTTP; small embedding
-   requests and GET /v1/models, sequential (latency) and 4 at a time (throughput).
+   requests and GET /v1/models, sequential (latency) and 4 at a time (throughput); and the two
+   handle call shapes A/B (call_shapes: unary against streaming, the same request and replica);
+   with --same-loop-ab, the Ray half again on a Ray started with Ray Serve's default thread
+   switches instead of ours (serve_env.py).
 2. skew: two replicas, three on-demand models under a budget that holds two of them per replica
    (SmolLM2-135M, gemma-3-270m, MiniLM), a Zipf-skewed trace, 2 clients: our routing against Ray's
    default (power of two choices with model multiplexing, 2 models per replica); cold loads
@@ -132,22 +135,14 @@ def undeploy(spec) -> None:
 # ---------------------------------------------------------------- 1. the extra hop
 
 
-def hop(port: int, n: int) -> dict:
-    from swiftserve.ray.replica_config import ReplicaSetConfig
-    from swiftserve.ray.spec import ServeSpec
-
+def hop(port: int, n: int, serve_envs: dict[str, dict[str, str]]) -> dict:
     calls = [("POST", "/v1/embeddings", {"model": EMBED, "input": "a short text"})] * n
     models = [("GET", "/v1/models", None)] * n
+    kinds = {"embeddings": calls, "models": models}
     results: dict = {}
-    spec = ServeSpec(
-        router_config((CHAT, EMBED)), ReplicaSetConfig(num_replicas=1, num_cpus=1), app_name="hop"
-    )
-    base = deploy(spec, port)
-    for name, c in (("embeddings", calls), ("models", models)):
-        asyncio.run(timed_requests(base, c[:5], 1))  # warm
-        results[f"ray/{name}/seq"] = asyncio.run(timed_requests(base, c, 1))
-        results[f"ray/{name}/x4"] = asyncio.run(timed_requests(base, c, 4))
-    undeploy(spec)
+    for label, env in serve_envs.items():
+        results.update(ray_hop(port, n, kinds, label, env))
+    os.environ.update(next(iter(serve_envs.values())))  # the later parts: the first env's Ray
     direct_port = free_port()
     command = [sys.executable, "-P", "-m", "swiftserve", "launch", "--models", f"{CHAT},{EMBED}"]
     command += ["--port", str(direct_port), "--max-model-len", "512", "--kv-cache-memory", "32MiB"]
@@ -155,18 +150,74 @@ def hop(port: int, n: int) -> dict:
     try:
         direct = f"http://127.0.0.1:{direct_port}"
         wait_health(direct)
-        for name, c in (("embeddings", calls), ("models", models)):
+        for name, c in kinds.items():
             asyncio.run(timed_requests(direct, c[:5], 1))
             results[f"direct/{name}/seq"] = asyncio.run(timed_requests(direct, c, 1))
             results[f"direct/{name}/x4"] = asyncio.run(timed_requests(direct, c, 4))
     finally:
         server.terminate()
         server.wait(30)
-    for name in ("embeddings", "models"):
-        results[f"hop_p50_ms/{name}"] = (
-            results[f"ray/{name}/seq"]["p50_ms"] - results[f"direct/{name}/seq"]["p50_ms"]
-        )
+    for label in serve_envs:
+        for name in kinds:
+            results[f"hop_p50_ms/{label}/{name}"] = (
+                results[f"{label}/{name}/seq"]["p50_ms"] - results[f"direct/{name}/seq"]["p50_ms"]
+            )
     return results
+
+
+def ray_hop(port: int, n: int, kinds: dict, label: str, env: dict[str, str]) -> dict:
+    """The requests through a local Ray started afresh with `env` set (then shut down)."""
+    import ray
+    from ray import serve
+
+    from swiftserve.ray.replica_config import ReplicaSetConfig
+    from swiftserve.ray.spec import ServeSpec
+
+    os.environ.update(env)  # explicit either way: deploy() would set SAME_LOOP_ENV's by default
+    spec = ServeSpec(
+        router_config((CHAT, EMBED)), ReplicaSetConfig(num_replicas=1, num_cpus=1), app_name="hop"
+    )
+    base = deploy(spec, port)
+    results: dict = {}
+    for name, c in kinds.items():
+        asyncio.run(timed_requests(base, c[:5], 1))  # warm
+        results[f"{label}/{name}/seq"] = asyncio.run(timed_requests(base, c, 1))
+        results[f"{label}/{name}/x4"] = asyncio.run(timed_requests(base, c, 4))
+    shapes = call_shapes(spec.app_name, n)
+    results.update({f"{label}/{key}": value for key, value in shapes.items()})
+    serve.shutdown()
+    ray.shutdown()
+    return results
+
+
+def call_shapes(app_name: str, n: int) -> dict:
+    """The A/B of the two handle call shapes, from this process straight to the replica (no HTTP,
+    no ingress): GET /v1/models as one unary call (`answer`: every part in one reply) and as a
+    streaming call (`relay`: head, body and end, each through Ray's streaming generator)."""
+    from ray import serve
+
+    from swiftserve.ray.ingress import REPLICA_DEPLOYMENT
+    from swiftserve.ray.relay import relayed
+
+    handle = serve.get_deployment_handle(REPLICA_DEPLOYMENT, app_name)
+    request = relayed("GET", "/v1/models", {}, b"")
+
+    def unary() -> None:
+        handle.options(stream=False).answer.remote(request).result()
+
+    def streamed() -> None:
+        list(handle.options(stream=True).relay.remote(request))
+
+    shapes = {"unary": unary, "stream": streamed}
+    latencies: dict[str, list[float]] = {name: [] for name in shapes}
+    for i in range(n + 5):  # interleaved, so that the host's noise falls on both alike
+        for name, call in shapes.items():
+            start = time.perf_counter()
+            call()
+            if i >= 5:  # the first five warm up
+                latencies[name].append(time.perf_counter() - start)
+    out = {f"handle/models/{name}": summary(lat, sum(lat)) for name, lat in latencies.items()}
+    return out
 
 
 # ---------------------------------------------------------------- 2. a skewed multi-model trace
@@ -320,6 +371,11 @@ def main() -> int:
     parser.add_argument("--trace", type=int, default=48)
     parser.add_argument("--out", default="benchmarks/results/ray_serve.json")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: hop,skew,cold")
+    parser.add_argument(
+        "--same-loop-ab",
+        action="store_true",
+        help="hop: also through a Ray started with Ray Serve's default switches (serve_env.py)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("PYTHONSAFEPATH", "1")  # the Ray workers: the repo's kernels/ stays off sys.path
     import ray
@@ -330,7 +386,10 @@ def main() -> int:
     results: dict = {"host": f"{os.cpu_count()} vCPU, shared", "predict": {}}
     try:
         if "hop" not in skip:
-            results["hop"] = hop(port, args.requests)
+            from swiftserve.ray.serve_env import RAY_DEFAULT_ENV, SAME_LOOP_ENV
+
+            envs = {"ray": SAME_LOOP_ENV, **({"ray-defaults": RAY_DEFAULT_ENV} if args.same_loop_ab else {})}
+            results["hop"] = hop(port, args.requests, envs)
         if "skew" not in skip:
             results["skew"] = skew(port, args.trace)
         if "cold" not in skip:
@@ -351,9 +410,9 @@ def print_table(results: dict) -> None:
     for key, value in results.get("hop", {}).items():
         if isinstance(value, dict):
             line = f"p50 {value['p50_ms']:7.2f} ms  p95 {value['p95_ms']:7.2f} ms"
-            print(f"  {key:24s} {line}  {value['req_per_s']:7.1f} req/s")
+            print(f"  {key:36s} {line}  {value['req_per_s']:7.1f} req/s")
         else:
-            print(f"  {key:24s} {value:+7.2f} ms (Ray - direct)")
+            print(f"  {key:36s} {value:+7.2f} ms (Ray - direct)")
     skew_results = results.get("skew", {})
     if skew_results:
         print(f"  skewed trace {skew_results['trace']}")

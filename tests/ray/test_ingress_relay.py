@@ -12,8 +12,8 @@ import httpx
 import openai
 import pytest
 
-from swiftserve.ray.ingress_app import IngressApp
-from swiftserve.ray.relay import RelayedRequest, ResponseHead, peek_model, relayed, run_in_app
+from swiftserve.ray.ingress_app import UNARY_METHOD, IngressApp
+from swiftserve.ray.relay import RelayedRequest, ResponseHead, collect, peek, peek_model, relayed, run_in_app
 
 from ..server.thread_server import make_app
 
@@ -33,7 +33,9 @@ class _Lost(Exception):
 
 
 class _Replicas:
-    """Sends to one in-process app; can fail the next calls before or after their first part."""
+    """Sends to one in-process app; can fail the next calls before or after their first part.
+    A unary call (UNARY_METHOD) answers every part at once, as Ray's unary handle call does: it
+    fails before the ingress sees any part."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -46,13 +48,27 @@ class _Replicas:
         if self.fail_before:
             self.fail_before -= 1
             raise _Lost("replica died")
+        parts = self._parts(request)
+        if method == UNARY_METHOD:
+            parts = _replay(await collect(parts))
+        async with contextlib.aclosing(parts) as opened:
+            async for part in opened:
+                yield part
+
+    async def _parts(self, request: RelayedRequest):
         count = 0
         async with contextlib.aclosing(run_in_app(self.app, request)) as parts:
             async for part in parts:
                 if self.fail_after_parts is not None and count >= self.fail_after_parts:
-                    raise _Lost("replica died mid-stream")
+                    self.fail_after_parts = None
+                    raise _Lost("replica died mid-answer")
                 count += 1
                 yield part
+
+
+async def _replay(parts: list):
+    for part in parts:
+        yield part
 
 
 @contextlib.asynccontextmanager
@@ -79,9 +95,19 @@ def test_peek_model_and_relayed_request():
     assert peek_model(b"{not json") is None
     assert peek_model(b'{"model": 3}') is None
     request = relayed("POST", "/v1/chat/completions", {"x-session-id": "s1"}, b'{"model": "m"}')
-    assert (request.model, request.session_id) == ("m", "s1")
+    assert (request.model, request.session_id, request.stream) == ("m", "s1", False)
+    assert relayed("POST", "/v1/completions", {}, b'{"model": "m", "stream": true}').stream
     assert relayed("GET", "/v1/models/chat", {}, b"").model == "chat"
     assert relayed("POST", "/v1/models/reload", {}, b"").model is None
+
+
+def test_peek_reads_stream_only_when_it_is_true():
+    assert (peek(b'{"model": "m", "stream": true}').model, peek(b'{"stream": true}').stream) == ("m", True)
+    assert not peek(b'{"model": "m", "stream": false}').stream
+    assert not peek(b'{"model": "m"}').stream
+    # A bad stream value is the replica's 400 to give; the model is still peeked for routing.
+    assert peek(b'{"model": "m", "stream": "yes"}') == peek(b'{"model": "m"}')
+    assert not peek(b"[1, 2]").stream and peek(b"[1, 2]").model is None
 
 
 @_sync
@@ -98,7 +124,8 @@ async def test_chat_stream_embeddings_through_the_sdk():
         assert text == reply.choices[0].message.content
         vectors = await client.embeddings.create(model="fake-embed", input=["a", "bb"])
         assert [len(d.embedding) for d in vectors.data] == [4, 4]
-        assert [m for m, _ in replicas.calls] == ["chat", "chat", "embeddings"]
+        # Only the streamed request went through a streaming call; the others in one unary call.
+        assert [m for m, _ in replicas.calls] == [UNARY_METHOD, "chat", UNARY_METHOD]
 
 
 @_sync
@@ -139,6 +166,19 @@ async def test_a_replica_lost_before_answering_is_replaced():
 
 
 @_sync
+async def test_a_replica_lost_while_answering_a_unary_call_is_replaced():
+    """Nothing of a unary answer reaches the client before the whole of it: a replica lost after
+    it began answering is as if lost before, and the request goes to another one."""
+    async with _ingress() as (client, _, replicas, _):
+        replicas.fail_after_parts = 1  # the head went, then the replica died
+        reply = await client.chat.completions.create(
+            model="fake-chat", messages=[{"role": "user", "content": "abc"}], max_tokens=2
+        )
+        assert reply.choices[0].message.content
+        assert [m for m, _ in replicas.calls] == [UNARY_METHOD, UNARY_METHOD]
+
+
+@_sync
 async def test_every_replica_lost_is_a_503_replica_failed():
     async with _ingress() as (_, http, replicas, _):
         replicas.fail_before = 3
@@ -175,6 +215,31 @@ async def test_closing_the_relay_aborts_the_request_on_the_replica():
     assert isinstance(head, ResponseHead) and head.status == 200
     assert (await anext(parts)).startswith(b"data: ")
     await parts.aclose()
+    for _ in range(50):
+        if chat.aborted:
+            break
+        await asyncio.sleep(0.01)
+    assert chat.aborted and not chat.running
+    await app.router.shutdown()
+
+
+@_sync
+async def test_cancelling_a_unary_answer_aborts_the_request_on_the_replica():
+    """The client left while a replica collected a unary answer (Ray cancels the call)."""
+    app, chat = make_app(step_s=0.05)
+    await app.router.start()
+    app.is_ready = True
+    messages = [{"role": "user", "content": "x" * 40}]
+    body = json.dumps({"model": "fake-chat", "messages": messages, "max_tokens": 40}).encode()
+    request = relayed("POST", "/v1/chat/completions", {}, body)
+    answer = asyncio.ensure_future(collect(run_in_app(app, request)))
+    for _ in range(50):
+        if chat.running:
+            break
+        await asyncio.sleep(0.01)
+    answer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await answer
     for _ in range(50):
         if chat.aborted:
             break

@@ -49,11 +49,12 @@ def test_fixed_replicas_options():
 
 
 def test_autoscaling_options_carry_our_targets():
-    auto = Autoscaling(1, 4, ScalingTargets(target_queue_depth=6, target_ttft_s=0.5))
+    auto = Autoscaling(1, 4, ScalingTargets(target_queue_depth=6, target_ttft_s=0.5), 2.0, 5.0)
     options = deployment_options(_spec(ReplicaSetConfig(autoscaling=auto)))
     assert "num_replicas" not in options
     config = options["autoscaling_config"]
     assert (config["min_replicas"], config["initial_replicas"], config["max_replicas"]) == (1, 1, 4)
+    assert (config["upscale_delay_s"], config["downscale_delay_s"]) == (2.0, 5.0)
     assert config["policy"] == {
         "policy_function": "swiftserve.ray.autoscaling_policy:scale_on_queue_and_ttft",
         "policy_kwargs": {"target_queue_depth": 6, "target_ttft_s": 0.5},

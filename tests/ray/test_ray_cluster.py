@@ -135,6 +135,16 @@ def test_openai_sdk_through_ray(cluster):
     assert bad.value.body["param"] == "temperature"
 
 
+def test_metrics_cover_every_replica(cluster):
+    """GET /metrics through the ingress: both replicas' series, each labelled with its replica."""
+    response = httpx.get(cluster + "/metrics", timeout=30)
+    assert response.status_code == 200
+    ids = sorted(name.rsplit("#", 1)[-1] for name in replica_stats())
+    labelled = {i: f'replica="{i}"' in response.text for i in ids}
+    assert len(ids) == 2 and labelled == {i: True for i in ids}, response.text[:2000]
+    assert "swiftserve_metrics_replicas_missing 0.0" in response.text
+
+
 def test_a_model_resident_on_one_replica_gets_its_requests_there(cluster):
     before = replica_stats()
     resident = [n for n, s in before.items() if s["models"][CHAT] == "resident"]

@@ -41,12 +41,14 @@ replicas:
   max_ongoing_requests: 16
   groups:
     - {name: chatters, num_replicas: 1, pinned: [chat]}
-  autoscaling: {min_replicas: 2, max_replicas: 5, target_queue_depth: 4, target_ttft: 500ms}
+  autoscaling:
+    {min_replicas: 2, max_replicas: 5, target_queue_depth: 4, target_ttft: 500ms, downscale_delay: 5s}
 """
     )
     assert config.num_cpus == 0.5 and config.memory_bytes == 2 << 30 and config.max_ongoing_requests == 16
     assert config.groups == (ReplicaGroup("chatters", 1, ("chat",)),)
     assert config.autoscaling is not None and config.autoscaling.targets.target_ttft_s == 0.5
+    assert (config.autoscaling.upscale_delay_s, config.autoscaling.downscale_delay_s) == (30.0, 5.0)
     assert config.min_replicas == 2
 
 

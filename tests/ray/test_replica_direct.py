@@ -10,7 +10,7 @@ import openai
 import pytest
 from swiftserve.router.router_config import RouterConfig
 
-from swiftserve.ray.ingress_app import IngressApp
+from swiftserve.ray.ingress_app import UNARY_METHOD, IngressApp
 from swiftserve.ray.replica import SwiftServeReplica
 from swiftserve.ray.replica_config import ReplicaGroup, ReplicaSetConfig
 from swiftserve.ray.spec import ServeSpec
@@ -42,6 +42,10 @@ async def _scenario() -> None:
         assert stats["free_budget_bytes"] > 0
 
         async def send(method, request):
+            if method == UNARY_METHOD:  # a unary call: every part in one answer
+                for part in await replica.answer(request):
+                    yield part
+                return
             async for part in getattr(replica, method)(request):
                 yield part
 

@@ -6,9 +6,10 @@
 1. `build_app(spec)`: the replica deployment with its options (deployment_options.py) and the
    ingress bound to its handle.
 2. `launch(spec, address)`: connects to the cluster at `address` (None: starts a local Ray sized
-   by --num-cpus), checks that it can place the replicas that always run (placement.py), starts
-   Serve's HTTP proxy on host:port and deploys without waiting (the ingress answers 503 until a
-   replica is ready), then prints one ready line once a replica is, and serves until a signal.
+   by --num-cpus, with Ray Serve's same-loop switches: serve_env.py), checks that it can place
+   the replicas that always run (placement.py), starts Serve's HTTP proxy on host:port and
+   deploys without waiting (the ingress answers 503 until a replica is ready), then prints one
+   ready line once a replica is, and serves until a signal.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from swiftserve.ray.deployment_options import deployment_options
 from swiftserve.ray.ingress import INGRESS_DEPLOYMENT, REPLICA_DEPLOYMENT, SwiftServeIngress, running_replicas
 from swiftserve.ray.placement import check_placement
 from swiftserve.ray.replica import SwiftServeReplica
+from swiftserve.ray.serve_env import apply_serve_env
 from swiftserve.ray.spec import ServeSpec
 
 INGRESS_MAX_ONGOING_REQUESTS = 1000
@@ -62,6 +64,7 @@ def connect(cluster: ClusterOptions) -> None:
     if cluster.address is not None:
         ray.init(address=cluster.address, log_to_driver=False)
         return
+    apply_serve_env()  # before the local Ray starts: its processes inherit this environment
     ray.init(
         num_cpus=cluster.num_cpus,
         object_store_memory=cluster.object_store_bytes,

@@ -50,6 +50,8 @@ def deployment_options(spec: ServeSpec) -> dict[str, Any]:
         "max_replicas": auto.max_replicas,
         "metrics_interval_s": 1.0,
         "look_back_period_s": 10.0,
+        "upscale_delay_s": auto.upscale_delay_s,
+        "downscale_delay_s": auto.downscale_delay_s,
         "policy": {
             "policy_function": AUTOSCALING_POLICY,
             "policy_kwargs": {

@@ -1,19 +1,23 @@
 """The ingress's ASGI app: the OpenAI API in front of the replicas, as a relay (no import of ray).
 
 Lifecycle of one request:
-1. `/health` is answered here: 200 while a replica is ready, else 503. Any other path goes to a
-   replica; while none is ready the answer is 503 `service_unavailable` with Retry-After.
+1. `/health` is answered here: 200 while a replica is ready, else 503. `/metrics` too, when
+   the ingress can scrape every replica (`metrics`): their expositions merged, each sample
+   labelled with its replica (metrics_merge.py). Any other path goes to a replica; while none is
+   ready the answer is 503 `service_unavailable` with Retry-After.
 2. The body is read with the server's own limit (server/http.read_body: 413 past it); its
    `model` and the `x-session-id` header are peeked for routing (relay.relayed).
-3. The request goes to a replica by the method Ray Serve LLM names for its route (chat,
-   completions, embeddings; `relay` for the others); Ray's request router picks the replica.
+3. The request goes to a replica: a streamed one (`"stream": true`) by the method Ray Serve LLM
+   names for its route (chat, completions, embeddings; `relay` for the others), as a stream of
+   parts; any other one by `answer`, one unary call whose answer is every part at once (relay.py).
+   Ray's request router picks the replica.
 4. The replica's parts come back and are written as they come: the head with the first body
    chunk (so that a replica that dies before answering can be replaced), then every SSE event.
 5. A replica that fails before its first chunk: the request goes to another one, up to
-   MAX_ATTEMPTS in all. One that fails mid-stream: the stream ends with an error event (503,
-   code `replica_failed`) and `[DONE]`, as a shutdown ends streams; a JSON answer cut short ends
-   the connection. A client that disconnects cancels the relay, which aborts the request on its
-   replica (relay.run_in_app).
+   MAX_ATTEMPTS in all (a unary answer arrives whole, so a replica lost while answering one is
+   always in this case). One that fails mid-stream: the stream ends with an error event (503,
+   code `replica_failed`) and `[DONE]`, as a shutdown ends streams. A client that disconnects
+   cancels the relay, which aborts the request on its replica (relay.run_in_app).
 Errors answered here are the server's (server/errors.py), in OpenAI's format.
 """
 
@@ -22,12 +26,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from swiftserve.ray.relay import Part, RelayedRequest, ResponseHead, relayed
 from swiftserve.server.errors import APIError, service_unavailable
 from swiftserve.server.http import ClientGone, JSONResponse, error_response, read_body
+from swiftserve.server.metrics import CONTENT_TYPE_LATEST
 from swiftserve.server.streaming import DONE, sse_error
 
 logger = logging.getLogger("swiftserve.ray")
@@ -37,9 +42,10 @@ METHOD_OF_PATH = {
     "/v1/completions": "completions",
     "/v1/embeddings": "embeddings",
 }
+UNARY_METHOD = "answer"  # the replica's method that returns every part of an answer as one list
 MAX_ATTEMPTS = 3
 NO_REPLICA_RETRY_AFTER_S = 2
-# Sends a request to a replica by method name; yields its parts.
+# Sends a request to a replica by method name; yields its parts (UNARY_METHOD: in one call).
 Sender = Callable[[str, RelayedRequest], AsyncGenerator[Part, None]]
 
 
@@ -50,7 +56,8 @@ class ReplicaFailedError(Exception):
 class IngressApp:
     """send: to a replica (ingress.py, through a Ray handle; tests pass a replica directly).
     is_ready: whether a replica is ready now. is_replica_failure: which exceptions of `send` mean
-    that the replica was lost (Ray's), as opposed to a bug."""
+    that the replica was lost (Ray's), as opposed to a bug. metrics: the deployment's merged
+    exposition (None: /metrics goes to one replica, like any other path)."""
 
     def __init__(
         self,
@@ -58,11 +65,13 @@ class IngressApp:
         is_ready: Callable[[], bool],
         is_replica_failure: Callable[[BaseException], bool],
         max_body_bytes: int,
+        metrics: Callable[[], Awaitable[bytes]] | None = None,
     ) -> None:
         self.send = send
         self.is_ready = is_ready
         self.is_replica_failure = is_replica_failure
         self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -84,6 +93,10 @@ class IngressApp:
             status, body = (200, b'{"status":"ok"}') if self.is_ready() else (503, b'{"status":"no_replica"}')
             await JSONResponse(body, status=status).send(send)
             return
+        if path == "/metrics" and self.metrics is not None and scope["method"] == "GET":
+            content_type = [(b"content-type", CONTENT_TYPE_LATEST.encode())]
+            await JSONResponse(await self.metrics(), headers=content_type).send(send)
+            return
         if not self.is_ready():
             raise _no_replica()
         body = await read_body(receive, headers, self.max_body_bytes)
@@ -100,7 +113,7 @@ class IngressApp:
                 await relay
 
     async def _relay(self, request: RelayedRequest, send) -> None:
-        method = METHOD_OF_PATH.get(request.path, "relay")
+        method = method_of(request)
         for attempt in range(1, MAX_ATTEMPTS + 1):
             writer = _Writer(send)
             try:
@@ -163,6 +176,11 @@ class _Writer:
                 {"type": "http.response.body", "body": sse_error(error) + DONE, "more_body": True}
             )
         await self._send({"type": "http.response.body", "body": b""})
+
+
+def method_of(request: RelayedRequest) -> str:
+    """The replica method that answers `request` (see step 3 of the module docstring)."""
+    return METHOD_OF_PATH.get(request.path, "relay") if request.stream else UNARY_METHOD
 
 
 def _app_path(scope) -> str:

@@ -9,6 +9,11 @@ app writes them). So a request answered through Ray is byte for byte what one re
     RelayedRequest ──── Ray handle ────►  run_in_app(app, request)
     ◄── ResponseHead, bytes, bytes, ... ──  app(scope, receive, send)
 
+A request whose body asks for a stream (`"stream": true`) gets its parts one by one, through Ray's
+streaming generator (each part a round trip, so that tokens flow as they come); any other request
+gets them all at once, as one list, in a single unary call (`answer`): a JSON answer is complete
+before its first byte anyway, and a streamed call costs several round trips more.
+
 Closing the parts early (the client left, or the ingress cancelled) tells the app the client
 disconnected, which cancels the handler and aborts the engine request, as over HTTP.
 No import of ray here: tier-1 tests call it directly.
@@ -20,6 +25,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -37,6 +43,7 @@ class RelayedRequest:
     body: bytes
     model: str | None = None
     session_id: str | None = None
+    stream: bool = False  # the body asks for SSE: the answer travels as a stream of parts
 
 
 @dataclass(frozen=True)
@@ -51,23 +58,36 @@ class ResponseHead:
 Part = ResponseHead | bytes
 
 
-class _ModelField(msgspec.Struct):
+class _Peeked(msgspec.Struct):
     model: str | None = None
+    stream: Any = None  # any type: a bad value is the replica's 400, and must not hide the model
+
+
+@dataclass(frozen=True)
+class Peek:
+    model: str | None
+    stream: bool
+
+
+def peek(body: bytes) -> Peek:
+    """The `model` and `stream` of a JSON body (a body that does not decode: no model, not a stream;
+    the replica refuses it with the server's own 400)."""
+    try:
+        fields = msgspec.json.decode(body, type=_Peeked)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return Peek(None, False)
+    return Peek(fields.model, fields.stream is True)
 
 
 def peek_model(body: bytes) -> str | None:
-    """The `model` of a JSON body, or None (a body that does not decode is the replica's to refuse,
-    with the server's own 400)."""
-    try:
-        return msgspec.json.decode(body, type=_ModelField).model
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
+    return peek(body).model
 
 
 def relayed(method: str, path: str, headers: dict[str, str], body: bytes) -> RelayedRequest:
     """The request as the ingress forwards it (headers lower-cased, as the app reads them)."""
-    model = peek_model(body) if method == "POST" else _model_in_path(path)
-    return RelayedRequest(method, path, tuple(headers.items()), body, model, headers.get(SESSION_HEADER))
+    fields = peek(body) if method == "POST" else Peek(_model_in_path(path), False)
+    session = headers.get(SESSION_HEADER)
+    return RelayedRequest(method, path, tuple(headers.items()), body, fields.model, session, fields.stream)
 
 
 def _model_in_path(path: str) -> str | None:
@@ -109,6 +129,12 @@ async def run_in_app(app, request: RelayedRequest) -> AsyncGenerator[Part, None]
             gone.set()  # the app cancels its handler, which aborts the engine request
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def collect(parts: AsyncGenerator[Part, None]) -> list[Part]:
+    """Every part of an answer, for a unary call (one round trip instead of one per part)."""
+    async with contextlib.aclosing(parts) as opened:
+        return [part async for part in opened]
 
 
 async def _parts(messages: asyncio.Queue[dict], task: asyncio.Future) -> AsyncGenerator[Part, None]:

@@ -1,11 +1,14 @@
 """One replica: a whole multi-model swiftserve (the router and OpenAI app of `swiftserve launch`).
 
 The method names follow Ray Serve LLM's server contract: `chat`, `completions` and `embeddings`
-are async generators (the answer's parts, relay.py), `check_health` raises when the replica cannot
+are async generators (a streamed answer's parts, relay.py; `answer` returns every part of any
+other request at once), `check_health` raises when the replica cannot
 serve, and `get_deployment_options` gives Ray its options (deployment_options.py). Beside them:
 - `record_routing_stats`: what the request router ranks replicas by (routing.ReplicaReport):
   every model's state, the requests in flight, the free memory budget, the replica's group.
   Ray calls it every ROUTING_STATS_PERIOD_S and hands the result to every router.
+- `metrics`: this replica's Prometheus text, which the ingress merges with the others'
+  (metrics_merge.py) to answer GET /metrics for the whole deployment.
 - `record_autoscaling_stats`: requests in flight and recent mean time to first token
   (autoscaling_policy.py).
 - `prewarm(call)`, `stage(call)`, `stage_embed(call)`: what another replica's pipeline asks of
@@ -28,7 +31,8 @@ from swiftserve.ray.autoscale import window_mean
 from swiftserve.ray.autoscaling_policy import QUEUE_DEPTH, TTFT
 from swiftserve.ray.deployment_options import deployment_options
 from swiftserve.ray.groups import group_of_rank
-from swiftserve.ray.relay import Part, RelayedRequest, run_in_app
+from swiftserve.ray.metrics_merge import ReplicaMetrics
+from swiftserve.ray.relay import Part, RelayedRequest, collect, run_in_app
 from swiftserve.ray.spec import MULTIPLEX_MODELS_PER_REPLICA, POW2_MULTIPLEX, ServeSpec
 from swiftserve.ray.stage_caller import RayStages
 from swiftserve.ray.stage_wire import (
@@ -53,6 +57,7 @@ class SwiftServeReplica:
     # Ray Serve awaits an async constructor (models load before the replica counts as running).
     async def __init__(self, spec: ServeSpec, rank: int | None = None) -> None:  # type: ignore[misc]
         self.group = group_of_rank(_replica_rank() if rank is None else rank, spec.replicas.groups)
+        self.replica_id = _replica_id() if rank is None else f"rank-{rank}"
         self.runtime = RouterRuntime(spec.router_for(self.group), self._on_cold_start)
         self.app = App(
             self.runtime.router,
@@ -98,6 +103,11 @@ class SwiftServeReplica:
         async for part in self.relay(request):
             yield part
 
+    async def answer(self, request: RelayedRequest) -> list[Part]:
+        """Any request not streamed: every part at once (one round trip through Ray, not one per
+        part). Cancelled (the client left): the app's request is aborted, as for a stream."""
+        return await collect(self.relay(request))
+
     async def relay(self, request: RelayedRequest) -> AsyncGenerator[Part, None]:
         """Any other route of the app (/v1/models, /v1/pipelines/{name}, /metrics)."""
         self.in_flight += 1
@@ -136,6 +146,10 @@ class SwiftServeReplica:
             return await serve_embed(self.runtime.router, call)
         finally:
             self.in_flight -= 1
+
+    def metrics(self) -> ReplicaMetrics:
+        """This replica's /metrics, for the ingress's merged scrape (metrics_merge.py)."""
+        return ReplicaMetrics(self.replica_id, self.app.metrics.render().decode())
 
     # -- what Ray asks of a replica -----------------------------------------------------------------
     async def check_health(self) -> None:
@@ -186,6 +200,12 @@ def _replica_rank() -> int:
     from ray import serve
 
     return serve.get_replica_context().rank.rank
+
+
+def _replica_id() -> str:
+    from ray import serve
+
+    return serve.get_replica_context().replica_id.unique_id
 
 
 def _multiplexer() -> Any:

@@ -15,6 +15,8 @@
         max_replicas: 4
         target_queue_depth: 8  # requests in flight per replica
         target_ttft: 500ms     # one more replica while a replica's mean first token is slower
+        upscale_delay: 30s     # how long a decision to add a replica must hold first (Ray's default)
+        downscale_delay: 10m   # ... to remove one (Ray's default: replicas take seconds to start)
 
 Decoded with msgspec (unknown keys and wrong types are errors naming the key), converted to the
 frozen dataclasses below; every error is a ConfigError whose message starts with the key.
@@ -44,11 +46,18 @@ class ReplicaGroup:
     pinned: tuple[str, ...]
 
 
+# Ray Serve's own defaults: a short burst does not start a replica, a short lull does not stop one.
+DEFAULT_UPSCALE_DELAY_S = 30.0
+DEFAULT_DOWNSCALE_DELAY_S = 600.0
+
+
 @dataclass(frozen=True)
 class Autoscaling:
     min_replicas: int
     max_replicas: int
     targets: ScalingTargets
+    upscale_delay_s: float = DEFAULT_UPSCALE_DELAY_S
+    downscale_delay_s: float = DEFAULT_DOWNSCALE_DELAY_S
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,8 @@ class _Autoscaling(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_replicas: int
     target_queue_depth: float = 8.0
     target_ttft: str | float | None = None
+    upscale_delay: str | float = DEFAULT_UPSCALE_DELAY_S
+    downscale_delay: str | float = DEFAULT_DOWNSCALE_DELAY_S
 
 
 class _Replicas(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -156,7 +167,10 @@ def _autoscaling(entry: _Autoscaling) -> Autoscaling:
     ttft = None if entry.target_ttft is None else parse_duration(entry.target_ttft, f"{key}.target_ttft")
     if ttft == 0:
         raise ConfigError(f"{key}.target_ttft: must be > 0")
-    return Autoscaling(entry.min_replicas, entry.max_replicas, ScalingTargets(entry.target_queue_depth, ttft))
+    up = parse_duration(entry.upscale_delay, f"{key}.upscale_delay")
+    down = parse_duration(entry.downscale_delay, f"{key}.downscale_delay")
+    targets = ScalingTargets(entry.target_queue_depth, ttft)
+    return Autoscaling(entry.min_replicas, entry.max_replicas, targets, up, down)
 
 
 def _group(index: int, entry: _Group, models: tuple[ModelConfig, ...]) -> ReplicaGroup:
