@@ -211,6 +211,12 @@ class LLMEngine:
                 self.scheduler.abort(completion.seq)
         return request.to_output()
 
+    def close(self) -> None:
+        """Stops the engine's helper threads: grammar compiles and the runner's mask fills."""
+        self.grammars.shutdown()
+        if self.runner is not None:  # None once released (memory.py)
+            self.runner.close()
+
     def has_unfinished(self) -> bool:
         return bool(self.requests)
 
