@@ -54,6 +54,8 @@ class EngineConfig:
     # How long a request waits for its constraint (JSON schema, grammar) to compile before a 400.
     grammar_compile_timeout_s: float = DEFAULT_GRAMMAR_COMPILE_TIMEOUT_S
     grammar_mask_overlap: str = "auto"
+    # Feed the tokens a grammar forces as one chunk instead of a decode step each (fast_forward.py).
+    grammar_fast_forward: bool = False
 
     def __post_init__(self) -> None:
         if not self.model:
