@@ -54,8 +54,10 @@ class EngineConfig:
     # How long a request waits for its constraint (JSON schema, grammar) to compile before a 400.
     grammar_compile_timeout_s: float = DEFAULT_GRAMMAR_COMPILE_TIMEOUT_S
     grammar_mask_overlap: str = "auto"
-    # Feed the tokens a grammar forces as one chunk instead of a decode step each (fast_forward.py).
-    grammar_fast_forward: bool = False
+    # Feed the tokens a grammar forces as one chunk instead of a decode step each (fast_forward.py):
+    # on, as measured (benchmarks/fast_forward_ab.py, SmolLM2, long JSON keys: 27 steps instead of
+    # 93 for the same 93 tokens and the same text, 78 s instead of 142 s on a shared, loaded host).
+    grammar_fast_forward: bool = True
 
     def __post_init__(self) -> None:
         if not self.model:
