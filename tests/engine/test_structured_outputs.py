@@ -103,6 +103,18 @@ def test_every_output_validates_against_its_schema(llm: LLM, sampled: bool) -> N
     assert all_free(llm)
 
 
+def test_fast_forwarded_outputs_validate_too(smollm_dir) -> None:
+    fast = LLM(str(smollm_dir), max_model_len=512, kv_cache_memory=64 << 20, grammar_fast_forward=True)
+    names = list(SCHEMAS)
+    outputs = fast.chat([_chat(QUESTION)] * len(names), [_json(SCHEMAS[name]) for name in names])
+    for name, output in zip(names, outputs, strict=True):
+        completion = output.outputs[0]
+        assert completion.finish_reason == "stop", (name, completion.text)
+        jsonschema.validate(json.loads(completion.text), SCHEMAS[name])
+    assert fast.engine.num_forced_tokens > 0 and all_free(fast)
+    fast.engine.close()
+
+
 def test_json_object_regex_and_choice(llm: LLM) -> None:
     regex = r"[A-Z][a-z]{1,12} is [0-9]{1,2} years old\."
     specs = [

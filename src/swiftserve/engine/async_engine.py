@@ -131,7 +131,7 @@ class AsyncEngine:
         await asyncio.wrap_future(aborted)
         if self._owns_executor:
             await asyncio.to_thread(self._executor.stop)
-        self.engine.grammars.shutdown()
+        self.engine.close()
 
     # -- requests ------------------------------------------------------------------------------
     async def generate(

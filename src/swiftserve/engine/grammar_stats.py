@@ -1,5 +1,6 @@
 """What structured outputs cost one engine: compiles, cache hits, refusals, and the per-step mask
-fill time of constrained rows (percentiles over the recent steps), for /metrics and benchmarks."""
+fill time of constrained rows (percentiles over the recent steps) and how much of it the forward
+hid, for /metrics and benchmarks."""
 
 from __future__ import annotations
 
@@ -20,6 +21,11 @@ class GrammarStats:
     mask_fill_p99_s: float
     mask_fill_row_p99_s: float  # per row: a step's fill over its constrained rows
     mask_apply_p99_s: float
+    # Fills beside the forward (overlap_policy.py): how many steps, how much of a fill the forward
+    # hid, and how long the step still waited for it at the join.
+    num_overlapped_steps: int = 0
+    mask_hidden_p50_s: float = 0.0
+    mask_join_wait_p99_s: float = 0.0
 
 
 def grammar_stats(compile_stats: GrammarCompileStats, timings: MaskTimings) -> GrammarStats:
@@ -33,6 +39,9 @@ def grammar_stats(compile_stats: GrammarCompileStats, timings: MaskTimings) -> G
         mask_fill_p99_s=percentile(list(timings.fill_s), 0.99),
         mask_fill_row_p99_s=percentile(list(timings.fill_per_row_s), 0.99),
         mask_apply_p99_s=percentile(list(timings.apply_s), 0.99),
+        num_overlapped_steps=timings.num_overlapped_steps,
+        mask_hidden_p50_s=percentile(list(timings.hidden_s), 0.5),
+        mask_join_wait_p99_s=percentile(list(timings.join_wait_s), 0.99),
     )
 
 

@@ -18,6 +18,7 @@ import torch
 from swiftserve.config import EngineConfig
 from swiftserve.engine.detokenizer import IncrementalDetokenizer
 from swiftserve.engine.errors import ContextLengthError, InvalidRequestError, QueueFullError
+from swiftserve.engine.fast_forward import ForcedTokenRejectedError, fast_forward, may_fast_forward
 from swiftserve.engine.grammar_compiler import GrammarCompiler
 from swiftserve.engine.grammar_stats import GrammarStats, grammar_stats
 from swiftserve.engine.postprocess import append_prompt_logprobs, append_token
@@ -87,6 +88,7 @@ class LLMEngine:
         self.requests: dict[str, Request] = {}
         self._completions: dict[int, Completion] = {}  # seq id -> completion
         self._ids = itertools.count()
+        self.num_forced_tokens = 0  # tokens fast-forwarded (fast_forward.py) since the engine started
         self.grammars = GrammarCompiler(self._grammar_backend, timeout_s=config.grammar_compile_timeout_s)
 
     def _max_model_len(self) -> int:
@@ -211,6 +213,12 @@ class LLMEngine:
                 self.scheduler.abort(completion.seq)
         return request.to_output()
 
+    def close(self) -> None:
+        """Stops the engine's helper threads: grammar compiles and the runner's mask fills."""
+        self.grammars.shutdown()
+        if self.runner is not None:  # None once released (memory.py)
+            self.runner.close()
+
     def has_unfinished(self) -> bool:
         return bool(self.requests)
 
@@ -237,15 +245,10 @@ class LLMEngine:
             completion = self._completions.get(item.seq.seq_id)
             if completion is None:  # its request failed on an earlier row of this step
                 continue
-            if row in failed:
-                touched[completion.request_id] = self._fail(completion.request_id, failed[row])
-                continue
-            grammar = completion.state.grammar
-            if grammar is not None and not grammar.accept(token_id):  # the mask allowed it: a bug
-                reason = f"the grammar rejected sampled token {token_id}: {grammar.error()}"
+            reason = failed.get(row) or self._advance(completion, token_id, logprob)
+            if reason is not None:
                 touched[completion.request_id] = self._fail(completion.request_id, reason)
                 continue
-            append_token(completion, token_id, logprob, self.max_model_len)
             if completion.finish_reason is not None:
                 self.scheduler.finish(completion.seq)
                 del self._completions[completion.seq.seq_id]
@@ -261,6 +264,21 @@ class LLMEngine:
             if output.finished:
                 del self.requests[output.request_id]
         return outputs
+
+    def _advance(self, completion: Completion, token_id: int, logprob: TokenLogprob | None) -> str | None:
+        """Records a sampled token, and the tokens its grammar then forces when fast-forwarding;
+        why the request must fail instead, if it must."""
+        grammar = completion.state.grammar
+        if grammar is not None and not grammar.accept(token_id):  # the mask allowed it: a bug
+            return f"the grammar rejected sampled token {token_id}: {grammar.error()}"
+        append_token(completion, token_id, logprob, self.max_model_len)
+        if not (self.config.grammar_fast_forward and may_fast_forward(completion)):
+            return None
+        try:
+            self.num_forced_tokens += fast_forward(completion, self.max_model_len)
+        except ForcedTokenRejectedError as exc:
+            return str(exc)
+        return None
 
     def _fail(self, request_id: str, reason: str) -> Request:
         """Ends one request that failed in a step, freeing its blocks; the rest of the batch goes on."""

@@ -31,6 +31,7 @@ def release_keeping_weights(engine):
     runner = getattr(engine, "runner", None)
     if runner is None:
         return None
+    runner.close()  # its mask fill thread, which would otherwise wait for the next step
     model = runner.model
     if model is not None:
         _drop_kv_references(model)

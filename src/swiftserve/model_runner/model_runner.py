@@ -10,8 +10,16 @@ import torch
 from swiftserve.config import EngineConfig
 from swiftserve.loader.model_source import ModelSource
 from swiftserve.model_runner.grammar.interface import GrammarBackend
-from swiftserve.model_runner.grammar.step_masks import MaskTimings, mask_constrained_rows
-from swiftserve.model_runner.input_batch import prepare_inputs
+from swiftserve.model_runner.grammar.mask_worker import MaskFillWorker, MaskWorkerClosedError
+from swiftserve.model_runner.grammar.overlap_policy import OverlapPolicy
+from swiftserve.model_runner.grammar.step_masks import (
+    MaskTimings,
+    PendingMasks,
+    apply_masks,
+    settle,
+    start_masks,
+)
+from swiftserve.model_runner.input_batch import InputBatch, prepare_inputs
 from swiftserve.model_runner.kv_cache import num_blocks_for_budget, reserve_kv_cache
 from swiftserve.model_runner.logits import float32_logits
 from swiftserve.model_runner.model_loader import load_model, resolve_device, serving_torch_dtype
@@ -64,11 +72,17 @@ class ModelRunner:
         self.generator = _engine_generator(self.device, config.seed)
         self.sampler = Sampler(self.model_config.vocab_size, self.generator)
         self.mask_timings = MaskTimings()
+        self.mask_overlap = OverlapPolicy(config.grammar_mask_overlap)
+        self.mask_worker = MaskFillWorker()  # its thread starts with the first overlapped fill
 
     @property
     def max_num_blocks(self) -> int:
         """The most KV blocks this runner's cache can hold."""
         return self.kv_cache.num_blocks
+
+    def close(self) -> None:
+        """Stops the mask fill thread; a later step fills its masks after the forward."""
+        self.mask_worker.close()
 
     def release_kv_blocks(self, first_block: int, end_block: int) -> None:
         """Hand back the memory of blocks [first_block, end_block), which no sequence holds (CPU)."""
@@ -84,14 +98,37 @@ class ModelRunner:
         """Forward the step; sample a token for every item that reached its sequence's end.
         grammar_backend fills the masks of rows with a grammar (the engine's, once it has one)."""
         batch = prepare_inputs(out, self.block_size, self.device)
+        rows = [states[item.seq.seq_id] for item in batch.sampling_items]
+        masks = self._start_masks(rows, grammar_backend)
+        try:
+            return self._forward_and_sample(batch, states, rows, masks)
+        finally:
+            settle(masks)  # a forward that raised: its fill ends before the step does
+
+    def _forward_and_sample(
+        self,
+        batch: InputBatch,
+        states: dict[int, SamplingState],
+        rows: list[SamplingState],
+        masks: PendingMasks | None,
+    ) -> StepResult:
         hidden = self.model(batch.input_ids, batch.positions, batch.meta)
         prompt_logprobs = compute_prompt_logprobs(batch.order, hidden, states, self.compute_logits)
         if not batch.sampling_items:
             return StepResult([], SamplerOutput([], []), prompt_logprobs)
         logits = self.compute_logits(hidden[batch.logits_indices])
-        rows = [states[item.seq.seq_id] for item in batch.sampling_items]
-        mask_constrained_rows(logits, rows, grammar_backend, self.mask_timings)
+        apply_masks(logits, masks, self.mask_timings)
         return StepResult(batch.sampling_items, self.sampler(logits, rows), prompt_logprobs)
+
+    def _start_masks(self, rows: list[SamplingState], backend: GrammarBackend | None) -> PendingMasks | None:
+        """Starts the constrained rows' fill: beside the forward where a core is free for it."""
+        if not any(state.grammar is not None for state in rows):
+            return None
+        beside = not self.mask_worker.is_closed and self.mask_overlap.should_overlap()
+        try:
+            return start_masks(rows, backend, self.mask_worker if beside else None)
+        except MaskWorkerClosedError:  # closed from another thread just now: fill here instead
+            return start_masks(rows, backend, None)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """float32 logits [rows, vocab] of final hidden states [rows, hidden] (logits.py)."""
