@@ -9,11 +9,17 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.append(str(ROOT))  # appended: the root's kernels/ must not shadow the installed `kernels`
-
-from benchmarks.compound import static_cpus  # noqa: E402
-from benchmarks.compound.llamacpp import LlamaProc, fixed_length, server_args  # noqa: E402
-from benchmarks.compound.make_ggufs import gguf_path  # noqa: E402
+# The root goes on sys.path only while the benchmark modules import (they append it again
+# themselves): left there, its router/ and scheduler/ would be importable by their bare names
+# for every later test (tests/test_environment.py checks that they are not).
+_PATH = list(sys.path)
+sys.path.append(str(ROOT))
+try:
+    from benchmarks.compound import static_cpus
+    from benchmarks.compound.llamacpp import LlamaProc, fixed_length, server_args
+    from benchmarks.compound.make_ggufs import gguf_path
+finally:
+    sys.path[:] = _PATH
 
 
 def test_big_alone_on_the_upper_half_the_small_models_share_the_lower_half():
