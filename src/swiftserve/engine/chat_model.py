@@ -1,7 +1,8 @@
 """A local chat model as the router serves it (engine/served_model.ChatModel): cold until load().
 
 Cold, it knows what the server validates with (tokenizer, chat template, max_model_len) and its
-footprint, from the folder's config and safetensors headers; the folder must be prepared already
+footprint, from the folder's config and safetensors headers (from the config alone for dummy
+weights, load_format "dummy"); the folder must be prepared already
 (`swiftserve pull`), so building a handle never downloads on a request's path.
 
 Loaded, its KV cache starts at the floor its footprint counts (one max_model_len sequence) and is
@@ -63,7 +64,9 @@ class LocalChatModel(ServedHandle[AsyncEngine, ParkedWeights]):
         kv_memory = config.kv_cache_memory or DEFAULT_KV_CACHE_MEMORY
         kv_tokens = max_kv_tokens(hf_config, block_size, dtype, kv_memory)
         self.max_model_len = wanted_max_model_len(config, model_limit, kv_tokens)
-        self._footprint = chat_footprint(self.source.path, hf_config, dtype, block_size, self.max_model_len)
+        self._footprint = chat_footprint(
+            self.source.path, hf_config, dtype, block_size, self.max_model_len, config.load_format
+        )
 
     def footprint(self) -> Footprint:
         return self._footprint
