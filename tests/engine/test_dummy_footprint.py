@@ -17,7 +17,8 @@ from swiftserve.loader import load_config, resolve_model
 from swiftserve.loader.snapshot_modules import meta_skeleton
 from swiftserve.models.llama import LlamaForCausalLM
 from swiftserve.models.llama_config import LlamaConfig
-from tests.engine.tiny_chat import TINY_CONFIG
+
+from .tiny_chat import TINY_CONFIG
 
 ARGS = (16, 64)  # block_size, max_model_len
 # TINY_CONFIG by hand: tied embeddings once; per layer q, k, v, o, gate, up, down and two norms.
