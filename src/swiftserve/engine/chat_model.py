@@ -11,8 +11,11 @@ resized by whoever keeps the memory budget (router/kv_controller.py), through `r
 Parked (ServedHandle.park), it keeps its module with the weights (engine/host_park.py) and
 nothing else; a reload builds a fresh engine, KV cache and fused-decode table around it.
 
-Its grammar backend (llguidance's tokenizer: seconds to build for a large vocabulary) starts
-building once the model is resident, and is kept across unloads: every engine gets the same slot.
+Its grammar backend (llguidance's tokenizer: seconds to build for a large vocabulary) is built on
+its first constrained request, not at load: the build holds the GIL for its whole length (measured:
+other threads get ~2.5% of their throughput meanwhile), so building at every cold load would stall
+the event loop and the other models' steps for seconds even where nobody asks for a grammar. Once
+built it is kept across unloads: every engine of the model gets the same slot.
 """
 
 from __future__ import annotations
@@ -146,10 +149,6 @@ class LocalChatModel(ServedHandle[AsyncEngine, ParkedWeights]):
         # footprint counts; the budget's keeper grows it (a reserved range on CPU costs nothing).
         engine.engine.resize_kv(self._footprint.kv_floor_blocks)
         return engine
-
-    def _on_resident(self, engine: AsyncEngine) -> None:
-        # After the load, not during it: the build holds the GIL in Rust for its whole length.
-        engine.engine.grammars.start_backend()
 
     async def _stop(self, engine: AsyncEngine) -> None:
         await engine.shutdown()

@@ -1,9 +1,10 @@
 """One model's grammar backend, built once in the background and kept across its engines.
 
 Building llguidance's tokenizer takes seconds for a 128k or 262k vocabulary: far more than a
-compile, and paid once per model. So it is started when the model is resident (on the grammar
-compiler's pool, off the request path and off the event loop), and a served model hands the same
-slot to the engine of every reload, so an unload does not throw the built tokenizer away.
+compile, and paid once per model. So it is not a compile: it runs on the grammar compiler's pool
+when the model's first constrained request asks for it, under its own generous limit (a compile's
+timeout starts once the backend exists), and a served model hands the same slot to the engine of
+every reload, so an unload does not throw the built tokenizer away.
 """
 
 from __future__ import annotations

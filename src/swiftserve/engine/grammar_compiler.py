@@ -3,8 +3,8 @@ timeout, and an LRU cache keyed by the canonical constraint (the compiler is one
 the key needs no tokenizer part). Failures are cached too: a bad schema fails fast the next time.
 
 The backend (its tokenizer: ~1 s to build for SmolLM2's 49k tokens, several for 128k or 262k)
-is built in the pool, once per model (engine/grammar_backend_slot.py): a served model starts it
-when it is resident (start_backend), else the first compile does. A compile waits for it, but
+is built in the pool, once per model (engine/grammar_backend_slot.py), by the first compile (not
+at load: the build holds the GIL). A compile waits for it, but
 that wait is bounded by backend_timeout_s, not by the compile's own timeout: the timeout refuses a
 constraint that is slow to compile, and no constraint is slow because the tokenizer is new.
 """

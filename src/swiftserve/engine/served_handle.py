@@ -68,9 +68,6 @@ class ServedHandle(Generic[EngineT, ParkedT]):
         """Builds the engine around what `_park` returned (a worker thread)."""
         raise NotImplementedError
 
-    def _on_resident(self, engine: EngineT) -> None:
-        """Called once the engine serves: starts background work that must not delay the load."""
-
     # -- the life cycle --------------------------------------------------------------------------
     @property
     def is_resident(self) -> bool:
@@ -113,7 +110,6 @@ class ServedHandle(Generic[EngineT, ParkedT]):
             raise
         self._engine = engine
         self._count_load(from_host)
-        self._on_resident(engine)
 
     def _count_load(self, from_host: bool) -> None:
         self.num_host_reloads += from_host
