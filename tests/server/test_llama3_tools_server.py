@@ -47,9 +47,6 @@ def client():
         dtype="float32",
         max_model_len=1024,
         seed=0,
-        # The first constrained request also builds llguidance's tokenizer of 128k tokens (seconds on a
-        # busy 2-core host): its wait is not what this test measures.
-        grammar_compile_timeout_s=300,
     )
     router = Router(ModelPool(10**10, reap_interval_s=3600))
     router.add(LocalChatModel(MODEL, config, executor), "pinned")

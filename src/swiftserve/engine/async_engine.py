@@ -21,6 +21,7 @@ from swiftserve.config import EngineConfig
 from swiftserve.engine.device_executor import DeviceExecutor, ExecutorStoppedError
 from swiftserve.engine.device_stream import EngineStream
 from swiftserve.engine.errors import EngineDeadError, InvalidRequestError, RequestFailedError
+from swiftserve.engine.grammar_backend_slot import GrammarBackendSlot
 from swiftserve.engine.llm_engine import EngineStats, LLMEngine
 from swiftserve.loader.model_source import ModelSource
 from swiftserve.loader.tokenizer import TokenizerInfo
@@ -58,7 +59,7 @@ class ChatSteppable:
 class AsyncEngine:
     """generate()/abort() on the event loop; steps on `executor` (a private one when None).
     `name` keys the engine on the executor (default: the model), unique per executor. tokenizer,
-    model and source: already loaded or resolved ones, passed on to LLMEngine."""
+    model, source and grammar_backend: already loaded or resolved ones, passed on to LLMEngine."""
 
     def __init__(
         self,
@@ -68,8 +69,9 @@ class AsyncEngine:
         tokenizer: TokenizerInfo | None = None,
         model: CausalLM | None = None,
         source: ModelSource | None = None,
+        grammar_backend: GrammarBackendSlot | None = None,
     ) -> None:
-        self.engine = LLMEngine(config, tokenizer, model, source)
+        self.engine = LLMEngine(config, tokenizer, model, source, grammar_backend)
         self.name = name or config.model
         self._owns_executor = executor is None
         self._executor = executor or DeviceExecutor(

@@ -1,7 +1,8 @@
 """A local chat model as the router serves it (engine/served_model.ChatModel): cold until load().
 
 Cold, it knows what the server validates with (tokenizer, chat template, max_model_len) and its
-footprint, from the folder's config and safetensors headers; the folder must be prepared already
+footprint, from the folder's config and safetensors headers (from the config alone for dummy
+weights, load_format "dummy"); the folder must be prepared already
 (`swiftserve pull`), so building a handle never downloads on a request's path.
 
 Loaded, its KV cache starts at the floor its footprint counts (one max_model_len sequence) and is
@@ -9,6 +10,12 @@ resized by whoever keeps the memory budget (router/kv_controller.py), through `r
 
 Parked (ServedHandle.park), it keeps its module with the weights (engine/host_park.py) and
 nothing else; a reload builds a fresh engine, KV cache and fused-decode table around it.
+
+Its grammar backend (llguidance's tokenizer: seconds to build for a large vocabulary) is built on
+its first constrained request, not at load: the build holds the GIL for its whole length (measured:
+other threads get ~2.5% of their throughput meanwhile), so building at every cold load would stall
+the event loop and the other models' steps for seconds even where nobody asks for a grammar. Once
+built it is kept across unloads: every engine of the model gets the same slot.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from swiftserve.config import EngineConfig, ModelKind
 from swiftserve.engine.async_engine import AsyncEngine
 from swiftserve.engine.device_executor import DeviceExecutor
 from swiftserve.engine.footprint import chat_footprint, max_kv_tokens
+from swiftserve.engine.grammar_backend_slot import GrammarBackendSlot
 from swiftserve.engine.host_park import ParkedWeights, park_weights, restore_weights
 from swiftserve.engine.llm_engine import wanted_max_model_len
 from swiftserve.engine.memory import release_keeping_weights, release_llm_engine
@@ -29,7 +37,7 @@ from swiftserve.engine.served_model import Footprint
 from swiftserve.loader import apply_chat_template, load_tokenizer
 from swiftserve.loader.model_source import ModelSource, resolve_source
 from swiftserve.model_runner.model_loader import resolve_device, serving_torch_dtype
-from swiftserve.model_runner.model_runner import DEFAULT_KV_CACHE_MEMORY
+from swiftserve.model_runner.model_runner import DEFAULT_KV_CACHE_MEMORY, CausalLM
 from swiftserve.outputs import RequestOutput
 from swiftserve.sampling_params import SamplingParams
 from swiftserve.scheduler.kv_demand import KvUsage
@@ -63,7 +71,10 @@ class LocalChatModel(ServedHandle[AsyncEngine, ParkedWeights]):
         kv_memory = config.kv_cache_memory or DEFAULT_KV_CACHE_MEMORY
         kv_tokens = max_kv_tokens(hf_config, block_size, dtype, kv_memory)
         self.max_model_len = wanted_max_model_len(config, model_limit, kv_tokens)
-        self._footprint = chat_footprint(self.source.path, hf_config, dtype, block_size, self.max_model_len)
+        self._grammar_backend: GrammarBackendSlot | None = None  # the first engine's, then kept
+        self._footprint = chat_footprint(
+            self.source.path, hf_config, dtype, block_size, self.max_model_len, config.load_format
+        )
 
     def footprint(self) -> Footprint:
         return self._footprint
@@ -124,15 +135,16 @@ class LocalChatModel(ServedHandle[AsyncEngine, ParkedWeights]):
 
     # -- ServedHandle -----------------------------------------------------------------------------
     def _build(self) -> AsyncEngine:
-        engine = AsyncEngine(self.config, self.executor, self.name, self.tokenizer, source=self.source)
-        return self._at_floor(engine)
+        return self._new_engine(None)
 
     def _build_from_parked(self, parked: ParkedWeights) -> AsyncEngine:
-        model = restore_weights(parked)
-        engine = AsyncEngine(self.config, self.executor, self.name, self.tokenizer, model, self.source)
-        return self._at_floor(engine)
+        return self._new_engine(restore_weights(parked))
 
-    def _at_floor(self, engine: AsyncEngine) -> AsyncEngine:
+    def _new_engine(self, model: CausalLM | None) -> AsyncEngine:
+        engine = AsyncEngine(
+            self.config, self.executor, self.name, self.tokenizer, model, self.source, self._grammar_backend
+        )
+        self._grammar_backend = engine.engine.grammars.backend_slot
         # Not attached to the executor yet, so nothing else touches it: start at the floor the
         # footprint counts; the budget's keeper grows it (a reserved range on CPU costs nothing).
         engine.engine.resize_kv(self._footprint.kv_floor_blocks)

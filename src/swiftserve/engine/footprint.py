@@ -1,5 +1,8 @@
 """A model's resident bytes, known before it loads: from safetensors headers and its config.
 
+Dummy weights (load_format "dummy") are never read, so the folder may hold none: their count is
+that of the model the config builds, on the meta device (model_runner/model_loader.py).
+
 Nothing here reads a tensor: a safetensors file starts with an 8-byte little-endian header
 length and a JSON header naming every tensor's shape, so the parameter count is exact (tied
 embeddings are stored once, as they are held once) and costs a few kilobytes of reading.
@@ -15,6 +18,7 @@ from pathlib import Path
 import torch
 
 from swiftserve.engine.served_model import Footprint
+from swiftserve.model_runner.model_loader import built_num_parameters
 
 _HEADER_LEN = struct.Struct("<Q")
 
@@ -30,6 +34,13 @@ def num_parameters(folder: Path) -> int:
     if not files:
         raise FileNotFoundError(f"no .safetensors weights in {folder}")
     return sum(_num_elements(path) for path in files)
+
+
+def chat_num_parameters(folder: Path, hf_config: dict, load_format: str = "auto") -> int:
+    """What a chat load holds: a snapshot has its own weights whatever load_format says."""
+    if load_format == "dummy" and not folder.is_file():
+        return built_num_parameters(hf_config)
+    return num_parameters(folder)
 
 
 def _num_elements(path: Path) -> int:
@@ -54,11 +65,16 @@ def max_kv_tokens(hf_config: dict, block_size: int, dtype: torch.dtype, kv_cache
 
 
 def chat_footprint(
-    folder: Path, hf_config: dict, dtype: torch.dtype, block_size: int, max_model_len: int
+    folder: Path,
+    hf_config: dict,
+    dtype: torch.dtype,
+    block_size: int,
+    max_model_len: int,
+    load_format: str = "auto",
 ) -> Footprint:
     """Weights in the serving dtype (not the file's), and KV blocks for one full-length sequence."""
     return Footprint(
-        weight_bytes=num_parameters(folder) * dtype.itemsize,
+        weight_bytes=chat_num_parameters(folder, hf_config, load_format) * dtype.itemsize,
         kv_block_bytes=kv_block_bytes(hf_config, block_size, dtype),
         kv_floor_blocks=math.ceil(max_model_len / block_size),
     )

@@ -2,8 +2,11 @@
 timeout, and an LRU cache keyed by the canonical constraint (the compiler is one tokenizer's, so
 the key needs no tokenizer part). Failures are cached too: a bad schema fails fast the next time.
 
-The backend (and its tokenizer, ~0.6 s to build for SmolLM2) is made on the first constrained
-request, in the pool, so a model that never sees one never pays for it.
+The backend (its tokenizer: ~1 s to build for SmolLM2's 49k tokens, several for 128k or 262k)
+is built in the pool, once per model (engine/grammar_backend_slot.py), by the first compile (not
+at load: the build holds the GIL). A compile waits for it, but
+that wait is bounded by backend_timeout_s, not by the compile's own timeout: the timeout refuses a
+constraint that is slow to compile, and no constraint is slow because the tokenizer is new.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 
 from swiftserve.config import DEFAULT_GRAMMAR_COMPILE_TIMEOUT_S
 from swiftserve.engine.errors import GrammarError
+from swiftserve.engine.grammar_backend_slot import DEFAULT_BACKEND_TIMEOUT_S, GrammarBackendSlot
 from swiftserve.model_runner.grammar.interface import (
     CompiledGrammar,
     GrammarBackend,
@@ -40,42 +44,65 @@ class GrammarCompileStats:
 
 
 class GrammarCompiler:
-    """make_backend builds the backend on first use (in the pool). timeout_s bounds how long a
-    request waits for its compile; a compile past it is refused (and remembered as refused: the
-    same constraint would take as long again), though the backend finishes it in the background."""
+    """backend: the model's backend slot, or a function that builds the backend (then the slot is
+    this compiler's own). timeout_s bounds how long a request waits for its compile; a compile
+    past it is refused (and remembered as refused: the same constraint would take as long
+    again), though the backend finishes it in the background. backend_timeout_s bounds the wait
+    for the backend's build, which is not a compile's to pay for."""
 
     def __init__(
         self,
-        make_backend: Callable[[], GrammarBackend],
+        backend: GrammarBackendSlot | Callable[[], GrammarBackend],
         timeout_s: float = DEFAULT_GRAMMAR_COMPILE_TIMEOUT_S,
         cache_size: int = DEFAULT_CACHE_SIZE,
         num_threads: int = 1,
+        backend_timeout_s: float = DEFAULT_BACKEND_TIMEOUT_S,
     ) -> None:
-        self._make_backend = make_backend
+        slot = backend if isinstance(backend, GrammarBackendSlot) else GrammarBackendSlot(backend)
+        self.backend_slot = slot
         self.timeout_s = timeout_s
         self.cache_size = cache_size
         self.num_threads = num_threads
-        self.backend: GrammarBackend | None = None
+        self.backend_timeout_s = backend_timeout_s
         self.stats = GrammarCompileStats()
+        self.was_asked = False  # a constrained request came (the engine reports stats from then on)
         self._cache: OrderedDict[str, CompiledGrammar | GrammarError] = OrderedDict()
         self._pending: dict[str, concurrent.futures.Future[CompiledGrammar]] = {}
         self._lock = threading.Lock()  # the event loop and the executor thread both compile
-        self._backend_lock = threading.Lock()  # held while the backend is made (~0.6 s), not _lock
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    @property
+    def backend(self) -> GrammarBackend | None:
+        """The built backend (what the runner fills masks with); None until it is built."""
+        return self.backend_slot.backend
+
+    def start_backend(self) -> concurrent.futures.Future[GrammarBackend]:
+        """Starts building the backend in the pool, unless it is built or building already."""
+        return self.backend_slot.start(self._thread_pool())
 
     def compile(self, spec: StructuredOutputs) -> CompiledGrammar:
         """The compiled constraint, blocking the caller (the Python API's add_request).
         Raises GrammarError."""
-        future = self._submit(spec)
-        if not isinstance(future, concurrent.futures.Future):
-            return _result(future)
+        self.was_asked = True
         try:
-            return future.result(timeout=self.timeout_s)
+            self.start_backend().result(timeout=self.backend_timeout_s)
         except concurrent.futures.TimeoutError:
-            raise self._timed_out(spec) from None
+            raise self._backend_timed_out(spec) from None
+        except GrammarBackendMissingError as exc:
+            raise GrammarError(spec.param, str(exc)) from None
+        return self._compile_within_timeout(spec)
 
     async def compile_async(self, spec: StructuredOutputs) -> CompiledGrammar:
-        """compile() for the event loop: the wait is asynchronous, so other requests go on."""
+        """compile() for the event loop: the waits are asynchronous, so other requests go on."""
+        self.was_asked = True
+        building = asyncio.shield(asyncio.wrap_future(self.start_backend()))
+        try:
+            await asyncio.wait_for(building, self.backend_timeout_s)
+        except TimeoutError:
+            raise self._backend_timed_out(spec) from None
+        except GrammarBackendMissingError as exc:
+            raise GrammarError(spec.param, str(exc)) from None
         future = self._submit(spec)
         if not isinstance(future, concurrent.futures.Future):
             return _result(future)
@@ -89,6 +116,21 @@ class GrammarCompiler:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- inside ----------------------------------------------------------------------------------
+    def _thread_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(self.num_threads, "grammar-compile")
+            return self._pool
+
+    def _compile_within_timeout(self, spec: StructuredOutputs) -> CompiledGrammar:
+        future = self._submit(spec)
+        if not isinstance(future, concurrent.futures.Future):
+            return _result(future)
+        try:
+            return future.result(timeout=self.timeout_s)
+        except concurrent.futures.TimeoutError:
+            raise self._timed_out(spec) from None
+
     def _submit(
         self, spec: StructuredOutputs
     ) -> CompiledGrammar | GrammarError | concurrent.futures.Future[CompiledGrammar]:
@@ -101,24 +143,19 @@ class GrammarCompiler:
                 return _with_param(cached, spec.param)
             pending = self._pending.get(key)
             if pending is None:
-                if self._pool is None:
-                    self._pool = concurrent.futures.ThreadPoolExecutor(self.num_threads, "grammar-compile")
-                pending = self._pool.submit(self._compile, key, spec)
+                pending = self._thread_pool().submit(self._compile, key, spec)
                 self._pending[key] = pending
             return pending
 
     def _compile(self, key: str, spec: StructuredOutputs) -> CompiledGrammar:
+        """In the pool, once the backend is built (both compile paths wait for it first)."""
+        backend = self.backend
+        assert backend is not None
         start = time.perf_counter()
         try:
-            if self.backend is None:
-                with self._backend_lock:
-                    if self.backend is None:
-                        self.backend = self._make_backend()
-            compiled: CompiledGrammar | GrammarError = self.backend.compile(spec)
+            compiled: CompiledGrammar | GrammarError = backend.compile(spec)
         except GrammarCompileError as exc:
             compiled = GrammarError(exc.param, str(exc))
-        except GrammarBackendMissingError as exc:
-            compiled = GrammarError(spec.param, str(exc))
         elapsed = time.perf_counter() - start
         with self._lock:
             self._pending.pop(key, None)
@@ -139,6 +176,11 @@ class GrammarCompiler:
             self.stats.num_timeouts += 1
             self._remember(spec.cache_key(), error)
         return error
+
+    def _backend_timed_out(self, spec: StructuredOutputs) -> GrammarError:
+        # Not remembered: the constraint is not at fault, and the build may yet finish.
+        message = f"the grammar backend was not built within {self.backend_timeout_s:g} s"
+        return GrammarError(spec.param, message)
 
     def _remember(self, key: str, value: CompiledGrammar | GrammarError) -> None:
         # A timeout recorded first is kept: the compile that finishes later does not undo it.

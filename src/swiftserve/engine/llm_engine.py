@@ -7,6 +7,7 @@ text, stop checks, freeing finished sequences).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -19,6 +20,7 @@ from swiftserve.config import EngineConfig
 from swiftserve.engine.detokenizer import IncrementalDetokenizer
 from swiftserve.engine.errors import ContextLengthError, InvalidRequestError, QueueFullError
 from swiftserve.engine.fast_forward import ForcedTokenRejectedError, fast_forward, may_fast_forward
+from swiftserve.engine.grammar_backend_slot import GrammarBackendSlot
 from swiftserve.engine.grammar_compiler import GrammarCompiler
 from swiftserve.engine.grammar_stats import GrammarStats, grammar_stats
 from swiftserve.engine.postprocess import append_prompt_logprobs, append_token
@@ -64,7 +66,8 @@ class LLMEngine:
     registered); None resolves it here. tokenizer: the model's, when the caller has it already
     (a served model keeps its own while cold); parsing tokenizer.json again would cost a cold load
     tens of milliseconds. model: its weights already loaded (a reload from host memory), so they
-    are not read again. WrongModelKindError when the model is an embedding model."""
+    are not read again. grammar_backend: the served model's grammar backend slot, kept across its
+    engines (None: this engine's own). WrongModelKindError when the model is an embedding model."""
 
     def __init__(
         self,
@@ -72,6 +75,7 @@ class LLMEngine:
         tokenizer: TokenizerInfo | None = None,
         model: CausalLM | None = None,
         source: ModelSource | None = None,
+        grammar_backend: GrammarBackendSlot | None = None,
     ) -> None:
         self.config = config
         self.source = (source or resolve_source(config.model, config.cache_dir)).expect("chat")
@@ -89,7 +93,12 @@ class LLMEngine:
         self._completions: dict[int, Completion] = {}  # seq id -> completion
         self._ids = itertools.count()
         self.num_forced_tokens = 0  # tokens fast-forwarded (fast_forward.py) since the engine started
-        self.grammars = GrammarCompiler(self._grammar_backend, timeout_s=config.grammar_compile_timeout_s)
+        # A partial of the tokenizer and vocabulary only: a slot that outlives this engine must
+        # not keep it (its model, its KV cache) alive.
+        backend = grammar_backend or GrammarBackendSlot(
+            functools.partial(llguidance_backend, self.tokenizer, self.runner.model_config.vocab_size)
+        )
+        self.grammars = GrammarCompiler(backend, timeout_s=config.grammar_compile_timeout_s)
 
     def _max_model_len(self) -> int:
         model_limit = self.runner.model_config.max_position_embeddings
@@ -103,13 +112,6 @@ class LLMEngine:
                 "raise kv_cache_memory or lower max_model_len"
             )
         return wanted
-
-    def _grammar_backend(self) -> GrammarBackend:
-        return LLGuidanceBackend(
-            self.tokenizer.tokenizer.to_str(),
-            self.runner.model_config.vocab_size,
-            self.tokenizer.eos_token_ids,
-        )
 
     @property
     def model_name(self) -> str:
@@ -346,6 +348,11 @@ class LLMEngine:
         )
 
     def _grammar_stats(self) -> GrammarStats | None:
-        if self.grammars.backend is None and not self.grammars.stats.num_compiles:
+        if not self.grammars.was_asked:  # a backend built ahead of any request is no news
             return None
         return grammar_stats(self.grammars.stats, self.runner.mask_timings)
+
+
+def llguidance_backend(tokenizer: TokenizerInfo, vocab_size: int) -> GrammarBackend:
+    """The model's llguidance backend; vocab_size: the width of its logits."""
+    return LLGuidanceBackend(tokenizer.tokenizer.to_str(), vocab_size, tokenizer.eos_token_ids)

@@ -18,7 +18,7 @@ from swiftserve.loader.model_kind import kind_model
 from swiftserve.loader.model_source import ModelSource
 from swiftserve.loader.snapshot_cache import load_through_cache
 from swiftserve.loader.snapshot_errors import SnapshotMismatchError
-from swiftserve.loader.snapshot_modules import build_from_snapshot
+from swiftserve.loader.snapshot_modules import build_from_snapshot, meta_skeleton
 from swiftserve.models.gemma3 import Gemma3ForCausalLM
 from swiftserve.models.gemma3_config import GEMMA3_ARCHITECTURES, GEMMA3_MODEL_TYPES, Gemma3Config
 from swiftserve.models.llama import LlamaForCausalLM
@@ -62,6 +62,15 @@ def load_model(
     if snapshot_cache is not None and load_format != "dummy":
         return _load_through_cache(folder, hf_config, dtype, device, backend, Path(snapshot_cache))
     return _load_source(folder, hf_config, dtype, device, load_format, backend, seed)
+
+
+def built_num_parameters(hf_config: dict) -> int:
+    """Elements of every parameter of the model the config builds (tied ones once, buffers not):
+    a skeleton on meta has the exact shapes a load allocates, and allocates nothing."""
+    model_class, config_class = _model_classes(hf_config)
+    with meta_skeleton():
+        model = model_class(config_class.from_hf(hf_config))
+    return sum(param.numel() for param in model.parameters())
 
 
 def _load_source(

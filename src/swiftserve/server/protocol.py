@@ -109,7 +109,7 @@ class JsonSchemaFormat(Struct, forbid_unknown_fields=True, kw_only=True):
     """response_format.json_schema: the schema is enforced whether or not `strict` is set."""
 
     name: str
-    schema: dict[str, Any] | None = None
+    schema: dict[str, Any] | bool | None = None  # the boolean schemas too: true (any value), false
     strict: bool | None = None
     description: str | None = None
 
@@ -124,7 +124,7 @@ class StructuredOutputsParams(Struct, forbid_unknown_fields=True, kw_only=True):
     regex, choice, grammar, json_object. disable_any_whitespace None keeps swiftserve's default
     (JSON without free whitespace); False allows any whitespace, as vLLM's default does."""
 
-    json: dict[str, Any] | str | None = None
+    json: dict[str, Any] | bool | str | None = None
     regex: str | None = None
     choice: list[str] | None = None
     grammar: str | None = None
@@ -161,7 +161,7 @@ class _SamplingFields(_Request, kw_only=True):
     # Structured outputs: OpenAI's response_format, vLLM's guided_* extra body and its newer
     # structured_outputs object; at most one of them per request (server/structured_params.py).
     response_format: ResponseFormat | None = None
-    guided_json: dict[str, Any] | str | None = None
+    guided_json: dict[str, Any] | bool | str | None = None
     guided_regex: str | None = None
     guided_choice: list[str] | None = None
     guided_grammar: str | None = None

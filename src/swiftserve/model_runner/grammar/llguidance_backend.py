@@ -25,6 +25,18 @@ from swiftserve.structured_outputs import StructuredOutputs
 _BOUNDED_JSON = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
+def _schema(spec: StructuredOutputs) -> dict[str, Any]:
+    """spec.json as llguidance takes it: an object. The boolean schemas are not objects: `true`
+    (any value) is `{}`; `false` allows nothing, so no output could ever be valid."""
+    if spec.json is False:
+        message = "the JSON schema `false` matches nothing: no output satisfies it"
+        raise GrammarCompileError(spec.param, message)
+    if spec.json is True:
+        return {}
+    assert isinstance(spec.json, dict)
+    return spec.json
+
+
 def _llguidance() -> Any:
     try:
         import llguidance
@@ -102,9 +114,10 @@ class LLGuidanceBackend:
     def _grammar_text(self, spec: StructuredOutputs) -> str:
         llg = self._llg
         options = None if spec.whitespace_flexible else _BOUNDED_JSON
+        schema = _schema(spec) if spec.json is not None else None  # its refusal is not "invalid"
         try:
-            if spec.json is not None:
-                return llg.LLMatcher.grammar_from_json_schema(spec.json, defaults=options)
+            if schema is not None:
+                return llg.LLMatcher.grammar_from_json_schema(schema, defaults=options)
             if spec.json_object:
                 return llg.LLMatcher.grammar_from_json_schema({"type": "object"}, defaults=options)
             if spec.regex is not None:
