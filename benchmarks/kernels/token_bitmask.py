@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 # Appended, not prepended: the root's kernels/ must not shadow the installed `kernels`.
@@ -24,16 +23,10 @@ sys.path.append(str(Path(__file__).resolve().parents[2]))
 from swiftserve.kernels import cpp_bitmask, reference
 
 from benchmarks.common import print_table, write_json
-from swiftserve.model_runner.grammar.bitmask import disallowed_tokens
+from swiftserve.model_runner.grammar.bitmask import apply_bitmask_numpy_
 
 VOCABS = {"smollm2": 49152, "gemma3": 262144}
 ROWS = (1, 16, 64)
-
-
-def _numpy(logits: torch.Tensor, mask: torch.Tensor, rows: list[int]) -> None:
-    disallowed, values = disallowed_tokens(mask, logits.shape[1]), logits.numpy()
-    for k, row in enumerate(rows):
-        np.copyto(values[row], -np.inf, where=disallowed[k])
 
 
 def _cpp(logits: torch.Tensor, mask: torch.Tensor, rows: list[int]) -> None:
@@ -59,7 +52,7 @@ def _median_ms(fn, logits: torch.Tensor, mask: torch.Tensor, rows: list[int], re
 def measure(vocab_name: str, num_rows: int, repeats: int) -> dict:
     vocab, rows = VOCABS[vocab_name], list(range(num_rows))
     mask, logits = _json_like_mask(num_rows, vocab), torch.randn(num_rows, vocab)
-    paths = {"cpp": _cpp, "numpy": _numpy, "torch": reference.apply_token_bitmask_}
+    paths = {"cpp": _cpp, "numpy": apply_bitmask_numpy_, "torch": reference.apply_token_bitmask_}
     row = {"vocab": vocab_name, "rows": num_rows}
     for name, fn in paths.items():
         times = repeats if name != "torch" else max(3, repeats // 10)  # torch is the slow one

@@ -66,6 +66,14 @@ class _Replicas:
                 yield part
 
 
+async def _until(condition, tries: int = 50) -> None:
+    """Polls condition every 10 ms, up to tries times; the caller asserts what it then expects."""
+    for _ in range(tries):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+
+
 async def _replay(parts: list):
     for part in parts:
         yield part
@@ -215,10 +223,7 @@ async def test_closing_the_relay_aborts_the_request_on_the_replica():
     assert isinstance(head, ResponseHead) and head.status == 200
     assert (await anext(parts)).startswith(b"data: ")
     await parts.aclose()
-    for _ in range(50):
-        if chat.aborted:
-            break
-        await asyncio.sleep(0.01)
+    await _until(lambda: chat.aborted)
     assert chat.aborted and not chat.running
     await app.router.shutdown()
 
@@ -233,16 +238,10 @@ async def test_cancelling_a_unary_answer_aborts_the_request_on_the_replica():
     body = json.dumps({"model": "fake-chat", "messages": messages, "max_tokens": 40}).encode()
     request = relayed("POST", "/v1/chat/completions", {}, body)
     answer = asyncio.ensure_future(collect(run_in_app(app, request)))
-    for _ in range(50):
-        if chat.running:
-            break
-        await asyncio.sleep(0.01)
+    await _until(lambda: chat.running)
     answer.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await answer
-    for _ in range(50):
-        if chat.aborted:
-            break
-        await asyncio.sleep(0.01)
+    await _until(lambda: chat.aborted)
     assert chat.aborted and not chat.running
     await app.router.shutdown()

@@ -22,7 +22,8 @@ from swiftserve.loader import load_tokenizer
 from swiftserve.server.app import App
 
 from .llama3_dummy import llama3_dummy_dir, missing_source
-from .test_tools_server import SCHEMAS, TOOLS, WEATHER
+from .test_tools_server import ASK, SCHEMAS, TOOLS, WEATHER
+from .test_tools_server import WEATHER_CHOICE as NAMED
 from .thread_server import ThreadServer
 
 pytest.importorskip("llguidance")
@@ -33,8 +34,6 @@ if missing_source() is not None:
     )
 pytestmark = pytest.mark.slow
 MODEL = "llama3-dummy"
-ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
-NAMED = {"type": "function", "function": {"name": "get_weather"}}
 
 
 @pytest.fixture(scope="module")

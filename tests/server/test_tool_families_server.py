@@ -12,13 +12,12 @@ import pytest
 from swiftserve.router.tool_format import Tool, with_tools
 
 from .live_server import CHAT, Server
-from .test_tools_server import SCHEMAS, TOOLS, WEATHER
+from .test_tools_server import ASK, SCHEMAS, TOOLS, WEATHER
+from .test_tools_server import WEATHER_CHOICE as NAMED
 
 pytest.importorskip("llguidance")
 pytestmark = pytest.mark.slow
 GEMMA = "gemma-3-270m"
-ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
-NAMED = {"type": "function", "function": {"name": "get_weather"}}
 
 
 @pytest.fixture(scope="module")

@@ -54,15 +54,19 @@ def apply_bitmask_(logits: torch.Tensor, bitmask: torch.Tensor, rows: list[int])
             cpp_bitmask.apply_token_bitmask_(logits=logits, bitmask=bitmask, rows=rows)
             return
         _log_fallback(why_not)
-    disallowed = disallowed_tokens(bitmask, logits.shape[1])
     if logits.device.type == "cpu" and logits.dtype in _NUMPY_DTYPES and logits.is_contiguous():
-        values = logits.numpy()
-        for k, row in enumerate(rows):
-            np.copyto(values[row], -np.inf, where=disallowed[k])
+        apply_bitmask_numpy_(logits, bitmask, rows)
         return
     full = torch.zeros(logits.shape, dtype=torch.bool)
-    full[rows] = torch.from_numpy(disallowed)
+    full[rows] = torch.from_numpy(disallowed_tokens(bitmask, logits.shape[1]))
     logits.masked_fill_(full.to(logits.device, non_blocking=True), float("-inf"))
+
+
+def apply_bitmask_numpy_(logits: torch.Tensor, bitmask: torch.Tensor, rows: list[int]) -> None:
+    """The fallback without the kernel: CPU logits of a numpy dtype, contiguous; on this thread."""
+    disallowed, values = disallowed_tokens(bitmask, logits.shape[1]), logits.numpy()
+    for k, row in enumerate(rows):
+        np.copyto(values[row], -np.inf, where=disallowed[k])
 
 
 def _native_reason(logits: torch.Tensor) -> str | None:
