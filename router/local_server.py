@@ -35,10 +35,12 @@ class Server:
     folders or .gguf files, optionally `served_name=spec`, as on the command line. Sizes take
     "6GiB"-style strings, durations "60s"-style ones. request_timeout: the timeout of requests that
     set none (default: none). chat_lanes: chat models stepping side by side (default: 2 on two
-    cores or more; 1 steps one at a time). Other keywords: default_max_tokens, snapshots (automatic snapshots,
-    on by default) and the engine defaults (ServeDefaults: dtype, device, max_model_len,
-    max_num_seqs, max_queue, kv_cache_memory, seed, ...). `pipelines` are served beside the
-    config file's (swiftserve.Pipeline); a pipeline's name is called like a model's in `chat`.
+    cores or more; 1 steps one at a time). parallel_loads: model loads at once, the others waiting
+    in arrival and need order (default: one per four cores, at least one). Other keywords:
+    default_max_tokens, snapshots (automatic snapshots, on by default) and the engine defaults
+    (ServeDefaults: dtype, device, max_model_len, max_num_seqs, max_queue, kv_cache_memory, seed,
+    ...). `pipelines` are served beside the config file's (swiftserve.Pipeline); a pipeline's name
+    is called like a model's in `chat`.
     Use it as an async context manager, or call start() and stop()."""
 
     def __init__(
@@ -53,6 +55,7 @@ class Server:
         pipelines: Sequence[PipelineSpec] = (),
         request_timeout: float | str | None = None,
         chat_lanes: int | None = None,
+        parallel_loads: int | None = None,
         **engine_defaults: Any,
     ) -> None:
         timeout = None if request_timeout is None else parse_duration(request_timeout, "request_timeout")
@@ -66,6 +69,7 @@ class Server:
             pipelines=tuple(pipelines),
             request_timeout_s=timeout,
             chat_lanes=chat_lanes,
+            parallel_loads=parallel_loads,
             **_sized(engine_defaults),
         )
         self._runtime = RouterRuntime(self.config)

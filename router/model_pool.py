@@ -11,7 +11,9 @@ event loop:
    `load_timeout_s`, in arrival order: each request has a ticket (`new_ticket`, or the one of the
    pipeline being `serving`), the ledger admits the oldest waiting load first (scheduler/
    arrival_queue.py), a lease (`hold`) keeps its model only from newer requests' loads, and `use`
-   makes a newer request wait before it starts on a model an older load waits for.
+   makes a newer request wait before it starts on a model an older load waits for. Admitted
+   loads then run at most `parallel_loads` at a time (router/load_gate.py), the waiting ones in
+   the same (ticket, asked) order: a load is CPU work that the loads beside it would slow.
 3. A failed load puts the model back to cold with the error kept in its state and logged; the
    next request tries again.
 4. A reaper unloads on-demand models idle past their timeout (scale to zero; router/pool_unloads.py).
@@ -34,9 +36,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from swiftserve.router import errors, pool_serving
 from swiftserve.router.kv_controller import KvController, ResizableKV
+from swiftserve.router.load_gate import LoadGate
 from swiftserve.router.pool_entry import PoolEntry, Registration, budget_of, is_parked
 from swiftserve.router.pool_unloads import PoolUnloads
 from swiftserve.scheduler import residency_types as rt
+from swiftserve.scheduler.load_slots import default_parallel_loads
 from swiftserve.scheduler.residency import ResidencyManager
 from swiftserve.scheduler.residency_types import LoadDecision, Policy, State, Tier, UnloadTo
 
@@ -60,8 +64,10 @@ class ModelPool:
         clock: Callable[[], float] = time.monotonic,
         load_timeout_s: float = DEFAULT_LOAD_TIMEOUT_S,
         reap_interval_s: float = REAP_INTERVAL_S,
+        parallel_loads: int | None = None,
     ) -> None:
         self.ledger = ResidencyManager(budget_bytes, clock, host_budget_bytes)
+        self.loads = LoadGate(default_parallel_loads() if parallel_loads is None else parallel_loads)
         self.kv = KvController(self.ledger)
         self.load_timeout_s = load_timeout_s
         self.reap_interval_s = reap_interval_s
@@ -255,7 +261,7 @@ class ModelPool:
                 continue
             decision = self.ledger.admit(name, ticket)
             if decision.admitted:
-                entry.load_task = asyncio.create_task(self._load(name, decision), name=f"load-{name}")
+                entry.load_task = asyncio.create_task(self._load(name, decision, ticket), name=f"load-{name}")
                 self._notify()  # loads refused while this one went first may go now
                 return entry.load_task, True
             await self._wait_for_change(name, deadline, decision.reason)
@@ -283,7 +289,7 @@ class ModelPool:
         self._changed = asyncio.Event()
 
     # -- loading and unloading --------------------------------------------------------------------
-    async def _load(self, name: str, decision: LoadDecision) -> None:
+    async def _load(self, name: str, decision: LoadDecision, ticket: int) -> None:
         entry = self._entries[name]
         try:
             for other in decision.shrink:
@@ -293,9 +299,10 @@ class ModelPool:
             for other in decision.wait_for:
                 await self._settle(other)
             tier = Tier.HOST if is_parked(entry.model) else Tier.DISK
-            start = time.perf_counter()
-            await entry.model.load()
-            seconds = time.perf_counter() - start
+            async with self.loads.slot(name, ticket):
+                start = time.perf_counter()
+                await entry.model.load()
+                seconds = time.perf_counter() - start
         except Exception as exc:  # noqa: BLE001 - the model goes back to cold; requests get the error
             entry.last_error = f"{type(exc).__name__}: {exc}"
             self.ledger.load_failed(name, entry.last_error)

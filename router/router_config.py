@@ -35,7 +35,9 @@ class RouterConfig:
     file: the config file as read at start, when the models came from one (config_file).
     request_timeout_s: the timeout of requests that set none (None: they have none).
     chat_lanes: how many chat models step side by side on the device executor (None: its default,
-    two on two cores or more; engine/device_executor.py)."""
+    two on two cores or more; engine/device_executor.py). parallel_loads: how many model loads
+    run at once, the others waiting in arrival and need order (None: one per four cores, at least
+    one; scheduler/load_slots.py)."""
 
     models: tuple[ModelConfig, ...]
     defaults: ServeDefaults = field(default_factory=ServeDefaults)
@@ -47,12 +49,15 @@ class RouterConfig:
     pipelines: tuple[PipelineSpec, ...] = ()  # the file's and those given in Python
     request_timeout_s: float | None = None
     chat_lanes: int | None = None
+    parallel_loads: int | None = None
 
     def __post_init__(self) -> None:
         if not self.models:
             raise ConfigError("at least one model is needed")
         if self.chat_lanes is not None and self.chat_lanes < 1:
             raise ValueError(f"chat_lanes must be >= 1 or None, got {self.chat_lanes}")
+        if self.parallel_loads is not None and self.parallel_loads < 1:
+            raise ValueError(f"parallel_loads must be >= 1 or None, got {self.parallel_loads}")
         if self.request_timeout_s is not None and not self.request_timeout_s > 0:
             raise ConfigError(f"request_timeout: must be > 0 seconds, got {self.request_timeout_s}")
         if self.default_max_tokens < 1:
@@ -78,6 +83,7 @@ class RouterConfig:
         pipelines: tuple[PipelineSpec, ...] = (),
         request_timeout_s: float | None = None,
         chat_lanes: int | None = None,
+        parallel_loads: int | None = None,
         **engine_defaults: Any,
     ) -> RouterConfig:
         """`models` pinned and `on_demand` specs; with neither, DEFAULT_MODELS pinned.
@@ -88,7 +94,7 @@ class RouterConfig:
         budgets = (memory_budget, host_memory)
         return cls(
             specs, defaults, *budgets, default_max_tokens, pipelines=tuple(pipelines),
-            request_timeout_s=request_timeout_s, chat_lanes=chat_lanes,
+            request_timeout_s=request_timeout_s, chat_lanes=chat_lanes, parallel_loads=parallel_loads,
         )  # fmt: skip
 
     @classmethod
@@ -103,6 +109,7 @@ class RouterConfig:
         pipelines: tuple[PipelineSpec, ...] = (),
         request_timeout_s: float | None = None,
         chat_lanes: int | None = None,
+        parallel_loads: int | None = None,
         **engine_defaults: Any,
     ) -> RouterConfig:
         """The models and pipelines of a config file (ConfigError naming the file and key), and
@@ -114,7 +121,7 @@ class RouterConfig:
         budgets = (memory_budget, host_memory)
         return cls(
             file.models, defaults, *budgets, default_max_tokens, str(path), file, every, request_timeout_s,
-            chat_lanes,
+            chat_lanes, parallel_loads,
         )  # fmt: skip
 
     @classmethod

@@ -56,7 +56,8 @@ class RouterRuntime:
         self.config = config
         self.executor = DeviceExecutor(name=config.defaults.device, chat_lanes=config.chat_lanes)
         self._chat_weights: dict[str, int] = {}  # the executor's lane plan is made from these
-        pool = ModelPool(config.budget_bytes(), host_budget_bytes=config.host_budget_bytes())
+        host = config.host_budget_bytes()
+        pool = ModelPool(config.budget_bytes(), host_budget_bytes=host, parallel_loads=config.parallel_loads)
         self.router = Router(pool, on_cold_start, config.default_max_tokens, config.request_timeout_s)
         self._served: dict[str, ModelConfig] = {}
         self._file_pipelines: list[PipelineSpec] = []  # served from the config file

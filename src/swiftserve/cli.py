@@ -168,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
         "cores or more, the heaviest model alone on one; 1 steps one model at a time)",
     )
     launch.add_argument(
+        "--parallel-loads",
+        type=_positive_int,
+        help="model loads at once; the others wait, the oldest request's first and a pipeline's in "
+        "order of need (default: one per four cores, at least one: a load is CPU work)",
+    )
+    launch.add_argument(
         "--grammar-compile-timeout",
         type=_duration,
         default="10s",
@@ -288,6 +294,7 @@ def _launch(args) -> int:
         default_max_tokens=args.default_max_tokens,
         request_timeout_s=args.request_timeout,
         chat_lanes=args.chat_lanes,
+        parallel_loads=args.parallel_loads,
         snapshots=args.snapshots,
         dtype=args.dtype,
         device=args.device,
