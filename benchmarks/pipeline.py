@@ -11,7 +11,9 @@ overhead, in one run on this machine (in process, through swiftserve.Server).
    conversion), loads that overlap share the cores with each other and with the stages running
    meanwhile, so the share cannot go below the loads' CPU seconds over the cores: the table
    gives that floor, max(longest load, CPU seconds / cores), beside the target. The cascades run
-   under this machine's default parallel-loads limit and with every load at once.
+   with one load at a time (in need order) and with every load at once (the default). The sum of
+   the stages' cold waits is reported too: it moves less with a busy host than a difference of
+   two latencies does.
 2. Fan-out of three through one pipeline call against three separate calls (concurrent, as a
    client would make them, and one after another): latency and throughput.
 3. Overhead: a warm one-stage pipeline against the same call made directly. Target: < 5 ms.
@@ -35,7 +37,6 @@ from pathlib import Path
 
 # Appended, not prepended: the root's kernels/ must not shadow the installed `kernels`.
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-from swiftserve.scheduler.load_slots import default_parallel_loads  # noqa: E402
 
 from benchmarks.common import print_table, write_json  # noqa: E402
 from swiftserve import Message, Pipeline, Server, Stage  # noqa: E402
@@ -264,9 +265,9 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
         "--parallel-loads",
-        default=f"{default_parallel_loads()},{len(MODELS)}",
-        help="the limits to run the cascades under, comma-separated (default: this machine's "
-        "default, then every model at once)",
+        default=f"1,{len(MODELS)}",
+        help="the limits to run the cascades under, comma-separated (default: one load at a time "
+        "in need order, then every load at once, swiftserve's default)",
     )
     parser.add_argument("--out", default="benchmarks/results/pipeline.json")
     args = parser.parse_args()

@@ -14,7 +14,7 @@ from swiftserve.scheduler.load_slots import LoadSlots
 class LoadGate:
     """`async with gate.slot(name, ticket):` runs the block once the load of `name` has a slot."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int | None) -> None:
         self.slots = LoadSlots(limit)
         self._granted: dict[str, asyncio.Future[None]] = {}
 

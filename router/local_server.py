@@ -36,7 +36,7 @@ class Server:
     "6GiB"-style strings, durations "60s"-style ones. request_timeout: the timeout of requests that
     set none (default: none). chat_lanes: chat models stepping side by side (default: 2 on two
     cores or more; 1 steps one at a time). parallel_loads: model loads at once, the others waiting
-    in arrival and need order (default: one per four cores, at least one). Other keywords:
+    in arrival and need order (default: no limit). Other keywords:
     default_max_tokens, snapshots (automatic snapshots, on by default) and the engine defaults
     (ServeDefaults: dtype, device, max_model_len, max_num_seqs, max_queue, kv_cache_memory, seed,
     ...). `pipelines` are served beside the config file's (swiftserve.Pipeline); a pipeline's name

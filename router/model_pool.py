@@ -12,8 +12,8 @@ event loop:
    pipeline being `serving`), the ledger admits the oldest waiting load first (scheduler/
    arrival_queue.py), a lease (`hold`) keeps its model only from newer requests' loads, and `use`
    makes a newer request wait before it starts on a model an older load waits for. Admitted
-   loads then run at most `parallel_loads` at a time (router/load_gate.py), the waiting ones in
-   the same (ticket, asked) order: a load is CPU work that the loads beside it would slow.
+   loads then run at most `parallel_loads` at a time where that is set (router/load_gate.py; no
+   limit by default), the waiting ones in the same (ticket, asked) order.
 3. A failed load puts the model back to cold with the error kept in its state and logged; the
    next request tries again.
 4. A reaper unloads on-demand models idle past their timeout (scale to zero; router/pool_unloads.py).
@@ -40,7 +40,6 @@ from swiftserve.router.load_gate import LoadGate
 from swiftserve.router.pool_entry import PoolEntry, Registration, budget_of, is_parked
 from swiftserve.router.pool_unloads import PoolUnloads
 from swiftserve.scheduler import residency_types as rt
-from swiftserve.scheduler.load_slots import default_parallel_loads
 from swiftserve.scheduler.residency import ResidencyManager
 from swiftserve.scheduler.residency_types import LoadDecision, Policy, State, Tier, UnloadTo
 
@@ -67,7 +66,7 @@ class ModelPool:
         parallel_loads: int | None = None,
     ) -> None:
         self.ledger = ResidencyManager(budget_bytes, clock, host_budget_bytes)
-        self.loads = LoadGate(default_parallel_loads() if parallel_loads is None else parallel_loads)
+        self.loads = LoadGate(parallel_loads)
         self.kv = KvController(self.ledger)
         self.load_timeout_s = load_timeout_s
         self.reap_interval_s = reap_interval_s

@@ -11,14 +11,12 @@
 2. Pre-warm (spec.prewarm): the models' loads are started at once, in order of first need, each
    as soon as the ledger admits it. Loads that wait for memory are admitted in arrival order, and
    this request's (pre-warm and stages alike) keep its ticket's place. Where the budget holds them
-   all, every load starts within milliseconds of arrival; admitted loads then run under the
-   pool's parallel-loads limit in the same order, so where the limit is one (a small CPU host,
-   where a load is CPU work) the first stage's model loads alone and the later ones load while
-   the earlier stages run. Where the budget does not hold them all, a later model's load waits
-   for the memory of an earlier one, released when its last stage ends (its own leases keep it
-   from its own loads), so the order never deadlocks: a request waits only for older requests and
-   for its own earlier stages. What pre-warming loaded is never evicted for a newer request while
-   this one still needs it.
+   all, every load starts within milliseconds of arrival and they overlap (under the pool's
+   parallel-loads limit where one is set, in the same order); where it does not, a later model's
+   load waits for the memory of an earlier one, released when its last stage ends (its own leases
+   keep it from its own loads), so the order never deadlocks: a request waits only for older
+   requests and for its own earlier stages. What pre-warming loaded is never evicted for a newer
+   request while this one still needs it.
 3. Stages run as soon as the stages they wait for are done; independent ones run concurrently,
    their model calls under the request's ticket (model_pool.serving). A fan-out's calls are
    submitted together (one engine admission: shared steps and prefix cache).

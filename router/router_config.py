@@ -36,8 +36,8 @@ class RouterConfig:
     request_timeout_s: the timeout of requests that set none (None: they have none).
     chat_lanes: how many chat models step side by side on the device executor (None: its default,
     two on two cores or more; engine/device_executor.py). parallel_loads: how many model loads
-    run at once, the others waiting in arrival and need order (None: one per four cores, at least
-    one; scheduler/load_slots.py)."""
+    run at once, the others waiting in arrival and need order (None: no limit;
+    scheduler/load_slots.py)."""
 
     models: tuple[ModelConfig, ...]
     defaults: ServeDefaults = field(default_factory=ServeDefaults)

@@ -107,6 +107,15 @@ def hf_greedy():
     return generate
 
 
+@pytest.fixture(scope="session")
+def gguf_readings():
+    """transformers' readings of the source GGUF files, each read once per session (tens of
+    seconds each; the converter's, the greedy and the server tests compare against the same ones)."""
+    from tests.gguf_reference import Readings
+
+    return Readings()
+
+
 @pytest.fixture(scope="module")
 def executor(request):
     """One started device executor per test module (the engines of its served models share it)."""

@@ -4,7 +4,8 @@ builds the config and the tokenizer by its own code; nothing of swiftserve's con
 
 Reading a GGUF is slow (transformers parses the whole file once for the config, again for the
 weights and again for the tokenizer: tens of seconds for Gemma 3's 262k-token vocabulary), so
-callers hold the results in module-scoped fixtures.
+one session reads each file once: the `gguf_readings` fixture (tests/conftest.py) holds a
+Readings, and the modules that compare against the same file share it.
 """
 
 from __future__ import annotations
@@ -40,6 +41,25 @@ def load_model(gguf_path: Path) -> transformers.PreTrainedModel:
 def load_tokenizer(gguf_path: Path) -> transformers.PreTrainedTokenizerBase:
     """transformers' tokenizer built from the GGUF metadata."""
     return transformers.AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+
+
+class Readings:
+    """load_model and load_tokenizer, each file read once. Callers that set a model's
+    generation_config set it before each use: the model is shared."""
+
+    def __init__(self) -> None:
+        self._models: dict[Path, transformers.PreTrainedModel] = {}
+        self._tokenizers: dict[Path, transformers.PreTrainedTokenizerBase] = {}
+
+    def model(self, gguf_path: Path) -> transformers.PreTrainedModel:
+        if gguf_path not in self._models:
+            self._models[gguf_path] = load_model(gguf_path)
+        return self._models[gguf_path]
+
+    def tokenizer(self, gguf_path: Path) -> transformers.PreTrainedTokenizerBase:
+        if gguf_path not in self._tokenizers:
+            self._tokenizers[gguf_path] = load_tokenizer(gguf_path)
+        return self._tokenizers[gguf_path]
 
 
 def config_differences(

@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--parallel-loads",
         type=_positive_int,
         help="model loads at once; the others wait, the oldest request's first and a pipeline's in "
-        "order of need (default: one per four cores, at least one: a load is CPU work)",
+        "order of need (default: no limit, every admitted load starts at once)",
     )
     launch.add_argument(
         "--grammar-compile-timeout",

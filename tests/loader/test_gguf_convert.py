@@ -183,8 +183,8 @@ def test_unsupported_architecture_and_tokenizer(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def hf_gguf_model(smollm_gguf):
-    return gguf_reference.load_model(smollm_gguf)
+def hf_gguf_model(smollm_gguf, gguf_readings):
+    return gguf_readings.model(smollm_gguf)
 
 
 @pytest.mark.slow

@@ -45,13 +45,13 @@ def gemma_gguf():
 
 
 @pytest.fixture(scope="module")
-def hf_model(gemma_gguf):
-    return gguf_reference.load_model(gemma_gguf)
+def hf_model(gemma_gguf, gguf_readings):
+    return gguf_readings.model(gemma_gguf)
 
 
 @pytest.fixture(scope="module")
-def hf_tokenizer(gemma_gguf):
-    return gguf_reference.load_tokenizer(gemma_gguf)
+def hf_tokenizer(gemma_gguf, gguf_readings):
+    return gguf_readings.tokenizer(gemma_gguf)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from swiftserve.router import errors
 from swiftserve.router.load_gate import LoadGate
 from swiftserve.router.router_config import RouterConfig
 from swiftserve.router.runtime import RouterRuntime
-from swiftserve.scheduler.load_slots import default_parallel_loads
 
 from swiftserve.cli import build_parser
 from tests.router.test_model_pool import MB, FakeModel, _pool
@@ -130,7 +129,7 @@ def test_a_cancelled_load_leaves_no_slot_behind(cancel):
 
 def test_the_limit_comes_from_the_settings_and_the_flag_and_is_checked():
     model = ("a=smollm2-135m-instruct",)
-    assert RouterRuntime(RouterConfig.build(model)).router.pool.loads.slots.limit == default_parallel_loads()
+    assert RouterRuntime(RouterConfig.build(model)).router.pool.loads.slots.limit is None  # no limit
     assert RouterRuntime(RouterConfig.build(model, parallel_loads=3)).router.pool.loads.slots.limit == 3
     with pytest.raises(ValueError, match="parallel_loads must be >= 1"):
         RouterConfig.build(model, parallel_loads=0)

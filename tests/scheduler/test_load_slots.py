@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from swiftserve.scheduler.load_slots import LoadSlots, default_parallel_loads
+from swiftserve.scheduler.load_slots import LoadSlots
 
 
 def test_loads_past_the_limit_wait_and_go_oldest_ticket_first_then_in_the_order_asked():
@@ -47,6 +47,7 @@ def test_asking_twice_for_one_model_and_a_limit_below_one_are_errors():
         LoadSlots(0)
 
 
-@pytest.mark.parametrize(("cores", "loads"), [(1, 1), (2, 1), (7, 1), (8, 2), (16, 4), (64, 16)])
-def test_the_default_is_one_load_per_four_cores_and_at_least_one(cores, loads):
-    assert default_parallel_loads(cores) == loads
+def test_without_a_limit_every_load_runs_at_once():
+    slots = LoadSlots()
+    assert all(slots.ask(name, ticket=1) for name in "abcdef")
+    assert slots.running == set("abcdef") and slots.release("a") == []

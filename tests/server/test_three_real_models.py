@@ -13,7 +13,6 @@ Both servers end with every KV block of their resident chat models free."""
 from __future__ import annotations
 
 import concurrent.futures
-import gc
 import re
 import threading
 import time
@@ -26,7 +25,6 @@ import torch
 from swiftserve.loader import source_gguf
 from swiftserve.loader.gguf_gemma3 import GEMMA3_CHAT_TEMPLATE
 
-from .. import gguf_reference
 from .live_server import Server as LiveServer
 
 pytestmark = pytest.mark.slow
@@ -148,14 +146,14 @@ def model_dirs(smollm_dir, gemma_dir, minilm_dir):
 
 
 @pytest.fixture(scope="module")
-def chat_reference(hf_greedy) -> dict[str, list[tuple[int, str]]]:
+def chat_reference(hf_greedy, gguf_readings) -> dict[str, list[tuple[int, str]]]:
     """Per chat model and conversation: (prompt tokens, text of transformers' NUM_NEW greedy tokens),
     each model alone in float32 as transformers reads it from the original GGUF file (not from the
     folder the server loads), on the prompt its chat template makes."""
     reference = {}
     for name in CHAT_MODELS:
         gguf = source_gguf(name, progress=False)
-        tok, model = gguf_reference.load_tokenizer(gguf), gguf_reference.load_model(gguf)
+        tok, model = gguf_readings.tokenizer(gguf), gguf_readings.model(gguf)
         extra_stops = [tok.convert_tokens_to_ids(END_OF_TURN[name])] if name in END_OF_TURN else []
         model.generation_config.eos_token_id = [tok.eos_token_id, *extra_stops]
         prompts = [
@@ -173,8 +171,6 @@ def chat_reference(hf_greedy) -> dict[str, list[tuple[int, str]]]:
         outputs = hf_greedy(model, prompts, NUM_NEW)
         texts = [tok.decode(out, skip_special_tokens=True) for out in outputs]
         reference[name] = [(len(p), text) for p, text in zip(prompts, texts, strict=True)]
-        del model
-        gc.collect()
     return reference
 
 

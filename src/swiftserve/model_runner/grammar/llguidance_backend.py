@@ -2,8 +2,9 @@
 with masks computed in Rust with the GIL released.
 
 Its tokenizer is built from our tokenizer.json text (about 0.6 s for SmolLM2's 49k tokens), once
-per backend. A compiled grammar keeps one matcher as a template: each sequence gets a deep copy
-(~10 us) instead of parsing the grammar again (~1-2 ms for a JSON schema).
+per backend, with the non-special added tokens left to the vocabulary (plain_added_tokens.py).
+A compiled grammar keeps one matcher as a template: each sequence gets a deep copy (~10 us)
+instead of parsing the grammar again (~1-2 ms for a JSON schema).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from swiftserve.model_runner.grammar.interface import (
     GrammarCompileError,
     GrammarMatcher,
 )
+from swiftserve.model_runner.grammar.plain_added_tokens import plain_added_tokens
 from swiftserve.structured_outputs import StructuredOutputs
 
 # Compact JSON with one space after separators, as json.dumps writes it: no padding to max_tokens.
@@ -87,7 +89,8 @@ class LLGuidanceBackend:
         llg = _llguidance()
         self._llg = llg
         self.vocab_size = vocab_size
-        self.tokenizer = llg.LLTokenizer(tokenizer_json, n_vocab=vocab_size, eos_token=list(eos_token_ids))
+        plain = plain_added_tokens(tokenizer_json)
+        self.tokenizer = llg.LLTokenizer(plain, n_vocab=vocab_size, eos_token=list(eos_token_ids))
         self._executor = llg.LLExecutor(num_threads)
 
     def compile(self, spec: StructuredOutputs) -> LLGuidanceGrammar:
