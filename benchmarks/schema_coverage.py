@@ -114,7 +114,7 @@ def forcing_for(model: str) -> Forcing:
     tokenizer = load_tokenizer(folder)
     vocab = json.loads((folder / "config.json").read_text())["vocab_size"]
     start = time.perf_counter()
-    backend = LLGuidanceBackend(tokenizer.tokenizer.to_str(), vocab, tokenizer.eos_token_ids)
+    backend = LLGuidanceBackend(tokenizer.tokenizer, vocab, tokenizer.eos_token_ids)
     print(f"{model}: llguidance tokenizer built in {time.perf_counter() - start:.1f} s", flush=True)
     return Forcing(tokenizer, backend)
 

@@ -33,7 +33,7 @@ PERSON = {
 @pytest.fixture(scope="module")
 def forcing(smollm_dir) -> Forcing:
     tokenizer = load_tokenizer(smollm_dir)
-    return Forcing(tokenizer, LLGuidanceBackend(tokenizer.tokenizer.to_str(), 49152, tokenizer.eos_token_ids))
+    return Forcing(tokenizer, LLGuidanceBackend(tokenizer.tokenizer, 49152, tokenizer.eos_token_ids))
 
 
 def test_valid_accepted_invalid_rejected(forcing) -> None:

@@ -24,7 +24,7 @@ def tokenizer(smollm_dir):
 
 @pytest.fixture(scope="module")
 def backend(tokenizer) -> LLGuidanceBackend:
-    return LLGuidanceBackend(tokenizer.tokenizer.to_str(), 49152, tokenizer.eos_token_ids)
+    return LLGuidanceBackend(tokenizer.tokenizer, 49152, tokenizer.eos_token_ids)
 
 
 @pytest.mark.parametrize("schema", [True, False, "true", "false"])

@@ -37,7 +37,7 @@ def tokenizer(smollm_dir):
 
 @pytest.fixture(scope="module")
 def backend(tokenizer) -> LLGuidanceBackend:
-    return LLGuidanceBackend(tokenizer.tokenizer.to_str(), VOCAB, tokenizer.eos_token_ids)
+    return LLGuidanceBackend(tokenizer.tokenizer, VOCAB, tokenizer.eos_token_ids)
 
 
 def _allowed(backend: LLGuidanceBackend, matcher) -> set[int]:

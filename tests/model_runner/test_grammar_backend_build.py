@@ -26,7 +26,7 @@ SPEC = StructuredOutputs(json={"type": "object", "properties": {"a": {"type": "i
 @pytest.fixture(scope="module")
 def backend(smollm_dir) -> LLGuidanceBackend:
     tokenizer = load_tokenizer(smollm_dir)
-    return LLGuidanceBackend(tokenizer.tokenizer.to_str(), 49152, tokenizer.eos_token_ids)
+    return LLGuidanceBackend(tokenizer.tokenizer, 49152, tokenizer.eos_token_ids)
 
 
 @pytest.mark.parametrize("is_async", [False, True])

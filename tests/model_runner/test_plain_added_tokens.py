@@ -1,44 +1,47 @@
-"""Non-special added tokens reach llguidance as ordinary tokens: the JSON rewrite on exact values,
-and Gemma 3's `</iframe>` (id 236, added but not special) accepted inside a JSON string."""
+"""Non-special added tokens reach llguidance as ordinary tokens: the tokenizer.json rewrite on a
+small BPE tokenizer with exact expected entries, and Gemma 3's `</iframe>` (id 236, added but not
+special) accepted inside a JSON string."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from tokenizers import AddedToken, Tokenizer
+from tokenizers.models import BPE
 
 from swiftserve.loader import load_tokenizer, resolve_model
 from swiftserve.model_runner.grammar.plain_added_tokens import plain_added_tokens
 from swiftserve.structured_outputs import StructuredOutputs
 
 
-def _tokenizer_json(added: list[dict], vocab: dict[str, int] | list) -> str:
-    return json.dumps({"added_tokens": added, "model": {"type": "BPE", "vocab": vocab}})
+def _tokenizer() -> Tokenizer:
+    """Vocabulary a, </b>, <x>, c; added: </b> (plain, in the vocabulary under its id), <x>
+    (special), <y> (plain, not in the vocabulary: a new id 4)."""
+    tokenizer = Tokenizer(BPE(vocab={"a": 0, "</b>": 1, "<x>": 2, "c": 3}, merges=[]))
+    tokenizer.add_tokens([AddedToken("</b>", special=False)])
+    tokenizer.add_special_tokens([AddedToken("<x>", special=True)])
+    tokenizer.add_tokens([AddedToken("<y>", special=False)])
+    return tokenizer
 
 
-def _added(id: int, content: str, special: bool) -> dict:
-    return {"id": id, "content": content, "special": special}
-
-
-def test_a_non_special_added_token_in_the_vocabulary_under_its_id_is_left_to_it():
-    vocab = {"a": 0, "</b>": 1, "<x>": 2, "c": 3}
-    added = [
-        _added(1, "</b>", False),
-        _added(2, "<x>", True),
-        _added(4, "<y>", False),
-        _added(3, "</b>", False),
+def test_a_plain_added_token_in_the_vocabulary_under_its_id_is_left_to_it():
+    tokenizer = _tokenizer()
+    out = json.loads(plain_added_tokens(tokenizer))
+    assert [(t["id"], t["content"], t["special"]) for t in out["added_tokens"]] == [
+        (2, "<x>", True),
+        (4, "<y>", False),
     ]
-    out = json.loads(plain_added_tokens(_tokenizer_json(added, vocab)))
-    # kept: the special one, one missing from the vocabulary, one there under another id
-    assert out["added_tokens"] == [added[1], added[2], added[3]]
-    assert out["model"]["vocab"] == vocab
+    theirs = json.loads(tokenizer.to_str())
+    assert {k: v for k, v in out.items() if k != "added_tokens"} == {
+        k: v for k, v in theirs.items() if k != "added_tokens"
+    }
 
 
-def test_nothing_to_leave_returns_the_same_text():
-    only_special = _tokenizer_json([_added(2, "<x>", True)], {"<x>": 2})
-    assert plain_added_tokens(only_special) is only_special
-    unigram = _tokenizer_json([_added(1, "</b>", False)], [["</b>", 0.0]])
-    assert plain_added_tokens(unigram) is unigram
+def test_without_plain_added_tokens_the_text_is_the_tokenizers_own():
+    tokenizer = Tokenizer(BPE(vocab={"a": 0, "<x>": 1}, merges=[]))
+    tokenizer.add_special_tokens([AddedToken("<x>", special=True)])
+    assert plain_added_tokens(tokenizer) == tokenizer.to_str()
 
 
 @pytest.mark.slow
@@ -49,7 +52,7 @@ def test_gemma3s_iframe_tag_is_accepted_inside_a_json_string():
     tokenizer = load_tokenizer(resolve_model("gemma-3-270m"))
     ids = tokenizer.encode('"</iframe>"', add_special_tokens=False)
     assert 236 in ids  # the added token, split out of the text as Hugging Face does
-    backend = LLGuidanceBackend(tokenizer.tokenizer.to_str(), 262144, tokenizer.eos_token_ids)
+    backend = LLGuidanceBackend(tokenizer.tokenizer, 262144, tokenizer.eos_token_ids)
     matcher = backend.compile(StructuredOutputs(json={"type": "string"})).new_matcher()
     for token_id in ids:
         assert matcher.accept(token_id), matcher.error()

@@ -355,4 +355,4 @@ class LLMEngine:
 
 def llguidance_backend(tokenizer: TokenizerInfo, vocab_size: int) -> GrammarBackend:
     """The model's llguidance backend; vocab_size: the width of its logits."""
-    return LLGuidanceBackend(tokenizer.tokenizer.to_str(), vocab_size, tokenizer.eos_token_ids)
+    return LLGuidanceBackend(tokenizer.tokenizer, vocab_size, tokenizer.eos_token_ids)

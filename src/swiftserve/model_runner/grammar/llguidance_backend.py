@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from tokenizers import Tokenizer
 
 from swiftserve.model_runner.grammar.interface import (
     GrammarBackendMissingError,
@@ -81,15 +82,16 @@ class LLGuidanceGrammar:
 
 
 class LLGuidanceBackend:
-    """vocab_size: the width of the model's logits (may exceed the tokenizer's own count)."""
+    """tokenizer: the model's (Hugging Face `tokenizers`). vocab_size: the width of the model's
+    logits (may exceed the tokenizer's own count)."""
 
     def __init__(
-        self, tokenizer_json: str, vocab_size: int, eos_token_ids: Sequence[int], num_threads: int = 1
+        self, tokenizer: Tokenizer, vocab_size: int, eos_token_ids: Sequence[int], num_threads: int = 1
     ) -> None:
         llg = _llguidance()
         self._llg = llg
         self.vocab_size = vocab_size
-        plain = plain_added_tokens(tokenizer_json)
+        plain = plain_added_tokens(tokenizer)
         self.tokenizer = llg.LLTokenizer(plain, n_vocab=vocab_size, eos_token=list(eos_token_ids))
         self._executor = llg.LLExecutor(num_threads)
 
