@@ -64,10 +64,7 @@ def map_tensors(
     except BaseException:
         mapping.close()
         raise
-    # One export of the mapping, sliced per tensor: a torch.frombuffer per tensor costs ~90 us
-    # each (a few hundred per model, on the cold-start path), a slice and two views ~5 us.
-    whole = torch.frombuffer(mapping, dtype=torch.uint8) if len(mapping) else None
-    by_key = {entry.stored_key: _view_of_mapping(whole, entry) for entry in unique}
+    by_key = {entry.stored_key: _view_of_mapping(mapping, entry) for entry in unique}
     return {entry.name: by_key[entry.stored_key] for entry in entries}
 
 
@@ -198,11 +195,12 @@ def _arena_layout(entries: Sequence[TensorEntry]) -> tuple[list[TensorEntry], li
     return unique, places, total
 
 
-def _view_of_mapping(whole: torch.Tensor | None, entry: TensorEntry) -> torch.Tensor:
+def _view_of_mapping(mapping: mmap.mmap, entry: TensorEntry) -> torch.Tensor:
     dtype = _dtype(entry)
-    if entry.nbytes == 0 or whole is None:
+    if entry.nbytes == 0:
         return torch.empty(entry.shape, dtype=dtype)
-    return whole[entry.offset : entry.end].view(dtype).view(entry.shape)
+    count = entry.nbytes // dtype.itemsize
+    return torch.frombuffer(mapping, dtype=dtype, count=count, offset=entry.offset).view(entry.shape)
 
 
 def _populate(mapping: mmap.mmap) -> None:
