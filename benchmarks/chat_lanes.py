@@ -2,7 +2,7 @@
 A measurement, not a test (issue #13).
 
 One device executor steps `big` (a Llama-3.2-1B-shaped model, random bf16 weights: load_format
-"dummy", the shape of benchmarks/compound.py's big) and SmolLM2-135M. big decodes one long request
+"dummy", the shape of the compound benchmark's big) and SmolLM2-135M. big decodes one long request
 throughout; once it runs alone for a few seconds, `--requests` SmolLM2 requests (`--tokens` new
 tokens each) arrive one after another. Per executor (1 chat lane: every step in one line; 2 chat
 lanes: big on its own lane, SmolLM2 beside it, the cores split while both are busy):

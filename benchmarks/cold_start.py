@@ -160,7 +160,7 @@ def prepare_big(
     weights (config, tokenizer, model.safetensors in HF names and layout), so that every way that
     loads a folder (before, safetensors, transformers, the peers) has what a user would have.
     hf_weights=False leaves model.safetensors out (a server needs only the snapshot); config and
-    name give another Llama shape (benchmarks/compound.py's CI run uses a tiny one)."""
+    name give another Llama shape (the compound benchmark's CI run uses a tiny one)."""
     import torch
     from safetensors.torch import save_file
 

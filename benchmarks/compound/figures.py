@@ -1,5 +1,5 @@
-"""compound.py's two figures (matplotlib, optional): latency through the spike per system, and the
-latency CDFs of pipelines and direct calls."""
+"""The compound benchmark's two figures (matplotlib, optional): latency through the spike per
+system, and the latency CDFs of pipelines and direct calls."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.compound import DIRECT, Shape
+from benchmarks.compound.workload import DIRECT, Shape
 
 
 def figures(result: dict, shape: Shape, out_dir: Path) -> list[str]:

@@ -1,4 +1,4 @@
-"""compound.py's llama.cpp peer: the static deployment built from llama.cpp instead of swiftserve.
+"""The compound benchmark's llama.cpp peer: the static deployment built from llama.cpp instead of swiftserve.
 
 One llama-cpp-python server (`python -m llama_cpp.server`) per model, on the static deployment's
 cores (static_cpus: big alone on the upper half, the three small models sharing the lower half)
@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from benchmarks.compound import Proc, Setup, System, static_cpus
 from benchmarks.compound.make_ggufs import gguf_path
+from benchmarks.compound.server_proc import Proc
+from benchmarks.compound.systems import Setup, System, static_cpus
 
 SERVER_PACKAGES = ("llama_cpp", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
 BANNED = -1e9  # a logit bias no logit survives (JSON has no -inf)
@@ -75,7 +76,7 @@ def eog_tokens(gguf: Path) -> list[int]:
 
 
 def fixed_length(banned: dict[str, list[int]]):
-    """compound.System.fixed_length for llama.cpp: greedy, max_tokens, every EOG token banned."""
+    """systems.System.fixed_length for llama.cpp: greedy, max_tokens, every EOG token banned."""
 
     def fields(model: str, max_tokens: int) -> dict:
         bias = {str(t): BANNED for t in banned[model]}

@@ -5,7 +5,7 @@ embedder), converted by llama.cpp's own convert_hf_to_gguf.py from the weights s
   embed, smol, gemma  the Hugging Face folders of the aliases (~/.cache/swiftserve/models); smol's
                       and gemma's were dequantized by swiftserve from the aliases' GGUFs (Q4_1,
                       Q4_K_M) into bf16, so the bf16 GGUFs hold exactly the values swiftserve serves
-  big                 the random weights of compound.py's snapshot (the same values, not just the
+  big                 the random weights of the benchmark's snapshot (the same values, not just the
                       same shapes), written back in Hugging Face layout into a temporary folder
 The files go into ~/.cache/swiftserve/gguf (not in git); one already there is kept (--force
 remakes it). The converter comes from llama.cpp's source: --llama-cpp, else the sdist of the
@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parents[2]))  # appended: kernels/ must not shadow `kernels`
-from benchmarks.compound import prepare_models  # noqa: E402
+from benchmarks.compound.model_sources import prepare_models  # noqa: E402
 
 GGUF_DIR = Path.home() / ".cache" / "swiftserve" / "gguf"
 # convert_hf_to_gguf's --outtype for each served model: swiftserve's "auto" dtype of its kind
@@ -56,7 +56,7 @@ def hf_folder(served: str, source: str, work: Path) -> Path:
 
 def snapshot_as_hf(snapshot: Path, out: Path) -> Path:
     """The snapshot's parameters (buffers left out) under Hugging Face Llama names, beside the
-    config and tokenizer that compound.py wrote next to it."""
+    config and tokenizer that model_sources.prepare_models wrote next to it."""
     from safetensors.torch import save_file
 
     from benchmarks.cold_start import hf_layout
@@ -128,7 +128,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--ci", action="store_true", help="also the tiny merge model of compound.py --ci")
+    parser.add_argument(
+        "--ci", action="store_true", help="also the tiny merge model of `python -m benchmarks.compound --ci`"
+    )
     parser.add_argument("--llama-cpp", type=Path, help="a llama.cpp source tree (convert_hf_to_gguf.py)")
     parser.add_argument("--force", action="store_true", help="remake files that exist")
     parser.add_argument("--workdir", default=str(Path.home() / ".cache" / "swiftserve" / "bench-compound"))

@@ -1,7 +1,7 @@
-"""The llama.cpp peer of benchmarks/compound.py and benchmarks/structured.py, its pure parts: the
-cores each model's server gets (the static deployment's split), the server's command line, the
-fields that make a call greedy and exactly max_tokens long, where each model's GGUF is looked
-for, and the constrained requests' body."""
+"""The llama.cpp peer of the compound benchmark (benchmarks/compound/) and benchmarks/structured.py,
+its pure parts: the cores each model's server gets (the static deployment's split), the server's
+command line, the fields that make a call greedy and exactly max_tokens long, where each model's
+GGUF is looked for, and the constrained requests' body."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-# The root goes on sys.path only while the benchmark modules import (they append it again
-# themselves): left there, its router/ and scheduler/ would be importable by their bare names
+# The root goes on sys.path only while the benchmark modules import (make_ggufs.py appends it
+# again itself): left there, its router/ and scheduler/ would be importable by their bare names
 # for every later test (tests/test_environment.py checks that they are not).
 _PATH = list(sys.path)
 sys.path.append(str(ROOT))
 try:
-    from benchmarks.compound import static_cpus
     from benchmarks.compound.llamacpp import LlamaProc, fixed_length, server_args
     from benchmarks.compound.make_ggufs import gguf_path
+    from benchmarks.compound.systems import static_cpus
 finally:
     sys.path[:] = _PATH
 
