@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="a 90 s trace")
     parser.add_argument(
-        "--ci", action="store_true", help="an 8 s trace, a tiny merge model, static + swiftserve"
+        "--ci", action="store_true", help="a 6 s trace, a tiny merge model, static + swiftserve"
     )
     parser.add_argument("--systems", help=f"comma-separated, of {','.join(SYSTEMS)} (default: all)")
     parser.add_argument("--duration", type=float, help="trace seconds (default: 180, --quick 90)")
