@@ -37,7 +37,7 @@ P95 per 10-second window. The table, the targets against static, JSON in --out a
 
     python -m benchmarks.compound            # ~20 minutes: five systems of a 180 s trace
     python -m benchmarks.compound --quick    # ~8 minutes: a 90 s trace
-    python -m benchmarks.compound --ci       # ~2 minutes: a 6 s trace, a tiny merge model, static and swiftserve
+    python -m benchmarks.compound --ci       # ~2 minutes: a 6 s trace, a tiny merge model, static, swiftserve
 
 From the repository root, where `python -m` finds `benchmarks` (so not with -P or PYTHONSAFEPATH=1,
 which leave the root off sys.path). `python -m` puts the root first on sys.path, where its kernels/
