@@ -65,6 +65,9 @@ struct Generic {
     float v[kLanes];
   };
   static constexpr const char* name = "generic";
+  // 16-lane vectors the register file holds (sizes the kernels' register blocks). Here the
+  // compiler's business: the AVX-512 count the kernels were first written for.
+  static constexpr int kRegisterFile = 32;
 
   static vec set1(float x) {
     vec r;
@@ -162,6 +165,7 @@ struct Generic {
 struct Avx512 {
   using vec = __m512;
   static constexpr const char* name = "avx512";
+  static constexpr int kRegisterFile = 32;  // zmm registers
 
   static vec set1(float x) { return _mm512_set1_ps(x); }
   static vec zero() { return _mm512_setzero_ps(); }
@@ -286,6 +290,7 @@ struct Avx2 {
     __m256 lo, hi;
   };
   static constexpr const char* name = "avx2";
+  static constexpr int kRegisterFile = 8;  // 16 ymm registers, two per vec
 
   static vec set1(float x) { return {_mm256_set1_ps(x), _mm256_set1_ps(x)}; }
   static vec zero() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }

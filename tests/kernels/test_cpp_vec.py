@@ -143,13 +143,14 @@ EXP_INPUTS += [1e-8, 0.5, 1.0, 10.0, 88.0, 88.7, 88.72, 88.8, 89.0, 89.5, 100.0,
 def test_exp_at_its_extremes(flavour):
     """Within 2.5 ulps (one step where the result is subnormal) of the correctly rounded exp,
     exactly 0 for -inf and below -104, inf past float32's range; NaN gives exactly 0 in the
-    native flavours (as Avx512's does), whatever std::exp gives in Generic."""
+    intrinsics flavours (Avx2 as Avx512), whatever std::exp gives in Generic (which is also the
+    native flavour of a portable build)."""
     x = torch.tensor(EXP_INPUTS + [math.nan], dtype=torch.float32)
     got = _probe(x, "exp", torch.float32, flavour)
     want = x.double().exp().float()
     torch.testing.assert_close(got[:-1], want[:-1], rtol=3e-7, atol=2.0**-149, equal_nan=False)
     assert torch.equal(got[x < -104.0], torch.zeros_like(got[x < -104.0]))
-    if flavour == "native":
+    if flavour == "native" and cpp_native._C.isa != "generic":
         assert got[-1].item() == 0.0
     as_bf16 = _probe(x[:-1], "exp", torch.bfloat16, flavour)
     assert _bits(as_bf16) == [_bf16_bits(b) for b in _bits(got[:-1])]
