@@ -37,6 +37,15 @@ T* ptr(uintptr_t address) {
   return reinterpret_cast<T*>(address);
 }
 
+// The flavour a kernel runs unless `generic` asks for the portable one (cpu/vec.h).
+#if SWIFTSERVE_HAS_AVX512
+using NativeIsa = Avx512;
+#elif SWIFTSERVE_HAS_AVX2
+using NativeIsa = Avx2;
+#else
+using NativeIsa = Generic;
+#endif
+
 // Calls fn(Tag<Isa>, Tag<T>) for the vector flavour and storage type asked for.
 template <class Fn>
 void dispatch(const std::string& dtype, bool generic, Fn&& fn) {
@@ -49,9 +58,7 @@ void dispatch(const std::string& dtype, bool generic, Fn&& fn) {
       throw py::value_error("swiftserve._C: unsupported dtype '" + dtype + "' (float32 or bfloat16)");
     }
   };
-#if SWIFTSERVE_HAS_AVX512
-  if (!generic) return with_isa(Tag<Avx512>{});
-#endif
+  if (!generic) return with_isa(Tag<NativeIsa>{});  // the portable build: Generic either way
   with_isa(Tag<Generic>{});
 }
 
@@ -288,6 +295,28 @@ void llama_decode_layers_py(uintptr_t layers, int num_layers, int hidden, int nu
   });
 }
 
+// A probe of the vector layer itself, for tests (tests/kernels/test_cpp_vec.py): out[i] = op(x[i])
+// for n float32 inputs, 16 lanes at a time through load / load_partial, the op and store /
+// store_partial in T, so the bf16 rounding, exp's extremes and every tail length are checked
+// directly instead of through a kernel's arithmetic.
+template <class Isa, class T>
+void vec_probe(T* out, const float* x, int64_t n, bool exp) {
+  auto op = [exp](typename Isa::vec v) { return exp ? Isa::exp(v) : v; };
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) Isa::store(out + i, op(Isa::load(x + i)));
+  if (i < n) Isa::store_partial(out + i, op(Isa::load_partial(x + i, static_cast<int>(n - i))), static_cast<int>(n - i));
+}
+
+void vec_probe_py(uintptr_t out, uintptr_t x, int64_t n, const std::string& op, const std::string& dtype,
+                  bool generic) {
+  if (op != "copy" && op != "exp") throw py::value_error("vec_probe: op must be 'copy' or 'exp', got '" + op + "'");
+  if (n < 0) throw py::value_error("vec_probe: n must be >= 0");
+  dispatch(dtype, generic, [&](auto isa, auto t) {
+    using T = typename decltype(t)::type;
+    vec_probe<typename decltype(isa)::type, T>(ptr<T>(out), ptr<const float>(x), n, op == "exp");
+  });
+}
+
 // rows are checked against num_logits_rows here, with the GIL, so no row can land past logits.
 void apply_token_bitmask_py(uintptr_t logits, int64_t logits_stride, int64_t num_logits_rows, uintptr_t bitmask,
                             int64_t bitmask_stride, uintptr_t rows, int64_t num_rows, int64_t vocab_size,
@@ -342,7 +371,7 @@ void read_chunks_py(const std::string& path, const std::vector<int64_t>& file_of
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "swiftserve native CPU kernels (raw pointers; see swiftserve.kernels.cpp_ops for the torch API)";
-  m.attr("isa") = SWIFTSERVE_HAS_AVX512 ? "avx512" : "generic";
+  m.attr("isa") = NativeIsa::name;  // "avx512", "avx2" or "generic": what generic=False runs
 #ifdef SWIFTSERVE_PORTABLE_BUILD
   m.attr("portable") = true;  // SWIFTSERVE_PORTABLE=1: built without -march=native
 #else
@@ -409,6 +438,10 @@ PYBIND11_MODULE(_C, m) {
         py::arg("num_rows"), py::arg("vocab_size"), py::arg("num_words"),
         "Sets logits[rows[k], t] (float32) to -inf where bit t of bitmask row k is clear (int32 words; "
         "tokens past num_words * 32 too; see cpu/token_bitmask.h).");
+  m.def("vec_probe", &vec_probe_py, py::arg("out"), py::arg("x"), py::arg("n"), py::arg("op"), py::arg("dtype"),
+        py::arg("generic") = false,
+        "Tests only: out[i] = op(x[i]) ('copy' or 'exp') for n float32 x, through the vector flavour's "
+        "loads, op and stores in dtype (partial ones for the tail).");
   m.attr("direct_align") = kDirectAlign;
   m.def("read_chunks", &read_chunks_py, py::arg("path"), py::arg("file_offsets"), py::arg("lengths"),
         py::arg("dst_ptrs"), py::arg("num_threads"), py::arg("direct"), py::arg("chunk_bytes"),

@@ -2,12 +2,15 @@
 checks and the reasons an input has no native kernel.
 
 Every wrapper calls `_C` through `calls.<kernel>(name=value, ...)`, which looks `cpp_native._C` up
-at call time, so replacing `_C` here (the tests' portable-kernel fixture, benchmarks/op_timer.py)
-reaches all of them.
+at call time, so replacing `_C` here (`generic_flavour()`: the tests' portable-kernel fixture and
+cpu_bench.py; benchmarks/op_timer.py) reaches all of them.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import torch
@@ -45,12 +48,20 @@ def is_available() -> bool:
     return _C is not None
 
 
+# _C.isa, the vector flavour its kernels run (csrc/cpu/vec.h), in words.
+ISA_NAMES = {
+    "avx512": "AVX-512 kernels",
+    "avx2": "AVX2 kernels (no AVX-512)",
+    "generic": "generic kernels (no AVX2 or AVX-512)",
+}
+
+
 def status() -> str:
     """What this install's _C is, or why there is none."""
     if _C is None:
         return f"swiftserve._C not built ({IMPORT_ERROR})"
     build = "portable build" if getattr(_C, "portable", False) else "-march=native build"
-    isa = "AVX-512 kernels" if _C.isa == "avx512" else "generic kernels (no AVX-512)"
+    isa = ISA_NAMES.get(_C.isa, f"{_C.isa} kernels")
     return f"native C++, {build}, {isa}, {_C.num_threads()} threads"
 
 
@@ -59,19 +70,53 @@ def has(name: str) -> bool:
     return _C is not None and hasattr(_C, name)
 
 
-def required_parameters(fn) -> tuple[str, ...]:
-    """The parameters of a pybind11 function that have no default, in order, read from the
-    signature pybind11 writes into its docstring from the py::arg declarations."""
+def parameters(fn) -> dict[str, bool]:
+    """The parameters of a pybind11 function in order, each with whether it has a default, read
+    from the signature pybind11 writes into its docstring from the py::arg declarations."""
     signature = fn.__doc__.split("\n", 1)[0]
     inside = signature[signature.index("(") + 1 : signature.rindex(") ->")]
-    names = []
-    for part in inside.split(", "):
+    found: dict[str, bool] = {}
+    for part in filter(None, inside.split(", ")):
         name, _, annotation = part.partition(": ")
         if not name.isidentifier():
             raise RuntimeError(f"cannot read the signature of {signature!r}")
-        if " = " not in annotation:
-            names.append(name)
-    return tuple(names)
+        found[name] = " = " in annotation
+    return found
+
+
+def required_parameters(fn) -> tuple[str, ...]:
+    """The parameters of a pybind11 function that have no default, in order."""
+    return tuple(name for name, has_default in parameters(fn).items() if not has_default)
+
+
+class GenericC:
+    """`c` (a _C) with every kernel that has a vector flavour called with generic=True: the same
+    build running the portable Generic flavour instead of its native one (AVX-512 or AVX2)."""
+
+    def __init__(self, c) -> None:
+        self._c = c
+
+    def __getattr__(self, name: str):  # first use of a name; then it is an instance attribute
+        attr = getattr(self._c, name)
+        if callable(attr) and attr.__doc__ and "generic" in parameters(attr):
+            attr = functools.partial(attr, generic=True)
+        setattr(self, name, attr)
+        return attr
+
+
+@contextmanager
+def generic_flavour() -> Iterator[None]:
+    """Every cpp kernel called inside runs the Generic flavour (see GenericC). Not thread-safe:
+    it swaps this module's `_C` for the whole process while it is open."""
+    global _C
+    native = _C
+    if native is None:
+        raise RuntimeError(status())
+    _C = GenericC(native)
+    try:
+        yield
+    finally:
+        _C = native
 
 
 def _keyword_only(name: str):

@@ -1,5 +1,5 @@
 """Shared fixtures: the real default models (prepared once per machine by `make models`), the
-portable build of the C++ kernels, a device executor per module and a reader of this process's RSS.
+portable flavour of the C++ kernels, a device executor per module and a reader of this process's RSS.
 
 The tests never reach for the network: model hubs are unreachable on many machines, and a model
 that is not prepared fails its test at once, naming the command that prepares it.
@@ -7,7 +7,6 @@ that is not prepared fails its test at once, naming the command that prepares it
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from pathlib import Path
@@ -48,32 +47,22 @@ def minilm_dir():
     return resolve_model("all-minilm-l6-v2")
 
 
-# The _C kernels built in two flavours (AVX-512 and portable): the fixture below runs the portable one.
-_PORTABLE_KERNELS = {
-    "paged_decode_attention",
-    "paged_prefill_attention",
-    "rms_norm",
-    "fused_add_rms_norm",
-    "silu_and_mul",
-    "rotary_embedding",
-    "linear",
-    "llama_decode_layers",
-}
-
-
 @pytest.fixture
 def generic_kernels(monkeypatch):
-    """Runs the cpp backend on the portable instantiation of the kernels instead of the AVX-512 one."""
+    """Runs the cpp backend on the portable (Generic) instantiation of the kernels instead of the
+    build's native flavour (AVX-512 or AVX2; see csrc/cpu/vec.h)."""
     from swiftserve.kernels import cpp_native
 
-    from swiftserve import _C
+    monkeypatch.setattr(cpp_native, "_C", cpp_native.GenericC(cpp_native._C))  # every cpp wrapper calls it
 
-    class PortableC:
-        def __getattr__(self, name):
-            attr = getattr(_C, name)
-            return functools.partial(attr, generic=True) if name in _PORTABLE_KERNELS else attr
 
-    monkeypatch.setattr(cpp_native, "_C", PortableC())  # every cpp wrapper calls cpp_native._C
+@pytest.fixture(params=["native", "generic"])
+def flavour(request):
+    """Runs a cpp kernel test on both vector flavours of this build: the native one (what
+    generic=False picks) and the portable Generic one."""
+    if request.param == "generic":
+        request.getfixturevalue("generic_kernels")
+    return request.param
 
 
 def pytest_collection_modifyitems(config, items):

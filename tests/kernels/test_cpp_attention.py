@@ -4,7 +4,8 @@ Expected values come from the reference run on float32 copies of the inputs, so 
 checked against the exact answer: it may differ by its own rounding (2^-9 relative, one ulp at
 most 2^-8) plus fp32 noise. Tolerances (abs, rel): fp32 (2e-5, 1e-5); bf16 (2e-3, 2^-8).
 Caches are NaN outside real tokens (see cases.py), so a stray read fails the test. The kernels
-are also run through their portable (non-AVX-512) instantiation.
+also run through their portable (Generic) instantiation: the head sizes, windows and block sizes
+on both flavours (the `flavour` fixture), the main grid on the native one.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def test_decode_matches_reference(context_lens, num_heads, num_kv_heads, head_di
         pytest.param([5], 100, 16, id="window-longer-than-context"),
     ],
 )
-def test_decode_sliding_window(context_lens, window, block_size, dtype):
+def test_decode_sliding_window(context_lens, window, block_size, dtype, flavour):
     case = make_decode_case(context_lens, 9, 3, 64, block_size=block_size, dtype=dtype, seed=2)
     out = _decode(cpp_ops.paged_decode_attention, case, sliding_window=window)
     _check(out, _decode(reference.paged_decode_attention, _as_f32(case), sliding_window=window), dtype)
@@ -109,7 +110,7 @@ def test_decode_sliding_window(context_lens, window, block_size, dtype):
 
 @DTYPES
 @pytest.mark.parametrize("head_dim", [32, 80, 96, 256])
-def test_other_head_dims(head_dim, dtype):
+def test_other_head_dims(head_dim, dtype, flavour):
     """The other head sizes _C is built for (80: a vector count that is not a power of two)."""
     decode = make_decode_case([1, 40, 300], 8, 2, head_dim, dtype=dtype, seed=11)
     _check(
@@ -126,7 +127,7 @@ def test_other_head_dims(head_dim, dtype):
 
 
 @pytest.mark.parametrize("block_size", [1, 8, 32])
-def test_decode_other_block_sizes(block_size):
+def test_decode_other_block_sizes(block_size, flavour):
     case = make_decode_case([1, 31, 33, 700], 8, 2, 64, block_size=block_size, seed=3)
     out = _decode(cpp_ops.paged_decode_attention, case)
     _check(out, _decode(reference.paged_decode_attention, case), torch.float32)
@@ -174,7 +175,7 @@ def test_prefill_matches_reference(context_lens, query_lens, num_heads, num_kv_h
         pytest.param([64], [64], 1, 8, 1, id="window1"),
     ],
 )
-def test_prefill_sliding_window(context_lens, query_lens, window, num_heads, num_kv_heads, dtype):
+def test_prefill_sliding_window(context_lens, query_lens, window, num_heads, num_kv_heads, dtype, flavour):
     case = make_prefill_case(context_lens, query_lens, num_heads, num_kv_heads, 64, dtype=dtype, seed=2)
     out = _prefill(cpp_ops.paged_prefill_attention, case, sliding_window=window)
     _check(out, _prefill(reference.paged_prefill_attention, _as_f32(case), sliding_window=window), dtype)

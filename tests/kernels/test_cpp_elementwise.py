@@ -45,14 +45,14 @@ def _rand(shape, dtype, seed):
 
 @DTYPES
 @SHAPES
-def test_rms_norm_matches_reference(shape, dtype):
+def test_rms_norm_matches_reference(shape, dtype, flavour):
     x, w = _rand(shape, dtype, 0), _rand(shape[-1:], dtype, 1)
     _check(cpp_ops.rms_norm(x, w, 1e-6), reference.rms_norm(x, w, 1e-6))
 
 
 @DTYPES
 @SHAPES
-def test_fused_add_rms_norm_matches_reference(shape, dtype):
+def test_fused_add_rms_norm_matches_reference(shape, dtype, flavour):
     x, residual, w = _rand(shape, dtype, 0), _rand(shape, dtype, 1), _rand(shape[-1:], dtype, 2)
     x_ref, residual_ref = x.clone(), residual.clone()
     returned = cpp_ops.fused_add_rms_norm(x, residual, w, 1e-5)
@@ -68,12 +68,12 @@ def test_fused_add_rms_norm_matches_reference(shape, dtype):
     [(1, 2 * 1536), (17, 2 * 111), (2, 3, 2 * 64), (256, 2 * 1536), (0, 8)],
     ids=["1x1536", "17x111", "2x3x64", "256x1536", "empty"],
 )
-def test_silu_and_mul_matches_reference(shape, dtype):
+def test_silu_and_mul_matches_reference(shape, dtype, flavour):
     x = _rand(shape, dtype, 3)
     _check(cpp_ops.silu_and_mul(x), reference.silu_and_mul(x))
 
 
-def test_silu_and_mul_extremes():
+def test_silu_and_mul_extremes(flavour):
     x = torch.tensor([[-100.0, -20.0, 0.0, 20.0, 100.0, 1.0, 1.0, 1.0, 1.0, 1.0]])
     torch.testing.assert_close(cpp_ops.silu_and_mul(x), reference.silu_and_mul(x))
 
@@ -161,7 +161,7 @@ def _cos_sin_cache(max_position, rot_dim):
 @pytest.mark.parametrize(
     "num_tokens,rot_dim", [(1, 64), (37, 64), (5, 32), (17, 18)], ids=["1tok", "37tok", "partial32", "tail18"]
 )
-def test_rotary_embedding_matches_reference(num_tokens, rot_dim, is_neox, dtype):
+def test_rotary_embedding_matches_reference(num_tokens, rot_dim, is_neox, dtype, flavour):
     q, k, _ = _qkv_views(num_tokens, dtype, 0)
     cache = _cos_sin_cache(100, rot_dim)
     positions = torch.randint(0, 100, (num_tokens,), generator=torch.Generator().manual_seed(1))

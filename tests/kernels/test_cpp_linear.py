@@ -3,7 +3,9 @@
 Both sum in fp32 (in another order) and round once to the dtype, so bf16 outputs are within one
 ulp of the reference rounded to bf16: tolerances (abs, rel) fp32 (1e-4, 1e-5), bf16 (1e-3, 2^-7).
 Sizes cover every tile shape (1, 2 and >= 3 rows of x), a short last tile of weight rows
-(n = 1, 3, 17, 100) and a vector tail in k (k = 1, 3, 17, 100, plus SmolLM2's 576 and 1536).
+(n = 1, 3, 17, 100) and a vector tail in k (k = 1, 3, 17, 100, plus SmolLM2's 576 and 1536), on
+both vector flavours (the `flavour` fixture: native and Generic); test_cpp_vec.py has every k
+from 1 to 33 against an unreadable page.
 """
 
 from __future__ import annotations
@@ -47,14 +49,14 @@ def _check(out, x, weight, bias=None):
 @pytest.mark.parametrize("m", [1, 2, 3, 5, 8])
 @pytest.mark.parametrize("n", [1, 3, 17, 100])
 @pytest.mark.parametrize("k", [1, 3, 17, 100, 576])
-def test_linear_matches_matmul(dtype, m, n, k):
+def test_linear_matches_matmul(dtype, m, n, k, flavour):
     x, weight = _rand((m, k), dtype, 0), _rand((n, k), dtype, 1)
     _check(cpp_linear.linear(x, weight), x, weight)
 
 
 @DTYPES
 @pytest.mark.parametrize("m", [1, 2, 4, 13, 32])
-def test_bias_and_model_shapes(dtype, m):
+def test_bias_and_model_shapes(dtype, m, flavour):
     """SmolLM2's projections (multi-threaded, the 16 x 1, 8 x 2 and 4 x 4 tiles) with a bias; past
     MAX_ROWS through _C directly, as the fused decode calls it for up to 32 rows."""
     for n, k in [(960, 576), (576, 1536), (3072, 576)]:
@@ -71,7 +73,7 @@ def test_bias_and_model_shapes(dtype, m):
 
 
 @DTYPES
-def test_strided_inputs(dtype):
+def test_strided_inputs(dtype, flavour):
     """x as a view with a row stride, a 3-D x, and a weight that is a column slice of a wider one."""
     x = _rand((3, 40), dtype, 0)[:, 5:22]
     weight = _rand((19, 30), dtype, 1)[:, :17]

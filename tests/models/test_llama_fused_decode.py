@@ -2,8 +2,9 @@
 
 Both run the same kernels in the same order on the same data, so logits and the KV cache must
 be bit-identical, for every model variant (GQA, MHA, MQA, Qwen2 bias, Llama-3 rope, Mistral's
-sliding window), in float32 and bfloat16, on the AVX-512 and the portable kernels. Steps the
-fused path does not take (prefill, more than MAX_TOKENS sequences) must fall back.
+sliding window), in float32 and bfloat16, on the native (AVX-512 or AVX2) and the portable
+kernels. Steps the fused path does not take (prefill, more than MAX_TOKENS sequences) must fall
+back.
 """
 
 from __future__ import annotations
