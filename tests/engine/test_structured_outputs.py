@@ -28,7 +28,13 @@ SCHEMAS = {
         "required": ["name", "age"],
         "additionalProperties": False,
     },
-    "array": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 4},
+    # Bounded integers: a sampled reply (temperature 1) then ends within max_tokens whatever it draws.
+    "array": {
+        "type": "array",
+        "items": {"type": "integer", "minimum": -999999, "maximum": 999999},
+        "minItems": 2,
+        "maxItems": 4,
+    },
     "enum": {
         "type": "object",
         "properties": {"color": {"enum": ["red", "green", "blue"]}},
