@@ -54,6 +54,18 @@ def write_json(path: str | Path, payload: dict) -> None:
     print(f"wrote {path}")
 
 
+def stop_process(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds; a no-op once it has."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def wait_ready(
     name: str, proc: subprocess.Popen, url: str, log: Path, timeout: float = 300.0, poll_s: float = 0.3
 ) -> None:

@@ -43,7 +43,6 @@ import os
 import platform
 import random
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -57,7 +56,7 @@ import psutil
 
 # Appended, not prepended: the root's kernels/ must not shadow the installed `kernels`.
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-from benchmarks.common import print_table, wait_ready, write_json
+from benchmarks.common import print_table, stop_process, wait_ready, write_json
 from benchmarks.serve import PROMPTS, percentile
 
 CHAT = "smollm2-135m-instruct"
@@ -109,13 +108,7 @@ class Server:
             return float("nan")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout=20)
         self.log.close()
 
     def describe(self) -> dict:

@@ -4,14 +4,13 @@ stopped."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from benchmarks.common import wait_ready
+from benchmarks.common import stop_process, wait_ready
 from benchmarks.multi_model import free_port
 
 
@@ -57,12 +56,7 @@ class Proc:
         wait_ready(self.name, self.proc, self.base + self.health, self.logdir / f"{self.name}.log", timeout)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, timeout=30)
         if getattr(self, "log", None):
             self.log.close()
