@@ -60,6 +60,16 @@ inline float round_to(float x, bf16_t*) { return bf16_to_f32(f32_to_bf16(x)); }
 constexpr int kLanes = 16;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
+// Cephes expf, shared by the intrinsic flavours' exp: x = n ln2 + r (ln2 in two parts, so n ln2 is
+// exact enough), then e^r = 1 + r + r^2 p(r), p by Horner from kExpPoly[0] (c0 r + c1, ...).
+namespace exp_cephes {
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693359375f;
+constexpr float kLn2Lo = -2.12194440e-4f;
+constexpr float kExpPoly[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                               4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+}  // namespace exp_cephes
+
 struct Generic {
   struct vec {
     float v[kLanes];
@@ -197,16 +207,12 @@ struct Avx512 {
   static vec exp(vec x) {
     const __mmask16 live = _mm512_cmp_ps_mask(x, set1(-104.0f), _CMP_GE_OQ);
     x = _mm512_min_ps(x, set1(89.0f));
-    const vec n = _mm512_roundscale_ps(_mm512_mul_ps(x, set1(1.44269504088896341f)),
+    const vec n = _mm512_roundscale_ps(_mm512_mul_ps(x, set1(exp_cephes::kLog2e)),
                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    vec r = _mm512_fnmadd_ps(n, set1(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, set1(-2.12194440e-4f), r);
-    vec p = set1(1.9875691500e-4f);
-    p = fma(p, r, set1(1.3981999507e-3f));
-    p = fma(p, r, set1(8.3334519073e-3f));
-    p = fma(p, r, set1(4.1665795894e-2f));
-    p = fma(p, r, set1(1.6666665459e-1f));
-    p = fma(p, r, set1(5.0000001201e-1f));
+    vec r = _mm512_fnmadd_ps(n, set1(exp_cephes::kLn2Hi), x);
+    r = _mm512_fnmadd_ps(n, set1(exp_cephes::kLn2Lo), r);
+    vec p = set1(exp_cephes::kExpPoly[0]);
+    for (int i = 1; i < 6; ++i) p = fma(p, r, set1(exp_cephes::kExpPoly[i]));
     p = fma(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, set1(1.0f)));
     return _mm512_maskz_scalef_ps(live, p, n);
   }
@@ -401,16 +407,12 @@ struct Avx2 {
     // Clamped into range (NaN becomes 89: min returns its second operand) so that the masked
     // lanes' integer exponents stay in range too.
     x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(89.0f)), _mm256_set1_ps(-104.0f));
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(exp_cephes::kLog2e)),
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(exp_cephes::kLn2Hi), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(exp_cephes::kLn2Lo), r);
+    __m256 p = _mm256_set1_ps(exp_cephes::kExpPoly[0]);
+    for (int i = 1; i < 6; ++i) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(exp_cephes::kExpPoly[i]));
     p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
     const __m256i ni = _mm256_cvtps_epi32(n);
     const __m256i half = _mm256_srai_epi32(ni, 1);
