@@ -83,7 +83,7 @@ typename Isa::vec dot_tile(const T* const (&xr)[kLanes / kW], const T* const (&w
 template <class Isa, class T, int kWRows>
 struct LaneTile {
   static constexpr int kW = kWRows, kX = kLanes / kWRows;
-  static constexpr int kPrefetchRows = 2 * kW;  // two tiles on
+  static int64_t prefetch_rows(int64_t) { return 2 * kW; }  // two tiles on
   static void run(const T* const (&xr)[kX], const T* const (&wr)[kW], int64_t k, int64_t prefetch, float* y) {
     Isa::store(y, dot_tile<Isa, T, kW>(xr, wr, k, prefetch));
   }
@@ -92,16 +92,22 @@ struct LaneTile {
 #if SWIFTSERVE_HAS_AVX2
 // kW weight rows against kX rows of x, kW * kX = 8 sums in 8 registers; y[j * kW + t] = x_j . w_t.
 // A step reads one cache line of each weight row (and prefetches the line `prefetch` elements on,
-// unless that is 0) as 16-element pieces. One row of x streams its 8 weight rows at the memory
-// bandwidth without software prefetch, which only costs there (2-core Zen 3, 2048 x 8192 bf16:
-// 18 against 15 GB/s with the 16-lane tiles' two tiles on); with 2 and 4 rows of x it gains.
+// unless that is 0) as 16-element pieces. With one row of x, long weight rows stream at the
+// memory bandwidth on the hardware prefetcher alone, and software prefetch only costs (2-core
+// Zen 3, medians of 25 rounds: 2048 x 8192 bf16 26.5 GB/s without, 21.4 one tile on, 20.0 two
+// tiles on; level at k = 2048), while short rows, whose streams keep restarting, gain from it
+// one tile on (k = 576: 13.7 against 11.3 GB/s; k = 1536: 20.8 against 18.8). With 2 and 4 rows
+// of x, two tiles on gains.
 // A bf16 piece is split in place into its even elements (shifted up) and its odd ones (masked),
 // the same split for x and w, so pairs stay matched and no widening shuffle is needed; the even
 // and odd products go to the same sum.
 template <class T, int kWRows, int kXRows>
 struct Avx2Tile {
   static constexpr int kW = kWRows, kX = kXRows;
-  static constexpr int kPrefetchRows = kX == 1 ? 0 : 2 * kW;
+  static int64_t prefetch_rows(int64_t k) {
+    if constexpr (kX == 1) return k * static_cast<int64_t>(sizeof(T)) < 4096 ? kW : 0;
+    return 2 * kW;
+  }
   static_assert(kW * kX == 8, "one 8-lane register of sums");
   static constexpr int kStep = 64 / sizeof(T);  // elements of a row per cache line
 
@@ -170,6 +176,7 @@ void linear_tiled(const LinearArgs& a) {
   constexpr int kW = Tile::kW, kX = Tile::kX;
   const T* bias = static_cast<const T*>(a.bias);
   const int64_t tiles = (a.n + kW - 1) / kW;
+  const int64_t prefetch = Tile::prefetch_rows(a.k) * a.weight_stride;  // elements ahead, 0: none
 #pragma omp parallel for schedule(static) if (tiles * a.k * a.m >= (1 << 15))
   for (int64_t tile = 0; tile < tiles; ++tile) {
     const int64_t n0 = tile * kW;
@@ -182,7 +189,7 @@ void linear_tiled(const LinearArgs& a) {
       const T* xr[kX];
       for (int j = 0; j < kX; ++j) xr[j] = static_cast<const T*>(a.x) + (i0 + std::min(j, rows_x - 1)) * a.x_stride;
       float y[kLanes];
-      Tile::run(xr, wr, a.k, i0 == 0 ? Tile::kPrefetchRows * a.weight_stride : 0, y);
+      Tile::run(xr, wr, a.k, i0 == 0 ? prefetch : 0, y);
       for (int j = 0; j < rows_x; ++j) {
         T* out = static_cast<T*>(a.out) + (i0 + j) * a.out_stride + n0;
         for (int t = 0; t < rows_w; ++t) store_f32(out + t, y[j * kW + t] + (bias ? to_f32(bias[n0 + t]) : 0.0f));
