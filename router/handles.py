@@ -2,9 +2,9 @@
 
 A handle answers from the model while it is cold (tokenizer, chat template, context length,
 dimension), and sends every request through the router, which loads the model first and keeps it
-resident until the request ends (router.py). The handles only need the router's per-model calls
-(`ModelRequests`), so this module does not import router.py, and generation.py can take a handle
-without an import cycle.
+resident until the request ends (model_router.py). The handles only need the router's per-model
+calls (`ModelRequests`), so this module does not import model_router.py, and generation.py can take
+a handle without an import cycle.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from swiftserve.sampling_params import SamplingParams
 
 
 class ModelRequests(Protocol):
-    """The router's calls for one request on one model (router.Router implements them)."""
+    """The router's calls for one request on one model (model_router.ModelRouter implements them)."""
 
     def generate(
         self,

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from swiftserve.router.config_file import DEFAULT_IDLE_TIMEOUT_S, parse_duration
+from swiftserve.router.model_info import ModelInfo
 from swiftserve.router.pipeline_spec import PipelineSpec
 from swiftserve.router.pipeline_stream import PipelineStream
 from swiftserve.router.pipeline_types import PipelineResult
 from swiftserve.router.request_types import Generation, GenerationStream
-from swiftserve.router.router import ModelInfo, Router
+from swiftserve.router.router import Router
 from swiftserve.router.router_config import RouterConfig
 from swiftserve.router.runtime import ReloadResult, RouterRuntime
 from swiftserve.scheduler.memory_budget import parse_bytes

@@ -1,5 +1,5 @@
 """Model specs and their kinds: what `--models` / `--on-demand` entries mean. (The table of
-served models is the Router's, router.py.)
+served models is the Router's, model_router.py.)
 
 A model spec on the command line is an alias, a folder, a .gguf file or a .swsnap snapshot,
 optionally prefixed with the name to serve it under (`served_name=spec`). Its kind decides which

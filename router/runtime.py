@@ -25,9 +25,10 @@ from swiftserve.router import errors
 from swiftserve.router.config_file import ConfigError, ModelConfig, load_config_file
 from swiftserve.router.engine_configs import engine_config
 from swiftserve.router.model_pool import ModelPool
+from swiftserve.router.model_router import ColdStartHook
 from swiftserve.router.pipeline_spec import PipelineError, PipelineSpec
 from swiftserve.router.pool_entry import Registration
-from swiftserve.router.router import ColdStartHook, Router
+from swiftserve.router.router import Router
 from swiftserve.router.router_config import RouterConfig
 
 from swiftserve.engine.chat_model import LocalChatModel

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import msgspec
 
-from swiftserve.router.router import ModelInfo, Router
+from swiftserve.router.model_info import ModelInfo
+from swiftserve.router.router import Router
 from swiftserve.server import protocol
 from swiftserve.server.errors import APIError
 from swiftserve.server.http import Handler, HTTPRequest, JSONResponse, Response
