@@ -3,11 +3,12 @@
 0. Admission: the request enters the pipeline's gate (its max_queue of requests in flight) or is
    refused at once (PipelineQueueFullError), before anything is held. Its deadline (deadline.py)
    bounds everything below; every stage's calls run at its priority (else the pipeline's).
-1. Lease: the request takes an arrival ticket (model_pool.new_ticket), and every model of the
-   pipeline is held under it from arrival until the last stage that calls it ends, released however
-   the request ends. A lease keeps its model from idle unloads and from the loads of requests that
-   arrived later; never from a load of an older request (scheduler/arrival_queue.py): a stream of
-   newer pipelines cannot starve a load that waits for a model they all lease.
+1. Lease (pipeline_lease.py): the request takes an arrival ticket (model_pool.new_ticket), and
+   every model of the pipeline is held under it from arrival until the last stage that calls it
+   ends, released however the request ends. A lease keeps its model from idle unloads and from
+   the loads of requests that arrived later; never from a load of an older request
+   (scheduler/arrival_queue.py): a stream of newer pipelines cannot starve a load that waits for a
+   model they all lease.
 2. Pre-warm (spec.prewarm): the models' loads are started at once, in order of first need, each
    as soon as the ledger admits it. Loads that wait for memory are admitted in arrival order, and
    this request's (pre-warm and stages alike) keep its ticket's place. Where the budget holds them
@@ -34,14 +35,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
 
 from swiftserve.router import generation
-from swiftserve.router.admission import Gate
 from swiftserve.router.deadline import Deadline
 from swiftserve.router.errors import (
     PipelineQueueFullError,
@@ -50,11 +48,12 @@ from swiftserve.router.errors import (
     RouterError,
 )
 from swiftserve.router.pipeline_calls import stage_call
-from swiftserve.router.pipeline_corpus import Corpus
+from swiftserve.router.pipeline_host import CompiledPipeline, PipelineHost
 from swiftserve.router.pipeline_json import stage_output
-from swiftserve.router.pipeline_spec import GENERATING, PipelineSpec, StageSpec
+from swiftserve.router.pipeline_lease import PipelineLease
+from swiftserve.router.pipeline_spec import GENERATING, StageSpec
 from swiftserve.router.pipeline_stream import FinalStage, ModelWait, PipelineStream, one_step, timed
-from swiftserve.router.pipeline_templates import StageTemplates, Texts
+from swiftserve.router.pipeline_templates import Texts
 from swiftserve.router.pipeline_types import (
     PipelineInput,
     PipelineOutcome,
@@ -65,34 +64,6 @@ from swiftserve.router.pipeline_types import (
 )
 from swiftserve.router.request_types import Generation, GenerationStep, GenerationStream, Usage
 from swiftserve.router.stage_caller import LocalStages, StageCall, StageCaller
-
-logger = logging.getLogger("swiftserve.router")
-
-
-class PipelineHost(Protocol):
-    """What a pipeline needs of the router (router.py; duck-typed, as it imports this module)."""
-
-    pool: Any
-    default_max_tokens: int
-
-    def handle(self, name: str, kind: str | None = None) -> Any: ...
-
-    def chat_handle(self, name: str) -> Any: ...
-
-    def on_pipeline(self, name: str, outcome: PipelineOutcome) -> None: ...
-
-    async def embed(self, name: str, inputs: list[str]) -> Any: ...
-
-
-@dataclass(frozen=True)
-class CompiledPipeline:
-    """A registered pipeline: its spec, compiled templates and indexed corpora (by stage id), and
-    the gate its requests in flight pass (its max_queue)."""
-
-    spec: PipelineSpec
-    templates: Mapping[str, StageTemplates]
-    corpora: Mapping[str, Corpus] = field(default_factory=dict)
-    gate: Gate = field(default_factory=lambda: Gate(None), compare=False)
 
 
 async def run(
@@ -107,7 +78,7 @@ async def run(
     run = _Run(host, _admitted(host, pipeline), request, deadline, remote)
     try:
         async with deadline.bounding():
-            with host.pool.serving(run.ticket):
+            with host.pool.serving(run.lease.ticket):
                 await run.upstream()
                 await run.stage(pipeline.spec.final)
         result = run.result(run.final)
@@ -131,7 +102,7 @@ async def open_stream(
     run = _Run(host, _admitted(host, pipeline), request, deadline, remote)
     try:
         async with deadline.bounding():
-            with host.pool.serving(run.ticket):
+            with host.pool.serving(run.lease.ticket):
                 await run.upstream()
                 return await run.open_final()
     except BaseException as exc:
@@ -176,47 +147,20 @@ class _Run:
         self.arrival = time.perf_counter()
         self.outputs: dict[str, Any] = {}
         self.results: dict[str, StageResult] = {}
-        self.prewarmed: set[str] = set()
         self.final: Generation | None = None  # the final stage's, when it generates
-        self.loads_counted: set[str] = set()  # models whose load a stage's timing counts already
-        self.ticket = host.pool.new_ticket()  # its place in the arrival order, for every stage
-        self.held = [m for m in self.spec.models() if m not in self.elsewhere]
-        for model in self.held:
-            host.pool.hold(model, self.ticket)
+        held = [m for m in self.spec.models() if m not in self.elsewhere]
+        self.lease = PipelineLease(host.pool, self.spec, held)
         if self.spec.prewarm and self.elsewhere:
             self.remote.prewarm([m for m in self.spec.models() if m in self.elsewhere])
-        self.prewarm = asyncio.ensure_future(self._prewarm(list(self.held))) if self.spec.prewarm else None
-
-    # -- leases and pre-warming -------------------------------------------------------------------
-    async def _prewarm(self, models: list[str]) -> None:
-        for model in models:
-            try:
-                _, started = await self.host.pool.start_load(model, self.ticket)
-            except RouterError as exc:  # the stage that needs it meets the same error
-                logger.info("pre-warming %s for %s: %s", model, self.spec.name, exc)
-                continue
-            if started:
-                self.prewarmed.add(model)
-
-    def _release(self, stage: StageSpec) -> None:
-        """Ends the leases whose last stage this was."""
-        for model, last in self.spec.last_use().items():
-            if last == stage.id and model in self.held:
-                self.held.remove(model)
-                self.host.pool.unhold(model, self.ticket)
+        if self.spec.prewarm:
+            self.lease.start_prewarm()
 
     async def close(self) -> None:
         """Ends pre-warming and the leases and leaves the gate; once, however the request ended."""
         if self.is_closed:
             return
         self.is_closed = True
-        if self.prewarm is not None and not self.prewarm.done():
-            self.prewarm.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.prewarm
-        for model in self.held:
-            self.host.pool.unhold(model, self.ticket)
-        self.held = []
+        await self.lease.close()
         self.pipeline.gate.leave()
 
     # -- stages -----------------------------------------------------------------------------------
@@ -251,7 +195,7 @@ class _Run:
             raise PipelineStageError(self.spec.name, stage.id, exc) from exc
         self.outputs[stage.id] = result.output
         self.results[stage.id] = result
-        self._release(stage)
+        self.lease.release(stage)
         return result
 
     def _caller(self, model: str) -> StageCaller:
@@ -260,21 +204,7 @@ class _Run:
     async def _ready(self, model: str) -> ModelWait:
         """Waits for a model of this process to be resident; one that runs elsewhere waits there
         (its cold wait counts in the stage's run_s)."""
-        return ModelWait("", 0.0, 0.0) if model in self.elsewhere else await self._resident(model)
-
-    async def _resident(self, model: str) -> ModelWait:
-        """Waits for `model` to be resident; who started its load, and what it cost."""
-        start = time.perf_counter()
-        loading, started = await self.host.pool.start_load(model, self.ticket)
-        if loading is not None:
-            await asyncio.shield(loading)
-            await self.host.pool.ensure_resident(model, self.ticket)
-        waited = time.perf_counter() - start
-        by = "prewarm" if model in self.prewarmed else ("stage" if started else "")
-        if not by or model in self.loads_counted:
-            return ModelWait("", waited, 0.0)
-        self.loads_counted.add(model)
-        return ModelWait(by, waited, self.host.pool.entry(model).load_seconds[-1])
+        return ModelWait("", 0.0, 0.0) if model in self.elsewhere else await self.lease.resident(model)
 
     async def _call(self, stage: StageSpec, start: float, wait: ModelWait) -> StageResult:
         submitted = time.perf_counter()

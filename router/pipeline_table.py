@@ -8,7 +8,7 @@ import asyncio
 from swiftserve.router import errors
 from swiftserve.router.admission import Gate
 from swiftserve.router.pipeline_corpus import Corpus, CorpusError, read_corpus
-from swiftserve.router.pipeline_run import CompiledPipeline, PipelineHost
+from swiftserve.router.pipeline_host import CompiledPipeline, PipelineHost
 from swiftserve.router.pipeline_spec import GENERATING, PipelineError, PipelineSpec, StageSpec
 from swiftserve.router.pipeline_templates import compile_pipeline
 from swiftserve.router.prompts import sampling_params

@@ -55,7 +55,7 @@ class StageCaller(Protocol):
 
 
 class LocalStages:
-    """Every stage in this process, through `host` (the Router; pipeline_run.PipelineHost)."""
+    """Every stage in this process, through `host` (the Router; pipeline_host.PipelineHost)."""
 
     def __init__(self, host: Any) -> None:
         self.host = host

@@ -8,7 +8,7 @@ import asyncio
 
 from swiftserve.router import pipeline_run
 from swiftserve.router.deadline import Deadline
-from swiftserve.router.pipeline_run import CompiledPipeline
+from swiftserve.router.pipeline_host import CompiledPipeline
 from swiftserve.router.pipeline_spec import Message, PipelineSpec, StageSpec
 from swiftserve.router.pipeline_types import PipelineInput
 
