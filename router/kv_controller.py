@@ -19,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from swiftserve.scheduler.kv_demand import KvDemand, KvUsage, initial_target
 from swiftserve.scheduler.residency import ResidencyManager
 from swiftserve.scheduler.residency_types import State
 
-from swiftserve.engine.served_model import ResizableKV
+from swiftserve.engine.errors import ModelNotLoadedError
+from swiftserve.engine.served_model import ResizableKV, ServedModel
 
 logger = logging.getLogger("swiftserve.router")
 
@@ -37,6 +38,17 @@ class KvController:
         self.ledger = ledger
         self._demand: dict[str, KvDemand] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+
+    async def step(self, model: ServedModel, step: Callable[[ResizableKV], Awaitable[None]]) -> None:
+        """Runs one of the steps below on `model` if it is resident with a resizable KV cache."""
+        if self.ledger.state(model.name) is not State.RESIDENT or not isinstance(model, ResizableKV):
+            return
+        try:
+            await step(model)
+        except ModelNotLoadedError:  # it began unloading meanwhile: nothing left to resize
+            pass
+        except Exception:  # noqa: BLE001 - the KV size is an optimisation; serving goes on
+            logger.exception("resizing the KV cache of %s failed", model.name)
 
     @contextlib.asynccontextmanager
     async def _exclusive(self, model: ResizableKV) -> AsyncIterator[None]:

@@ -11,9 +11,10 @@ event loop:
    `load_timeout_s`, in arrival order: each request has a ticket (`new_ticket`, or the one of the
    pipeline being `serving`), the ledger admits the oldest waiting load first (scheduler/
    arrival_queue.py), a lease (`hold`) keeps its model only from newer requests' loads, and `use`
-   makes a newer request wait before it starts on a model an older load waits for. Admitted
-   loads then run at most `parallel_loads` at a time where that is set (router/load_gate.py; no
-   limit by default), the waiting ones in the same (ticket, asked) order.
+   makes a newer request wait before it starts on a model an older load waits for (the loads
+   themselves: router/pool_loads.py). Admitted loads then run at most `parallel_loads` at a time
+   where that is set (router/load_gate.py; no limit by default), the waiting ones in the same
+   (ticket, asked) order.
 3. A failed load puts the model back to cold with the error kept in its state and logged; the
    next request tries again.
 4. A reaper unloads on-demand models idle past their timeout (scale to zero; router/pool_unloads.py).
@@ -32,18 +33,19 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 
 from swiftserve.router import errors, pool_serving
-from swiftserve.router.kv_controller import KvController, ResizableKV
-from swiftserve.router.load_gate import LoadGate
-from swiftserve.router.pool_entry import PoolEntry, Registration, budget_of, is_parked
+from swiftserve.router.kv_controller import KvController
+from swiftserve.router.pool_changes import PoolChanges
+from swiftserve.router.pool_entry import PoolEntry, Registration, budget_of, entry_of, is_parked
+from swiftserve.router.pool_loads import PoolLoads
 from swiftserve.router.pool_unloads import PoolUnloads
 from swiftserve.scheduler import residency_types as rt
 from swiftserve.scheduler.residency import ResidencyManager
-from swiftserve.scheduler.residency_types import LoadDecision, Policy, State, Tier, UnloadTo
+from swiftserve.scheduler.residency_types import Policy, State, UnloadTo
 
-from swiftserve.engine.errors import ModelInUseError, ModelNotLoadedError
+from swiftserve.engine.errors import ModelInUseError
 from swiftserve.engine.served_model import ServedModel
 
 logger = logging.getLogger("swiftserve.router")
@@ -66,14 +68,15 @@ class ModelPool:
         parallel_loads: int | None = None,
     ) -> None:
         self.ledger = ResidencyManager(budget_bytes, clock, host_budget_bytes)
-        self.loads = LoadGate(parallel_loads)
         self.kv = KvController(self.ledger)
-        self.load_timeout_s = load_timeout_s
         self.reap_interval_s = reap_interval_s
         self._entries: dict[str, PoolEntry] = {}
-        self._changed = asyncio.Event()
         self._reaper: asyncio.Task | None = None
-        self.unloads = PoolUnloads(self._entries, self.ledger, self._notify)
+        self.changes = PoolChanges(load_timeout_s)
+        self.unloads = PoolUnloads(self._entries, self.ledger, self.changes.notify)
+        self.loads = PoolLoads(
+            self._entries, self.ledger, self.kv, self.unloads, self.changes, parallel_loads
+        )
 
     # -- configuration ----------------------------------------------------------------------------
     def add(
@@ -98,8 +101,7 @@ class ModelPool:
     async def remove(self, name: str) -> None:
         """Unloads a model completely (pinned or not; nothing kept in host memory) and forgets
         it. ModelBusyError while requests of it are in flight."""
-        self._entry(name)
-        await self._settle(name)
+        await self._entry(name).settle()
         if self.ledger.state(name) is State.PARKED:
             self.unloads.drop(name)
         if self.ledger.state(name) is State.RESIDENT:
@@ -108,7 +110,7 @@ class ModelPool:
             await self.unloads.start(name, may_park=False)
         self.ledger.remove(name)
         del self._entries[name]
-        self._notify()
+        self.changes.notify()
 
     def get(self, name: str) -> ServedModel:
         return self._entry(name).model
@@ -138,10 +140,7 @@ class ModelPool:
         return found
 
     def _entry(self, name: str) -> PoolEntry:
-        entry = self._entries.get(name)
-        if entry is None:
-            raise errors.ModelNotFoundError(name)
-        return entry
+        return entry_of(self._entries, name)
 
     # -- start and stop ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -159,7 +158,7 @@ class ModelPool:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
         for name in self._entries:
-            await self._settle(name)
+            await self._entry(name).settle()
             if self.ledger.state(name) is State.PARKED:
                 self.unloads.drop(name)
             if self.ledger.state(name) is not State.RESIDENT:
@@ -206,14 +205,14 @@ class ModelPool:
             yield entry.model, was_cold
         finally:
             self.ledger.release(name)
-            self._notify()
+            self.changes.notify()
 
     async def _wait_turn(self, name: str, ticket: int) -> None:
         """A request does not start on a resident model whose memory an older request's load waits
         for: a stream of newer requests would keep it busy, and the older load waiting, forever."""
-        deadline = time.monotonic() + self.load_timeout_s
+        deadline = self.changes.deadline()
         while self.ledger.state(name) is State.RESIDENT and not self.ledger.may_start(name, ticket):
-            await self._wait_for_change(name, deadline, f"an older request's load waits for {name!r}")
+            await self.changes.wait(name, deadline, f"an older request's load waits for {name!r}")
 
     async def ensure_resident(self, name: str, ticket: int | None = None) -> None:
         """Returns once the model is resident; loads it (evicting others if needed) when cold."""
@@ -230,40 +229,7 @@ class ModelPool:
         says whether this call started the load. A pipeline's pre-warm starts its models' loads this
         way, one after another in order of need, so that loads overlap where the budget allows and
         keep that order where not."""
-        ticket = self._ticket(ticket)
-        try:
-            return await self._start_load(name, ticket)
-        except BaseException:
-            self.ledger.withdraw(name, ticket)
-            self._notify()  # a load queued behind this one may go now
-            raise
-
-    async def _start_load(self, name: str, ticket: int) -> tuple[asyncio.Task | None, bool]:
-        entry = self._entry(name)
-        deadline = time.monotonic() + self.load_timeout_s
-        while True:
-            state = self.ledger.state(name)
-            if state is State.RESIDENT:
-                return None, False
-            if state is State.LOADING:
-                # admit() and the task that loads are made with no await between: it has its task.
-                assert entry.load_task is not None
-                return entry.load_task, False
-            if state is State.UNLOADING:
-                await self._settle(name)
-                if self.ledger.state(name) is State.UNLOADING:  # evicted, its unload not started yet
-                    await self._wait_for_change(name, deadline, f"{name!r} is being evicted")
-                continue
-            await self._report_kv_usage()  # so the ledger takes back only blocks unused now
-            # Another request got there first unless it is still cold or parked.
-            if self.ledger.state(name) not in (State.COLD, State.PARKED):
-                continue
-            decision = self.ledger.admit(name, ticket)
-            if decision.admitted:
-                entry.load_task = asyncio.create_task(self._load(name, decision, ticket), name=f"load-{name}")
-                self._notify()  # loads refused while this one went first may go now
-                return entry.load_task, True
-            await self._wait_for_change(name, deadline, decision.reason)
+        return await self.loads.start(name, self._ticket(ticket))
 
     def hold(self, name: str, ticket: int | None = None) -> int:
         """Keeps `name` from idle unloads, and from eviction by the loads of requests newer than
@@ -273,67 +239,17 @@ class ModelPool:
 
     def unhold(self, name: str, ticket: int | None = None) -> None:
         self.ledger.unhold(name, ticket)
-        self._notify()  # a load that waited for this model's memory may go now
+        self.changes.notify()  # a load that waited for this model's memory may go now
 
-    async def _wait_for_change(self, name: str, deadline: float, reason: str) -> None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise errors.LoadTimeoutError(name, self.load_timeout_s, reason)
-        changed = self._changed
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(changed.wait(), remaining)
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    # -- loading and unloading --------------------------------------------------------------------
-    async def _load(self, name: str, decision: LoadDecision, ticket: int) -> None:
-        entry = self._entries[name]
-        try:
-            for other in decision.shrink:
-                await self._kv_step(other, self.kv.reclaim)
-            evictions = [self.unloads.start(v) for v in decision.evict]
-            await asyncio.gather(*evictions)
-            for other in decision.wait_for:
-                await self._settle(other)
-            tier = Tier.HOST if is_parked(entry.model) else Tier.DISK
-            async with self.loads.slot(name, ticket):
-                start = time.perf_counter()
-                await entry.model.load()
-                seconds = time.perf_counter() - start
-        except Exception as exc:  # noqa: BLE001 - the model goes back to cold; requests get the error
-            entry.last_error = f"{type(exc).__name__}: {exc}"
-            self.ledger.load_failed(name, entry.last_error)
-            logger.error("loading %s failed: %s", name, entry.last_error)
-            raise errors.ModelLoadError(name, entry.last_error) from exc
-        finally:
-            self._notify()
-        self.ledger.loaded(name, seconds)
-        entry.last_error = None  # it loads now: an old failure would only mislead
-        entry.load_seconds.append(seconds)
-        entry.loads_by_tier[tier.value] += 1
-        logger.info(
-            "loaded %s from %s in %.3f s", name, "host memory" if tier is Tier.HOST else "disk", seconds
-        )
-        await self._kv_step(name, self.kv.on_loaded)
-
-    async def _settle(self, name: str) -> None:
-        """Waits for a load or an unload of `name` in progress, whatever its outcome."""
-        entry = self._entry(name)
-        for task in (entry.load_task, entry.unload_task):
-            if task is not None and not task.done():
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(task)
-
+    # -- unloading --------------------------------------------------------------------------------
     async def unload(self, name: str) -> bool:
         """An admin unload: False when already cold; ModelPinnedError, ModelBusyError as they say.
         A resident model goes where its unload_to says (maybe host memory); a parked one is
         dropped to disk, so unloading twice always returns all of its memory."""
-        await self._settle(name)
+        await self._entry(name).settle()
         if self.ledger.state(name) is State.PARKED:
             self.unloads.drop(name)
-            self._notify()
+            self.changes.notify()
             return True
         if self.ledger.state(name) is not State.RESIDENT:
             return False
@@ -363,22 +279,6 @@ class ModelPool:
         """One controller tick for every resident chat model; wakes waiting loads if memory freed."""
         free_before = self.ledger.free_bytes()
         for name in list(self._entries):
-            await self._kv_step(name, self.kv.tick)
+            await self.kv.step(self._entries[name].model, self.kv.tick)
         if self.ledger.free_bytes() > free_before:
-            self._notify()
-
-    async def _report_kv_usage(self) -> None:
-        for name in list(self._entries):
-            await self._kv_step(name, self.kv.report)
-
-    async def _kv_step(self, name: str, step: Callable[[ResizableKV], Awaitable[None]]) -> None:
-        """Runs one controller step on `name` if it is a resident model with a resizable KV cache."""
-        model = self._entries[name].model
-        if self.ledger.state(name) is not State.RESIDENT or not isinstance(model, ResizableKV):
-            return
-        try:
-            await step(model)
-        except ModelNotLoadedError:  # it began unloading meanwhile: nothing left to resize
-            pass
-        except Exception:  # noqa: BLE001 - the KV size is an optimisation; serving goes on
-            logger.exception("resizing the KV cache of %s failed", name)
+            self.changes.notify()

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
+from swiftserve.router import errors
 from swiftserve.scheduler.residency_types import ModelBudget, Policy, UnloadTo
 
 from swiftserve.engine.served_model import ParkableModel, ServedModel
@@ -50,6 +52,21 @@ class PoolEntry:
     num_parks: int = 0  # unloads that kept the weights in host memory
     num_drops: int = 0  # parked weights dropped to disk (freed)
     loads_by_tier: dict[str, int] = field(default_factory=lambda: {"disk": 0, "host": 0})
+
+    async def settle(self) -> None:
+        """Waits for a load or an unload of the model in progress, whatever its outcome."""
+        for task in (self.load_task, self.unload_task):
+            if task is not None and not task.done():
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(task)
+
+
+def entry_of(entries: dict[str, PoolEntry], name: str) -> PoolEntry:
+    """The entry of model `name`; ModelNotFoundError when the pool has none."""
+    entry = entries.get(name)
+    if entry is None:
+        raise errors.ModelNotFoundError(name)
+    return entry
 
 
 def budget_of(registration: Registration) -> ModelBudget:

@@ -94,7 +94,7 @@ def test_a_failed_load_gives_its_slot_to_the_next():
     pool, (a, b) = asyncio.run(main())
     assert isinstance(a, errors.ModelLoadError) and b is None
     assert log == ["+a", "-a", "+b", "-b"]
-    assert pool.loads.slots.running == set() and pool.loads.slots.waiting == []
+    assert pool.loads.gate.slots.running == set() and pool.loads.gate.slots.waiting == []
 
 
 @pytest.mark.parametrize("cancel", ["waiting", "running"])
@@ -129,8 +129,8 @@ def test_a_cancelled_load_leaves_no_slot_behind(cancel):
 
 def test_the_limit_comes_from_the_settings_and_the_flag_and_is_checked():
     model = ("a=smollm2-135m-instruct",)
-    assert RouterRuntime(RouterConfig.build(model)).router.pool.loads.slots.limit is None  # no limit
-    assert RouterRuntime(RouterConfig.build(model, parallel_loads=3)).router.pool.loads.slots.limit == 3
+    assert RouterRuntime(RouterConfig.build(model)).router.pool.loads.gate.slots.limit is None  # no limit
+    assert RouterRuntime(RouterConfig.build(model, parallel_loads=3)).router.pool.loads.gate.slots.limit == 3
     with pytest.raises(ValueError, match="parallel_loads must be >= 1"):
         RouterConfig.build(model, parallel_loads=0)
     assert build_parser().parse_args(["launch", "--parallel-loads", "2"]).parallel_loads == 2
