@@ -18,13 +18,8 @@ hands them to the load it was evicted for. A LOADING model therefore counts only
 (`owed` is the rest), and `loaded()` is refused while it still waits; the budget is never
 promised twice, even while loads and unloads overlap. Where the memory comes from, in order:
 free bytes; unused extra KV blocks of resident models; models already unloading; evictions
-(`scheduler/eviction.py` chooses them).
-
-Arrival order (`scheduler/arrival_queue.py`): requests carry tickets. Loads that wait are admitted
-oldest ticket first, a newer one ahead only by non-blocking backfill (`_turn`); a lease (`hold`)
-keeps its model from the loads of its own and newer requests only, so a newer lease never starves
-an older waiter, and every wait points at an older request or the request's own earlier stage:
-no cycle, no deadlock.
+(`scheduler/eviction.py` chooses them). Loads that wait for memory go in arrival order
+(scheduler/load_admission.py).
 
 Not thread-safe, by design: the asyncio router drives it from one thread.
 """
@@ -35,9 +30,9 @@ import time
 from collections.abc import Callable, Sequence
 
 from swiftserve.scheduler.arrival_queue import ArrivalQueue
-from swiftserve.scheduler.eviction import AdmissionPlan, obtainable_bytes, plan_admission
 from swiftserve.scheduler.host_tier import HostTier, ParkDecision
-from swiftserve.scheduler.memory_budget import check_fits, format_bytes
+from swiftserve.scheduler.load_admission import LoadAdmission
+from swiftserve.scheduler.memory_budget import check_fits
 from swiftserve.scheduler.residency_types import (
     COUNTED_STATES,
     DuplicateModelError,
@@ -68,6 +63,9 @@ class ResidencyManager:
         self._models: dict[str, ModelEntry] = {}
         self.host = HostTier(host_budget_bytes, clock)
         self.queue = ArrivalQueue()
+        self.admission = LoadAdmission(
+            self._models, budget_bytes, self.free_bytes, clock, self.host, self.queue
+        )
 
     # -- configuration ----------------------------------------------------------------------------
 
@@ -155,94 +153,7 @@ class ResidencyManager:
         ticket, a refused load waits in `queue` under it until admitted or withdrawn; None: a request
         newer than all others that does not queue (an admin load). Idempotent for a loading or
         resident model."""
-        entry = self._get(name)
-        if entry.state in (State.LOADING, State.RESIDENT):
-            return LoadDecision(True, reason=f"{name!r} is already {entry.state.value}")
-        if entry.state is State.UNLOADING:
-            return LoadDecision(False, reason=f"{name!r} is unloading; admit it again once unloaded")
-        turn = self._turn(entry.spec, self.new_ticket() if ticket is None else ticket)
-        if turn is not None:
-            return self._queued(name, ticket, LoadDecision(False, reason=turn))
-        plan = self._plan(entry.spec.footprint, ticket)
-        if plan is None:
-            return self._queued(name, ticket, self._refusal(entry.spec, ticket))
-        entry.loading_from = Tier.HOST if entry.state is State.PARKED else Tier.DISK
-        if entry.loading_from is Tier.HOST:
-            self.host.begin_reload(name)  # its weights stay counted there until it is loaded
-        self._apply(entry, plan)
-        self.queue.admitted(name)
-        return LoadDecision(True, plan.evict, plan.shrink, self._admitted_reason(plan), plan.wait_for)
-
-    def _queued(self, name: str, ticket: int | None, decision: LoadDecision) -> LoadDecision:
-        if ticket is not None:
-            self.queue.wait(ticket, name, decision.blocked_by)
-        return decision
-
-    def _turn(self, spec: ModelBudget, ticket: int) -> str | None:
-        """None when the load of `spec` with `ticket` may go now, else why it waits. FIFO with
-        non-blocking backfill: behind older waiters it may go only if none of them could load now,
-        it fits in free memory and unused KV (evicting nothing), and once every busy model is free
-        the memory left without it still covers them all, so it never becomes why they wait."""
-        ahead = self.queue.ahead_of(ticket, spec.name)
-        if not ahead:
-            return None
-        ready = [m for t, m in ahead if self._could_admit(m, t)]
-        if ready:
-            return f"{ready[0]!r} was queued earlier and loads first"
-        if self._can_backfill(spec.footprint, [m for _, m in ahead]):
-            return None
-        return f"queued behind {', '.join(m for _, m in ahead)}, asked for earlier"
-
-    def _could_admit(self, name: str, ticket: int) -> bool:
-        entry = self._models[name]
-        if entry.state not in (State.COLD, State.PARKED):
-            return False
-        return self._plan(entry.spec.footprint, ticket) is not None
-
-    def _plan(self, footprint: int, ticket: int | None) -> AdmissionPlan | None:
-        return plan_admission(self._models, footprint, self.free_bytes(), self._clock(), ticket)
-
-    def _can_backfill(self, footprint: int, ahead: list[str]) -> bool:
-        reclaimable = sum(e.reclaimable_bytes for e in self._models.values())
-        owed_ahead = sum(self._models[m].spec.footprint for m in ahead)
-        fits_now = footprint <= self.free_bytes() + reclaimable
-        return fits_now and self._eventual_bytes() - footprint >= owed_ahead
-
-    def _eventual_bytes(self) -> int:
-        """What waiting loads could get once no model is busy: all but the bytes of pinned models,
-        of loads in progress and of unloads promised to them."""
-        kept = [e for e in self._models.values() if e.state is State.LOADING or e.lent_to is not None]
-        kept += [e for e in self._models.values() if e.spec.policy is Policy.PINNED and e not in kept]
-        return self.budget_bytes - sum(e.charged for e in kept)
-
-    def _apply(self, entry: ModelEntry, plan: AdmissionPlan) -> None:
-        for name, blocks in plan.shrink.items():
-            self._models[name].extra_blocks -= blocks
-        for name in plan.evict:
-            self._models[name].state = State.UNLOADING
-        for name in plan.wait_for + plan.evict:
-            self._models[name].lent_to = entry.spec.name
-        entry.owed = max(0, entry.spec.footprint - self.free_bytes())
-        entry.state = State.LOADING
-
-    def _admitted_reason(self, plan: AdmissionPlan) -> str:
-        steps = [f"taking back KV blocks of {', '.join(plan.shrink)}"] if plan.shrink else []
-        steps += [f"waiting for {', '.join(plan.wait_for)} to unload"] if plan.wait_for else []
-        steps += [f"evicting {', '.join(plan.evict)}"] if plan.evict else []
-        return "fits after " + "; ".join(steps) if steps else "fits in free memory"
-
-    def _refusal(self, spec: ModelBudget, ticket: int | None) -> LoadDecision:
-        busy = [(n, e) for n, e in self._models.items() if e.state is State.RESIDENT]
-        busy = [(n, e) for n, e in busy if e.spec.policy is Policy.ON_DEMAND]  # pinned ones stay anyway
-        busy = [(n, e) for n, e in busy if not e.is_evictable_for(ticket)]
-        detail = [f"{n} ({e.in_flight} in flight, {e.holds} held)" for n, e in busy]
-        obtainable = obtainable_bytes(self._models, self.free_bytes(), ticket)
-        reason = (
-            f"{spec.name!r} needs {format_bytes(spec.footprint)} but only"
-            f" {format_bytes(obtainable)} can be freed now"
-            + (f"; kept by {', '.join(detail)}" if detail else "; the rest is pinned, loading or promised")
-        )
-        return LoadDecision(False, reason=reason, blocked_by=tuple(n for n, _ in busy))
+        return self.admission.admit(self._get(name), ticket)
 
     # -- transitions ------------------------------------------------------------------------------
 
