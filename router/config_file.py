@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import msgspec
 import msgspec.yaml
+from swiftserve.router.followers import FollowerConfig
 from swiftserve.router.pipeline_file import PipelineEntry, pipeline_specs
 from swiftserve.router.pipeline_spec import PipelineError, PipelineSpec
 from swiftserve.router.registry import default_served_name
@@ -119,6 +120,7 @@ class FileConfig:
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     host_memory: int = 0  # bytes for parked weights; 0: the host tier is off
     pipelines: tuple[PipelineSpec, ...] = ()  # router/pipeline_file.py
+    followers: FollowerConfig | None = None  # the `followers:` section; None: not in the file
 
 
 class _ModelEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -136,12 +138,20 @@ class _ModelEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_queue: int | None = None
 
 
+class _Followers(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = True
+    window: str | float = FollowerConfig.window_s
+    min_support: int = FollowerConfig.min_support
+    min_share: float = FollowerConfig.min_share
+
+
 class _File(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     models: list[_ModelEntry]
     memory_budget: str | int | None = None
     idle_timeout: str | float = DEFAULT_IDLE_TIMEOUT_S
     host_memory: str | int = 0
     pipelines: list[PipelineEntry] = []
+    followers: _Followers | None = None
     # How many swiftserve processes on Ray Serve (`launch --ray`): validated by swiftserve.ray's
     # replica_config.py, which the core never imports; a single-process launch ignores it.
     replicas: dict[str, Any] | None = None
@@ -188,7 +198,16 @@ def _convert(file: _File, base_dir: Path) -> FileConfig:
     if budget == 0:
         raise ConfigError("memory_budget: must be a positive size such as 6GiB, got 0")
     pipelines = pipeline_specs(file.pipelines, set(names), base_dir)
-    return FileConfig(models, budget, default_idle, host_memory, pipelines)
+    followers = None if file.followers is None else _followers(file.followers)
+    return FileConfig(models, budget, default_idle, host_memory, pipelines, followers)
+
+
+def _followers(entry: _Followers) -> FollowerConfig:
+    window = parse_duration(entry.window, "followers.window")
+    try:
+        return FollowerConfig(entry.enabled, window, entry.min_support, entry.min_share)
+    except ValueError as exc:  # its messages name the key
+        raise ConfigError(str(exc)) from None
 
 
 def _size(key: str, value: str | int) -> int:

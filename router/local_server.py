@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from swiftserve.router.config_file import DEFAULT_IDLE_TIMEOUT_S, parse_duration
+from swiftserve.router.followers import FollowerConfig
 from swiftserve.router.model_info import ModelInfo
 from swiftserve.router.pipeline_spec import PipelineSpec
 from swiftserve.router.pipeline_stream import PipelineStream
@@ -37,7 +38,9 @@ class Server:
     "6GiB"-style strings, durations "60s"-style ones. request_timeout: the timeout of requests that
     set none (default: none). chat_lanes: chat models stepping side by side (default: 2 on two
     cores or more; 1 steps one at a time). parallel_loads: model loads at once, the others waiting
-    in arrival and need order (default: no limit). Other keywords:
+    in arrival and need order (default: no limit). followers: learning which model follows which
+    in sessions, to pre-warm the followers (swiftserve.FollowerConfig; False: off; default: the
+    config file's, else on). Other keywords:
     default_max_tokens, snapshots (automatic snapshots, on by default) and the engine defaults
     (ServeDefaults: dtype, device, max_model_len, max_num_seqs, max_queue, kv_cache_memory, seed,
     ...). `pipelines` are served beside the config file's (swiftserve.Pipeline); a pipeline's name
@@ -57,6 +60,7 @@ class Server:
         request_timeout: float | str | None = None,
         chat_lanes: int | None = None,
         parallel_loads: int | None = None,
+        followers: FollowerConfig | bool | None = None,
         **engine_defaults: Any,
     ) -> None:
         timeout = None if request_timeout is None else parse_duration(request_timeout, "request_timeout")
@@ -71,6 +75,7 @@ class Server:
             request_timeout_s=timeout,
             chat_lanes=chat_lanes,
             parallel_loads=parallel_loads,
+            followers=_followers(followers),
             **_sized(engine_defaults),
         )
         self._runtime = RouterRuntime(self.config)
@@ -108,7 +113,8 @@ class Server:
     async def chat(self, model: str, messages: list[dict], **sampling: Any) -> Generation:
         """The reply to `messages` ({"role", "content"} dicts). `sampling`: max_tokens, the
         SamplingParams fields (n, temperature, top_p, stop, seed, logprobs, ...), and the request's
-        priority (lower runs earlier) and timeout (seconds), as on every request call below."""
+        priority (lower runs earlier), timeout (seconds) and session (the client's session id: who
+        follows whom is learned per session), as on every request call below."""
         return await self.router.chat(model, messages, **sampling)
 
     async def open_chat(self, model: str, messages: list[dict], **sampling: Any) -> GenerationStream:
@@ -123,9 +129,9 @@ class Server:
     async def open_completion(self, model: str, prompt: str | list, **sampling: Any) -> GenerationStream:
         return await self.router.open_completion(model, prompt, **sampling)
 
-    async def embed(self, model: str, texts: list[str] | list[list[int]]) -> Any:
+    async def embed(self, model: str, texts: list[str] | list[list[int]], session: str | None = None) -> Any:
         """One float32 row per input (`.embeddings`) and the tokens read (`.num_prompt_tokens`)."""
-        return await self.router.embed(model, texts)
+        return await self.router.embed(model, texts, session)
 
     async def run_pipeline(self, name: str, messages: list[dict], **sampling: Any) -> PipelineResult:
         """Every stage's output, usage and timings (`chat(name, ...)` gives the final reply only);
@@ -164,6 +170,12 @@ def _specs(specs: Specs) -> tuple[str, ...] | None:
 
 def _bytes(value: int | str | None) -> int | None:
     return parse_bytes(value) if isinstance(value, str) else value
+
+
+def _followers(value: FollowerConfig | bool | None) -> FollowerConfig | None:
+    if isinstance(value, bool):
+        return FollowerConfig(enabled=value)
+    return value
 
 
 def _sized(defaults: dict[str, Any]) -> dict[str, Any]:

@@ -231,6 +231,11 @@ class ModelPool:
         keep that order where not."""
         return await self.loads.start(name, self._ticket(ticket))
 
+    def start_load_if_free(self, name: str) -> bool:
+        """Starts `name`'s load only if it fits free memory now, taking nothing from anyone
+        (a learned follower's pre-warm); whether it started."""
+        return self.loads.start_if_free(name)
+
     def hold(self, name: str, ticket: int | None = None) -> int:
         """Keeps `name` from idle unloads, and from eviction by the loads of requests newer than
         `ticket` (a pipeline request's lease; None: a new ticket), until unhold; allowed while cold.

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 
 from swiftserve.router import errors
 from swiftserve.router.abortable import until_closed
 from swiftserve.router.admission import Gate, use_bounded
+from swiftserve.router.followers import FollowerStats
 from swiftserve.router.handles import ChatHandle, EmbeddingHandle, ModelHandle
 from swiftserve.router.model_info import ModelInfo, model_info
 from swiftserve.router.model_pool import ModelPool
@@ -37,6 +39,8 @@ from swiftserve.sampling_params import SamplingParams
 ColdStartHook = Callable[[str, float], None]
 # How long a shutdown waits for the aborted streams to release their models before unloading.
 SHUTDOWN_DRAIN_S = 5.0
+
+logger = logging.getLogger("swiftserve.router")
 
 
 class ModelRouter:
@@ -56,6 +60,10 @@ class ModelRouter:
         self._drained = asyncio.Event()
         # on_queue_full(model): a request refused because the model's queue was full (any caller).
         self.on_queue_full: Callable[[str], None] = lambda name: None
+        # Who follows whom in sessions (followers.py); None: nothing learned, nothing pre-warmed.
+        self.followers: FollowerStats | None = None
+        # on_follower_prewarm(model, follower): a call to model started its follower's load.
+        self.on_follower_prewarm: Callable[[str, str], None] = lambda name, follower: None
 
     # -- configuration ----------------------------------------------------------------------------
     def add(
@@ -168,6 +176,18 @@ class ModelRouter:
     def models(self) -> list[ModelInfo]:
         return [self.info(name) for name in self._handles]
 
+    # -- sessions ---------------------------------------------------------------------------------
+    def observe_session(self, session: str | None, name: str) -> None:
+        """A request for `name` (a model or a pipeline) arrived in `session`: learns from it, and
+        starts the loads of its learned followers that are cold and fit free memory alone."""
+        if session is None or self.followers is None:
+            return
+        self.followers.observe(session, name, time.monotonic())
+        for follower in self.followers.followers(name):
+            if follower in self._handles and self.pool.start_load_if_free(follower):
+                logger.info("pre-warming %s: it often follows %s in a session", follower, name)
+                self.on_follower_prewarm(name, follower)
+
     # -- one request on one model -------------------------------------------------------------------
     async def generate(
         self,
@@ -203,10 +223,12 @@ class ModelRouter:
             if not self._num_streams:
                 self._drained.set()
 
-    async def embed(self, name: str, inputs: EmbedInputs) -> EmbeddingResult:
-        """Embeddings from model `name`, loading it first if cold; the router's errors only."""
+    async def embed(self, name: str, inputs: EmbedInputs, session: str | None = None) -> EmbeddingResult:
+        """Embeddings from model `name`, loading it first if cold; the router's errors only.
+        session: the client's session, if it names one (observe_session)."""
         self._check_open()
         model = self.embedding_handle(name).model
+        self.observe_session(session, name)
         arrival = time.perf_counter()
         with self._queue_full_counted(name), errors.router_errors(name):
             async with use_bounded(self.pool, name, self._load_queues[name], 1) as (_, was_cold):

@@ -50,6 +50,21 @@ class PoolLoads:
             self.changes.notify()  # a load queued behind this one may go now
             raise
 
+    def start_if_free(self, name: str) -> bool:
+        """Starts `name`'s load if it is cold (or parked) and fits free memory alone (ledger.fits_free),
+        with nothing to wait for, evict or take back; whether it started. A guess's load (a learned
+        follower) must not cost anyone else their memory or their place."""
+        if not self.ledger.fits_free(name):
+            return False
+        ticket = self.ledger.new_ticket()  # the newest: any request's load goes ahead of a guess's
+        decision = self.ledger.admit(name, ticket)
+        assert decision.admitted and not (decision.evict or decision.wait_for or decision.shrink)
+        entry = entry_of(self._entries, name)
+        entry.load_task = asyncio.create_task(self._load(name, decision, ticket), name=f"load-{name}")
+        entry.load_task.add_done_callback(_retrieve_exception)  # nobody may await a guess's load
+        self.changes.notify()
+        return True
+
     async def _start(self, name: str, ticket: int) -> tuple[asyncio.Task | None, bool]:
         entry = entry_of(self._entries, name)
         deadline = self.changes.deadline()
@@ -110,3 +125,9 @@ class PoolLoads:
     async def _report_kv_usage(self) -> None:
         for name in list(self._entries):
             await self.kv.step(self._entries[name].model, self.kv.report)
+
+
+def _retrieve_exception(task: asyncio.Task) -> None:
+    """Marks a failed load's error as seen (it is logged and kept as the model's last_error)."""
+    if not task.cancelled():
+        task.exception()

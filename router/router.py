@@ -63,7 +63,8 @@ class Router(ModelRouter):
     # Every request call takes, beside its own arguments and SamplingParams fields (`sampling`):
     # priority: lower runs earlier, vLLM's sense (None: the model's request_priority, or the
     # pipeline's priority); timeout: seconds from arrival to the last output (None: the router's
-    # request_timeout_s), RequestTimeoutError past it, everything the request held let go.
+    # request_timeout_s), RequestTimeoutError past it, everything the request held let go; session:
+    # the client's session, if it names one (model_router.observe_session learns who follows whom).
     async def open_chat(
         self,
         model: str,
@@ -72,6 +73,7 @@ class Router(ModelRouter):
         *,
         priority: int | None = None,
         timeout: float | None = None,
+        session: str | None = None,
         template_kwargs: Mapping[str, Any] | None = None,
         **sampling: Any,
     ) -> GenerationStream:
@@ -79,6 +81,7 @@ class Router(ModelRouter):
         fields (n, temperature, stop, logprobs, ...); template_kwargs: what else the chat template
         is given (`tools`). Returns once the request is admitted."""
         handle, default = self.chat_handle(model), self.default_max_tokens
+        self.observe_session(session, model)
         deadline = self._deadline(model, timeout)
         async with deadline.bounding():
             stream = await generation.open_chat(
@@ -94,11 +97,12 @@ class Router(ModelRouter):
         *,
         priority: int | None = None,
         timeout: float | None = None,
+        session: str | None = None,
         **sampling: Any,
     ) -> Generation:
         """The whole reply to `messages`; see open_chat. `model` may name a pipeline: the reply is
         its final stage's, with the usage of every stage."""
-        limits: dict[str, Any] = {"priority": priority, "timeout": timeout}
+        limits: dict[str, Any] = {"priority": priority, "timeout": timeout, "session": session}
         if model in self.pipelines:
             return as_generation(await self.run_pipeline(model, messages, max_tokens, **limits, **sampling))
         return await generation.collect(
@@ -113,11 +117,13 @@ class Router(ModelRouter):
         *,
         priority: int | None = None,
         timeout: float | None = None,
+        session: str | None = None,
         **sampling: Any,
     ) -> GenerationStream:
         """Starts completions of a prompt (text or token ids) or a list of prompts; choice
         `prompt_index * n + i` is the i-th completion of that prompt."""
         handle, default = self.chat_handle(model), self.default_max_tokens
+        self.observe_session(session, model)
         deadline = self._deadline(model, timeout)
         async with deadline.bounding():
             stream = await generation.open_completion(handle, prompt, max_tokens, sampling, default, priority)
@@ -131,10 +137,11 @@ class Router(ModelRouter):
         *,
         priority: int | None = None,
         timeout: float | None = None,
+        session: str | None = None,
         **sampling: Any,
     ) -> Generation:
         """The whole of the completions; see open_completion."""
-        limits: dict[str, Any] = {"priority": priority, "timeout": timeout}
+        limits: dict[str, Any] = {"priority": priority, "timeout": timeout, "session": session}
         return await generation.collect(
             await self.open_completion(model, prompt, max_tokens, **limits, **sampling)
         )
@@ -161,6 +168,7 @@ class Router(ModelRouter):
         *,
         priority: int | None = None,
         timeout: float | None = None,
+        session: str | None = None,
         **sampling: Any,
     ) -> PipelineResult:
         """Runs pipeline `name` on a conversation (its last user message is the input); the
@@ -168,6 +176,7 @@ class Router(ModelRouter):
         stage. PipelineQueueFullError at arrival past the pipeline's max_queue."""
         self._check_open()
         pipeline = self.pipelines.get(name)
+        self.observe_session(session, name)
         request = _pipeline_input(messages, max_tokens, sampling, priority)
         deadline = self._deadline(name, timeout, pipeline=True)
         return await pipeline_run.run(self, pipeline, request, deadline, self.remote_stages)
@@ -180,11 +189,13 @@ class Router(ModelRouter):
         *,
         priority: int | None = None,
         timeout: float | None = None,
+        session: str | None = None,
         **sampling: Any,
     ) -> PipelineStream:
         """run_pipeline with the final stage streamed; every other stage has run on return."""
         self._check_open()
         pipeline = self.pipelines.get(name)
+        self.observe_session(session, name)
         request = _pipeline_input(messages, max_tokens, sampling, priority)
         deadline = self._deadline(name, timeout, pipeline=True)
         return await pipeline_run.open_stream(self, pipeline, request, deadline, self.remote_stages)

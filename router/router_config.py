@@ -18,6 +18,7 @@ from swiftserve.router.config_file import (
     load_config_file,
 )
 from swiftserve.router.engine_configs import ServeDefaults, models_from_flags
+from swiftserve.router.followers import FollowerConfig
 from swiftserve.router.pipeline_spec import PipelineSpec
 from swiftserve.router.prompts import DEFAULT_MAX_TOKENS
 from swiftserve.scheduler.memory_budget import default_cpu_budget
@@ -37,7 +38,8 @@ class RouterConfig:
     chat_lanes: how many chat models step side by side on the device executor (None: its default,
     two on two cores or more; engine/device_executor.py). parallel_loads: how many model loads
     run at once, the others waiting in arrival and need order (None: no limit;
-    scheduler/load_slots.py)."""
+    scheduler/load_slots.py). followers: learning which model follows which in sessions and
+    pre-warming the followers (None: the file's `followers:`, else FollowerConfig's defaults)."""
 
     models: tuple[ModelConfig, ...]
     defaults: ServeDefaults = field(default_factory=ServeDefaults)
@@ -50,6 +52,7 @@ class RouterConfig:
     request_timeout_s: float | None = None
     chat_lanes: int | None = None
     parallel_loads: int | None = None
+    followers: FollowerConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -84,6 +87,7 @@ class RouterConfig:
         request_timeout_s: float | None = None,
         chat_lanes: int | None = None,
         parallel_loads: int | None = None,
+        followers: FollowerConfig | None = None,
         **engine_defaults: Any,
     ) -> RouterConfig:
         """`models` pinned and `on_demand` specs; with neither, DEFAULT_MODELS pinned.
@@ -95,6 +99,7 @@ class RouterConfig:
         return cls(
             specs, defaults, *budgets, default_max_tokens, pipelines=tuple(pipelines),
             request_timeout_s=request_timeout_s, chat_lanes=chat_lanes, parallel_loads=parallel_loads,
+            followers=followers,
         )  # fmt: skip
 
     @classmethod
@@ -110,6 +115,7 @@ class RouterConfig:
         request_timeout_s: float | None = None,
         chat_lanes: int | None = None,
         parallel_loads: int | None = None,
+        followers: FollowerConfig | None = None,
         **engine_defaults: Any,
     ) -> RouterConfig:
         """The models and pipelines of a config file (ConfigError naming the file and key), and
@@ -121,7 +127,7 @@ class RouterConfig:
         budgets = (memory_budget, host_memory)
         return cls(
             file.models, defaults, *budgets, default_max_tokens, str(path), file, every, request_timeout_s,
-            chat_lanes, parallel_loads,
+            chat_lanes, parallel_loads, followers,
         )  # fmt: skip
 
     @classmethod
@@ -165,7 +171,15 @@ class RouterConfig:
             changed.append("host_memory")
         if file.idle_timeout_s != self.file.idle_timeout_s:
             changed.append("idle_timeout")
+        if self.followers is None and file.followers != self.file.followers:
+            changed.append("followers")
         return tuple(changed)
+
+    def follower_config(self) -> FollowerConfig:
+        """The followers setting that applies: the given one, else the file's, else the default."""
+        if self.followers is not None:
+            return self.followers
+        return self.file.followers if self.file is not None and self.file.followers else FollowerConfig()
 
 
 def _defaults(snapshots: bool, engine_defaults: dict[str, Any]) -> ServeDefaults:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from swiftserve.router import errors
 from swiftserve.router.config_file import ConfigError, ModelConfig, load_config_file
 from swiftserve.router.engine_configs import engine_config
+from swiftserve.router.followers import FollowerStats
 from swiftserve.router.model_pool import ModelPool
 from swiftserve.router.model_router import ColdStartHook
 from swiftserve.router.pipeline_spec import PipelineError, PipelineSpec
@@ -60,6 +61,8 @@ class RouterRuntime:
         host = config.host_budget_bytes()
         pool = ModelPool(config.budget_bytes(), host_budget_bytes=host, parallel_loads=config.parallel_loads)
         self.router = Router(pool, on_cold_start, config.default_max_tokens, config.request_timeout_s)
+        followers = config.follower_config()
+        self.router.followers = FollowerStats(followers) if followers.enabled else None
         self._served: dict[str, ModelConfig] = {}
         self._file_pipelines: list[PipelineSpec] = []  # served from the config file
         self._reload_lock = asyncio.Lock()

@@ -291,6 +291,14 @@ class ResidencyManager:
     def free_bytes(self) -> int:
         return self.budget_bytes - self.committed_bytes()
 
+    def fits_free(self, name: str) -> bool:
+        """Whether the cold or parked `name` would load now into free memory alone: no eviction, no
+        KV taken back, no load waiting for memory ahead of it (a speculative load's condition)."""
+        entry = self._get(name)
+        if entry.state not in (State.COLD, State.PARKED) or self.queue.waiting():
+            return False
+        return entry.spec.footprint <= self.free_bytes()
+
     def state(self, name: str) -> State:
         return self._get(name).state
 

@@ -12,6 +12,7 @@ __all__ = [
     "Pipeline",
     "Stage",
     "Message",
+    "FollowerConfig",
     "SamplingParams",
     "RequestOutput",
     "CompletionOutput",
@@ -46,6 +47,10 @@ def __getattr__(name: str):
             "Stage": pipeline_spec.StageSpec,
             "Message": pipeline_spec.Message,
         }[name]
+    if name == "FollowerConfig":
+        from swiftserve.router.followers import FollowerConfig
+
+        return FollowerConfig
     if name == "EngineConfig":
         from swiftserve.config import EngineConfig
 

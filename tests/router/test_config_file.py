@@ -8,6 +8,7 @@ from swiftserve.router.config_file import (
     parse_config,
     parse_duration,
 )
+from swiftserve.router.followers import FollowerConfig
 
 GOOD = """
 memory_budget: 6GiB
@@ -88,6 +89,10 @@ def test_load_config_file_reads_the_file(tmp_path):
         ("models:\n  - name: a/b\n    source: a\n", ["models[].name"]),
         ("models:\n  - source: a\n    max_queue: -1\n", ["models[a].max_queue", ">= 0"]),
         ("models:\n  - source: a\n    request_priority: high\n", ["`models[0].request_priority`"]),
+        ("followers:\n  window: 0\nmodels:\n  - source: a\n", ["followers.window", "> 0"]),
+        ("followers:\n  window: later\nmodels:\n  - source: a\n", ["followers.window"]),
+        ("followers:\n  min_share: 2\nmodels:\n  - source: a\n", ["followers.min_share"]),
+        ("followers:\n  often: yes\nmodels:\n  - source: a\n", ["unknown field `often`", "`followers`"]),
         ("models: [\n", ["not valid YAML"]),
         ("- just\n- a list\n", ["Expected `object`"]),
     ],
@@ -136,3 +141,9 @@ def test_a_pipeline_has_a_priority_and_a_max_queue():
         parse_config(PIPELINE.format(priority=0, max_queue=0))
     with pytest.raises(ConfigError, match=r"`pipelines\[0\].priority`"):
         parse_config(PIPELINE.format(priority="soon", max_queue=1))
+
+
+def test_the_followers_section():
+    assert parse_config("models:\n  - source: a\n").followers is None
+    text = "followers:\n  enabled: false\n  window: 2m\n  min_support: 5\nmodels:\n  - source: a\n"
+    assert parse_config(text).followers == FollowerConfig(False, 120.0, 5, 0.5)

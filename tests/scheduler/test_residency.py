@@ -709,3 +709,26 @@ def test_add_all_registers_every_model_or_none():
     assert [m.name for m in mgr.models()] == ["p"]
     mgr.add_all([spec("q", 30, "pinned"), spec("a", 30)])
     assert states(mgr) == {"p": "cold", "q": "cold", "a": "cold"}
+
+
+# -- fits_free: a speculative load's condition --------------------------------------------------------
+
+
+def test_fits_free_only_within_free_memory_alone():
+    mgr = ledger(100, spec("a", 60), spec("b", 40), spec("c", 41))
+    assert mgr.fits_free("b") and mgr.fits_free("c")
+    load(mgr, "a")  # 40 bytes free
+    assert mgr.fits_free("b")
+    assert not mgr.fits_free("c")  # 41 would evict the idle a: a guess must not
+    assert not mgr.fits_free("a")  # resident already
+
+
+def test_fits_free_not_while_a_load_waits_for_memory():
+    mgr = ledger(100, spec("a", 60), spec("b", 50), spec("c", 10))
+    load(mgr, "a")
+    mgr.acquire("a")  # busy: b cannot evict it
+    ticket = mgr.new_ticket()
+    assert not mgr.admit("b", ticket).admitted  # b waits for memory under its ticket
+    assert not mgr.fits_free("c")  # 10 fit, but the guess would go ahead of b
+    mgr.withdraw("b", ticket)
+    assert mgr.fits_free("c")

@@ -79,6 +79,9 @@ class App:
         router.on_pipeline = self.metrics.pipeline.observe
         router.on_queue_full = lambda name: self.metrics.queue_full.labels(name).inc()
         router.on_timeout = lambda name: self.metrics.timeouts.labels(name).inc()
+        router.on_follower_prewarm = lambda name, follower: self.metrics.follower_prewarms.labels(
+            follower, name
+        ).inc()
         self._routes: dict[str, dict[str, Handler]] = {}
         self._install_routes()
 

@@ -209,6 +209,12 @@ class ServerMetrics:
             "swiftserve_request_timeouts", "Requests to a model that ran past their timeout", ["model"],
             registry=r,
         )  # fmt: skip
+        self.follower_prewarms = Counter(
+            "swiftserve_follower_prewarms",
+            "Loads started because the model often follows `after` in a session (learned followers)",
+            ["model", "after"],
+            registry=r,
+        )
         self.pipeline = _PipelineMetrics(r, self.prompt_tokens, self.generation_tokens)
         r.register(_EngineStatsCollector(engines))
         r.register(_ModelLifecycleCollector(models))
