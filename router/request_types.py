@@ -19,7 +19,7 @@ PromptLogprobs = list[TokenLogprob | None]
 
 @dataclass(frozen=True)
 class Usage:
-    """Tokens read and written; also the wire form of OpenAI's `usage` (server/protocol.py encodes
+    """Tokens read and written; also the wire form of OpenAI's `usage` (server/protocol_*.py encode
     it as it is, total_tokens included: a field, so that every encoder sees it)."""
 
     prompt_tokens: int

@@ -10,19 +10,28 @@ from swiftserve.router.router_config import RouterConfig
 from swiftserve.scheduler.memory_budget import parse_bytes
 
 from swiftserve.cli import build_parser
-from swiftserve.server import protocol as p
 from swiftserve.server.errors import APIError, from_validation_error
 from swiftserve.server.launch import ServeConfig
+from swiftserve.server.protocol import decode_request
+from swiftserve.server.protocol_chat import (
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatDelta,
+)
+from swiftserve.server.protocol_common import encode
+from swiftserve.server.protocol_completions import CompletionRequest
+from swiftserve.server.protocol_embeddings import EmbeddingRequest
 from swiftserve.server.streaming import DONE, sse_error, sse_event
 
 
-def _decode(body: dict, type_=p.ChatCompletionRequest):
-    return p.decode_request(json.dumps(body).encode(), type_)
+def _decode(body: dict, type_=ChatCompletionRequest):
+    return decode_request(json.dumps(body).encode(), type_)
 
 
-def _error(body, type_=p.ChatCompletionRequest) -> APIError:
+def _error(body, type_=ChatCompletionRequest) -> APIError:
     with pytest.raises(APIError) as info:
-        p.decode_request(body if isinstance(body, bytes) else json.dumps(body).encode(), type_)
+        decode_request(body if isinstance(body, bytes) else json.dumps(body).encode(), type_)
     assert info.value.status == 400
     return info.value
 
@@ -79,10 +88,10 @@ def test_body_level_errors():
 
 
 def test_completion_and_embedding_requests():
-    request = _decode({"model": "m", "prompt": [[1, 2], [3]]}, p.CompletionRequest)
+    request = _decode({"model": "m", "prompt": [[1, 2], [3]]}, CompletionRequest)
     assert request.max_tokens == 16 and request.prompt == [[1, 2], [3]]
-    assert _error({"model": "m", "prompt": "x", "best_of": 3}, p.CompletionRequest).param == "best_of"
-    assert _decode({"model": "m", "input": ["a"]}, p.EmbeddingRequest).encoding_format == "float"
+    assert _error({"model": "m", "prompt": "x", "best_of": 3}, CompletionRequest).param == "best_of"
+    assert _decode({"model": "m", "input": ["a"]}, EmbeddingRequest).encoding_format == "float"
 
 
 def test_validation_error_without_path():
@@ -106,14 +115,14 @@ def test_sse_framing():
 
 
 def test_chunk_encoding_omits_unset_fields():
-    chunk = p.ChatCompletionChunk(
-        id="c", created=1, model="m", choices=[p.ChatChunkChoice(index=0, delta=p.ChatDelta(content="hi"))]
+    chunk = ChatCompletionChunk(
+        id="c", created=1, model="m", choices=[ChatChunkChoice(index=0, delta=ChatDelta(content="hi"))]
     )
-    decoded = json.loads(p.encode(chunk))
+    decoded = json.loads(encode(chunk))
     assert "usage" not in decoded and decoded["choices"][0]["delta"] == {"content": "hi"}
     assert decoded["object"] == "chat.completion.chunk"
     chunk.usage = None
-    assert json.loads(p.encode(chunk))["usage"] is None
+    assert json.loads(encode(chunk))["usage"] is None
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,10 @@ from typing import Any
 import msgspec
 
 from swiftserve.router.tool_formats import DEFAULT, ToolFormat
-from swiftserve.server import protocol as p
 from swiftserve.server.errors import bad_request
+from swiftserve.server.protocol import GenerationRequest
+from swiftserve.server.protocol_chat import ChatMessage, ContentPart
+from swiftserve.server.protocol_pipelines import PipelineRunRequest
 from swiftserve.server.structured_params import structured_outputs
 from swiftserve.server.tool_params import template_tool_message
 
@@ -22,7 +24,7 @@ _TEMPLATE_ROLES = {"system": "system", "developer": "system", "user": "user", "a
 
 
 def sampling_fields(
-    body: p.GenerationRequest, *, logprobs: int | None, prompt_logprobs: int | None = None
+    body: GenerationRequest, *, logprobs: int | None, prompt_logprobs: int | None = None
 ) -> dict[str, Any]:
     """SamplingParams fields (all but max_tokens) from what chat and completions share."""
     return {
@@ -45,7 +47,7 @@ def sampling_fields(
     }
 
 
-def request_limits(body: p.GenerationRequest | p.PipelineRunRequest) -> dict[str, Any]:
+def request_limits(body: GenerationRequest | PipelineRunRequest) -> dict[str, Any]:
     """The router's priority and timeout keywords; None (unset) leaves them to the model's,
     pipeline's or server's defaults."""
     return {"priority": body.priority, "timeout": body.timeout}
@@ -85,7 +87,7 @@ def _logit_bias(bias: dict[str, float] | None) -> dict[int, float] | None:
         ) from None
 
 
-def template_messages(messages: list[p.ChatMessage], fmt: ToolFormat = DEFAULT) -> list[dict]:
+def template_messages(messages: list[ChatMessage], fmt: ToolFormat = DEFAULT) -> list[dict]:
     """Request messages -> the dicts the chat template takes; text parts are joined, tool calls and
     results written in the model's tool-call format."""
     if not messages:
@@ -93,7 +95,7 @@ def template_messages(messages: list[p.ChatMessage], fmt: ToolFormat = DEFAULT) 
     return [_template_message(i, message, fmt) for i, message in enumerate(messages)]
 
 
-def _template_message(i: int, message: p.ChatMessage, fmt: ToolFormat) -> dict:
+def _template_message(i: int, message: ChatMessage, fmt: ToolFormat) -> dict:
     is_tool_message = message.role == "tool" or (message.role == "assistant" and bool(message.tool_calls))
     role = _TEMPLATE_ROLES.get(message.role)
     if (
@@ -119,7 +121,7 @@ def _template_message(i: int, message: p.ChatMessage, fmt: ToolFormat) -> dict:
     return {"role": role, "content": content}
 
 
-def _join_text_parts(parts: list[p.ContentPart], i: int) -> str:
+def _join_text_parts(parts: list[ContentPart], i: int) -> str:
     texts = []
     for j, part in enumerate(parts):
         if part.type != "text" or part.text is None:

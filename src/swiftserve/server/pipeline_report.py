@@ -8,12 +8,12 @@ from collections.abc import AsyncGenerator
 from swiftserve.router.pipeline_stream import PipelineStream
 from swiftserve.router.pipeline_types import PipelineResult, StageResult
 from swiftserve.router.request_types import GenerationStep, Usage
-from swiftserve.server import protocol as p
+from swiftserve.server.protocol_pipelines import PipelineReport, PipelineRun, StageOutput, StageReport
 
 
-def stage_report(stage: StageResult) -> p.StageReport:
+def stage_report(stage: StageResult) -> StageReport:
     t = stage.timing
-    return p.StageReport(
+    return StageReport(
         id=stage.id,
         kind=stage.kind,
         model=stage.model,
@@ -29,13 +29,13 @@ def stage_report(stage: StageResult) -> p.StageReport:
     )
 
 
-def pipeline_report(result: PipelineResult) -> p.PipelineReport:
-    return p.PipelineReport(result.pipeline, result.latency_s, [stage_report(s) for s in result.stages])
+def pipeline_report(result: PipelineResult) -> PipelineReport:
+    return PipelineReport(result.pipeline, result.latency_s, [stage_report(s) for s in result.stages])
 
 
-def pipeline_run(result: PipelineResult) -> p.PipelineRun:
-    stages = [p.StageOutput(stage_report(s), _wire(s.output)) for s in result.stages]
-    return p.PipelineRun(result.pipeline, _wire(result.output), stages, result.usage, result.latency_s)
+def pipeline_run(result: PipelineResult) -> PipelineRun:
+    stages = [StageOutput(stage_report(s), _wire(s.output)) for s in result.stages]
+    return PipelineRun(result.pipeline, _wire(result.output), stages, result.usage, result.latency_s)
 
 
 def _wire(output: object) -> object:

@@ -14,7 +14,6 @@ from swiftserve.router.request_types import ChoiceDelta, Generation, GenerationS
 from swiftserve.router.router import Router, as_generation
 from swiftserve.router.tool_format import ToolCall, new_call_id
 from swiftserve.router.tool_formats import DEFAULT, ToolFormat
-from swiftserve.server import protocol as p
 from swiftserve.server.errors import bad_request
 from swiftserve.server.http import HTTPRequest, JSONResponse, Response, StreamingResponse
 from swiftserve.server.logprobs import chat_logprobs, prompt_logprobs_json
@@ -26,13 +25,27 @@ from swiftserve.server.params import (
     template_messages,
 )
 from swiftserve.server.pipeline_report import pipeline_report, with_upstream_usage
+from swiftserve.server.protocol import decode_request
+from swiftserve.server.protocol_chat import (
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatDelta,
+    ChatLogprobs,
+    ChatResponseMessage,
+)
+from swiftserve.server.protocol_common import PromptLogprobs, encode
+from swiftserve.server.protocol_pipelines import PipelineReport
+from swiftserve.server.protocol_tools import FunctionCall, FunctionCallDelta, ToolCallDelta, ToolCallOut
 from swiftserve.server.streaming import chunk_stream, collect_or_answer, sse_event
 from swiftserve.server.tool_params import ToolPlan, tool_plan
 from swiftserve.server.tool_stream import ToolCallStream
 
 
 async def chat_completions(request: HTTPRequest) -> Response:
-    body = p.decode_request(request.body, p.ChatCompletionRequest)
+    body = decode_request(request.body, ChatCompletionRequest)
     request.label(body.model)
     router: Router = request.app.router
     fmt = _tool_format(router, body.model)
@@ -61,12 +74,12 @@ async def chat_completions(request: HTTPRequest) -> Response:
     if body.stream:
         return StreamingResponse(chat.sse())
     generation = await collect_or_answer(chat.stream, request.app)
-    return JSONResponse(p.encode(chat.completion(generation)))
+    return JSONResponse(encode(chat.completion(generation)))
 
 
 async def pipeline_chat(
     request: HTTPRequest,
-    body: p.ChatCompletionRequest,
+    body: ChatCompletionRequest,
     messages: list[dict],
     requested: int | None,
 ) -> Response:
@@ -84,7 +97,7 @@ async def pipeline_chat(
     result = await router.run_pipeline(body.model, messages, requested, **sampling)
     chat = _Chat(request, body, None, lambda: pipeline_report(result), model=body.model)
     completion = chat.completion(as_generation(result))
-    return JSONResponse(p.encode(msgspec.structs.replace(completion, swiftserve=pipeline_report(result))))
+    return JSONResponse(encode(msgspec.structs.replace(completion, swiftserve=pipeline_report(result))))
 
 
 def _tool_format(router: Router, model: str) -> ToolFormat:
@@ -109,7 +122,7 @@ def _with_constraint(plan: ToolPlan, sampling: dict) -> ToolPlan:
     )
 
 
-def _check_logprob_fields(body: p.ChatCompletionRequest) -> None:
+def _check_logprob_fields(body: ChatCompletionRequest) -> None:
     if body.top_logprobs is not None and not body.logprobs:
         raise bad_request("top_logprobs requires logprobs to be true.", param="top_logprobs")
     if body.prompt_logprobs is not None and body.stream:
@@ -127,9 +140,9 @@ class _Chat:
     def __init__(
         self,
         request: HTTPRequest,
-        body: p.ChatCompletionRequest,
+        body: ChatCompletionRequest,
         stream: GenerationStream | None,
-        report: Callable[[], p.PipelineReport] | None = None,
+        report: Callable[[], PipelineReport] | None = None,
         model: str | None = None,
         plan: ToolPlan | None = None,
     ) -> None:
@@ -151,12 +164,12 @@ class _Chat:
         self.plan = plan  # tool calling: replies are parsed into tool_calls
         self.tool_streams: dict[int, ToolCallStream] = {}
 
-    def completion(self, generation: Generation) -> p.ChatCompletion:
+    def completion(self, generation: Generation) -> ChatCompletion:
         choices = []
         for choice in generation.choices:
             message, finish_reason = self._message(choice.text, choice.finish_reason)
             choices.append(
-                p.ChatChoice(
+                ChatChoice(
                     index=choice.index,
                     message=message,
                     logprobs=self._logprobs(choice.logprobs),
@@ -164,11 +177,11 @@ class _Chat:
                 )
             )
         entries = generation.prompt_logprobs[0] if generation.prompt_logprobs else None
-        prompt_logprobs: p.PromptLogprobs | msgspec.UnsetType = msgspec.UNSET
+        prompt_logprobs: PromptLogprobs | msgspec.UnsetType = msgspec.UNSET
         if self.body.prompt_logprobs is not None and entries is not None:
             assert self.tokenizer is not None  # a pipeline refuses prompt_logprobs
             prompt_logprobs = prompt_logprobs_json(self.tokenizer, entries, self.body.prompt_logprobs)
-        return p.ChatCompletion(
+        return ChatCompletion(
             id=self.id,
             created=self.created,
             model=self.model,
@@ -178,17 +191,17 @@ class _Chat:
             prompt_logprobs=prompt_logprobs,
         )
 
-    def _message(self, text: str, finish_reason: str | None) -> tuple[p.ChatResponseMessage, str | None]:
+    def _message(self, text: str, finish_reason: str | None) -> tuple[ChatResponseMessage, str | None]:
         """The assistant message of a finished reply: its tool calls, when it made some."""
         if self.plan is None:
-            return p.ChatResponseMessage(role="assistant", content=text), finish_reason
+            return ChatResponseMessage(role="assistant", content=text), finish_reason
         content, calls = self._parsed(text)
         if not calls:
-            return p.ChatResponseMessage(role="assistant", content=text), finish_reason
+            return ChatResponseMessage(role="assistant", content=text), finish_reason
         tool_calls = [
-            p.ToolCallOut(id=c.id, function=p.FunctionCall(name=c.name, arguments=c.arguments)) for c in calls
+            ToolCallOut(id=c.id, function=FunctionCall(name=c.name, arguments=c.arguments)) for c in calls
         ]
-        message = p.ChatResponseMessage(role="assistant", content=content, tool_calls=tool_calls)
+        message = ChatResponseMessage(role="assistant", content=content, tool_calls=tool_calls)
         return message, "tool_calls" if finish_reason == "stop" else finish_reason
 
     def _parsed(self, text: str) -> tuple[str | None, list[ToolCall]]:
@@ -203,7 +216,7 @@ class _Chat:
         return (text[:start] or None) if calls and start > 0 else None, calls
 
     def sse(self) -> AsyncGenerator[bytes, None]:
-        usage_chunk = lambda: p.encode(self._chunk([], self.usage))  # noqa: E731
+        usage_chunk = lambda: encode(self._chunk([], self.usage))  # noqa: E731
         return chunk_stream(self.body, self.app, self.model, self._events, usage_chunk)
 
     async def _events(self, usage_field) -> AsyncGenerator[bytes, None]:
@@ -215,16 +228,16 @@ class _Chat:
                 roles = [self._role_choice(d.index) for d in step.deltas if d.index not in started]
                 if roles:
                     started.update(choice.index for choice in roles)
-                    yield sse_event(p.encode(self._chunk(roles, usage_field)))
+                    yield sse_event(encode(self._chunk(roles, usage_field)))
                 if step.deltas:
                     choices = [self._chunk_choice(delta) for delta in step.deltas]
-                    yield sse_event(p.encode(self._chunk(choices, usage_field)))
+                    yield sse_event(encode(self._chunk(choices, usage_field)))
         if self.report is not None:
             chunk = msgspec.structs.replace(self._chunk([], usage_field), swiftserve=self.report())
-            yield sse_event(p.encode(chunk))
+            yield sse_event(encode(chunk))
 
-    def _chunk(self, choices: list[p.ChatChunkChoice], usage) -> p.ChatCompletionChunk:
-        return p.ChatCompletionChunk(
+    def _chunk(self, choices: list[ChatChunkChoice], usage) -> ChatCompletionChunk:
+        return ChatCompletionChunk(
             id=self.id,
             created=self.created,
             model=self.model,
@@ -234,31 +247,31 @@ class _Chat:
         )
 
     @staticmethod
-    def _role_choice(index: int) -> p.ChatChunkChoice:
-        return p.ChatChunkChoice(index=index, delta=p.ChatDelta(role="assistant", content=""))
+    def _role_choice(index: int) -> ChatChunkChoice:
+        return ChatChunkChoice(index=index, delta=ChatDelta(role="assistant", content=""))
 
-    def _chunk_choice(self, delta: ChoiceDelta) -> p.ChatChunkChoice:
+    def _chunk_choice(self, delta: ChoiceDelta) -> ChatChunkChoice:
         if self.plan is not None:
             return self._tool_chunk_choice(delta)
-        content = p.ChatDelta(content=delta.text) if delta.text or not delta.finish_reason else p.ChatDelta()
-        return p.ChatChunkChoice(
+        content = ChatDelta(content=delta.text) if delta.text or not delta.finish_reason else ChatDelta()
+        return ChatChunkChoice(
             index=delta.index,
             delta=content,
             logprobs=self._logprobs(delta.logprobs),
             finish_reason=delta.finish_reason,
         )
 
-    def _tool_chunk_choice(self, delta: ChoiceDelta) -> p.ChatChunkChoice:
+    def _tool_chunk_choice(self, delta: ChoiceDelta) -> ChatChunkChoice:
         assert self.plan is not None
         is_exact = self.plan.constraint is not None
         stream = self.tool_streams.setdefault(delta.index, ToolCallStream(is_exact, self.plan.fmt))
         piece = stream.feed(delta.text, delta.finish_reason is not None)
         calls = [
-            p.ToolCallDelta(
+            ToolCallDelta(
                 index=call.index,
                 id=call.id if call.id is not None else msgspec.UNSET,
                 type="function" if call.id is not None else msgspec.UNSET,
-                function=p.FunctionCallDelta(
+                function=FunctionCallDelta(
                     name=call.name if call.name is not None else msgspec.UNSET, arguments=call.arguments
                 ),
             )
@@ -267,14 +280,14 @@ class _Chat:
         finish_reason = delta.finish_reason
         if finish_reason == "stop" and stream.made_calls:
             finish_reason = "tool_calls"
-        return p.ChatChunkChoice(
+        return ChatChunkChoice(
             index=delta.index,
-            delta=p.ChatDelta(content=piece.content or msgspec.UNSET, tool_calls=calls or msgspec.UNSET),
+            delta=ChatDelta(content=piece.content or msgspec.UNSET, tool_calls=calls or msgspec.UNSET),
             logprobs=self._logprobs(delta.logprobs),
             finish_reason=finish_reason,
         )
 
-    def _logprobs(self, entries) -> p.ChatLogprobs | None:
+    def _logprobs(self, entries) -> ChatLogprobs | None:
         if not self.body.logprobs or self.tokenizer is None:  # a pipeline refuses logprobs
             return None
         return chat_logprobs(self.tokenizer, entries or [])

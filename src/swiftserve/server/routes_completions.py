@@ -15,20 +15,27 @@ from collections.abc import AsyncGenerator
 
 from swiftserve.router.request_types import Choice, ChoiceDelta, GenerationStream, Usage
 from swiftserve.router.router import Router
-from swiftserve.server import protocol as p
 from swiftserve.server.http import HTTPRequest, JSONResponse, Response, StreamingResponse
 from swiftserve.server.logprobs import prompt_logprobs_json, token_text
 from swiftserve.server.metrics import RequestTimer, timed
 from swiftserve.server.params import request_limits, sampling_fields
+from swiftserve.server.protocol import decode_request, text_or_token_inputs
+from swiftserve.server.protocol_common import encode
+from swiftserve.server.protocol_completions import (
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+    TextCompletion,
+)
 from swiftserve.server.streaming import chunk_stream, collect_or_answer, sse_event
 
 MAX_PROMPTS = 64
 
 
 async def completions(request: HTTPRequest) -> Response:
-    body = p.decode_request(request.body, p.CompletionRequest)
+    body = decode_request(request.body, CompletionRequest)
     request.label(body.model)
-    prompts = p.text_or_token_inputs(body.prompt, "prompt", MAX_PROMPTS)
+    prompts = text_or_token_inputs(body.prompt, "prompt", MAX_PROMPTS)
     # echo with logprobs scores the prompt (OpenAI), as does vLLM's prompt_logprobs: one pass, the larger k.
     wanted = [k for k in (body.logprobs if body.echo else None, body.prompt_logprobs) if k is not None]
     sampling = sampling_fields(body, logprobs=body.logprobs, prompt_logprobs=max(wanted, default=None))
@@ -41,13 +48,13 @@ async def completions(request: HTTPRequest) -> Response:
     generation = await collect_or_answer(completion.stream, request.app)
     completion.prompt_logprobs = dict(enumerate(generation.prompt_logprobs))
     choices = [completion.choice(c, first=True) for c in generation.choices]
-    return JSONResponse(p.encode(completion.chunk(choices, generation.usage)))
+    return JSONResponse(encode(completion.chunk(choices, generation.usage)))
 
 
 class _Completion:
     """Shapes the router's answer into text completion objects (whole, or chunks)."""
 
-    def __init__(self, request: HTTPRequest, body: p.CompletionRequest, stream: GenerationStream) -> None:
+    def __init__(self, request: HTTPRequest, body: CompletionRequest, stream: GenerationStream) -> None:
         self.app = request.app
         self.body = body
         self.model = stream.model
@@ -72,7 +79,7 @@ class _Completion:
             return prompt[prompt_index]
         return self.tokenizer.decode(self.prompt_ids[prompt_index])
 
-    def choice(self, delta: ChoiceDelta | Choice, first: bool) -> p.CompletionChoice:
+    def choice(self, delta: ChoiceDelta | Choice, first: bool) -> CompletionChoice:
         """A delta as a choice (`first`: the choice's first piece, which carries the echo); a
         whole Choice is its own first piece."""
         text = delta.text
@@ -81,7 +88,7 @@ class _Completion:
         logprobs = None
         if self.body.logprobs is not None:
             logprobs = self._logprobs(delta, first)
-        choice = p.CompletionChoice(
+        choice = CompletionChoice(
             index=delta.index, text=text, logprobs=logprobs, finish_reason=delta.finish_reason
         )
         entries = self.prompt_logprobs.get(delta.prompt_index)
@@ -89,8 +96,8 @@ class _Completion:
             choice.prompt_logprobs = prompt_logprobs_json(self.tokenizer, entries, self.body.prompt_logprobs)
         return choice
 
-    def _logprobs(self, delta: ChoiceDelta | Choice, first: bool) -> p.CompletionLogprobs:
-        out = p.CompletionLogprobs(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[])
+    def _logprobs(self, delta: ChoiceDelta | Choice, first: bool) -> CompletionLogprobs:
+        out = CompletionLogprobs(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[])
         offset = self._offsets.get(delta.index, 0)
         if first and self.body.echo:
             # The prompt's tokens with their prompt logprobs (the first token has none).
@@ -105,7 +112,7 @@ class _Completion:
         self._offsets[delta.index] = offset
         return out
 
-    def _append(self, out: p.CompletionLogprobs, token_id: int, logprob, top, offset: int) -> int:
+    def _append(self, out: CompletionLogprobs, token_id: int, logprob, top, offset: int) -> int:
         token = token_text(self.tokenizer, token_id)
         out.tokens.append(token)
         out.token_logprobs.append(logprob)
@@ -118,7 +125,7 @@ class _Completion:
         return {token_text(self.tokenizer, tid): lp for tid, lp in top[: self.body.logprobs]}
 
     def sse(self) -> AsyncGenerator[bytes, None]:
-        usage_chunk = lambda: p.encode(self.chunk([], self.usage))  # noqa: E731
+        usage_chunk = lambda: encode(self.chunk([], self.usage))  # noqa: E731
         return chunk_stream(self.body, self.app, self.model, self._events, usage_chunk)
 
     async def _events(self, usage_field) -> AsyncGenerator[bytes, None]:
@@ -133,10 +140,10 @@ class _Completion:
                     choices.append(self.choice(delta, first=delta.index not in started))
                     started.add(delta.index)
                 if choices:
-                    yield sse_event(p.encode(self.chunk(choices, usage_field)))
+                    yield sse_event(encode(self.chunk(choices, usage_field)))
 
-    def chunk(self, choices: list[p.CompletionChoice], usage) -> p.TextCompletion:
-        return p.TextCompletion(
+    def chunk(self, choices: list[CompletionChoice], usage) -> TextCompletion:
+        return TextCompletion(
             id=self.id,
             created=self.created,
             model=self.model,

@@ -8,18 +8,25 @@ import base64
 import numpy as np
 
 from swiftserve.router.router import Router
-from swiftserve.server import protocol as p
 from swiftserve.server.errors import bad_request
 from swiftserve.server.http import HTTPRequest, JSONResponse, Response
+from swiftserve.server.protocol import decode_request, text_or_token_inputs
+from swiftserve.server.protocol_common import encode
+from swiftserve.server.protocol_embeddings import (
+    EmbeddingData,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingUsage,
+)
 
 MAX_INPUTS = 2048
 
 
 async def embeddings(request: HTTPRequest) -> Response:
-    body = p.decode_request(request.body, p.EmbeddingRequest)
+    body = decode_request(request.body, EmbeddingRequest)
     request.label(body.model)
     router: Router = request.app.router
-    inputs = p.text_or_token_inputs(body.input, "input", MAX_INPUTS)
+    inputs = text_or_token_inputs(body.input, "input", MAX_INPUTS)
     dim = router.embedding_handle(body.model).dim
     if body.dimensions is not None and body.dimensions != dim:
         raise bad_request(
@@ -33,16 +40,16 @@ async def embeddings(request: HTTPRequest) -> Response:
         data = await asyncio.to_thread(_data, vectors, body.encoding_format)
     else:
         data = _data(vectors, body.encoding_format)
-    usage = p.EmbeddingUsage(prompt_tokens=result.num_prompt_tokens, total_tokens=result.num_prompt_tokens)
+    usage = EmbeddingUsage(prompt_tokens=result.num_prompt_tokens, total_tokens=result.num_prompt_tokens)
     request.app.metrics.prompt_tokens.labels(body.model).inc(result.num_prompt_tokens)
-    return JSONResponse(p.encode(p.EmbeddingResponse(data=data, model=body.model, usage=usage)))
+    return JSONResponse(encode(EmbeddingResponse(data=data, model=body.model, usage=usage)))
 
 
-def _data(vectors: np.ndarray, encoding_format: str) -> list[p.EmbeddingData]:
+def _data(vectors: np.ndarray, encoding_format: str) -> list[EmbeddingData]:
     if encoding_format == "base64":
         little = vectors.astype("<f4", copy=False)
         return [
-            p.EmbeddingData(index=i, embedding=base64.b64encode(row.tobytes()).decode())
+            EmbeddingData(index=i, embedding=base64.b64encode(row.tobytes()).decode())
             for i, row in enumerate(little)
         ]
-    return [p.EmbeddingData(index=i, embedding=row.tolist()) for i, row in enumerate(vectors)]
+    return [EmbeddingData(index=i, embedding=row.tolist()) for i, row in enumerate(vectors)]

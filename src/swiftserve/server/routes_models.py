@@ -9,17 +9,18 @@ import msgspec
 
 from swiftserve.router.model_info import ModelInfo
 from swiftserve.router.router import Router
-from swiftserve.server import protocol
 from swiftserve.server.errors import APIError
 from swiftserve.server.http import Handler, HTTPRequest, JSONResponse, Response
+from swiftserve.server.protocol_common import encode
+from swiftserve.server.protocol_models import ConfigReload, ModelAction, ModelCard, ModelList
 from swiftserve.server.routes_pipelines import pipeline_cards
 
 MODEL_PREFIX = "/v1/models/"
 ADMIN_ACTIONS = ("load", "unload")
 
 
-def _card(info: ModelInfo, created: int) -> protocol.ModelCard:
-    return protocol.ModelCard(
+def _card(info: ModelInfo, created: int) -> ModelCard:
+    return ModelCard(
         id=info.name,
         created=created,
         kind=info.kind,
@@ -33,7 +34,7 @@ async def list_models(request: HTTPRequest) -> Response:
     app = request.app
     cards = [_card(info, app.created) for info in app.router.models()]
     cards += pipeline_cards(app.router, app.created)
-    return JSONResponse(protocol.encode(protocol.ModelList(data=cards)))
+    return JSONResponse(encode(ModelList(data=cards)))
 
 
 async def retrieve_model(request: HTTPRequest) -> Response:
@@ -42,8 +43,8 @@ async def retrieve_model(request: HTTPRequest) -> Response:
     request.label(name)
     if name in request.app.router.pipelines:
         card = next(c for c in pipeline_cards(request.app.router, request.app.created) if c.id == name)
-        return JSONResponse(protocol.encode(card))
-    return JSONResponse(protocol.encode(_card(request.app.router.info(name), request.app.created)))
+        return JSONResponse(encode(card))
+    return JSONResponse(encode(_card(request.app.router.info(name), request.app.created)))
 
 
 def model_route(path: str) -> tuple[str, dict[str, Handler]] | None:
@@ -74,16 +75,16 @@ async def model_action(request: HTTPRequest) -> Response:
     changed = await (router.load(name) if action == "load" else router.unload(name))
     info = router.info(name)
     done = {"load": "loaded", "unload": "unloaded" if changed else "already cold"}[action]
-    body = protocol.ModelAction(id=name, action=action, result=done, state=info.state)
-    return JSONResponse(protocol.encode(body))
+    body = ModelAction(id=name, action=action, result=done, state=info.state)
+    return JSONResponse(encode(body))
 
 
 async def reload_config(request: HTTPRequest) -> Response:
     result = await request.app.reload_config()
-    body = protocol.ConfigReload(
+    body = ConfigReload(
         list(result.added),
         list(result.unchanged),
         list(result.needs_restart),
         list(result.settings_need_restart),
     )
-    return JSONResponse(protocol.encode(body))
+    return JSONResponse(encode(body))

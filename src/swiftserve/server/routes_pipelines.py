@@ -7,11 +7,14 @@ from __future__ import annotations
 import msgspec
 
 from swiftserve.router.router import Router
-from swiftserve.server import protocol as p
 from swiftserve.server.errors import bad_request
 from swiftserve.server.http import Handler, HTTPRequest, JSONResponse, Response
 from swiftserve.server.params import request_limits
 from swiftserve.server.pipeline_report import pipeline_run
+from swiftserve.server.protocol import decode_request
+from swiftserve.server.protocol_common import encode
+from swiftserve.server.protocol_models import ModelCard
+from swiftserve.server.protocol_pipelines import PipelineRunRequest
 
 PIPELINE_PREFIX = "/v1/pipelines/"
 
@@ -25,16 +28,16 @@ def pipeline_route(path: str) -> tuple[str, dict[str, Handler]] | None:
 async def run_pipeline(request: HTTPRequest) -> Response:
     name = request.path[len(PIPELINE_PREFIX) :]
     request.label(name)
-    body = p.decode_request(request.body or b"{}", p.PipelineRunRequest)
+    body = decode_request(request.body or b"{}", PipelineRunRequest)
     messages = _messages(body)
     sampling = {k: getattr(body, k) for k in ("temperature", "top_p", "seed") if getattr(body, k) is not None}
     sampling.update(request_limits(body))
     router: Router = request.app.router
     result = await router.run_pipeline(name, messages, body.max_tokens, **sampling)
-    return JSONResponse(p.encode(pipeline_run(result)))
+    return JSONResponse(encode(pipeline_run(result)))
 
 
-def _messages(body: p.PipelineRunRequest) -> list[dict]:
+def _messages(body: PipelineRunRequest) -> list[dict]:
     if (body.input is msgspec.UNSET) == (body.messages is msgspec.UNSET):
         raise bad_request("Give the pipeline's input as either `input` (text) or `messages`.", param="input")
     if isinstance(body.input, str):
@@ -43,11 +46,11 @@ def _messages(body: p.PipelineRunRequest) -> list[dict]:
     return body.messages
 
 
-def pipeline_cards(router: Router, created: int) -> list[p.ModelCard]:
+def pipeline_cards(router: Router, created: int) -> list[ModelCard]:
     """The pipelines as /v1/models lists them: kind "pipeline", policy "prewarm" or "no-prewarm"."""
     cards = []
     for name in router.pipelines.names():
         spec = router.pipelines.get(name).spec
         policy = "prewarm" if spec.prewarm else "no-prewarm"
-        cards.append(p.ModelCard(id=name, created=created, kind="pipeline", policy=policy, state="ready"))
+        cards.append(ModelCard(id=name, created=created, kind="pipeline", policy=policy, state="ready"))
     return cards

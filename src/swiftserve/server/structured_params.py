@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from swiftserve.server import protocol as p
 from swiftserve.server.errors import bad_request
+from swiftserve.server.protocol import GenerationRequest
+from swiftserve.server.protocol_tools import ResponseFormat, StructuredOutputsParams
 from swiftserve.structured_outputs import StructuredOutputs, StructuredOutputsError
 
 _GUIDED = {
@@ -19,7 +20,7 @@ _GUIDED = {
 }
 
 
-def structured_outputs(body: p.GenerationRequest) -> StructuredOutputs | None:
+def structured_outputs(body: GenerationRequest) -> StructuredOutputs | None:
     sources = _sources(body)
     if len(sources) > 1:
         raise bad_request(
@@ -35,7 +36,7 @@ def structured_outputs(body: p.GenerationRequest) -> StructuredOutputs | None:
         raise bad_request(str(exc), param=exc.param) from None
 
 
-def _sources(body: p.GenerationRequest) -> dict[str, dict[str, Any]]:
+def _sources(body: GenerationRequest) -> dict[str, dict[str, Any]]:
     """Field name -> StructuredOutputs keywords, for every constraint field the body sets."""
     sources: dict[str, dict[str, Any]] = {}
     fmt = body.response_format
@@ -51,7 +52,7 @@ def _sources(body: p.GenerationRequest) -> dict[str, dict[str, Any]]:
     return sources
 
 
-def _response_format(fmt: p.ResponseFormat) -> dict[str, Any]:
+def _response_format(fmt: ResponseFormat) -> dict[str, Any]:
     if fmt.type == "json_object":
         return {"json_object": True}
     if fmt.json_schema is None or fmt.json_schema.schema is None:
@@ -62,7 +63,7 @@ def _response_format(fmt: p.ResponseFormat) -> dict[str, Any]:
     return {"json": fmt.json_schema.schema}
 
 
-def _structured_outputs_object(so: p.StructuredOutputsParams) -> dict[str, Any]:
+def _structured_outputs_object(so: StructuredOutputsParams) -> dict[str, Any]:
     fields: dict[str, Any] = {
         kind: value
         for kind, value in (

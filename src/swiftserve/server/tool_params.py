@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from swiftserve.router.tool_format import Tool
 from swiftserve.router.tool_formats import DEFAULT, ToolFormat
 from swiftserve.router.tool_grammar import auto_constraint, forced_constraint
-from swiftserve.server import protocol as p
 from swiftserve.server.errors import bad_request
+from swiftserve.server.protocol_chat import ChatCompletionRequest, ChatMessage
+from swiftserve.server.protocol_tools import NamedToolChoice
 from swiftserve.structured_outputs import StructuredOutputs
 
 
@@ -22,7 +23,7 @@ class ToolPlan:
     fmt: ToolFormat = DEFAULT
 
 
-def tool_plan(body: p.ChatCompletionRequest, fmt: ToolFormat = DEFAULT) -> ToolPlan | None:
+def tool_plan(body: ChatCompletionRequest, fmt: ToolFormat = DEFAULT) -> ToolPlan | None:
     """None when the request offers no tools, or tool_choice is `none` (then the prompt has none)."""
     choice = body.tool_choice
     if not body.tools:
@@ -40,7 +41,7 @@ def tool_plan(body: p.ChatCompletionRequest, fmt: ToolFormat = DEFAULT) -> ToolP
         return ToolPlan(tools, False, auto_constraint(fmt, tools, parallel), fmt)
     if choice == "required":
         return ToolPlan(tools, True, forced_constraint(fmt, tools, parallel), fmt)
-    assert isinstance(choice, p.NamedToolChoice)
+    assert isinstance(choice, NamedToolChoice)
     named = [t for t in tools if t.name == choice.function.name]
     if not named:
         raise bad_request(
@@ -51,7 +52,7 @@ def tool_plan(body: p.ChatCompletionRequest, fmt: ToolFormat = DEFAULT) -> ToolP
 
 
 def template_tool_message(
-    i: int, message: p.ChatMessage, content: str | None, fmt: ToolFormat = DEFAULT
+    i: int, message: ChatMessage, content: str | None, fmt: ToolFormat = DEFAULT
 ) -> dict:
     """A history message of tool calling, in the model's tool-call format: an assistant's calls,
     or a tool's result."""
