@@ -26,9 +26,13 @@ logger = logging.getLogger(__name__)
 
 # Measured crossover on a 2-core Zen 4 (cpu_bench.py): at 16 rows torch's GEMM is level or ahead.
 MAX_ROWS = 8
-# Without native bf16 (2-core AVX2 EPYC, /tmp measurements in the commit): _C 1.1 ms against
-# 1.6 ms widened at 16 rows of SmolLM2's gate_up, 2.9 against 1.6 ms at 32.
-MAX_ROWS_WIDENED = 16
+# Without native bf16, the rows _C keeps per vector flavour (_C.isa), 2-core AVX2 EPYC: the
+# portable flavour 1.1 ms against 1.6 ms widened at 16 rows of SmolLM2's gate_up, 2.9 against 1.6
+# at 32; the AVX2 flavour ahead through 64 rows on every projection of SmolLM2, Gemma 3 270M and
+# a 1B Llama (1.1-1.5x at 64), level at 96, behind from 128 (0.7-0.9x). AVX-512 without native
+# bf16 is unmeasured and keeps the portable figure.
+MAX_ROWS_WIDENED = {"avx2": 64}
+MAX_ROWS_WIDENED_DEFAULT = 16
 # float32 bytes of weight widened at a time: the slice is still in cache when the GEMM reads it
 # (a 49152-row lm_head: 20 ms in 2 MiB slices, 94 ms widened whole and 113 MiB transient).
 WIDEN_BYTES = 2 << 20
@@ -69,7 +73,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     native.unsupported("linear", supports_linear(x, weight, bias))
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
     widen = x.dtype is torch.bfloat16 and not has_native_bf16_matmul()
-    if rows > (MAX_ROWS_WIDENED if widen else MAX_ROWS):
+    if rows > (max_rows_widened() if widen else MAX_ROWS):
         return widened_gemm(x, weight, bias) if widen else gemm(x, weight, bias)
     x2 = x if x.dim() == 2 else x.reshape(rows, x.shape[-1])
     x_stride = x2.stride()
@@ -94,6 +98,11 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return out if x.dim() == 2 else out.reshape(*x.shape[:-1], n)
 
 
+def max_rows_widened() -> int:
+    """The most bf16 rows _C runs where bf16 is emulated, for the flavour its kernels run now."""
+    return MAX_ROWS_WIDENED.get(native.flavour(), MAX_ROWS_WIDENED_DEFAULT)
+
+
 def widened_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """x @ weight^T (+ bias) in float32, rounded once to x's dtype, widening WIDEN_BYTES of weight
     rows at a time: what a bf16 GEMM computes (fp32 sums, one rounding), where bf16 is emulated."""
@@ -113,5 +122,5 @@ def _log_widening() -> None:
     logger.info(
         "this CPU has no native bf16 matmul (no AVX512-BF16 or AMX): bf16 matmuls of more than %d "
         "rows run in float32, which torch computes ~6x faster here",
-        MAX_ROWS_WIDENED,
+        max_rows_widened(),
     )

@@ -65,6 +65,11 @@ def status() -> str:
     return f"native C++, {build}, {isa}, {_C.num_threads()} threads"
 
 
+def flavour() -> str | None:
+    """The vector flavour the kernels run now (an ISA_NAMES key), or None without _C."""
+    return None if _C is None else _C.isa
+
+
 def has(name: str) -> bool:
     """Whether this _C has the optional function `name` (see OPTIONAL)."""
     return _C is not None and hasattr(_C, name)
@@ -92,6 +97,8 @@ def required_parameters(fn) -> tuple[str, ...]:
 class GenericC:
     """`c` (a _C) with every kernel that has a vector flavour called with generic=True: the same
     build running the portable Generic flavour instead of its native one (AVX-512 or AVX2)."""
+
+    isa = "generic"
 
     def __init__(self, c) -> None:
         self._c = c

@@ -106,14 +106,17 @@ def test_large_batches_use_gemm_and_float16_is_refused(monkeypatch):
     assert empty.shape == (0, 9)
 
 
-@pytest.mark.parametrize("shape", [(17, 33), (40, 100), (2, 9, 576)])
+@pytest.mark.parametrize("shape", [(1, 33), (24, 100), (2, 1, 576)])
 @pytest.mark.parametrize("bias", [False, True])
 def test_bf16_without_native_bf16_is_widened(monkeypatch, shape, bias):
-    """Where bf16 is emulated, more than MAX_ROWS_WIDENED rows run in float32 over slices of
+    """Where bf16 is emulated, more than max_rows_widened() rows run in float32 over slices of
     weight rows (WIDEN_BYTES shrunk to the 16-row floor: 37 rows in slices of 16, 16 and 5),
-    rounded once: equal to a float32 matmul rounded to bf16."""
+    rounded once: equal to a float32 matmul rounded to bf16. `shape`'s second-last size is added
+    to the flavour's limit (1, 24 rows past it; 2 x (half the limit + 1))."""
     monkeypatch.setattr(cpp_linear, "has_native_bf16_matmul", lambda: False)
     monkeypatch.setattr(cpp_linear, "WIDEN_BYTES", 64)
+    limit = cpp_linear.max_rows_widened()
+    shape = (*shape[:-2], shape[-2] + (limit // 2 if len(shape) == 3 else limit), shape[-1])
     k = shape[-1]
     x, weight = _rand(shape, torch.bfloat16, 0), _rand((37, k), torch.bfloat16, 1)
     b = _rand((37,), torch.bfloat16, 2) if bias else None
@@ -125,19 +128,26 @@ def test_bf16_without_native_bf16_is_widened(monkeypatch, shape, bias):
 
 
 def test_widening_starts_past_max_rows_widened(monkeypatch):
-    """Up to MAX_ROWS_WIDENED rows _C runs (it is ahead there), past it the float32 GEMM."""
+    """Up to max_rows_widened() rows _C runs (it is ahead there), past it the float32 GEMM."""
     monkeypatch.setattr(cpp_linear, "has_native_bf16_matmul", lambda: False)
     calls = []
     monkeypatch.setattr(
         cpp_linear, "gemm", lambda *a: calls.append(a[0].dtype) or torch.nn.functional.linear(*a)
     )
     weight = _rand((9, 33), torch.bfloat16, 1)
-    cpp_linear.linear(_rand((cpp_linear.MAX_ROWS_WIDENED, 33), torch.bfloat16, 0), weight)
+    limit = cpp_linear.max_rows_widened()
+    cpp_linear.linear(_rand((limit, 33), torch.bfloat16, 0), weight)
     assert calls == []
-    cpp_linear.linear(_rand((cpp_linear.MAX_ROWS_WIDENED + 1, 33), torch.bfloat16, 0), weight)
+    cpp_linear.linear(_rand((limit + 1, 33), torch.bfloat16, 0), weight)
     assert calls == [torch.float32]
     cpp_linear.linear(_rand((cpp_linear.MAX_ROWS + 1, 33), torch.float32, 0), weight.float())
     assert calls == [torch.float32, torch.float32]  # float32 past MAX_ROWS: gemm as it is
+
+
+def test_the_widening_limit_follows_the_flavour(flavour):
+    """The AVX2 flavour keeps 64 rows (measured ahead of the widening there), the portable 16."""
+    expected = {"avx2": 64, "generic": 16}.get(cpp_native.flavour(), cpp_linear.MAX_ROWS_WIDENED_DEFAULT)
+    assert cpp_linear.max_rows_widened() == expected
 
 
 def test_bad_inputs_raise_value_error():

@@ -139,6 +139,42 @@ def test_unload_right_after_a_dropped_stream_frees_the_memory(scaled):
         assert loaded - scaled.rss() > 0.7 * weights, (loaded, scaled.rss())
 
 
+def test_a_model_that_follows_in_sessions_is_prewarmed(scaled):
+    """Three sessions (x-session-id, or the body's `user`) of a chat then an embedding teach the
+    server that the embedder follows the chat model (followers' defaults: 3 calls, half of them);
+    in the fourth, the chat alone starts the cold embedder's load, counted in the metrics. A chat
+    with no session teaches nothing."""
+    prewarms = f'swiftserve_follower_prewarms_total{{after="{CHAT}",model="{EMBED}"}}'
+    chat = {"model": CHAT, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+    for session in ("s1", "s2", "s3", "s4"):
+        _unload(scaled, EMBED)
+        by_header = session != "s2"
+        headers = {"x-session-id": session} if by_header else {}
+        body = chat if by_header else {**chat, "user": session}
+        reply = httpx.post(scaled.url + "/v1/chat/completions", json=body, headers=headers, timeout=120)
+        assert reply.status_code == 200, reply.text
+        if session == "s4":
+            break
+        assert scaled.states()[EMBED] == "cold"
+        embed = {"model": EMBED, "input": "hi"} | ({} if by_header else {"user": session})
+        assert (
+            httpx.post(scaled.url + "/v1/embeddings", json=embed, headers=headers, timeout=120).status_code
+            == 200
+        )
+    assert scaled.states()[EMBED] in ("loading", "resident")
+    assert scaled.metric(prewarms) == 1
+    scaled.wait_state(EMBED, "resident")
+    _unload(scaled, EMBED)
+    assert scaled.chat("Hi").status_code == 200  # no session: nothing starts
+    assert scaled.states()[EMBED] == "cold" and scaled.metric(prewarms) == 1
+
+
+def _unload(server: Server, model: str) -> None:
+    reply = httpx.post(f"{server.url}/v1/models/{model}/unload", timeout=60)
+    assert reply.status_code == 200, reply.text
+    assert server.states()[model] == "cold"
+
+
 def test_shutdown_with_a_stream_in_flight_aborts_it_cleanly(smollm_dir):
     """SIGTERM while a client streams: the client gets an error event, the server exits 0 and
     logs no error (was: `engine shutdown failed` with a ModelInUseError traceback)."""

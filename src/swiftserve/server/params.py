@@ -47,10 +47,20 @@ def sampling_fields(
     }
 
 
-def request_limits(body: GenerationRequest | PipelineRunRequest) -> dict[str, Any]:
-    """The router's priority and timeout keywords; None (unset) leaves them to the model's,
-    pipeline's or server's defaults."""
-    return {"priority": body.priority, "timeout": body.timeout}
+# The header that names a client's session (as the Ray ingress routes by); else the body's `user`.
+SESSION_HEADER = "x-session-id"
+
+
+def request_limits(body: GenerationRequest | PipelineRunRequest, headers: dict[str, str]) -> dict[str, Any]:
+    """The router's priority, timeout and session keywords; None (unset) leaves priority and
+    timeout to the model's, pipeline's or server's defaults, and the request out of any session."""
+    return {"priority": body.priority, "timeout": body.timeout, "session": request_session(body, headers)}
+
+
+def request_session(body: Any, headers: dict[str, str]) -> str | None:
+    """The client's session: the x-session-id header, else OpenAI's `user` field (router/followers.py
+    learns which model follows which within one)."""
+    return headers.get(SESSION_HEADER) or getattr(body, "user", None) or None
 
 
 def explicit_sampling_fields(body: Any) -> dict[str, Any]:

@@ -66,7 +66,7 @@ async def chat_completions(request: HTTPRequest) -> Response:
                 "A pipeline answers without tools.", param="tools", code="unsupported_parameter"
             )
         return await pipeline_chat(request, body, messages, requested)
-    limits = request_limits(body)
+    limits = request_limits(body, request.headers)
     stream = await router.open_chat(
         body.model, messages, requested, template_kwargs=template_kwargs, **limits, **sampling
     )
@@ -88,7 +88,7 @@ async def pipeline_chat(
     if body.logprobs or body.prompt_logprobs is not None:
         raise bad_request("A pipeline answers without logprobs.", param="logprobs")
     router: Router = request.app.router
-    sampling = {**explicit_sampling_fields(body), **request_limits(body)}
+    sampling = {**explicit_sampling_fields(body), **request_limits(body, request.headers)}
     if body.stream:
         opened = await router.open_pipeline(body.model, messages, requested, **sampling)
         stream = GenerationStream(body.model, opened.n, [[]], with_upstream_usage(opened))

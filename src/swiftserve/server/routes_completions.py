@@ -40,7 +40,7 @@ async def completions(request: HTTPRequest) -> Response:
     wanted = [k for k in (body.logprobs if body.echo else None, body.prompt_logprobs) if k is not None]
     sampling = sampling_fields(body, logprobs=body.logprobs, prompt_logprobs=max(wanted, default=None))
     router: Router = request.app.router
-    limits = request_limits(body)
+    limits = request_limits(body, request.headers)
     stream = await router.open_completion(body.model, prompts, body.max_tokens, **limits, **sampling)
     completion = _Completion(request, body, stream)
     if body.stream:

@@ -10,6 +10,7 @@ import numpy as np
 from swiftserve.router.router import Router
 from swiftserve.server.errors import bad_request
 from swiftserve.server.http import HTTPRequest, JSONResponse, Response
+from swiftserve.server.params import request_session
 from swiftserve.server.protocol import decode_request, text_or_token_inputs
 from swiftserve.server.protocol_common import encode
 from swiftserve.server.protocol_embeddings import (
@@ -34,7 +35,7 @@ async def embeddings(request: HTTPRequest) -> Response:
             f"{dim}-dimensional embeddings.",
             param="dimensions",
         )
-    result = await router.embed(body.model, inputs)
+    result = await router.embed(body.model, inputs, request_session(body, request.headers))
     vectors = np.asarray(result.embeddings, dtype=np.float32)
     if len(inputs) > 16:
         data = await asyncio.to_thread(_data, vectors, body.encoding_format)

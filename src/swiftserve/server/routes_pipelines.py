@@ -31,7 +31,7 @@ async def run_pipeline(request: HTTPRequest) -> Response:
     body = decode_request(request.body or b"{}", PipelineRunRequest)
     messages = _messages(body)
     sampling = {k: getattr(body, k) for k in ("temperature", "top_p", "seed") if getattr(body, k) is not None}
-    sampling.update(request_limits(body))
+    sampling.update(request_limits(body, request.headers))
     router: Router = request.app.router
     result = await router.run_pipeline(name, messages, body.max_tokens, **sampling)
     return JSONResponse(encode(pipeline_run(result)))
