@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-SESSION_HEADER = "x-session-id"
+from swiftserve.server.session_header import SESSION_HEADER
 
 
 @dataclass(frozen=True)

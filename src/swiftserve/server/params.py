@@ -16,6 +16,7 @@ from swiftserve.server.errors import bad_request
 from swiftserve.server.protocol import GenerationRequest
 from swiftserve.server.protocol_chat import ChatMessage, ContentPart
 from swiftserve.server.protocol_pipelines import PipelineRunRequest
+from swiftserve.server.session_header import SESSION_HEADER
 from swiftserve.server.structured_params import structured_outputs
 from swiftserve.server.tool_params import template_tool_message
 
@@ -45,10 +46,6 @@ def sampling_fields(
         "prompt_logprobs": prompt_logprobs,
         "structured_outputs": structured_outputs(body),
     }
-
-
-# The header that names a client's session (as the Ray ingress routes by); else the body's `user`.
-SESSION_HEADER = "x-session-id"
 
 
 def request_limits(body: GenerationRequest | PipelineRunRequest, headers: dict[str, str]) -> dict[str, Any]:
