@@ -61,6 +61,7 @@ RANK = {layer: len(LAYER_ORDER) - i for i, layer in enumerate(LAYER_ORDER)}
 LAYERS = {
     "swiftserve": "entry",  # the package __init__: the public API, lazily reaching into engine/
     "swiftserve.cli": "entry",
+    "swiftserve.cli_parser": "entry",
     "swiftserve.doctor": "entry",
     "swiftserve.ray": "ray",
     "swiftserve.server": "server",

@@ -6,7 +6,7 @@ import pytest
 from swiftserve.router.router_config import RouterConfig
 from swiftserve.router.runtime import RouterRuntime
 
-from swiftserve.cli import build_parser
+from swiftserve.cli_parser import build_parser
 
 MODEL = ("a=smollm2-135m-instruct",)
 

@@ -12,7 +12,7 @@ from swiftserve.router.load_gate import LoadGate
 from swiftserve.router.router_config import RouterConfig
 from swiftserve.router.runtime import RouterRuntime
 
-from swiftserve.cli import build_parser
+from swiftserve.cli_parser import build_parser
 from tests.router.test_model_pool import MB, FakeModel, _pool
 
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from swiftserve.router.router_config import RouterConfig
 
-from swiftserve.cli import build_parser
+from swiftserve.cli_parser import build_parser
 from swiftserve.server.launch import DEFAULT_MAX_TOKENS
 
 pytestmark = pytest.mark.slow

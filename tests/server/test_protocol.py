@@ -9,7 +9,7 @@ import pytest
 from swiftserve.router.router_config import RouterConfig
 from swiftserve.scheduler.memory_budget import parse_bytes
 
-from swiftserve.cli import build_parser
+from swiftserve.cli_parser import build_parser
 from swiftserve.server.errors import APIError, from_validation_error
 from swiftserve.server.launch import ServeConfig
 from swiftserve.server.protocol import decode_request
