@@ -59,10 +59,7 @@ class PoolLoads:
         ticket = self.ledger.new_ticket()  # the newest: any request's load goes ahead of a guess's
         decision = self.ledger.admit(name, ticket)
         assert decision.admitted and not (decision.evict or decision.wait_for or decision.shrink)
-        entry = entry_of(self._entries, name)
-        entry.load_task = asyncio.create_task(self._load(name, decision, ticket), name=f"load-{name}")
-        entry.load_task.add_done_callback(_retrieve_exception)  # nobody may await a guess's load
-        self.changes.notify()
+        self._begin(name, decision, ticket)
         return True
 
     async def _start(self, name: str, ticket: int) -> tuple[asyncio.Task | None, bool]:
@@ -87,10 +84,18 @@ class PoolLoads:
                 continue
             decision = self.ledger.admit(name, ticket)
             if decision.admitted:
-                entry.load_task = asyncio.create_task(self._load(name, decision, ticket), name=f"load-{name}")
-                self.changes.notify()  # loads refused while this one went first may go now
-                return entry.load_task, True
+                return self._begin(name, decision, ticket), True
             await self.changes.wait(name, deadline, decision.reason)
+
+    def _begin(self, name: str, decision: LoadDecision, ticket: int) -> asyncio.Task:
+        """The task that loads the admitted `name`. Its failure is logged and kept as the model's
+        last_error, and whoever awaits the task gets it; a load nobody awaits (a pre-warm or a
+        guess whose request ended first) must not also be reported as never retrieved."""
+        entry = entry_of(self._entries, name)
+        entry.load_task = asyncio.create_task(self._load(name, decision, ticket), name=f"load-{name}")
+        entry.load_task.add_done_callback(_retrieve_exception)
+        self.changes.notify()  # loads refused while this one went first may go now
+        return entry.load_task
 
     async def _load(self, name: str, decision: LoadDecision, ticket: int) -> None:
         entry = self._entries[name]
