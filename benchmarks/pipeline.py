@@ -112,23 +112,28 @@ async def all_cold(server: Server) -> None:
 
 @dataclass(frozen=True)
 class Load:
-    """One model's load alone, medians: wall seconds and the process's CPU seconds meanwhile."""
+    """One model's load alone, medians: wall seconds and the process's CPU seconds meanwhile; and
+    its unload's wall seconds (on the event loop: every request in flight waits that long)."""
 
     wall_s: float
     cpu_s: float
+    unload_s: float
 
 
 async def single_loads(server: Server, repeats: int) -> dict[str, Load]:
     loads = {}
     for name in MODELS:
-        walls, cpus = [], []
+        walls, cpus, unloads = [], [], []
         for _ in range(repeats):
             await all_cold(server)
             start, cpu = time.perf_counter(), time.process_time()
             await server.load(name)
             walls.append(time.perf_counter() - start)
             cpus.append(time.process_time() - cpu)
-        loads[name] = Load(statistics.median(walls), statistics.median(cpus))
+            start = time.perf_counter()
+            await server.unload(name)
+            unloads.append(time.perf_counter() - start)
+        loads[name] = Load(statistics.median(walls), statistics.median(cpus), statistics.median(unloads))
     return loads
 
 
@@ -238,7 +243,8 @@ async def cascades(corpus: Path, snapshots: bool, repeats: int, limits: list[int
             for name in ("three", "five"):
                 rows.append({"parallel_loads": limit, **await cascade(s, name, loads, repeats)})
     source = "snapshot" if snapshots else "folder"
-    table = {k: {"wall_s": round(v.wall_s, 4), "cpu_s": round(v.cpu_s, 4)} for k, v in loads.items()}
+    table = {k: {"wall_s": round(v.wall_s, 4), "cpu_s": round(v.cpu_s, 4), "unload_s": round(v.unload_s, 4)}
+             for k, v in loads.items()}  # fmt: skip
     return table, [{"loads_from": source, **row} for row in rows]
 
 

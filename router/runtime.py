@@ -35,6 +35,7 @@ from swiftserve.router.router_config import RouterConfig
 from swiftserve.engine.chat_model import LocalChatModel
 from swiftserve.engine.device_executor import DeviceExecutor
 from swiftserve.engine.embedding_model import LocalEmbeddingModel
+from swiftserve.engine.memory import freeze_startup_heap, thaw_startup_heap
 from swiftserve.engine.served_model import ServedModel
 from swiftserve.loader.model_source import resolve_source
 
@@ -66,6 +67,7 @@ class RouterRuntime:
         self._served: dict[str, ModelConfig] = {}
         self._file_pipelines: list[PipelineSpec] = []  # served from the config file
         self._reload_lock = asyncio.Lock()
+        self._heap_frozen = False  # engine/memory.freeze_startup_heap, undone by stop
 
     async def start(self) -> None:
         """Registers every model and loads the pinned ones; raises if one cannot be served."""
@@ -77,6 +79,9 @@ class RouterRuntime:
         for pipeline in self.config.pipelines:
             await self.router.add_pipeline(pipeline)
         self._file_pipelines = list(self.config.file.pipelines if self.config.file else ())
+        if not self._heap_frozen:  # an unload's collection then walks what was made since
+            freeze_startup_heap()
+            self._heap_frozen = True
 
     async def reload_config(self) -> ReloadResult:
         """Adds the config file's new models (see the module docstring); ConfigError for a bad
@@ -166,6 +171,9 @@ class RouterRuntime:
     async def stop(self) -> None:
         await self.router.shutdown()
         await asyncio.to_thread(self.executor.stop)
+        if self._heap_frozen:
+            thaw_startup_heap()
+            self._heap_frozen = False
 
 
 @dataclass(frozen=True)
