@@ -3,12 +3,16 @@ model's first token against Ray's own scale from zero. Prints a table and writes
 
     python -P benchmarks/ray_serve.py [--requests 40] [--trace 48] [--out benchmarks/results/ray_serve.json]
 
-1. hop: one replica (chat + embeddings pinned) through Ray (HTTP proxy -> ingress -> replica)
+1. hop: one replica (chat + embeddings pinned) through Ray (HAProxy -> ingress -> replica)
    against `swiftserve launch` with the same models hit directly over HTTP; small embedding
    requests and GET /v1/models, sequential (latency) and 4 at a time (throughput); and the two
    handle call shapes A/B (call_shapes: unary against streaming, the same request and replica);
    with --same-loop-ab, the Ray half again on a Ray started with Ray Serve's default thread
-   switches instead of ours (serve_env.py).
+   switches instead of ours (serve_env.py), and with --proxy-ab through Ray's Python proxy
+   instead of HAProxy (ours by default: one Ray call fewer per request). Beside them, on the
+   same Ray, Ray's own floor: bare deployments answering a constant through one hop and through
+   two (bare_apps), so that what the hop costs us above Ray itself is seen apart from what Ray
+   costs on this host.
 2. skew: two replicas, three on-demand models under a budget that holds two of them per replica
    (SmolLM2-135M, gemma-3-270m, MiniLM), a Zipf-skewed trace, 2 clients: our routing against Ray's
    default (power of two choices with model multiplexing, 2 models per replica); cold loads
@@ -162,6 +166,11 @@ def hop(port: int, n: int, serve_envs: dict[str, dict[str, str]]) -> dict:
             results[f"hop_p50_ms/{label}/{name}"] = (
                 results[f"{label}/{name}/seq"]["p50_ms"] - results[f"direct/{name}/seq"]["p50_ms"]
             )
+        # What of the hop is ours: our relay and replica against Ray's own two hops, both
+        # answering GET with a small JSON list.
+        results[f"ours_above_bare_2hop_p50_ms/{label}/models"] = (
+            results[f"{label}/models/seq"]["p50_ms"] - results[f"{label}/bare-2hop/seq"]["p50_ms"]
+        )
     return results
 
 
@@ -173,7 +182,7 @@ def ray_hop(port: int, n: int, kinds: dict, label: str, env: dict[str, str]) -> 
     from swiftserve.ray.replica_config import ReplicaSetConfig
     from swiftserve.ray.spec import ServeSpec
 
-    os.environ.update(env)  # explicit either way: deploy() would set SAME_LOOP_ENV's by default
+    os.environ.update(env)  # explicit either way: deploy() would set serve_env()'s by default
     spec = ServeSpec(
         router_config((CHAT, EMBED)), ReplicaSetConfig(num_replicas=1, num_cpus=1), app_name="hop"
     )
@@ -185,6 +194,7 @@ def ray_hop(port: int, n: int, kinds: dict, label: str, env: dict[str, str]) -> 
         results[f"{label}/{name}/x4"] = asyncio.run(timed_requests(base, c, 4))
     shapes = call_shapes(spec.app_name, n)
     results.update({f"{label}/{key}": value for key, value in shapes.items()})
+    results.update(ray_floor(port, n, label))
     serve.shutdown()
     ray.shutdown()
     return results
@@ -218,6 +228,51 @@ def call_shapes(app_name: str, n: int) -> dict:
                 latencies[name].append(time.perf_counter() - start)
     out = {f"handle/models/{name}": summary(lat, sum(lat)) for name, lat in latencies.items()}
     return out
+
+
+BARE_BODY = {"object": "list", "data": [{"id": CHAT, "object": "model"}, {"id": EMBED, "object": "model"}]}
+
+
+def bare_apps():
+    """Ray Serve with nothing of ours: one deployment answering a constant (proxy -> deployment),
+    and an ingress asking it through a handle (proxy -> ingress -> deployment: Ray Serve LLM's
+    own shape, and ours). What they cost on this host is Ray's floor under our hop."""
+    from ray import serve
+    from starlette.responses import JSONResponse
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0})
+    class Constant:
+        async def __call__(self, request) -> JSONResponse:
+            return JSONResponse(BARE_BODY)
+
+        async def answer(self) -> dict:
+            return BARE_BODY
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0})
+    class Front:
+        def __init__(self, constant) -> None:
+            self.constant = constant
+
+        async def __call__(self, request) -> JSONResponse:
+            return JSONResponse(await self.constant.answer.remote())
+
+    return {"bare-1hop": Constant.bind(), "bare-2hop": Front.bind(Constant.bind())}
+
+
+def ray_floor(port: int, n: int, label: str) -> dict:
+    """GET on the bare apps (bare_apps), beside ours on the same Ray, sequential and 4 at a time."""
+    from ray import serve
+
+    results = {}
+    for name, app in bare_apps().items():
+        serve.run(app, name=name, route_prefix=f"/{name}")
+        calls = [("GET", f"/{name}", None)] * n
+        base = f"http://127.0.0.1:{port}"
+        asyncio.run(timed_requests(base, calls[:5], 1))
+        results[f"{label}/{name}/seq"] = asyncio.run(timed_requests(base, calls, 1))
+        results[f"{label}/{name}/x4"] = asyncio.run(timed_requests(base, calls, 4))
+        serve.delete(name)
+    return results
 
 
 # ---------------------------------------------------------------- 2. a skewed multi-model trace
@@ -376,6 +431,11 @@ def main() -> int:
         action="store_true",
         help="hop: also through a Ray started with Ray Serve's default switches (serve_env.py)",
     )
+    parser.add_argument(
+        "--proxy-ab",
+        action="store_true",
+        help="hop: also through Ray's Python proxy instead of HAProxy (serve_env.py)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("PYTHONSAFEPATH", "1")  # the Ray workers: the repo's kernels/ stays off sys.path
     import ray
@@ -386,9 +446,13 @@ def main() -> int:
     results: dict = {"host": f"{os.cpu_count()} vCPU, shared", "predict": {}}
     try:
         if "hop" not in skip:
-            from swiftserve.ray.serve_env import RAY_DEFAULT_ENV, SAME_LOOP_ENV
+            from swiftserve.ray.serve_env import RAY_DEFAULT_ENV, serve_env
 
-            envs = {"ray": SAME_LOOP_ENV, **({"ray-defaults": RAY_DEFAULT_ENV} if args.same_loop_ab else {})}
+            envs = {"ray": serve_env("haproxy")}
+            if args.proxy_ab:
+                envs["ray-python-proxy"] = serve_env("ray")
+            if args.same_loop_ab:
+                envs["ray-defaults"] = RAY_DEFAULT_ENV
             results["hop"] = hop(port, args.requests, envs)
         if "skew" not in skip:
             results["skew"] = skew(port, args.trace)
@@ -412,7 +476,8 @@ def print_table(results: dict) -> None:
             line = f"p50 {value['p50_ms']:7.2f} ms  p95 {value['p95_ms']:7.2f} ms"
             print(f"  {key:36s} {line}  {value['req_per_s']:7.1f} req/s")
         else:
-            print(f"  {key:36s} {value:+7.2f} ms (Ray - direct)")
+            what = "(ours - bare Ray)" if key.startswith("ours_above") else "(Ray - direct)"
+            print(f"  {key:36s} {value:+7.2f} ms {what}")
     skew_results = results.get("skew", {})
     if skew_results:
         print(f"  skewed trace {skew_results['trace']}")

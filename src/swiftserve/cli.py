@@ -98,8 +98,8 @@ def _launch(args) -> int:
     )
     if args.ray:
         return _launch_on_ray(args, router)
-    if args.address or args.num_cpus or args.num_replicas:
-        raise ValueError("--address, --num-cpus and --num-replicas go with --ray")
+    if args.address or args.num_cpus or args.num_replicas or args.ray_proxy:
+        raise ValueError("--address, --num-cpus, --num-replicas and --ray-proxy go with --ray")
     config = ServeConfig(
         router, host=args.host, port=args.port, api_key=args.api_key, max_body_bytes=args.max_body_bytes
     )
@@ -110,7 +110,7 @@ def _launch_on_ray(args, router: RouterConfig) -> int:
     # The only import of swiftserve.ray: a launch without --ray never loads it (or Ray).
     from swiftserve.ray.launch import RayFlags, launch_on_ray, serve_spec
 
-    flags = RayFlags(args.address, args.num_cpus, args.num_replicas)
+    flags = RayFlags(args.address, args.num_cpus, args.num_replicas, args.ray_proxy or "haproxy")
     spec = serve_spec(router, flags, args.api_key, args.max_body_bytes)
     return launch_on_ray(spec, flags, args.host, args.port)
 

@@ -180,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-replicas", type=_positive_int, help="with --ray: replicas (default: the config file's, else 1)"
     )
     launch.add_argument(
+        "--ray-proxy",
+        choices=("haproxy", "ray"),
+        help="with --ray: the HTTP proxy a local Ray starts: HAProxy, one Ray call fewer per request "
+        "(default), or Ray Serve's Python proxy; a cluster joined keeps its own",
+    )
+    launch.add_argument(
         "--default-max-tokens",
         type=_positive_int,
         default=DEFAULT_MAX_TOKENS,

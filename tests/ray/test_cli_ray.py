@@ -10,7 +10,12 @@ from swiftserve.ray.launch import RayFlags, serve_spec
 
 def test_ray_flags_without_ray_are_an_error(capsys):
     assert main(["launch", "--num-replicas", "2"]) == 2
-    assert "--address, --num-cpus and --num-replicas go with --ray" in capsys.readouterr().err
+    assert "--address, --num-cpus, --num-replicas and --ray-proxy go with --ray" in capsys.readouterr().err
+
+
+def test_the_ray_proxy_flag_without_ray_is_an_error(capsys):
+    assert main(["launch", "--ray-proxy", "ray"]) == 2
+    assert "--ray-proxy go with --ray" in capsys.readouterr().err
 
 
 def test_the_spec_takes_the_file_s_replicas_and_the_flag_wins(tmp_path):

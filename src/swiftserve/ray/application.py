@@ -1,12 +1,13 @@
 """The Ray Serve application, and `swiftserve launch --ray`: deploy it on a local Ray or a cluster.
 
     ingress (1 replica, no CPU reserved)  ──handle, ResidencyRouter──►  SwiftServeReplica x N
-    OpenAI API over Ray's HTTP proxy                                      each a whole swiftserve
+    OpenAI API behind HAProxy (or Ray's                                   each a whole swiftserve
+    HTTP proxy)
 
 1. `build_app(spec)`: the replica deployment with its options (deployment_options.py) and the
    ingress bound to its handle.
 2. `launch(spec, address)`: connects to the cluster at `address` (None: starts a local Ray sized
-   by --num-cpus, with Ray Serve's same-loop switches: serve_env.py), checks that it can place
+   by --num-cpus, with Ray Serve's same-loop switches and HAProxy: serve_env.py), checks that it can place
    the replicas that always run (placement.py), starts Serve's HTTP proxy on host:port and
    deploys without waiting (the ingress answers 503 until a replica is ready), then prints one
    ready line once a replica is, and serves until a signal.
@@ -38,13 +39,15 @@ INGRESS_MAX_ONGOING_REQUESTS = 1000
 class ClusterOptions:
     """address: an existing cluster ("auto", "ray://host:10001", ...; None: start a local Ray).
     num_cpus, object_store_bytes: the local Ray's size (ignored when joining). host, port: where
-    Serve's HTTP proxy listens."""
+    Serve's HTTP proxy listens. proxy: which one a local Ray starts, "haproxy" or "ray" (its
+    Python proxy; serve_env.py); a cluster joined keeps the one it was started with."""
 
     address: str | None = None
     num_cpus: int | None = None
     object_store_bytes: int | None = None
     host: str = "127.0.0.1"
     port: int = 8000
+    proxy: str = "haproxy"
 
 
 def build_app(spec: ServeSpec) -> serve.Application:
@@ -64,7 +67,7 @@ def connect(cluster: ClusterOptions) -> None:
     if cluster.address is not None:
         ray.init(address=cluster.address, log_to_driver=False)
         return
-    apply_serve_env()  # before the local Ray starts: its processes inherit this environment
+    apply_serve_env(cluster.proxy)  # before the local Ray starts: its processes inherit it
     ray.init(
         num_cpus=cluster.num_cpus,
         object_store_memory=cluster.object_store_bytes,

@@ -18,11 +18,13 @@ from swiftserve.router.router_config import RouterConfig
 @dataclasses.dataclass(frozen=True)
 class RayFlags:
     """address: join this cluster (None: start a local Ray). num_cpus: the local Ray's CPUs.
-    num_replicas: overrides the file's replicas.num_replicas (the only setting without a file)."""
+    num_replicas: overrides the file's replicas.num_replicas (the only setting without a file).
+    proxy: the HTTP proxy a local Ray starts ("haproxy" or "ray")."""
 
     address: str | None = None
     num_cpus: int | None = None
     num_replicas: int | None = None
+    proxy: str = "haproxy"
 
 
 def serve_spec(router: RouterConfig, flags: RayFlags, api_key: str | None, max_body_bytes: int) -> ServeSpec:
@@ -41,4 +43,4 @@ def launch_on_ray(spec: ServeSpec, flags: RayFlags, host: str, port: int) -> int
         raise ValueError("--ray needs Ray Serve: pip install 'swiftserve[ray]'")
     from swiftserve.ray.application import ClusterOptions, launch
 
-    return launch(spec, ClusterOptions(flags.address, flags.num_cpus, None, host, port))
+    return launch(spec, ClusterOptions(flags.address, flags.num_cpus, None, host, port, flags.proxy))
