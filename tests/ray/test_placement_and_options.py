@@ -69,6 +69,7 @@ def test_the_policy_adapter_reads_ray_s_aggregated_metrics():
     policy = scale_on_queue_and_ttft(target_queue_depth=4, target_ttft_s=0.5)
     ctx = SimpleNamespace(
         current_num_replicas=2,
+        total_num_requests=11.0,
         aggregated_metrics={"queue_depth": {"r1": 6.0, "r2": 5.0}, "ttft_s": {"r1": 0.0, "r2": 0.2}},
     )
     assert policy(ctx) == (3, {})
@@ -76,4 +77,7 @@ def test_the_policy_adapter_reads_ray_s_aggregated_metrics():
     assert policy(ctx) == (3, {})
     ctx.aggregated_metrics["queue_depth"] = {"r1": 1.0, "r2": 0.0}
     assert policy(ctx) == (3, {})  # slow first tokens: one more than the 2 running
-    assert policy(SimpleNamespace(current_num_replicas=1, aggregated_metrics=None)) == (1, {})
+    idle = SimpleNamespace(current_num_replicas=0, total_num_requests=0.0, aggregated_metrics=None)
+    assert policy(idle) == (0, {})  # a deployment at min_replicas 0 stays there
+    idle.total_num_requests = 0.2  # a request queued at the ingress's handle
+    assert policy(idle) == (1, {})

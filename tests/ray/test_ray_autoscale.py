@@ -100,3 +100,22 @@ def test_replicas_follow_the_queue_depth_up_and_back_down(autoscaled):
     assert load.answered > 0
     down_s = _wait_for(lambda: running_replicas(APP) == 1, 60, "one replica once the load stopped")
     print(f"autoscale: 2 replicas after {up_s:.1f} s of load, 1 again {down_s:.1f} s after it stopped")
+
+
+def test_a_deployment_at_zero_replicas_stays_there_until_a_request_comes(autoscaled):
+    # On the same Ray, after the test above: its application goes, one with min_replicas 0 comes.
+    serve.delete(APP)
+    router = RouterConfig.from_flags(
+        (CHAT,), memory_budget=2 << 30, max_model_len=512, kv_cache_memory=32 << 20, idle_timeout_s=300
+    )
+    auto = Autoscaling(0, 1, ScalingTargets(target_queue_depth=2), upscale_delay_s=0.0, downscale_delay_s=60.0)
+    spec = ServeSpec(router, ReplicaSetConfig(num_cpus=1, autoscaling=auto), app_name="zero")
+    deploy(spec, ClusterOptions(), wait=True)  # the running Ray and Serve, same port
+    time.sleep(5)  # several control-loop ticks with nothing to serve
+    assert running_replicas("zero") == 0
+
+    body = {"model": CHAT, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+    response = httpx.post(f"{autoscaled}/v1/chat/completions", json=body, timeout=180)
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"]
+    assert running_replicas("zero") == 1

@@ -36,17 +36,20 @@ def desired_replicas(
     queue_depths: Sequence[float],
     ttfts_s: Sequence[float | None],
     targets: ScalingTargets,
+    pending: float = 0.0,
 ) -> int:
     """Enough replicas for the requests in flight at the target depth each, and one more than now
     while any replica's time to first token is over its target (a queue can be short while every
-    request in it is slow: long prompts, cold loads). Never below 1 here: Ray's min_replicas says
-    whether the deployment itself may scale to zero."""
-    by_queue = math.ceil(sum(queue_depths) / targets.target_queue_depth)
+    request in it is slow: long prompts, cold loads). `pending` is Ray's count of the deployment's
+    requests, those still queued at a handle included: with no replica running, it is the only
+    sign of demand. Nothing anywhere asks for zero; Ray's min_replicas bounds it (a deployment at
+    min 0 then stays at zero until a request comes)."""
+    by_queue = math.ceil(max(sum(queue_depths), pending) / targets.target_queue_depth)
     slow = targets.target_ttft_s is not None and any(
         t is not None and t > targets.target_ttft_s for t in ttfts_s
     )
     by_ttft = num_replicas + 1 if slow else 0
-    return max(1, by_queue, by_ttft)
+    return max(by_queue, by_ttft)
 
 
 def window_mean(before: tuple[float, int], now: tuple[float, int]) -> float | None:

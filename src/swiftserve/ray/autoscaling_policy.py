@@ -3,7 +3,7 @@
 Ray instantiates the class once with the policy_kwargs of deployment_options.py and calls it every
 control-loop tick with an AutoscalingContext (duck-typed here: no import of ray), whose
 aggregated_metrics hold each replica's record_autoscaling_stats (replica.py) averaged over the look-back
-window. Ray then applies min_replicas, max_replicas and the up/down delays to what this returns.
+window, and whose total_num_requests counts the requests queued at handles too. Ray then applies min_replicas, max_replicas and the up/down delays to what this returns.
 """
 
 from __future__ import annotations
@@ -24,4 +24,5 @@ class scale_on_queue_and_ttft:  # noqa: N801 - named like the policy function it
         metrics = ctx.aggregated_metrics or {}
         depths = list(metrics.get(QUEUE_DEPTH, {}).values())
         ttfts = [t if t > 0 else None for t in metrics.get(TTFT, {}).values()]
-        return desired_replicas(ctx.current_num_replicas, depths, ttfts, self.targets), {}
+        pending = ctx.total_num_requests or 0.0
+        return desired_replicas(ctx.current_num_replicas, depths, ttfts, self.targets, pending), {}
