@@ -108,7 +108,8 @@ def test_a_deployment_at_zero_replicas_stays_there_until_a_request_comes(autosca
     router = RouterConfig.from_flags(
         (CHAT,), memory_budget=2 << 30, max_model_len=512, kv_cache_memory=32 << 20, idle_timeout_s=300
     )
-    auto = Autoscaling(0, 1, ScalingTargets(target_queue_depth=2), upscale_delay_s=0.0, downscale_delay_s=60.0)
+    targets = ScalingTargets(target_queue_depth=2)
+    auto = Autoscaling(0, 1, targets, upscale_delay_s=0.0, downscale_delay_s=60.0)
     spec = ServeSpec(router, ReplicaSetConfig(num_cpus=1, autoscaling=auto), app_name="zero")
     deploy(spec, ClusterOptions(), wait=True)  # the running Ray and Serve, same port
     time.sleep(5)  # several control-loop ticks with nothing to serve

@@ -2,8 +2,9 @@
 
 Ray instantiates the class once with the policy_kwargs of deployment_options.py and calls it every
 control-loop tick with an AutoscalingContext (duck-typed here: no import of ray), whose
-aggregated_metrics hold each replica's record_autoscaling_stats (replica.py) averaged over the look-back
-window, and whose total_num_requests counts the requests queued at handles too. Ray then applies min_replicas, max_replicas and the up/down delays to what this returns.
+aggregated_metrics hold each replica's record_autoscaling_stats (replica.py) averaged over the
+look-back window, and whose total_num_requests counts the requests queued at handles too. Ray
+then applies min_replicas, max_replicas and the up/down delays to what this returns.
 """
 
 from __future__ import annotations
