@@ -42,8 +42,8 @@ def desired_replicas(
     while any replica's time to first token is over its target (a queue can be short while every
     request in it is slow: long prompts, cold loads). `pending` is Ray's count of the deployment's
     requests, those still queued at a handle included: with no replica running, it is the only
-    sign of demand. Nothing anywhere asks for zero; Ray's min_replicas bounds it (a deployment at
-    min 0 then stays at zero until a request comes)."""
+    sign of demand. No demand anywhere asks for zero, and Ray's min_replicas bounds that: a
+    deployment at min 0 stays at zero until a request comes."""
     by_queue = math.ceil(max(sum(queue_depths), pending) / targets.target_queue_depth)
     slow = targets.target_ttft_s is not None and any(
         t is not None and t > targets.target_ttft_s for t in ttfts_s
