@@ -4,21 +4,14 @@ SLO, and a system's capacity is the highest rate it sustained."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-# The root on sys.path only while the benchmark imports (as in test_llamacpp_peer.py).
-_PATH = list(sys.path)
-sys.path.append(str(ROOT))
-try:
+from .root_path import root_on_path
+
+with root_on_path():
     from benchmarks.compound.capacity import capacities, level_row, level_trace, mean_rates
     from benchmarks.compound.presets import presets, shape_for
     from benchmarks.compound.workload import make_trace
-finally:
-    sys.path[:] = _PATH
 
 
 def test_the_mix_is_the_full_trace_s_mean_rates():

@@ -8,18 +8,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-# The root goes on sys.path only while the benchmark modules import (make_ggufs.py appends it
-# again itself): left there, its router/ and scheduler/ would be importable by their bare names
-# for every later test (tests/test_environment.py checks that they are not).
-_PATH = list(sys.path)
-sys.path.append(str(ROOT))
-try:
+from .root_path import root_on_path
+
+with root_on_path():
     from benchmarks.compound.llamacpp import LlamaProc, fixed_length, server_args
     from benchmarks.compound.make_ggufs import gguf_path
     from benchmarks.compound.systems import static_cpus
-finally:
-    sys.path[:] = _PATH
 
 
 def test_big_alone_on_the_upper_half_the_small_models_share_the_lower_half():
