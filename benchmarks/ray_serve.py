@@ -83,6 +83,16 @@ async def timed_requests(base: str, calls: list[tuple[str, str, dict | None]], c
         return summary(latencies, time.perf_counter() - start)
 
 
+def seq_and_x4(base: str, calls: list[tuple[str, str, dict | None]], key: str) -> dict:
+    """The calls after five to warm up: one at a time (`key`/seq, latency) and 4 at a time
+    (`key`/x4, throughput)."""
+    asyncio.run(timed_requests(base, calls[:5], 1))
+    return {
+        f"{key}/seq": asyncio.run(timed_requests(base, calls, 1)),
+        f"{key}/x4": asyncio.run(timed_requests(base, calls, 4)),
+    }
+
+
 def router_config(pinned: tuple[str, ...] = (), on_demand: tuple[str, ...] = (), budget: int = 2 << 30):
     from swiftserve.router.router_config import RouterConfig
 
@@ -155,9 +165,7 @@ def hop(port: int, n: int, serve_envs: dict[str, dict[str, str]]) -> dict:
         direct = f"http://127.0.0.1:{direct_port}"
         wait_health(direct)
         for name, c in kinds.items():
-            asyncio.run(timed_requests(direct, c[:5], 1))
-            results[f"direct/{name}/seq"] = asyncio.run(timed_requests(direct, c, 1))
-            results[f"direct/{name}/x4"] = asyncio.run(timed_requests(direct, c, 4))
+            results.update(seq_and_x4(direct, c, f"direct/{name}"))
     finally:
         server.terminate()
         server.wait(30)
@@ -189,9 +197,7 @@ def ray_hop(port: int, n: int, kinds: dict, label: str, env: dict[str, str]) -> 
     base = deploy(spec, port)
     results: dict = {}
     for name, c in kinds.items():
-        asyncio.run(timed_requests(base, c[:5], 1))  # warm
-        results[f"{label}/{name}/seq"] = asyncio.run(timed_requests(base, c, 1))
-        results[f"{label}/{name}/x4"] = asyncio.run(timed_requests(base, c, 4))
+        results.update(seq_and_x4(base, c, f"{label}/{name}"))
     shapes = call_shapes(spec.app_name, n)
     results.update({f"{label}/{key}": value for key, value in shapes.items()})
     results.update(ray_floor(port, n, label))
@@ -267,10 +273,7 @@ def ray_floor(port: int, n: int, label: str) -> dict:
     for name, app in bare_apps().items():
         serve.run(app, name=name, route_prefix=f"/{name}")
         calls = [("GET", f"/{name}", None)] * n
-        base = f"http://127.0.0.1:{port}"
-        asyncio.run(timed_requests(base, calls[:5], 1))
-        results[f"{label}/{name}/seq"] = asyncio.run(timed_requests(base, calls, 1))
-        results[f"{label}/{name}/x4"] = asyncio.run(timed_requests(base, calls, 4))
+        results.update(seq_and_x4(f"http://127.0.0.1:{port}", calls, f"{label}/{name}"))
         serve.delete(name)
     return results
 
